@@ -1,0 +1,22 @@
+//! End-to-end tests, linked into one binary so wasmtime is linked once.
+//! Each area owns one module; a module is compiled only with its feature.
+#![allow(missing_docs)]
+
+mod common;
+
+#[cfg(feature = "plugin")]
+mod plugin;
+#[cfg(feature = "plugin")]
+mod scripted;
+
+#[cfg(feature = "oracle-client")]
+mod oracle_client;
+#[cfg(feature = "oracle-sandbox")]
+mod oracle_sandbox;
+
+#[cfg(feature = "hyper")]
+mod hyper;
+#[cfg(feature = "tableau-client")]
+mod tableau_client;
+#[cfg(feature = "tableau-sandbox")]
+mod tableau_sandbox;
