@@ -1,0 +1,358 @@
+//! Canonical content of one Oracle item, and the facts the pull needs from it.
+//!
+//! The content hash must be equal for two reads of the same record version
+//! and differ when any value differs, whatever order Oracle writes the fields
+//! in. The canonical form sorts object members by name, drops `links`
+//! (hrefs name the host and carry the `changeIndicator`, both covered by the
+//! content and `LastUpdateDate`), writes strings in one escape style and
+//! copies numbers exactly as sent: amounts never pass through `f64`, so two
+//! amounts that differ in the 17th digit still hash differently. A change in
+//! how Oracle renders a number (`1250.00` vs `1250.0`) makes a new hash,
+//! which only re-exports the record: safe, never lossy.
+//!
+//! While walking the item it also reads the key and timestamp members and
+//! spots truncated expanded children: a collection object (framework
+//! version 3+) whose `hasMore` is `true` holds only part of the children.
+
+use sha2::{Digest as _, Sha256};
+
+/// What the pull reads from one item.
+#[derive(Debug)]
+pub struct ItemFacts {
+    /// The key member as text (a number as written, a string decoded);
+    /// `None` when missing or null.
+    pub key: Option<String>,
+    /// The timestamp member decoded; `None` when missing or null.
+    pub timestamp: Option<String>,
+    /// SHA-256 of the canonical content.
+    pub hash: [u8; 32],
+    /// Dotted path of the first expanded child collection with `hasMore: true`.
+    pub truncated_child: Option<String>,
+}
+
+/// Reads the facts of one item (`raw` is valid JSON, already checked by the
+/// envelope parser). `Err` says why the item is unusable.
+pub fn inspect(raw: &str, key_field: &str, ts_field: Option<&str>) -> Result<ItemFacts, String> {
+    let mut w = Walker {
+        b: raw.as_bytes(),
+        i: 0,
+        path: Vec::new(),
+        truncated: None,
+    };
+    w.ws();
+    if w.peek() != Some(b'{') {
+        return Err("the item is not a JSON object".into());
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut top = TopFields {
+        key_field: key_field.as_bytes(),
+        ts_field: ts_field.map(str::as_bytes),
+        key: None,
+        ts: None,
+    };
+    w.object(&mut out, Some(&mut top))?;
+    let hash: [u8; 32] = Sha256::digest(&out).into();
+    Ok(ItemFacts {
+        key: top.key,
+        timestamp: top.ts,
+        hash,
+        truncated_child: w.truncated,
+    })
+}
+
+/// SHA-256 of the canonical form of any JSON text (used by tests and by
+/// callers that hash records they build themselves).
+pub fn content_hash(raw: &str) -> Result<[u8; 32], String> {
+    let mut w = Walker {
+        b: raw.as_bytes(),
+        i: 0,
+        path: Vec::new(),
+        truncated: None,
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    w.value(&mut out)?;
+    Ok(Sha256::digest(&out).into())
+}
+
+struct TopFields<'f> {
+    key_field: &'f [u8],
+    ts_field: Option<&'f [u8]>,
+    key: Option<String>,
+    ts: Option<String>,
+}
+
+struct Walker<'a> {
+    b: &'a [u8],
+    i: usize,
+    path: Vec<&'a [u8]>,
+    truncated: Option<String>,
+}
+
+impl<'a> Walker<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), String> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {:?} at byte {} of the item",
+                c as char, self.i
+            ))
+        }
+    }
+
+    fn value(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        self.ws();
+        match self.peek() {
+            Some(b'{') => self.object(out, None),
+            Some(b'[') => self.array(out),
+            Some(b'"') => {
+                let token = self.string_token()?;
+                canonical_string(token, out)
+            }
+            Some(_) => {
+                let start = self.i;
+                while matches!(
+                    self.peek(),
+                    Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'e' | b'E' | b'a'..=b'z')
+                ) {
+                    self.i += 1;
+                }
+                if start == self.i {
+                    return Err(format!("unexpected byte at {} of the item", self.i));
+                }
+                out.extend_from_slice(&self.b[start..self.i]);
+                Ok(())
+            }
+            None => Err("the item ends early".into()),
+        }
+    }
+
+    /// The raw string token, quotes included.
+    fn string_token(&mut self) -> Result<&'a [u8], String> {
+        let start = self.i;
+        self.i += 1;
+        loop {
+            match self.peek() {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(&self.b[start..self.i]);
+                }
+                Some(b'\\') => self.i += 2,
+                Some(_) => self.i += 1,
+                None => return Err("unterminated string in the item".into()),
+            }
+        }
+    }
+
+    fn array(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+        self.i += 1;
+        out.push(b'[');
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            out.push(b']');
+            return Ok(());
+        }
+        loop {
+            self.value(out)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    out.push(b',');
+                }
+                Some(b']') => {
+                    self.i += 1;
+                    out.push(b']');
+                    return Ok(());
+                }
+                _ => return Err(format!("bad array at byte {} of the item", self.i)),
+            }
+        }
+    }
+
+    fn object(
+        &mut self,
+        out: &mut Vec<u8>,
+        mut top: Option<&mut TopFields<'_>>,
+    ) -> Result<(), String> {
+        self.i += 1;
+        // (key start, key end, value start, value end) into `scratch`.
+        let mut scratch = Vec::new();
+        let mut members: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let mut items_seen = false;
+        let mut has_more_true = false;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+        } else {
+            loop {
+                self.ws();
+                if self.peek() != Some(b'"') {
+                    return Err(format!(
+                        "expected a member name at byte {} of the item",
+                        self.i
+                    ));
+                }
+                let name_token = self.string_token()?;
+                let name_raw = &name_token[1..name_token.len() - 1];
+                self.expect(b':')?;
+                if name_raw == b"links" {
+                    let mut sink = Vec::new();
+                    self.value(&mut sink)?;
+                } else {
+                    let ks = scratch.len();
+                    canonical_string(name_token, &mut scratch)?;
+                    let ke = scratch.len();
+                    self.path.push(name_raw);
+                    self.value(&mut scratch)?;
+                    self.path.pop();
+                    let ve = scratch.len();
+                    let value = &scratch[ke..ve];
+                    match name_raw {
+                        b"items" => items_seen = true,
+                        b"hasMore" => has_more_true = value == b"true",
+                        _ => {}
+                    }
+                    if let Some(top) = top.as_deref_mut() {
+                        if name_raw == top.key_field {
+                            top.key = scalar_text(value)?;
+                        } else if Some(name_raw) == top.ts_field {
+                            top.ts = scalar_text(value)?;
+                        }
+                    }
+                    members.push((ks, ke, ke, ve));
+                }
+                self.ws();
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(b'}') => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return Err(format!("bad object at byte {} of the item", self.i)),
+                }
+            }
+        }
+        if items_seen && has_more_true && self.truncated.is_none() {
+            let path: Vec<String> = self
+                .path
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            self.truncated = Some(path.join("."));
+        }
+        members.sort_by(|a, b| scratch[a.0..a.1].cmp(&scratch[b.0..b.1]));
+        out.push(b'{');
+        for (n, (ks, ke, vs, ve)) in members.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&scratch[*ks..*ke]);
+            out.push(b':');
+            out.extend_from_slice(&scratch[*vs..*ve]);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Writes a string token in canonical escaping.
+fn canonical_string(token: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    if !token.contains(&b'\\') {
+        out.extend_from_slice(token);
+        return Ok(());
+    }
+    let decoded: String =
+        serde_json::from_slice(token).map_err(|e| format!("bad string in the item: {e}"))?;
+    serde_json::to_writer(&mut *out, &decoded).map_err(|e| format!("re-encoding a string: {e}"))
+}
+
+/// A canonical scalar as text: strings decoded, numbers as written, null
+/// as `None`. Objects, arrays and booleans are not usable as keys.
+fn scalar_text(canonical: &[u8]) -> Result<Option<String>, String> {
+    match canonical.first() {
+        Some(b'"') => serde_json::from_slice::<String>(canonical)
+            .map(Some)
+            .map_err(|e| format!("bad string: {e}")),
+        Some(b'-' | b'0'..=b'9') => Ok(Some(String::from_utf8_lossy(canonical).into_owned())),
+        _ if canonical == b"null" => Ok(None),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_order_and_links_do_not_matter() {
+        let a = r#"{"InvoiceId":1,"Amount":1250.00,"LastUpdateDate":"2024-05-03T09:02:51.077+00:00","links":[{"rel":"self","href":"http://a/1"}]}"#;
+        let b = r#"{ "LastUpdateDate" : "2024-05-03T09:02:51.077+00:00", "Amount":1250.00, "InvoiceId":1 }"#;
+        let fa = inspect(a, "InvoiceId", Some("LastUpdateDate")).unwrap();
+        let fb = inspect(b, "InvoiceId", Some("LastUpdateDate")).unwrap();
+        assert_eq!(fa.hash, fb.hash);
+        assert_eq!(fa.key.as_deref(), Some("1"));
+        assert_eq!(
+            fa.timestamp.as_deref(),
+            Some("2024-05-03T09:02:51.077+00:00")
+        );
+    }
+
+    #[test]
+    fn every_value_counts_exactly() {
+        let base = inspect(r#"{"K":"a","Amt":12345678901234567.01}"#, "K", None).unwrap();
+        let other = inspect(r#"{"K":"a","Amt":12345678901234567.02}"#, "K", None).unwrap();
+        assert_ne!(
+            base.hash, other.hash,
+            "amounts beyond f64 precision must differ"
+        );
+        let nested_a = content_hash(r#"{"lines":[{"n":1},{"n":2}]}"#).unwrap();
+        let nested_b = content_hash(r#"{"lines":[{"n":2},{"n":1}]}"#).unwrap();
+        assert_ne!(nested_a, nested_b, "array order is content");
+        let esc = content_hash(r#"{"s":"\u0041\"b"}"#).unwrap();
+        let plain = content_hash(r#"{"s":"A\"b"}"#).unwrap();
+        assert_eq!(esc, plain);
+        assert_eq!(
+            inspect(r#"{"K":"x\u00e9"}"#, "K", None)
+                .unwrap()
+                .key
+                .as_deref(),
+            Some("xé")
+        );
+    }
+
+    #[test]
+    fn missing_key_and_truncated_children() {
+        let f = inspect(
+            r#"{"Other":1,"LastUpdateDate":null}"#,
+            "K",
+            Some("LastUpdateDate"),
+        )
+        .unwrap();
+        assert!(f.key.is_none() && f.timestamp.is_none());
+        let f = inspect(
+            r#"{"K":1,"journalHeaders":{"items":[{"journalLines":{"items":[],"count":0,"hasMore":true}}],"count":1,"hasMore":false}}"#,
+            "K",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            f.truncated_child.as_deref(),
+            Some("journalHeaders.items.journalLines")
+        );
+        assert!(inspect("[1]", "K", None).is_err());
+    }
+}
