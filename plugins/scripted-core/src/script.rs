@@ -1,0 +1,880 @@
+//! Mapping scripts: reading the TOML, compiling it into a plan, and running
+//! the plan over a batch of records.
+//!
+//! Compilation happens once (in the guest's `configure`): every field path
+//! the columns and the filter use gets a *slot*, and the paths are arranged
+//! into per-object [`Table`]s so a record is read in one pass. Mapping a
+//! record then means: scan it into the slots, walk the expanded child
+//! collections (if any), and per output row evaluate the filter and each
+//! column.
+
+use std::collections::HashMap;
+
+use mlc_common::{Column, ColumnType, MappedBatch, Reject, Row, Schema, Value};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::error::{MapError, ScriptError};
+use crate::eval::{self, Context, Fault, Lookup, Stop, Val};
+use crate::expr::{self, Expr, Lit};
+use crate::json::{self, Raw, Table};
+
+/// A compiled mapping script for one resource.
+#[derive(Clone, Debug)]
+pub struct Script {
+    resource: String,
+    description: Option<String>,
+    schema: Schema,
+    columns: Vec<ColumnPlan>,
+    filter: Option<Expr>,
+    /// Scan tables; `levels[l].table` is the root table of level `l`.
+    tables: Vec<Table>,
+    levels: Vec<Level>,
+    /// The expanded collection names, outermost first.
+    expand: Vec<String>,
+    keep_empty: bool,
+    slot_count: usize,
+}
+
+/// One object level: the record itself (0) or an expanded child.
+#[derive(Clone, Debug)]
+struct Level {
+    table: usize,
+    /// Slots filled while scanning one object of this level.
+    slots: Vec<usize>,
+    /// The slot that holds the next level's collection.
+    child: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+struct ColumnPlan {
+    name: String,
+    ty: ColumnType,
+    nullable: bool,
+    value: Source,
+    /// The field named in rejects: the source path, or the column name.
+    field: String,
+    map: Option<ValueMap>,
+    default: Option<Value>,
+}
+
+#[derive(Clone, Debug)]
+enum Source {
+    Slot(usize),
+    Expr(Expr),
+}
+
+#[derive(Clone, Debug)]
+struct ValueMap {
+    labels: HashMap<String, Lit>,
+    otherwise: Option<Lit>,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "resource",
+    "description",
+    "expand",
+    "keep_empty",
+    "filter",
+    "column",
+];
+const COLUMN_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "key",
+    "nullable",
+    "source",
+    "expr",
+    "default",
+    "map",
+    "map_default",
+    "description",
+];
+
+/// Reads TOML values with their positions and reports located errors.
+struct Reader<'t> {
+    text: &'t str,
+}
+
+impl<'t> Reader<'t> {
+    fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        column: Option<&str>,
+        message: impl Into<String>,
+    ) -> ScriptError {
+        ScriptError::at(self.text, span.start, column, message.into())
+    }
+
+    fn check_keys(
+        &self,
+        table: &DeTable<'_>,
+        allowed: &[&str],
+        column: Option<&str>,
+        what: &str,
+    ) -> Result<(), ScriptError> {
+        for (key, _) in table.iter() {
+            if !allowed.contains(&key.get_ref().as_ref()) {
+                return Err(self.err(
+                    key.span(),
+                    column,
+                    format!(
+                        "unknown key {:?} in {what}; allowed: {}",
+                        key.get_ref(),
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn string(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        column: Option<&str>,
+        key: &str,
+    ) -> Result<String, ScriptError> {
+        value.get_ref().as_str().map(str::to_owned).ok_or_else(|| {
+            self.err(
+                value.span(),
+                column,
+                format!("{key} must be text, found {}", value.get_ref().type_str()),
+            )
+        })
+    }
+
+    fn bool(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        column: Option<&str>,
+        key: &str,
+    ) -> Result<bool, ScriptError> {
+        value.get_ref().as_bool().ok_or_else(|| {
+            self.err(
+                value.span(),
+                column,
+                format!(
+                    "{key} must be true or false, found {}",
+                    value.get_ref().type_str()
+                ),
+            )
+        })
+    }
+
+    /// Parses an expression held in a TOML string, locating syntax errors
+    /// inside the string.
+    fn expr(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        column: Option<&str>,
+        key: &str,
+    ) -> Result<Expr, ScriptError> {
+        let source = self.string(value, column, key)?;
+        let quote = self.quote_len(value.span().start);
+        expr::parse(&source).map_err(|e| {
+            ScriptError::at(
+                self.text,
+                value.span().start + quote + e.at,
+                column,
+                format!("in {key}: {}", e.message),
+            )
+        })
+    }
+
+    fn quote_len(&self, start: usize) -> usize {
+        let rest = self.text.get(start..).unwrap_or("");
+        if rest.starts_with("\"\"\"") || rest.starts_with("'''") {
+            3
+        } else {
+            1
+        }
+    }
+
+    fn literal(
+        &self,
+        value: &Spanned<DeValue<'_>>,
+        column: Option<&str>,
+        key: &str,
+    ) -> Result<Lit, ScriptError> {
+        Ok(match value.get_ref() {
+            DeValue::String(s) => Lit::Str(s.to_string()),
+            DeValue::Boolean(b) => Lit::Bool(*b),
+            DeValue::Integer(i) => Lit::Num(
+                mlc_common::Decimal::parse(i.as_str())
+                    .map_err(|e| self.err(value.span(), column, format!("{key}: {e}")))?,
+            ),
+            DeValue::Float(f) => Lit::Num(
+                mlc_common::Decimal::parse(f.as_str())
+                    .map_err(|e| self.err(value.span(), column, format!("{key}: {e}")))?,
+            ),
+            other => {
+                return Err(self.err(
+                    value.span(),
+                    column,
+                    format!(
+                        "{key} must be text, a number or true/false, found {}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        })
+    }
+}
+
+/// Parses `text`, `integer`, `double`, `decimal(p,s)`, `boolean`, `date`,
+/// `timestamp`.
+fn parse_type(text: &str) -> Result<ColumnType, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let simple = match t.as_str() {
+        "text" | "string" => Some(ColumnType::Text),
+        "integer" | "int" | "bigint" => Some(ColumnType::Integer),
+        "double" | "float" => Some(ColumnType::Double),
+        "boolean" | "bool" => Some(ColumnType::Boolean),
+        "date" => Some(ColumnType::Date),
+        "timestamp" => Some(ColumnType::Timestamp),
+        _ => None,
+    };
+    if let Some(ty) = simple {
+        return Ok(ty);
+    }
+    let expected =
+        "expected text, integer, double, decimal(precision,scale), boolean, date or timestamp";
+    let Some(args) = t.strip_prefix("decimal(").and_then(|r| r.strip_suffix(')')) else {
+        return Err(format!("unknown type {text:?}; {expected}"));
+    };
+    let parts: Vec<&str> = args.split(',').map(str::trim).collect();
+    let [p, s] = parts.as_slice() else {
+        return Err(format!(
+            "type {text:?}: write decimal(precision,scale), e.g. decimal(18,2)"
+        ));
+    };
+    let (Ok(precision), Ok(scale)) = (p.parse::<u8>(), s.parse::<u8>()) else {
+        return Err(format!(
+            "type {text:?}: precision and scale must be whole numbers"
+        ));
+    };
+    if !(1..=38).contains(&precision) || scale > precision {
+        return Err(format!(
+            "type {text:?}: precision must be 1 to 38 and scale at most the precision"
+        ));
+    }
+    Ok(ColumnType::Decimal { precision, scale })
+}
+
+fn type_name(ty: ColumnType) -> String {
+    match ty {
+        ColumnType::Text => "text".into(),
+        ColumnType::Integer => "integer".into(),
+        ColumnType::Double => "double".into(),
+        ColumnType::Decimal { precision, scale } => format!("decimal({precision},{scale})"),
+        ColumnType::Boolean => "boolean".into(),
+        ColumnType::Date => "date".into(),
+        ColumnType::Timestamp => "timestamp".into(),
+    }
+}
+
+/// Builds the scan tables while paths are given slots.
+struct PlanBuilder {
+    expand: Vec<String>,
+    tables: Vec<Table>,
+    levels: Vec<Level>,
+    slots: HashMap<(usize, String), usize>,
+    slot_count: usize,
+}
+
+impl PlanBuilder {
+    fn new(expand: Vec<String>) -> Self {
+        let mut b = Self {
+            expand,
+            tables: Vec::new(),
+            levels: Vec::new(),
+            slots: HashMap::new(),
+            slot_count: 0,
+        };
+        for level in 0..=b.expand.len() {
+            b.tables.push(Table::default());
+            b.levels.push(Level {
+                table: level,
+                slots: Vec::new(),
+                child: None,
+            });
+        }
+        for level in 0..b.expand.len() {
+            let slot = b.new_slot(level);
+            let name = b.expand[level].clone();
+            b.tables[level].entry(&name).slot = Some(slot);
+            b.levels[level].child = Some(slot);
+        }
+        b
+    }
+
+    fn new_slot(&mut self, level: usize) -> usize {
+        let slot = self.slot_count;
+        self.slot_count += 1;
+        self.levels[level].slots.push(slot);
+        slot
+    }
+
+    /// The slot for a dotted path; `Err` with a message when the path
+    /// names an expanded collection itself.
+    fn slot(&mut self, path: &str) -> Result<usize, String> {
+        let segments: Vec<&str> = path.split('.').collect();
+        let level = segments
+            .iter()
+            .zip(&self.expand)
+            .take_while(|(s, e)| **s == e.as_str())
+            .count();
+        let rest = &segments[level..];
+        let Some((last, inner)) = rest.split_last() else {
+            return Err(format!(
+                "{path:?} is the expanded collection itself; name one of its fields, e.g. {path}.Field"
+            ));
+        };
+        if let Some(slot) = self.slots.get(&(level, rest.join("."))) {
+            return Ok(*slot);
+        }
+        let mut table = self.levels[level].table;
+        for segment in inner {
+            let existing = self.tables[table].entry(segment).nested;
+            table = match existing {
+                Some(t) => t,
+                None => {
+                    let t = self.tables.len();
+                    self.tables.push(Table::default());
+                    self.tables[table].entry(segment).nested = Some(t);
+                    t
+                }
+            };
+        }
+        let slot = match self.tables[table].entry(last).slot {
+            Some(slot) => slot,
+            None => {
+                let slot = self.new_slot(level);
+                self.tables[table].entry(last).slot = Some(slot);
+                slot
+            }
+        };
+        self.slots.insert((level, rest.join(".")), slot);
+        Ok(slot)
+    }
+
+    fn resolve(&mut self, expr: &mut Expr) -> Result<(), (usize, String)> {
+        let mut failure = None;
+        expr.fields_mut(&mut |path, at, slot| {
+            if failure.is_some() {
+                return;
+            }
+            match self.slot(path) {
+                Ok(s) => *slot = s,
+                Err(m) => failure = Some((at, m)),
+            }
+        });
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+impl Script {
+    /// Reads and checks a mapping script. Every mistake is reported with
+    /// its line, position and output column; name the file with
+    /// [`ScriptError::with_file`].
+    pub fn compile(text: &str) -> Result<Script, ScriptError> {
+        let r = Reader { text };
+        let doc = DeTable::parse(text).map_err(|e| {
+            let start = e.span().map(|s| s.start).unwrap_or(0);
+            ScriptError::at(
+                text,
+                start,
+                None,
+                format!("not valid TOML: {}", e.message().trim()),
+            )
+        })?;
+        let doc = doc.get_ref();
+        r.check_keys(doc, TOP_KEYS, None, "the script")?;
+
+        let resource = match doc.get("resource") {
+            Some(v) => r.string(v, None, "resource")?,
+            None => {
+                return Err(r.err(
+                    0..0,
+                    None,
+                    "missing `resource = \"...\"` (the Oracle resource, e.g. invoices)",
+                ));
+            }
+        };
+        if resource.trim().is_empty() {
+            return Err(r.err(
+                doc.get("resource").map(|v| v.span()).unwrap_or(0..0),
+                None,
+                "resource must not be empty",
+            ));
+        }
+        let description = doc
+            .get("description")
+            .map(|v| r.string(v, None, "description"))
+            .transpose()?;
+        let expand: Vec<String> = match doc.get("expand") {
+            None => Vec::new(),
+            Some(v) => {
+                let s = r.string(v, None, "expand")?;
+                let parts: Vec<String> = s.split('.').map(|p| p.trim().to_owned()).collect();
+                if parts.iter().any(String::is_empty) {
+                    return Err(r.err(v.span(), None, format!("expand {s:?}: write child collections separated by dots, e.g. journalHeaders.journalLines")));
+                }
+                parts
+            }
+        };
+        let keep_empty = doc
+            .get("keep_empty")
+            .map(|v| r.bool(v, None, "keep_empty"))
+            .transpose()?
+            .unwrap_or(false);
+        if keep_empty
+            && expand.is_empty()
+            && let Some(v) = doc.get("keep_empty")
+        {
+            return Err(r.err(v.span(), None, "keep_empty only applies with expand"));
+        }
+
+        let mut plan = PlanBuilder::new(expand);
+        let filter = match doc.get("filter") {
+            None => None,
+            Some(v) => {
+                let mut e = r.expr(v, None, "filter")?;
+                let quote = r.quote_len(v.span().start);
+                plan.resolve(&mut e).map_err(|(at, m)| {
+                    ScriptError::at(
+                        text,
+                        v.span().start + quote + at,
+                        None,
+                        format!("in filter: {m}"),
+                    )
+                })?;
+                Some(e)
+            }
+        };
+
+        let Some(columns_value) = doc.get("column") else {
+            return Err(r.err(0..0, None, "no columns: add [[column]] sections"));
+        };
+        let Some(column_tables) = columns_value.get_ref().as_array() else {
+            return Err(r.err(
+                columns_value.span(),
+                None,
+                "`column` must be written as [[column]] sections",
+            ));
+        };
+        if column_tables.is_empty() {
+            return Err(r.err(
+                columns_value.span(),
+                None,
+                "no columns: add [[column]] sections",
+            ));
+        }
+        let mut columns = Vec::new();
+        let mut schema = Schema::default();
+        for spanned in column_tables.iter() {
+            let Some(table) = spanned.get_ref().as_table() else {
+                return Err(r.err(
+                    spanned.span(),
+                    None,
+                    "`column` must be written as [[column]] sections",
+                ));
+            };
+            let (column, plan_column) = compile_column(&r, spanned.span(), table, &mut plan)?;
+            if schema.columns.iter().any(|c| c.name == column.name) {
+                let at = table
+                    .get("name")
+                    .map(|v| v.span())
+                    .unwrap_or(spanned.span());
+                return Err(r.err(
+                    at,
+                    Some(&column.name),
+                    "a column of this name is defined twice",
+                ));
+            }
+            schema.columns.push(column);
+            columns.push(plan_column);
+        }
+
+        Ok(Script {
+            resource,
+            description,
+            schema,
+            columns,
+            filter,
+            tables: plan.tables,
+            levels: plan.levels,
+            expand: plan.expand,
+            keep_empty,
+            slot_count: plan.slot_count,
+        })
+    }
+
+    /// The Oracle resource this script maps (e.g. `invoices`).
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The script's description, if it has one.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
+    }
+
+    /// The output schema, in column order.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Maps a batch of records (each one JSON object text). A record that
+    /// does not fit (bad JSON, a value of the wrong type, a missing
+    /// required value) becomes a reject; only a failing lookup or a wrong
+    /// resource fails the batch.
+    pub fn map_batch<S: AsRef<str>>(
+        &self,
+        resource: &str,
+        records: &[S],
+        lookup: &mut dyn Lookup,
+    ) -> Result<MappedBatch, MapError> {
+        if resource != self.resource {
+            return Err(MapError::UnknownResource {
+                mapped: self.resource.clone(),
+                asked: resource.to_owned(),
+            });
+        }
+        if u32::try_from(records.len()).is_err() {
+            return Err(MapError::BatchTooLarge(records.len()));
+        }
+        let mut cx = Context::new(lookup);
+        let mut out = MappedBatch {
+            rows: Vec::with_capacity(records.len()),
+            rejects: Vec::new(),
+        };
+        let mut slots: Vec<Raw<'_>> = vec![Raw::Missing; self.slot_count];
+        for (index, record) in records.iter().enumerate() {
+            let index = index as u32;
+            slots.iter_mut().for_each(|s| *s = Raw::Missing);
+            let first_row = out.rows.len();
+            let result = match json::scan_object(
+                record.as_ref(),
+                &self.tables,
+                self.levels[0].table,
+                &mut slots,
+            ) {
+                Ok(()) => self.walk(0, index, &mut slots, &mut cx, &mut out.rows),
+                Err(e) => Err(Stop::Fault(Fault::new(format!(
+                    "the record is not a JSON object: {e}"
+                )))),
+            };
+            match result {
+                Ok(()) => {}
+                Err(Stop::Fatal(e)) => return Err(e),
+                Err(Stop::Fault(Fault { field, message })) => {
+                    out.rows.truncate(first_row);
+                    out.rejects.push(Reject {
+                        index,
+                        field,
+                        reason: message,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Emits the rows of one object at `level` (its slots are filled).
+    fn walk<'a>(
+        &self,
+        level: usize,
+        index: u32,
+        slots: &mut Vec<Raw<'a>>,
+        cx: &mut Context<'_>,
+        rows: &mut Vec<Row>,
+    ) -> Result<(), Stop> {
+        let Some(child) = self.levels[level].child else {
+            return self.row(index, slots, cx, rows);
+        };
+        let name = &self.expand[level];
+        let fault = |message: String| Fault {
+            field: Some(name.clone()),
+            message,
+        };
+        let items: Vec<Raw<'a>> = match slots[child] {
+            Raw::Missing | Raw::Null => Vec::new(),
+            Raw::Array(text) => {
+                json::array_elements(text).map_err(|e| fault(format!("{name}: {e}")))?
+            }
+            // REST framework v3+: {"items": [...], "count": ..., ...}
+            Raw::Object(text) => match json::field(text, "items")
+                .map_err(|e| fault(format!("{name}: {e}")))?
+            {
+                Raw::Array(items) => {
+                    json::array_elements(items).map_err(|e| fault(format!("{name}.items: {e}")))?
+                }
+                Raw::Missing | Raw::Null => Vec::new(),
+                other => {
+                    return Err(
+                        fault(format!("{name}.items is {}, not an array", other.kind())).into(),
+                    );
+                }
+            },
+            other => {
+                return Err(fault(format!(
+                    "{name} is {}, not an array of child rows",
+                    other.kind()
+                ))
+                .into());
+            }
+        };
+        if items.is_empty() {
+            if self.keep_empty {
+                self.clear_below(level, slots);
+                return self.walk(level + 1, index, slots, cx, rows);
+            }
+            return Ok(());
+        }
+        for item in items {
+            let Raw::Object(text) = item else {
+                return Err(fault(format!("{name} holds {}, not objects", item.kind())).into());
+            };
+            self.clear_below(level, slots);
+            json::scan_object(text, &self.tables, self.levels[level + 1].table, slots)
+                .map_err(|e| fault(format!("{name}: {e}")))?;
+            self.walk(level + 1, index, slots, cx, rows)?;
+        }
+        Ok(())
+    }
+
+    fn clear_below(&self, level: usize, slots: &mut [Raw<'_>]) {
+        for deeper in &self.levels[level + 1..] {
+            for &s in &deeper.slots {
+                slots[s] = Raw::Missing;
+            }
+        }
+    }
+
+    /// Evaluates the filter and the columns for one output row.
+    fn row(
+        &self,
+        index: u32,
+        slots: &[Raw<'_>],
+        cx: &mut Context<'_>,
+        rows: &mut Vec<Row>,
+    ) -> Result<(), Stop> {
+        if let Some(filter) = &self.filter {
+            let keep = eval::eval(filter, slots, cx)
+                .and_then(|v| eval::truth(&v))
+                .map_err(|e| match e {
+                    Stop::Fault(f) => Stop::Fault(Fault::new(format!("filter: {}", f.message))),
+                    fatal => fatal,
+                })?;
+            if !keep {
+                return Ok(());
+            }
+        }
+        let mut values = Vec::with_capacity(self.columns.len());
+        for column in &self.columns {
+            values.push(self.column_value(column, slots, cx)?);
+        }
+        rows.push(Row {
+            source: index,
+            values,
+        });
+        Ok(())
+    }
+
+    fn column_value(
+        &self,
+        column: &ColumnPlan,
+        slots: &[Raw<'_>],
+        cx: &mut Context<'_>,
+    ) -> Result<Value, Stop> {
+        let located = |m: String| {
+            Stop::Fault(Fault {
+                field: Some(column.field.clone()),
+                message: format!(
+                    "{}: {m} (column {:?}, {})",
+                    column.field,
+                    column.name,
+                    type_name(column.ty)
+                ),
+            })
+        };
+        let mut val = match &column.value {
+            Source::Slot(slot) => Val::from_raw(slots[*slot]).map_err(located)?,
+            Source::Expr(e) => match eval::eval(e, slots, cx) {
+                Ok(v) => v,
+                Err(Stop::Fault(f)) => return Err(located(f.message)),
+                Err(fatal) => return Err(fatal),
+            },
+        };
+        if let Some(map) = &column.map
+            && val != Val::Null
+        {
+            let label = val.text().and_then(|k| map.labels.get(k.as_ref()));
+            if let Some(label) = label.or(map.otherwise.as_ref()) {
+                val = Val::from_lit(label);
+            }
+        }
+        let value = eval::convert(val, column.ty).map_err(located)?;
+        if value == Value::Null {
+            if let Some(default) = &column.default {
+                return Ok(default.clone());
+            }
+            if !column.nullable {
+                return Err(located(
+                    "no value, and the column does not allow empty values".into(),
+                ));
+            }
+        }
+        Ok(value)
+    }
+}
+
+fn compile_column(
+    r: &Reader<'_>,
+    span: std::ops::Range<usize>,
+    table: &DeTable<'_>,
+    plan: &mut PlanBuilder,
+) -> Result<(Column, ColumnPlan), ScriptError> {
+    let name = match table.get("name") {
+        Some(v) => r.string(v, None, "name")?,
+        None => return Err(r.err(span, None, "a [[column]] needs a name")),
+    };
+    if name.trim().is_empty() {
+        return Err(r.err(span, None, "a column name must not be empty"));
+    }
+    let col = Some(name.as_str());
+    r.check_keys(table, COLUMN_KEYS, col, "a [[column]]")?;
+    let ty = match table.get("type") {
+        Some(v) => parse_type(&r.string(v, col, "type")?).map_err(|m| r.err(v.span(), col, m))?,
+        None => {
+            return Err(r.err(
+                span,
+                col,
+                "missing type (text, integer, double, decimal(p,s), boolean, date or timestamp)",
+            ));
+        }
+    };
+    let key = table
+        .get("key")
+        .map(|v| r.bool(v, col, "key"))
+        .transpose()?
+        .unwrap_or(false);
+    let nullable = match table.get("nullable") {
+        Some(v) => {
+            let n = r.bool(v, col, "nullable")?;
+            if n && key {
+                return Err(r.err(v.span(), col, "a key column cannot be nullable"));
+            }
+            n
+        }
+        None => !key,
+    };
+    let (value, field) = match (table.get("source"), table.get("expr")) {
+        (Some(_), Some(e)) => {
+            return Err(r.err(e.span(), col, "give either source or expr, not both"));
+        }
+        (None, None) => {
+            return Err(r.err(span, col, "missing source = \"Field\" or expr = \"...\""));
+        }
+        (Some(v), None) => {
+            let path = r.string(v, col, "source")?;
+            let ok = path
+                .split('.')
+                .all(|s| !s.is_empty() && !s.contains(char::is_whitespace));
+            if !ok {
+                return Err(r.err(v.span(), col, format!("source {path:?} is not a field path like InvoiceAmount or invoiceLines.LineAmount")));
+            }
+            let slot = plan.slot(&path).map_err(|m| r.err(v.span(), col, m))?;
+            (Source::Slot(slot), path)
+        }
+        (None, Some(v)) => {
+            let mut e = r.expr(v, col, "expr")?;
+            let quote = r.quote_len(v.span().start);
+            plan.resolve(&mut e).map_err(|(at, m)| {
+                ScriptError::at(
+                    r.text,
+                    v.span().start + quote + at,
+                    col,
+                    format!("in expr: {m}"),
+                )
+            })?;
+            (Source::Expr(e), name.clone())
+        }
+    };
+    let map = match table.get("map") {
+        None => None,
+        Some(v) => {
+            let Some(entries) = v.get_ref().as_table() else {
+                return Err(r.err(v.span(), col, "map must be a table of code = \"label\", e.g. map = { Y = \"Yes\", N = \"No\" }"));
+            };
+            let mut labels = HashMap::new();
+            for (code, label) in entries.iter() {
+                labels.insert(code.get_ref().to_string(), r.literal(label, col, "map")?);
+            }
+            let otherwise = table
+                .get("map_default")
+                .map(|v| r.literal(v, col, "map_default"))
+                .transpose()?;
+            Some(ValueMap { labels, otherwise })
+        }
+    };
+    if map.is_none()
+        && let Some(v) = table.get("map_default")
+    {
+        return Err(r.err(v.span(), col, "map_default needs a map"));
+    }
+    // Every label must fit the column, so a mapped value never rejects.
+    if let Some(map) = &map {
+        for (code, label) in map
+            .labels
+            .iter()
+            .map(|(c, l)| (Some(c), l))
+            .chain(map.otherwise.iter().map(|l| (None, l)))
+        {
+            if let Err(m) = eval::convert(Val::from_lit(label), ty) {
+                let at = table.get("map").map(|v| v.span()).unwrap_or(span.clone());
+                let which =
+                    code.map_or("map_default".to_owned(), |c| format!("map label for {c:?}"));
+                return Err(r.err(
+                    at,
+                    col,
+                    format!("{which}: {m} (the column is {})", type_name(ty)),
+                ));
+            }
+        }
+    }
+    let default = match table.get("default") {
+        None => None,
+        Some(v) => {
+            let lit = r.literal(v, col, "default")?;
+            let value = eval::convert(Val::from_lit(&lit), ty).map_err(|m| {
+                r.err(
+                    v.span(),
+                    col,
+                    format!("default: {m} (the column is {})", type_name(ty)),
+                )
+            })?;
+            Some(value)
+        }
+    };
+    let column = Column {
+        name: name.clone(),
+        ty,
+        nullable,
+        key,
+    };
+    Ok((
+        column,
+        ColumnPlan {
+            name,
+            ty,
+            nullable,
+            value,
+            field,
+            map,
+            default,
+        },
+    ))
+}
