@@ -103,3 +103,521 @@ async fn hyperd_missing_is_a_clear_error() {
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Writing extracts, read back through Tableau's Python Hyper API.
+
+use mlc_common::time::{civil_from_days, parse_date, parse_timestamp};
+use mlc_common::{Column, ColumnType, Decimal, Row, Schema, Value};
+use mlc_hyper::{HyperSession, HyperWriter, TableName};
+use serde_json::Value as Json;
+
+fn col(name: &str, ty: ColumnType, nullable: bool) -> Column {
+    Column {
+        name: name.into(),
+        ty,
+        nullable,
+        key: false,
+    }
+}
+
+fn dec(text: &str) -> Value {
+    Value::Decimal(Decimal::parse(text).unwrap())
+}
+
+fn ts(text: &str) -> Value {
+    Value::Timestamp(parse_timestamp(text).unwrap())
+}
+
+fn date(text: &str) -> Value {
+    Value::Date(parse_date(text).unwrap())
+}
+
+/// Reads `path` with tests/python/read_hyper.py (Tableau's Hyper API).
+fn read_with_hyper_api(path: &Path, table: &TableName) -> Json {
+    let script = crate::common::workspace_root().join("tests/python/read_hyper.py");
+    let output = std::process::Command::new(crate::common::python())
+        .arg(&script)
+        .arg(path)
+        .arg(&table.schema)
+        .arg(&table.table)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "read_hyper.py failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: Json = serde_json::from_slice(&output.stdout).unwrap();
+    json["tables"][0].clone()
+}
+
+/// The exact string read_hyper.py prints for a value of a column type.
+fn expected_text(value: &Value, ty: ColumnType) -> Json {
+    let text = match (value, ty) {
+        (Value::Null, _) => return Json::Null,
+        (Value::Text(s), _) => s.clone(),
+        (Value::Integer(i), ColumnType::Integer) => i.to_string(),
+        (Value::Integer(i), ColumnType::Decimal { precision, scale }) => {
+            Decimal::new(i128::from(*i), 0)
+                .fit(precision, scale)
+                .unwrap()
+                .to_string()
+        }
+        (Value::Decimal(d), ColumnType::Decimal { precision, scale }) => {
+            d.fit(precision, scale).unwrap().to_string()
+        }
+        (Value::Double(f), _) => python_float_repr(*f),
+        (Value::Boolean(b), _) => b.to_string(),
+        (Value::Date(d), _) => {
+            let (y, m, day) = civil_from_days(*d);
+            format!("{y:04}-{m:02}-{day:02}")
+        }
+        (Value::Timestamp(t), _) => {
+            let secs = t.div_euclid(1_000_000);
+            let micros = t.rem_euclid(1_000_000);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400) as i32);
+            let rem = secs.rem_euclid(86_400);
+            format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+00:00",
+                rem / 3600,
+                rem / 60 % 60,
+                rem % 60
+            )
+        }
+        other => panic!("no expectation for {other:?}"),
+    };
+    Json::String(text)
+}
+
+/// Python's `repr(float)` for the doubles used here.
+fn python_float_repr(f: f64) -> String {
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let plain = format!("{f:?}");
+    if f != 0.0 && (f.abs() >= 1e16 || f.abs() < 1e-4) {
+        // Python switches to exponent form: 1e+300, 5e-324, 1.7976931348623157e+308.
+        let e = format!("{f:e}");
+        let (mantissa, exp) = e.split_once('e').unwrap();
+        let exp: i32 = exp.parse().unwrap();
+        return format!(
+            "{mantissa}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        );
+    }
+    plain
+}
+
+fn all_types_schema() -> Schema {
+    Schema {
+        columns: vec![
+            col("Id", ColumnType::Integer, false),
+            col("Name", ColumnType::Text, true),
+            col(
+                "Amount",
+                ColumnType::Decimal {
+                    precision: 38,
+                    scale: 9,
+                },
+                false,
+            ),
+            col(
+                "Small",
+                ColumnType::Decimal {
+                    precision: 18,
+                    scale: 2,
+                },
+                true,
+            ),
+            col("Ratio", ColumnType::Double, true),
+            col("Paid", ColumnType::Boolean, true),
+            col("Day", ColumnType::Date, true),
+            col("At", ColumnType::Timestamp, true),
+            col("Label", ColumnType::Text, false),
+        ],
+    }
+}
+
+fn all_types_rows() -> Vec<Row> {
+    let row = |source, values| Row { source, values };
+    vec![
+        row(
+            0,
+            vec![
+                Value::Integer(i64::MIN),
+                Value::Text("Zürich – 東京 – 🚀 \"quoted\" 'single'".into()),
+                dec("12345678901234567890.123456789"),
+                dec("9999999999999999.99"),
+                Value::Double(1e300),
+                Value::Boolean(true),
+                date("0001-01-01"),
+                ts("2024-02-29T23:59:59.999999Z"),
+                Value::Text(String::new()),
+            ],
+        ),
+        row(
+            1,
+            vec![
+                Value::Integer(i64::MAX),
+                Value::Null,
+                dec("-99999999999999999999999999999.999999999"),
+                dec("-0.5"),
+                Value::Double(-0.1),
+                Value::Boolean(false),
+                date("4712-12-31"),
+                ts("1969-12-31T23:59:59.000001+00:00"),
+                Value::Text("line1\nline2\ttab".into()),
+            ],
+        ),
+        row(
+            2,
+            vec![
+                Value::Integer(0),
+                Value::Text(String::new()),
+                Value::Integer(42),
+                Value::Integer(-7),
+                Value::Double(f64::INFINITY),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Text("x".repeat(3000)),
+            ],
+        ),
+        row(
+            3,
+            vec![
+                Value::Integer(-1),
+                Value::Null,
+                dec("0.000000001"),
+                Value::Null,
+                Value::Null,
+                Value::Boolean(true),
+                date("1970-01-01"),
+                ts("2023-08-07T09:42:06.138+02:00"),
+                Value::Text("last".into()),
+            ],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_type_round_trips_through_tableau_hyper_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = start_hyperd(&dir.path().join("logs")).await;
+    let schema = all_types_schema();
+    let rows = all_types_rows();
+    let path = dir.path().join("all types.hyper");
+    let table = TableName::extract();
+    let mut writer = HyperWriter::create(&hyperd, &path, table.clone(), &schema)
+        .await
+        .unwrap();
+    // Two calls: the writer appends.
+    let first = writer.write_rows(&rows[..2]).await.unwrap();
+    let second = writer.write_rows(rows[2..].iter()).await.unwrap();
+    assert_eq!((first.rows_written, second.rows_written), (2, 2));
+    assert!(
+        first.rejects.is_empty() && second.rejects.is_empty(),
+        "{first:?} {second:?}"
+    );
+    let summary = writer.finish().await.unwrap();
+    assert_eq!(summary.rows_written, 4);
+    assert_eq!(summary.rejected, 0);
+    assert!(summary.file_bytes > 0);
+    assert_eq!(summary.path, path);
+
+    let read = read_with_hyper_api(&path, &table);
+    let columns: Vec<(String, String, bool)> = read["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["sql"].as_str().unwrap().to_owned(),
+                c["nullable"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let want_columns: Vec<(String, String, bool)> = [
+        ("Id", "BIG_INT", false),
+        ("Name", "TEXT", true),
+        ("Amount", "NUMERIC(38, 9)", false),
+        ("Small", "NUMERIC(18, 2)", true),
+        ("Ratio", "DOUBLE", true),
+        ("Paid", "BOOL", true),
+        ("Day", "DATE", true),
+        ("At", "TIMESTAMP_TZ", true),
+        ("Label", "TEXT", false),
+    ]
+    .into_iter()
+    .map(|(n, t, null)| (n.to_owned(), t.to_owned(), null))
+    .collect();
+    assert_eq!(
+        columns, want_columns,
+        "declared columns as Tableau's Hyper API sees them"
+    );
+
+    let want_rows: Vec<Json> = rows
+        .iter()
+        .map(|r| {
+            Json::Array(
+                r.values
+                    .iter()
+                    .zip(&schema.columns)
+                    .map(|(v, c)| expected_text(v, c.ty))
+                    .collect(),
+            )
+        })
+        .collect();
+    let got_rows = read["rows"].as_array().unwrap();
+    assert_eq!(got_rows.len(), want_rows.len());
+    for (i, (got, want)) in got_rows.iter().zip(&want_rows).enumerate() {
+        assert_eq!(got, want, "row {i} as read by Tableau's Hyper API");
+    }
+
+    // The same file read back in Rust through HyperSession.
+    let session = HyperSession::connect(&hyperd).await.unwrap();
+    session.attach(&path, "back").await.unwrap();
+    let back = session
+        .query_rows(&format!(
+            "SELECT * FROM {} ORDER BY \"Id\"",
+            table.qualified("back")
+        ))
+        .await
+        .unwrap();
+    let mut want: Vec<Vec<Value>> = rows
+        .iter()
+        .map(|r| {
+            r.values
+                .iter()
+                .zip(&schema.columns)
+                .map(|(v, c)| match (v, c.ty) {
+                    (Value::Integer(i), ColumnType::Decimal { precision, scale }) => {
+                        Value::Decimal(
+                            Decimal::new(i128::from(*i), 0)
+                                .fit(precision, scale)
+                                .unwrap(),
+                        )
+                    }
+                    (Value::Decimal(d), ColumnType::Decimal { precision, scale }) => {
+                        Value::Decimal(d.fit(precision, scale).unwrap())
+                    }
+                    (v, _) => v.clone(),
+                })
+                .collect()
+        })
+        .collect();
+    want.sort_by_key(|r| match r[0] {
+        Value::Integer(i) => i,
+        _ => unreachable!(),
+    });
+    assert_eq!(back, want, "rows decoded by HyperSession::query_rows");
+    let tables = session.tables("back").await.unwrap();
+    assert_eq!(tables, vec![TableName::extract()]);
+    let types: Vec<String> = session
+        .query_columns(&format!("SELECT * FROM {}", table.qualified("back")))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| format!("{}:{}", c.name, c.type_name))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Id:int8",
+            "Name:text",
+            "Amount:numeric",
+            "Small:numeric",
+            "Ratio:float8",
+            "Paid:bool",
+            "Day:date",
+            "At:timestamptz",
+            "Label:text"
+        ]
+    );
+    session.detach("back").await.unwrap();
+    hyperd.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_values_are_rejected_and_the_rest_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = start_hyperd(&dir.path().join("logs")).await;
+    let schema = Schema {
+        columns: vec![
+            col("Id", ColumnType::Integer, false),
+            col(
+                "Amount",
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+                true,
+            ),
+            col("Day", ColumnType::Date, true),
+            col("Name", ColumnType::Text, false),
+        ],
+    };
+    let row = |source, values| Row { source, values };
+    let rows = vec![
+        row(
+            0,
+            vec![
+                Value::Integer(1),
+                dec("10.5"),
+                date("2024-01-31"),
+                Value::Text("ok".into()),
+            ],
+        ),
+        row(
+            1,
+            vec![
+                Value::Text("2".into()),
+                dec("1"),
+                Value::Null,
+                Value::Text("bad id".into()),
+            ],
+        ),
+        row(
+            2,
+            vec![
+                Value::Integer(3),
+                dec("0.125"),
+                Value::Null,
+                Value::Text("too precise".into()),
+            ],
+        ),
+        row(
+            3,
+            vec![
+                Value::Integer(4),
+                dec("123456789.00"),
+                Value::Null,
+                Value::Text("too big".into()),
+            ],
+        ),
+        row(
+            4,
+            vec![Value::Integer(5), Value::Null, Value::Null, Value::Null],
+        ),
+        row(
+            5,
+            vec![
+                Value::Integer(6),
+                Value::Null,
+                Value::Timestamp(0),
+                Value::Text("ts".into()),
+            ],
+        ),
+        row(6, vec![Value::Integer(7)]),
+        row(
+            7,
+            vec![
+                Value::Integer(8),
+                dec("-99999999.99"),
+                Value::Null,
+                Value::Text("edge".into()),
+            ],
+        ),
+    ];
+    let path = dir.path().join("rejects.hyper");
+    let mut writer = HyperWriter::create(&hyperd, &path, TableName::extract(), &schema)
+        .await
+        .unwrap();
+    let report = writer.write_rows(rows).await.unwrap();
+    assert_eq!(report.rows_written, 2);
+    let rejects: Vec<(u32, Option<&str>)> = report
+        .rejects
+        .iter()
+        .map(|r| (r.index, r.field.as_deref()))
+        .collect();
+    assert_eq!(
+        rejects,
+        [
+            (1, Some("Id")),
+            (2, Some("Amount")),
+            (3, Some("Amount")),
+            (4, Some("Name")),
+            (5, Some("Day")),
+            (6, None),
+        ],
+        "{:#?}",
+        report.rejects
+    );
+    assert!(
+        report.rejects[1]
+            .reason
+            .contains("more than 2 decimal places"),
+        "{:?}",
+        report.rejects[1]
+    );
+    assert!(
+        report.rejects[2]
+            .reason
+            .contains("does not fit NUMERIC(10,2)"),
+        "{:?}",
+        report.rejects[2]
+    );
+    let summary = writer.finish().await.unwrap();
+    assert_eq!((summary.rows_written, summary.rejected), (2, 6));
+
+    let read = read_with_hyper_api(&path, &TableName::extract());
+    assert_eq!(
+        read["rows"],
+        serde_json::json!([
+            ["1", "10.50", "2024-01-31", "ok"],
+            ["8", "-99999999.99", null, "edge"]
+        ])
+    );
+    hyperd.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rows_stream_in_chunks_from_an_async_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = start_hyperd(&dir.path().join("logs")).await;
+    let schema = Schema {
+        columns: vec![
+            col("Id", ColumnType::Integer, false),
+            col("Text", ColumnType::Text, true),
+        ],
+    };
+    // About 3 MB of encoded rows: several COPY chunks.
+    const N: i64 = 30_000;
+    let rows = futures_stream(N);
+    let path = dir.path().join("stream.hyper");
+    let table = TableName::new("public", "Stream Rows");
+    let mut writer = HyperWriter::create(&hyperd, &path, table.clone(), &schema)
+        .await
+        .unwrap();
+    let report = writer.write_stream(rows).await.unwrap();
+    assert_eq!(report.rows_written, N as u64);
+    writer.finish().await.unwrap();
+    let session = HyperSession::connect(&hyperd).await.unwrap();
+    session.attach(&path, "s").await.unwrap();
+    let agg = session
+        .query_rows(&format!(
+            "SELECT COUNT(*), SUM(\"Id\"), SUM(LENGTH(\"Text\")) FROM {}",
+            table.qualified("s")
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        agg,
+        vec![vec![
+            Value::Integer(N),
+            Value::Integer(N * (N - 1) / 2),
+            Value::Integer(N * 90),
+        ]]
+    );
+}
+
+fn futures_stream(n: i64) -> impl mlc_hyper::futures::Stream<Item = Row> {
+    mlc_hyper::futures::stream::iter((0..n).map(|i| Row {
+        source: i as u32,
+        values: vec![Value::Integer(i), Value::Text(format!("{:090}", i))],
+    }))
+}

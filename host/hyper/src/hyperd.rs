@@ -31,6 +31,8 @@ pub const HYPER_USER: &str = "tableau_internal_user";
 
 /// How long [`Hyperd::shutdown`] waits after SIGTERM before killing.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a failed connection waits for a dying hyperd's exit to show.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Pause between health-check attempts while hyperd starts.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// Attempts with a fresh port when hyperd exits at once (port taken between
@@ -257,9 +259,46 @@ impl Hyperd {
     /// when the client is dropped.
     pub async fn connect(&self) -> Result<Client, HyperError> {
         let endpoint = self.ensure_running().await?;
-        connect_to(endpoint)
-            .await
-            .map_err(|source| HyperError::Connect { endpoint, source })
+        match connect_to(endpoint).await {
+            Ok(client) => Ok(client),
+            Err(source) => {
+                // A hyperd that was just killed refuses or resets connections
+                // a moment before its exit can be collected: give the exit
+                // time to show, then restart and try once more.
+                if self.config.restart && self.exited_within(EXIT_GRACE).await? {
+                    let endpoint = self.ensure_running().await?;
+                    connect_to(endpoint)
+                        .await
+                        .map_err(|source| HyperError::Connect { endpoint, source })
+                } else {
+                    Err(HyperError::Connect { endpoint, source })
+                }
+            }
+        }
+    }
+
+    /// Whether the child exits within `grace` (polling `try_wait`).
+    async fn exited_within(&self, grace: Duration) -> Result<bool, HyperError> {
+        let deadline = Instant::now() + grace;
+        loop {
+            {
+                let mut state = self.state.lock().await;
+                let Some(child) = state.child.as_mut() else {
+                    return Ok(true);
+                };
+                if child
+                    .try_wait()
+                    .map_err(|e| HyperError::io("checking hyperd", e))?
+                    .is_some()
+                {
+                    return Ok(true);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
     }
 
     /// Checks the child; when it has exited (and restarts are on), starts a
