@@ -1,5 +1,7 @@
 //! Hyper: hyperd lifecycle, writing `.hyper` files, reading them back
 //! through Tableau's own Python Hyper API.
+// Test helpers outside `#[test]` functions fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -620,4 +622,256 @@ fn futures_stream(n: i64) -> impl mlc_hyper::futures::Stream<Item = Row> {
         source: i as u32,
         values: vec![Value::Integer(i), Value::Text(format!("{:090}", i))],
     }))
+}
+
+// ---------------------------------------------------------------------------
+// Changing stored files: staged upsert, atomic on failure.
+
+fn upsert_schema() -> Schema {
+    let mut id = col("Id", ColumnType::Integer, false);
+    id.key = true;
+    let mut region = col("Region", ColumnType::Text, false);
+    region.key = true;
+    Schema {
+        columns: vec![
+            id,
+            region,
+            col(
+                "Amount",
+                ColumnType::Decimal {
+                    precision: 18,
+                    scale: 2,
+                },
+                true,
+            ),
+            col("Note", ColumnType::Text, true),
+        ],
+    }
+}
+
+fn urow(id: i64, region: &str, amount: &str, note: Option<&str>) -> Row {
+    Row {
+        source: id as u32,
+        values: vec![
+            Value::Integer(id),
+            Value::Text(region.into()),
+            dec(amount),
+            note.map_or(Value::Null, |n| Value::Text(n.into())),
+        ],
+    }
+}
+
+async fn sorted_rows(session: &HyperSession, alias: &str) -> Vec<Vec<Value>> {
+    session
+        .query_rows(&format!(
+            "SELECT * FROM {} ORDER BY \"Id\", \"Region\"",
+            TableName::extract().qualified(alias)
+        ))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn upsert_replaces_by_key_last_row_wins_and_replay_adds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = start_hyperd(&dir.path().join("logs")).await;
+    let schema = upsert_schema();
+    let path = dir.path().join("ds.hyper");
+    let mut writer = HyperWriter::create(&hyperd, &path, TableName::extract(), &schema)
+        .await
+        .unwrap();
+    let initial: Vec<Row> = (1..=3)
+        .map(|i| urow(i, "EU", &format!("{i}0.00"), Some("v1")))
+        .collect();
+    writer.write_rows(&initial).await.unwrap();
+    writer.finish().await.unwrap();
+
+    let session = HyperSession::connect(&hyperd).await.unwrap();
+    session.attach(&path, "ds").await.unwrap();
+    let mut bad = urow(9, "EU", "1", None);
+    bad.values[2] = dec("0.001");
+    let batch = vec![
+        urow(2, "EU", "22.5", Some("v2")),
+        urow(6, "US", "6", Some("first")),
+        bad,
+        urow(1, "US", "-1", None),
+        urow(6, "US", "66.66", Some("second")),
+    ];
+    let keys = ["Id", "Region"];
+    let report = mlc_hyper::upsert(
+        &session,
+        "ds",
+        &TableName::extract(),
+        &schema,
+        &keys,
+        &batch,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.staged, report.deleted, report.inserted),
+        (4, 1, 3),
+        "{report:?}"
+    );
+    assert_eq!(report.rejects.len(), 1);
+    assert_eq!(report.rejects[0].field.as_deref(), Some("Amount"));
+    let after = sorted_rows(&session, "ds").await;
+    let want: Vec<Vec<Value>> = [
+        urow(1, "EU", "10.00", Some("v1")),
+        urow(1, "US", "-1", None),
+        urow(2, "EU", "22.5", Some("v2")),
+        urow(3, "EU", "30", Some("v1")),
+        urow(6, "US", "66.66", Some("second")),
+    ]
+    .into_iter()
+    .map(|r| {
+        let mut v = r.values;
+        if let Value::Decimal(d) = v[2] {
+            v[2] = Value::Decimal(d.rescale(2).unwrap());
+        }
+        v
+    })
+    .collect();
+    assert_eq!(after, want, "table after the upsert");
+
+    // The same batch again: same content, nothing doubled.
+    let replay = mlc_hyper::upsert(
+        &session,
+        "ds",
+        &TableName::extract(),
+        &schema,
+        &keys,
+        &batch,
+    )
+    .await
+    .unwrap();
+    assert_eq!((replay.deleted, replay.inserted), (3, 3), "{replay:?}");
+    assert_eq!(
+        sorted_rows(&session, "ds").await,
+        want,
+        "table after the replay"
+    );
+
+    // A failing upsert changes nothing: the target lacks the extra column, so
+    // the INSERT fails after the DELETE, inside the transaction.
+    let mut wider = schema.clone();
+    wider.columns.push(col("Extra", ColumnType::Integer, true));
+    let mut row = urow(2, "EU", "0", None);
+    row.values.push(Value::Integer(1));
+    let err = mlc_hyper::upsert(&session, "ds", &TableName::extract(), &wider, &keys, [row])
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("upserting into \"Extract\".\"Extract\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("Extra"),
+        "error should name the missing column: {text}"
+    );
+    assert_eq!(
+        sorted_rows(&session, "ds").await,
+        want,
+        "table after a failed upsert"
+    );
+    session.detach("ds").await.unwrap();
+
+    // Tableau's Hyper API sees the same five rows.
+    let read = read_with_hyper_api(&path, &TableName::extract());
+    let mut rows: Vec<Vec<Json>> = read["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().clone())
+        .collect();
+    rows.sort_by(|a, b| {
+        (
+            a[0].as_str().unwrap().parse::<i64>().unwrap(),
+            a[1].as_str(),
+        )
+            .cmp(&(
+                b[0].as_str().unwrap().parse::<i64>().unwrap(),
+                b[1].as_str(),
+            ))
+    });
+    assert_eq!(
+        rows,
+        vec![
+            vec![
+                Json::from("1"),
+                Json::from("EU"),
+                Json::from("10.00"),
+                Json::from("v1")
+            ],
+            vec![
+                Json::from("1"),
+                Json::from("US"),
+                Json::from("-1.00"),
+                Json::Null
+            ],
+            vec![
+                Json::from("2"),
+                Json::from("EU"),
+                Json::from("22.50"),
+                Json::from("v2")
+            ],
+            vec![
+                Json::from("3"),
+                Json::from("EU"),
+                Json::from("30.00"),
+                Json::from("v1")
+            ],
+            vec![
+                Json::from("6"),
+                Json::from("US"),
+                Json::from("66.66"),
+                Json::from("second")
+            ],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn creating_over_an_existing_file_or_a_bad_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = start_hyperd(&dir.path().join("logs")).await;
+    let path = dir.path().join("exists.hyper");
+    std::fs::write(&path, b"not a hyper file").unwrap();
+    let schema = upsert_schema();
+    let err = HyperWriter::create(&hyperd, &path, TableName::extract(), &schema)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"not a hyper file",
+        "existing file untouched"
+    );
+
+    let other = dir.path().join("dup.hyper");
+    let mut dup = schema.clone();
+    dup.columns.push(col("Id", ColumnType::Text, true));
+    let err = HyperWriter::create(&hyperd, &other, TableName::extract(), &dup)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("\"Id\" appears twice"), "{err}");
+    assert!(
+        !other.exists(),
+        "no file is left behind for a refused schema"
+    );
+
+    // numeric precision <= 18 keeps the default file version and still works.
+    let small = dir.path().join("small.hyper");
+    let mut writer = HyperWriter::create(&hyperd, &small, TableName::new("public", "T"), &schema)
+        .await
+        .unwrap();
+    writer
+        .write_rows([urow(1, "EU", "1.5", None)])
+        .await
+        .unwrap();
+    let summary = writer.finish().await.unwrap();
+    assert_eq!(summary.rows_written, 1);
+    let read = read_with_hyper_api(&small, &TableName::new("public", "T"));
+    assert_eq!(read["rows"], serde_json::json!([["1", "EU", "1.50", null]]));
 }
