@@ -77,6 +77,10 @@ pub struct UpdateBatch {
     /// The batch id: the only input of the RequestIDs, so a replay of the
     /// batch sends the same ones.
     pub batch_id: String,
+    /// How many earlier attempts of this batch ended in a *failed* job
+    /// (finishCode 1: nothing applied). 0 for the first attempt and for any
+    /// replay after an ambiguous failure or a crash; see [`request_id`].
+    pub failed_attempts: u32,
     /// The pipeline's key columns (upsert and delete match on all of them).
     pub key_columns: Vec<String>,
     /// Payload files in order; each under the update payload limit.
@@ -101,13 +105,24 @@ pub struct PartOutcome {
     pub job: Option<Job>,
 }
 
-/// The `RequestID` of part `index` (0-based) of a batch split into `parts`:
-/// the batch id itself for a single part, `<batch>-<index+1>` otherwise.
-pub fn request_id(batch_id: &str, index: usize, parts: usize) -> String {
-    if parts <= 1 {
+/// The `RequestID` of part `index` (0-based) of a batch split into `parts`.
+///
+/// The base is the batch id itself, or `<batch>.a<n>` after `n` attempts
+/// whose jobs definitively failed (a failed job changed nothing, and a
+/// server may remember its RequestID, so the next attempt must not reuse
+/// it); a single part uses the base, part `i` of several `<base>-<i>`
+/// (1-based). Nothing else goes in, so a replay after an ambiguous failure
+/// or a crash sends the same ids.
+pub fn request_id(batch_id: &str, failed_attempts: u32, index: usize, parts: usize) -> String {
+    let base = if failed_attempts == 0 {
         batch_id.to_owned()
     } else {
-        format!("{batch_id}-{}", index + 1)
+        format!("{batch_id}.a{failed_attempts}")
+    };
+    if parts <= 1 {
+        base
+    } else {
+        format!("{base}-{}", index + 1)
     }
 }
 
@@ -117,6 +132,26 @@ pub fn parts_needed(size: u64, limit: u64) -> usize {
     let usable = (limit - limit / 10).max(1);
     usize::try_from(size.div_ceil(usable).max(1)).unwrap_or(usize::MAX)
 }
+
+/// Progress of a file upload, reported after each chunk is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadProgress {
+    /// The file being uploaded.
+    pub path: PathBuf,
+    /// Chunks stored so far in the current upload session (1-based).
+    pub chunk: u64,
+    /// Chunks in the file.
+    pub chunks: u64,
+    /// Bytes stored so far in the current upload session.
+    pub bytes_sent: u64,
+    /// File size.
+    pub total_bytes: u64,
+    /// How often the upload was started over so far.
+    pub restarts: u32,
+}
+
+/// A callback receiving [`UploadProgress`] (e.g. for a progress bar).
+pub type UploadProgressFn = Arc<dyn Fn(&UploadProgress) + Send + Sync>;
 
 /// A chunk upload failure: worth starting the upload over, or not.
 enum UploadFailure {
@@ -130,6 +165,7 @@ struct Inner {
     http: Arc<Http>,
     sessions: SessionManager,
     project_id: OnceCell<String>,
+    progress: std::sync::RwLock<Option<UploadProgressFn>>,
 }
 
 /// The Tableau client of one tenant. Cheap to clone; clones share the
@@ -166,6 +202,7 @@ impl TableauClient {
                 http,
                 sessions,
                 project_id: OnceCell::new(),
+                progress: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -183,6 +220,29 @@ impl TableauClient {
     /// The session manager (shared by all clones).
     pub fn sessions(&self) -> &SessionManager {
         &self.inner.sessions
+    }
+
+    /// Reports every stored chunk of every upload (publish and update
+    /// payloads) to `callback`; replaces any earlier callback.
+    pub fn set_upload_progress(&self, callback: UploadProgressFn) {
+        let mut slot = self
+            .inner
+            .progress
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(callback);
+    }
+
+    fn report_progress(&self, progress: UploadProgress) {
+        let callback = self
+            .inner
+            .progress
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(callback) = callback {
+            callback(&progress);
+        }
     }
 
     /// Signs in now instead of on the first call; returns the session.
@@ -520,7 +580,7 @@ impl TableauClient {
         let size = file_size(ctx, path).await?;
         let mut restarts = 0;
         loop {
-            match self.upload_once(ctx, path, size).await {
+            match self.upload_once(ctx, path, size, restarts).await {
                 Ok(id) => return Ok(id),
                 Err(UploadFailure::Restart(e))
                     if restarts < self.inner.config.retry.upload_restarts =>
@@ -542,6 +602,7 @@ impl TableauClient {
         ctx: &Ctx,
         path: &Path,
         size: u64,
+        restarts: u32,
     ) -> Result<String, UploadFailure> {
         let timeout = self.timeout();
         let answer = self
@@ -620,11 +681,21 @@ impl TableauClient {
                 .map_err(UploadFailure::Restart)?;
             tracing::debug!(tenant = %ctx.tenant, chunk = index + 1, chunks, status = answer.status.as_u16(), "uploaded chunk");
             if answer.status.is_success() {
+                self.report_progress(UploadProgress {
+                    path: path.to_owned(),
+                    chunk: index + 1,
+                    chunks,
+                    bytes_sent: (index * chunk_size + want as u64).min(size),
+                    total_bytes: size,
+                    restarts,
+                });
                 continue;
             }
-            // A 5xx may or may not have stored the chunk, and a 404 means the
-            // session is gone (e.g. with the old sign-in): start over.
-            let restart = answer.status.is_server_error() || answer.status == StatusCode::NOT_FOUND;
+            // A 5xx may or may not have stored the chunk; a 404 or a second
+            // 401 means the upload session did not outlive the old sign-in;
+            // a 409 is a write conflict. Start over in a new session rather
+            // than resend the chunk. A 400 or 413 would only repeat.
+            let restart = !matches!(answer.status.as_u16(), 400 | 413);
             let error = answer.into_error(ctx);
             return Err(if restart {
                 UploadFailure::Restart(error)
@@ -676,7 +747,7 @@ impl TableauClient {
         let n = batch.parts.len();
         let mut outcomes = Vec::with_capacity(n);
         for (i, part) in batch.parts.iter().enumerate() {
-            let request_id = request_id(&batch.batch_id, i, n);
+            let request_id = request_id(&batch.batch_id, batch.failed_attempts, i, n);
             let submitted = self
                 .submit_update(
                     &batch.datasource_id,

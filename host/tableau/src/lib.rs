@@ -21,7 +21,7 @@ mod tests;
 pub use auth::{Session, SessionManager};
 pub use client::{
     PartOutcome, PayloadPart, PublishMode, SubmittedUpdate, TableauClient, UpdateBatch,
-    parts_needed, request_id,
+    UploadProgress, UploadProgressFn, parts_needed, request_id,
 };
 pub use config::{ApiVersion, JobPollConfig, MB, RetryConfig, TableauConfig};
 pub use error::{ErrorKind, TableauError};

@@ -140,9 +140,11 @@ fn update_actions_are_keyed_upserts_and_deletes() {
 
 #[test]
 fn request_ids_are_deterministic() {
-    assert_eq!(request_id("b-42", 0, 1), "b-42");
-    assert_eq!(request_id("b-42", 0, 3), "b-42-1");
-    assert_eq!(request_id("b-42", 2, 3), "b-42-3");
+    assert_eq!(request_id("b-42", 0, 0, 1), "b-42");
+    assert_eq!(request_id("b-42", 0, 0, 3), "b-42-1");
+    assert_eq!(request_id("b-42", 0, 2, 3), "b-42-3");
+    assert_eq!(request_id("b-42", 1, 0, 1), "b-42.a1");
+    assert_eq!(request_id("b-42", 2, 1, 2), "b-42.a2-2");
     assert_eq!(parts_needed(0, 100), 1);
     assert_eq!(parts_needed(90, 100), 1);
     assert_eq!(parts_needed(91, 100), 2);
@@ -876,6 +878,7 @@ async fn update_batch_sends_keyed_actions_with_request_ids_and_waits() {
         datasource_id: "ds-1".into(),
         datasource_name: "orders".into(),
         batch_id: "batch-7".into(),
+        failed_attempts: 0,
         key_columns: vec!["order_id".into(), "line_no".into()],
         parts: vec![
             PayloadPart {
@@ -977,6 +980,7 @@ async fn failed_job_carries_notes() {
         datasource_id: "ds-1".into(),
         datasource_name: "orders".into(),
         batch_id: "b1".into(),
+        failed_attempts: 0,
         key_columns: vec!["id".into()],
         parts: vec![PayloadPart {
             path: p.path().into(),
