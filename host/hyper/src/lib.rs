@@ -20,6 +20,8 @@ pub mod sql;
 pub mod upsert;
 pub mod writer;
 
+/// The `bytes` version `tokio_postgres`'s COPY sink takes (for raw COPY).
+pub use bytes;
 pub use error::{HyperError, INSTALL_HINT};
 /// The `futures` version whose `Stream` [`HyperWriter::write_stream`] takes.
 pub use futures;
