@@ -1,0 +1,139 @@
+//! `ml-connector sandbox tableau`: starts the sandbox, prints one JSON line
+//! with what a client needs, and serves until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mlc_common::Secret;
+
+use crate::error::SandboxError;
+use crate::server::{MB, TableauSandbox, TableauSandboxConfig};
+
+/// Command-line options of the Tableau sandbox.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TableauSandboxArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Directory for the stored .hyper files, uploads and hyperd logs
+    /// (default: a new directory under the system temp dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Session lifetime after sign-in, in minutes.
+    #[arg(long, default_value_t = 240)]
+    pub session_ttl_minutes: u64,
+    /// The hyperd binary (default: `ML_CONNECTOR_HYPERD`, then the Python
+    /// tableauhyperapi package).
+    #[arg(long)]
+    pub hyperd: Option<PathBuf>,
+    /// The site's URL name (contentUrl) for sign-in.
+    #[arg(long, default_value = "sandbox")]
+    pub site: String,
+    /// The project the connector publishes into.
+    #[arg(long, default_value = "ml-connector")]
+    pub project: String,
+    /// The personal access token name.
+    #[arg(long, default_value = "ml-connector-pat")]
+    pub pat_name: String,
+    /// The personal access token secret (default: random).
+    #[arg(long, env = "ML_CONNECTOR_SANDBOX_PAT_SECRET", hide_env_values = true)]
+    pub pat_secret: Option<String>,
+    /// Largest Update-Data-in-Hyper payload in MB (413 above).
+    #[arg(long, default_value_t = 100)]
+    pub update_payload_limit_mb: u64,
+    /// Largest single request in MB (publish without chunking, one chunk).
+    #[arg(long, default_value_t = 64)]
+    pub single_request_limit_mb: u64,
+    /// Fault: the next chunk upload answers this HTTP status.
+    #[arg(long)]
+    pub fail_next_chunk: Option<u16>,
+    /// Fault: the next job fails with these notes.
+    #[arg(long)]
+    pub fail_next_job: Option<String>,
+    /// Fault: the next N calls answer 429 with Retry-After.
+    #[arg(long)]
+    pub rate_limit_next: Option<u32>,
+    /// Seconds in Retry-After for `--rate-limit-next`.
+    #[arg(long, default_value_t = 30)]
+    pub retry_after_secs: u64,
+    /// Fault: every job stays running this many milliseconds first.
+    #[arg(long)]
+    pub slow_jobs_ms: Option<u64>,
+    /// Fault: the next N webhook events are never sent.
+    #[arg(long)]
+    pub lose_webhooks: Option<u32>,
+    /// Fault: deliver every webhook event twice.
+    #[arg(long)]
+    pub duplicate_webhooks: bool,
+}
+
+impl TableauSandboxArgs {
+    /// The sandbox configuration these options describe.
+    pub fn config(&self) -> TableauSandboxConfig {
+        let mut config = TableauSandboxConfig {
+            listen: self.listen,
+            session_ttl: Duration::from_secs(self.session_ttl_minutes.saturating_mul(60)),
+            update_payload_limit: self.update_payload_limit_mb.saturating_mul(MB),
+            single_request_limit: self.single_request_limit_mb.saturating_mul(MB),
+            hyperd: self.hyperd.clone(),
+            site_content_url: self.site.clone(),
+            project_name: self.project.clone(),
+            pat_name: self.pat_name.clone(),
+            pat_secret: self.pat_secret.clone().map(Secret::new).unwrap_or_default(),
+            ..TableauSandboxConfig::default()
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        config
+    }
+}
+
+/// Starts the sandbox, prints the JSON line, serves until SIGINT/SIGTERM.
+pub async fn run(args: TableauSandboxArgs) -> Result<(), SandboxError> {
+    let sandbox = TableauSandbox::start(args.config()).await?;
+    let faults = sandbox.faults();
+    if let Some(status) = args.fail_next_chunk {
+        faults.fail_next_chunk(status);
+    }
+    if let Some(notes) = &args.fail_next_job {
+        faults.fail_next_job(notes.clone());
+    }
+    if let Some(count) = args.rate_limit_next {
+        faults.rate_limit_next(count, args.retry_after_secs);
+    }
+    if let Some(ms) = args.slow_jobs_ms {
+        faults.slow_jobs(Duration::from_millis(ms));
+    }
+    if let Some(count) = args.lose_webhooks {
+        faults.lose_webhooks(count);
+    }
+    faults.duplicate_webhooks(args.duplicate_webhooks);
+    let line = serde_json::json!({
+        "service": "tableau",
+        "server_url": sandbox.server_url(),
+        "api_version": sandbox.api_version(),
+        "site": sandbox.site_content_url(),
+        "project": sandbox.project_name(),
+        "pat_name": sandbox.pat_name(),
+        "pat_secret": sandbox.pat_secret().expose(),
+    });
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").map_err(SandboxError::Serve)?;
+        out.flush().map_err(SandboxError::Serve)?;
+    }
+    wait_for_signal().await.map_err(SandboxError::Serve)?;
+    tracing::info!("Tableau sandbox stopping");
+    sandbox.shutdown().await
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = term.recv() => Ok(()),
+    }
+}
