@@ -1052,3 +1052,50 @@ async fn webhooks_are_registered_once() {
     let events: Vec<_> = again.iter().map(|h| h.event.unwrap()).collect();
     assert_eq!(events, WebhookEvent::ALL.to_vec());
 }
+
+// ------------------------------------------------------------ logging
+
+/// Collects everything logged, at every level, into a buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn neither_pat_secret_nor_token_is_logged_or_in_errors() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let site = new_site("3.25");
+    let base = serve(site.clone()).await;
+    let client = TableauClient::new("acme", config(&base)).unwrap();
+    client.get_datasource("ds-1").await.unwrap();
+    *site.token.lock().unwrap() = Some("someone-else".into());
+    client.get_datasource("ds-1").await.unwrap();
+    let missing = client.get_datasource("nope").await.unwrap_err();
+    client.shutdown().await.unwrap();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("signed in to Tableau"),
+        "capture works: {logs}"
+    );
+    for needle in [SECRET, "tok-1", "tok-2"] {
+        assert!(!logs.contains(needle), "`{needle}` appears in the logs");
+        assert!(!missing.to_string().contains(needle));
+        assert!(!format!("{missing:?}").contains(needle));
+    }
+}
