@@ -122,9 +122,13 @@ async fn route(ctx: Ctx, path: &str) -> Result<Response, ApiError> {
     let max = parse_version(API_VERSION).unwrap_or(MIN_API_VERSION);
     let parsed = parse_version(version).ok_or_else(|| bad_version(version))?;
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    // serverInfo is the discovery call: it answers from 2.4 on, so a client
-    // can find the version to use; everything else needs 3.19..=3.28.
-    let discovery = rest.as_slice() == ["serverInfo"];
+    // Discovery and sign-in/out answer from 2.4 on, as on a real server, so
+    // a client (TSC signs in at 2.4, then asks serverInfo) can find the
+    // version to use; everything else needs 3.19..=3.28.
+    let discovery = matches!(
+        rest.as_slice(),
+        ["serverInfo"] | ["auth", "signin"] | ["auth", "signout"]
+    );
     let lowest = if discovery { (2, 4) } else { MIN_API_VERSION };
     if parsed < lowest || parsed > max {
         return Err(bad_version(version));
@@ -264,14 +268,15 @@ fn authenticate(ctx: &Ctx, site: Option<&str>) -> Result<Session, ApiError> {
         return Err(ApiError::invalid_token());
     }
     if let Some(site) = site
-        && site != session.site_id {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "403000",
-                "Forbidden",
-                format!("The auth token is not valid for site '{site}'; sign in to that site."),
-            ));
-        }
+        && site != session.site_id
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "403000",
+            "Forbidden",
+            format!("The auth token is not valid for site '{site}'; sign in to that site."),
+        ));
+    }
     Ok(session)
 }
 
@@ -675,16 +680,17 @@ async fn publish(ctx: Ctx) -> Result<Response, ApiError> {
         Mode::CreateNew
     };
     if let Some(kind) = ctx.query.get("datasourceType")
-        && !kind.eq_ignore_ascii_case("hyper") {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "400011",
-                "Bad Request",
-                format!(
-                    "datasourceType '{kind}' is not supported here: the sandbox stores data sources as .hyper files."
-                ),
-            ));
-        }
+        && !kind.eq_ignore_ascii_case("hyper")
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "400011",
+            "Bad Request",
+            format!(
+                "datasourceType '{kind}' is not supported here: the sandbox stores data sources as .hyper files."
+            ),
+        ));
+    }
     let parts = parse_multipart(&ctx.headers, &body)?;
     let payload = parts
         .iter()
@@ -867,12 +873,13 @@ async fn update_data(ctx: Ctx, id: &str, connection: Option<&str>) -> Result<Res
     let shared = Arc::clone(&ctx.shared);
     let ds = find_datasource(&shared, id)?;
     if let Some(connection) = connection
-        && connection != ds.connection_id {
-            return Err(ApiError::not_found(
-                "404020",
-                format!("Connection '{connection}' of datasource '{id}' could not be found."),
-            ));
-        }
+        && connection != ds.connection_id
+    {
+        return Err(ApiError::not_found(
+            "404020",
+            format!("Connection '{connection}' of datasource '{id}' could not be found."),
+        ));
+    }
     let request_id = ctx
         .headers
         .get("requestid")
@@ -885,12 +892,13 @@ async fn update_data(ctx: Ctx, id: &str, connection: Option<&str>) -> Result<Res
             .request_ids
             .retain(|_, (_, seen)| seen.elapsed() < REQUEST_ID_WINDOW);
         if let Some((job_id, _)) = inner.request_ids.get(rid)
-            && let Some(job) = inner.jobs.get(job_id) {
-                tracing::info!(request_id = %rid, job = %job_id, "duplicate RequestID: returning the original job");
-                let node = job.node();
-                drop(inner);
-                return ok(&ctx, StatusCode::ACCEPTED, vec![node]);
-            }
+            && let Some(job) = inner.jobs.get(job_id)
+        {
+            tracing::info!(request_id = %rid, job = %job_id, "duplicate RequestID: returning the original job");
+            let node = job.node();
+            drop(inner);
+            return ok(&ctx, StatusCode::ACCEPTED, vec![node]);
+        }
     }
     let body = read_small(&ctx).await?;
     let list = actions::parse_body(&body)

@@ -192,10 +192,11 @@ impl Engine {
         Self::attach(&client, target, &target_alias).await?;
         let source_alias = self.alias("payload");
         if let Some(payload) = payload
-            && let Err(e) = Self::attach(&client, payload, &source_alias).await {
-                Self::detach(&client, &target_alias).await;
-                return Err(e);
-            }
+            && let Err(e) = Self::attach(&client, payload, &source_alias).await
+        {
+            Self::detach(&client, &target_alias).await;
+            return Err(e);
+        }
         let result = self
             .apply_attached(
                 &client,

@@ -122,9 +122,10 @@ impl ApiError {
             .child(Node::new("detail").text(self.detail.clone()));
         let mut response = ts_response(format, self.status, vec![error]);
         if let Some(seconds) = self.retry_after
-            && let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         response
     }
 }

@@ -135,10 +135,13 @@ impl Node {
 
     /// The element's JSON value (its name is the key chosen by the parent).
     fn to_json(&self) -> Json {
-        if self.attrs.is_empty() && self.children.is_empty() && !self.list
-            && let Some(text) = &self.text {
-                return Json::String(text.clone());
-            }
+        if self.attrs.is_empty()
+            && self.children.is_empty()
+            && !self.list
+            && let Some(text) = &self.text
+        {
+            return Json::String(text.clone());
+        }
         let mut map = Map::new();
         for (key, value) in &self.attrs {
             map.insert(key.clone(), value.clone());

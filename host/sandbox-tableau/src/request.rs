@@ -292,10 +292,11 @@ pub fn parse_multipart(headers: &HeaderMap, body: &Bytes) -> Result<Vec<Part>, A
         let mut filename = None;
         for line in head.split("\r\n") {
             if let Some((key, value)) = line.split_once(':')
-                && key.trim().eq_ignore_ascii_case("content-disposition") {
-                    name = header_param(value, "name");
-                    filename = header_param(value, "filename");
-                }
+                && key.trim().eq_ignore_ascii_case("content-disposition")
+            {
+                name = header_param(value, "name");
+                filename = header_param(value, "filename");
+            }
         }
         let name = name.ok_or_else(|| {
             ApiError::bad_request("A multipart part has no Content-Disposition name.")
@@ -315,14 +316,15 @@ fn header_param(value: &str, key: &str) -> Option<String> {
     for piece in value.split(';') {
         let piece = piece.trim();
         if let Some((k, v)) = piece.split_once('=')
-            && k.trim().eq_ignore_ascii_case(key) {
-                let v = v.trim();
-                let v = v
-                    .strip_prefix('"')
-                    .and_then(|s| s.strip_suffix('"'))
-                    .unwrap_or(v);
-                return Some(v.to_owned());
-            }
+            && k.trim().eq_ignore_ascii_case(key)
+        {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .unwrap_or(v);
+            return Some(v.to_owned());
+        }
     }
     None
 }
