@@ -1,1 +1,57 @@
-//! (being written)
+//! Sandboxed WebAssembly mapping plugins.
+//!
+//! A tenant's mapping is a WebAssembly component of the world
+//! `ml-connector:mapping/mapping@0.1.0` (`wit/mapping.wit`). This crate
+//! loads such components, checks them, and runs each batch in a fresh,
+//! bounded sandbox:
+//!
+//! - [`PluginRuntime`] owns one wasmtime `Engine` and `Linker`; it compiles
+//!   components (cached on disk by content hash), validates them (imports,
+//!   world, configuration, schemas, an optional sample batch), swaps them in
+//!   atomically and keeps every version for [`PluginRuntime::rollback`];
+//! - every batch call gets a new `Store` under the tenant's
+//!   [`PluginLimits`] (memory cap, epoch deadline, optional fuel, output
+//!   caps); a trap, loop, memory bomb or oversized output fails that batch
+//!   with a typed [`PluginError`] naming tenant, plugin, version and cause;
+//! - plugins may import only `lookup` (tenant-scoped [`ReferenceData`]) and
+//!   `log`, plus the WASI interfaces Rust's std needs, linked to an empty
+//!   context; anything else is refused at load, naming the import;
+//! - [`PluginRuntime::watch`] hot-loads `<plugins-dir>/<tenant>/<name>.wasm`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mlc_plugin::PluginError> {
+//! use std::sync::Arc;
+//! use mlc_plugin::{JsonDirReference, PluginRuntime, RuntimeConfig};
+//!
+//! let reference = JsonDirReference::open("reference").map_err(|e| mlc_plugin::PluginError::Config(e.to_string()))?;
+//! let runtime = PluginRuntime::new(RuntimeConfig {
+//!     cache_dir: Some(".mlc/cache".into()),
+//!     reference: Arc::new(reference),
+//!     ..RuntimeConfig::default()
+//! })?;
+//! let wasm = std::fs::read("gl-journal-lines.wasm").map_err(|source| mlc_plugin::PluginError::Io { path: "gl-journal-lines.wasm".into(), source })?;
+//! runtime.load("acme", "gl", wasm, None).await?;
+//! let batch = runtime.map_batch("acme", "gl", "invoices", &[r#"{"InvoiceId": 1}"#.to_owned()]).await?;
+//! println!("{} rows, {} rejects", batch.rows.len(), batch.rejects.len());
+//! # Ok(()) }
+//! ```
+
+pub mod bindings;
+pub mod convert;
+mod engine;
+mod error;
+mod host;
+mod limits;
+mod reference;
+mod runtime;
+
+pub use engine::CompileSource;
+pub use error::{BoxError, GuestError, OutputMeasure, PluginError, PluginRef, VersionId};
+pub use limits::PluginLimits;
+pub use reference::{
+    JsonDirReference, LookupError, NoReferenceData, ReferenceData, ReferenceError,
+};
+pub use runtime::{
+    LoadOptions, PluginInfo, PluginRuntime, PluginStatus, Refusal, RuntimeConfig, Sample,
+    SampleSummary, check_name, records_of,
+};

@@ -1,0 +1,316 @@
+//! The process-wide engine and linker, compilation with an on-disk cache,
+//! and the import allow-list.
+//!
+//! One `Engine` (component model, epoch interruption, optional fuel) and one
+//! `Linker` serve every plugin. Compiled components are cached on disk as
+//! `<cache>/<engine-compat>/<sha256-of-wasm>.cwasm`; a cache file that
+//! cannot be loaded is recompiled and rewritten.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::Mapping;
+use crate::error::{PluginError, PluginRef, boxed};
+use crate::host::HostState;
+
+/// The interfaces of our own package a plugin may import (exact version).
+const OWN_IMPORTS: &[&str] = &[
+    "ml-connector:mapping/types@0.1.0",
+    "ml-connector:mapping/host@0.1.0",
+];
+
+/// WASI interfaces (any 0.2.x version) that Rust's wasip2 standard library
+/// imports even when a plugin does no I/O. They are linked against an
+/// empty `WasiCtx`: no environment, arguments, files, sockets; stdin empty,
+/// stdout/stderr captured. `insecure-seed` is what std's `HashMap` seeds
+/// itself with. Clocks, filesystem, sockets and the other random interfaces
+/// are refused.
+const WASI_IMPORTS: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:random/insecure-seed",
+];
+
+/// Whether a plugin may import `name` (e.g. `wasi:io/poll@0.2.6`).
+pub(crate) fn import_allowed(name: &str) -> bool {
+    if OWN_IMPORTS.contains(&name) {
+        return true;
+    }
+    let Some((interface, version)) = name.split_once('@') else {
+        return false;
+    };
+    let mut parts = version.split('.');
+    let wasi_02 = parts.next() == Some("0")
+        && parts.next() == Some("2")
+        && parts
+            .next()
+            .is_some_and(|patch| !patch.is_empty() && patch.bytes().all(|b| b.is_ascii_digit()))
+        && parts.next().is_none();
+    wasi_02 && WASI_IMPORTS.contains(&interface)
+}
+
+/// How a component was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum CompileSource {
+    /// Compiled now (Cranelift).
+    Compiled {
+        /// Compile time.
+        #[serde(with = "duration_ms")]
+        took: Duration,
+    },
+    /// Loaded from the on-disk cache.
+    DiskCache {
+        /// Load time.
+        #[serde(with = "duration_ms")]
+        took: Duration,
+    },
+    /// Shared with an already loaded version of the same wasm.
+    Memory,
+}
+
+mod duration_ms {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// The engine, the linker and the compile cache.
+pub(crate) struct EngineParts {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    pub fuel: bool,
+}
+
+impl EngineParts {
+    /// Builds the engine and links WASI and the mapping host imports.
+    pub fn new(cache_dir: Option<&Path>, fuel: bool) -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.consume_fuel(fuel);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(boxed(e)))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Engine(boxed(e)))?;
+        Mapping::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(|e| PluginError::Engine(boxed(e)))?;
+        let cache_dir = match cache_dir {
+            Some(dir) => {
+                let mut hasher = std::hash::DefaultHasher::new();
+                engine.precompile_compatibility_hash().hash(&mut hasher);
+                let dir = dir.join(format!("{:016x}", hasher.finish()));
+                std::fs::create_dir_all(&dir).map_err(|source| PluginError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                Some(dir)
+            }
+            None => None,
+        };
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir,
+            fuel,
+        })
+    }
+
+    /// Compiles `wasm` (or loads it from the disk cache), then checks its
+    /// imports against the allow-list.
+    pub fn compile(
+        &self,
+        plugin: &PluginRef,
+        wasm: &[u8],
+        wasm_sha256: &str,
+    ) -> Result<(Component, CompileSource), PluginError> {
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{wasm_sha256}.cwasm")));
+        if let Some(path) = cached.as_deref().filter(|p| p.exists()) {
+            let started = Instant::now();
+            match self.deserialize_cached(path) {
+                Ok(component) => {
+                    self.check_imports(plugin, &component)?;
+                    return Ok((
+                        component,
+                        CompileSource::DiskCache {
+                            took: started.elapsed(),
+                        },
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), error = %format!("{error:#}"), "cached component unusable; compiling again");
+                }
+            }
+        }
+        let started = Instant::now();
+        let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
+            plugin: plugin.clone(),
+            source: boxed(e),
+        })?;
+        let took = started.elapsed();
+        self.check_imports(plugin, &component)?;
+        if let Some(path) = cached
+            && let Err(error) = write_cache(&component, &path)
+        {
+            tracing::warn!(path = %path.display(), %error, "cannot write the compile cache");
+        }
+        Ok((component, CompileSource::Compiled { took }))
+    }
+
+    /// Loads a cached compiled component.
+    #[allow(unsafe_code)]
+    fn deserialize_cached(&self, path: &Path) -> wasmtime::Result<Component> {
+        // SAFETY: `deserialize_file` trusts the file to hold native code
+        // produced by `Component::serialize` for a compatible engine. The
+        // cache directory is ours: files are written only by `write_cache`
+        // (to a temporary name, then renamed), named by the SHA-256 of the
+        // wasm they were compiled from, under a directory keyed by this
+        // engine's compatibility hash; wasmtime still checks the header and
+        // engine settings and returns an error (we then recompile) on any
+        // mismatch. The directory must be writable only by this service.
+        unsafe { Component::deserialize_file(&self.engine, path) }
+    }
+
+    /// Refuses a component whose imports leave the allow-list, naming them.
+    pub fn check_imports(
+        &self,
+        plugin: &PluginRef,
+        component: &Component,
+    ) -> Result<(), PluginError> {
+        let forbidden: Vec<String> = self
+            .imports(component)
+            .into_iter()
+            .filter(|name| !import_allowed(name))
+            .collect();
+        match forbidden.split_first() {
+            None => Ok(()),
+            Some((first, rest)) => Err(PluginError::ForbiddenImport {
+                plugin: plugin.clone(),
+                import: first.clone(),
+                others: rest.to_vec(),
+            }),
+        }
+    }
+
+    /// The names of a component's imports.
+    pub fn imports(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+}
+
+fn write_cache(component: &Component, path: &Path) -> std::io::Result<()> {
+    let bytes = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// SHA-256 of `bytes`, hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The version id of a component with a configuration: SHA-256 over the
+/// wasm's length (8 bytes, little endian), the wasm, a presence byte and the
+/// configuration text.
+pub(crate) fn version_hex(wasm: &[u8], config: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update((wasm.len() as u64).to_le_bytes());
+    hasher.update(wasm);
+    match config {
+        Some(config) => {
+            hasher.update([1]);
+            hasher.update(config.as_bytes());
+        }
+        None => hasher.update([0]),
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list() {
+        for ok in [
+            "ml-connector:mapping/host@0.1.0",
+            "ml-connector:mapping/types@0.1.0",
+            "wasi:io/poll@0.2.0",
+            "wasi:io/streams@0.2.6",
+            "wasi:cli/terminal-stderr@0.2.3",
+            "wasi:random/insecure-seed@0.2.4",
+        ] {
+            assert!(import_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "ml-connector:mapping/host@0.2.0",
+            "wasi:filesystem/types@0.2.6",
+            "wasi:filesystem/preopens@0.2.6",
+            "wasi:sockets/tcp@0.2.6",
+            "wasi:clocks/wall-clock@0.2.6",
+            "wasi:random/random@0.2.6",
+            "wasi:io/poll@0.3.0",
+            "wasi:io/poll@0.2",
+            "wasi:io/poll@0.2.x",
+            "wasi:io/poll",
+            "env",
+        ] {
+            assert!(!import_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn version_depends_on_wasm_and_config() {
+        let a = version_hex(b"wasm", None);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, version_hex(b"wasm", Some("")));
+        assert_ne!(version_hex(b"wasm", Some("x")), version_hex(b"wasmx", None));
+        assert_eq!(a, version_hex(b"wasm", None));
+    }
+
+    #[test]
+    fn refuses_core_modules_and_garbage() {
+        let parts = EngineParts::new(None, false).unwrap();
+        let plugin = PluginRef {
+            tenant: "t".into(),
+            plugin: "p".into(),
+            version: crate::error::VersionId::from_hex("00"),
+        };
+        for bytes in [&b"not wasm"[..], b"\0asm\x01\0\0\0"] {
+            let err = parts
+                .compile(&plugin, bytes, &sha256_hex(bytes))
+                .unwrap_err();
+            assert!(matches!(err, PluginError::Compile { .. }), "{err}");
+        }
+    }
+}

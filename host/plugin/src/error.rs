@@ -1,0 +1,495 @@
+//! Errors of the plugin runtime.
+//!
+//! Every failure that concerns one plugin names it through a [`PluginRef`]:
+//! tenant, plugin name and version (a prefix of the version hash). wasmtime's
+//! own error type never leaves this crate: traps are classified into
+//! [`PluginError::Trap`], [`PluginError::Deadline`], [`PluginError::OutOfFuel`]
+//! and [`PluginError::MemoryLimit`] where they happen, and anything else is
+//! kept as a boxed source.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed error kept as the source of a [`PluginError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A plugin version: the SHA-256 (hex) of the component bytes followed by its
+/// configuration. `Display` shows the first 12 hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VersionId(Arc<str>);
+
+impl VersionId {
+    /// Number of hex digits shown by [`VersionId::short`] and `Display`.
+    pub const SHORT_LEN: usize = 12;
+
+    /// Wraps a full hex digest.
+    pub fn from_hex(hex: &str) -> Self {
+        Self(hex.to_ascii_lowercase().into())
+    }
+
+    /// The full hex digest.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first [`VersionId::SHORT_LEN`] hex digits.
+    pub fn short(&self) -> &str {
+        self.0.get(..Self::SHORT_LEN).unwrap_or(&self.0)
+    }
+
+    /// Whether `prefix` (at least 4 hex digits) starts this version id.
+    pub fn matches_prefix(&self, prefix: &str) -> bool {
+        prefix.len() >= 4 && self.0.starts_with(&prefix.to_ascii_lowercase())
+    }
+}
+
+impl serde::Serialize for VersionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl fmt::Display for VersionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short())
+    }
+}
+
+/// Which plugin version an error or a call is about. Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PluginRef {
+    /// The tenant the plugin belongs to.
+    pub tenant: Arc<str>,
+    /// The plugin's name within the tenant.
+    pub plugin: Arc<str>,
+    /// The plugin version.
+    pub version: VersionId,
+}
+
+impl fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "plugin `{}` version {} of tenant `{}`",
+            self.plugin, self.version, self.tenant
+        )
+    }
+}
+
+/// A failure the plugin itself reported (the WIT `plugin-error`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GuestError {
+    /// The configuration given to `configure` is invalid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The plugin does not map this resource.
+    #[error("unknown resource: {0}")]
+    UnknownResource(String),
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Which output cap a batch exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputMeasure {
+    /// Number of rows plus rejects.
+    Rows,
+    /// Approximate bytes of the lifted output (text bytes plus 16 per value).
+    Bytes,
+}
+
+impl fmt::Display for OutputMeasure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Rows => "rows",
+            Self::Bytes => "bytes",
+        })
+    }
+}
+
+/// Everything that can go wrong loading or running a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The guest trapped (a panic, an out-of-bounds access, `unreachable`...).
+    #[error("{plugin} trapped: {trap}{}", stderr_suffix(.stderr))]
+    Trap {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The trap and its wasm backtrace, as wasmtime describes it.
+        trap: String,
+        /// The last lines the guest wrote to stderr (its panic message).
+        stderr: Option<String>,
+    },
+    /// The call ran past its deadline (epoch interruption).
+    #[error("{plugin} ran past its deadline of {deadline:?}")]
+    Deadline {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The deadline that was exceeded.
+        deadline: Duration,
+    },
+    /// The call consumed all the fuel it was given.
+    #[error("{plugin} ran out of fuel ({fuel} units)")]
+    OutOfFuel {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The fuel the call was given.
+        fuel: u64,
+    },
+    /// The guest tried to grow its memory past the cap.
+    #[error("{plugin} exceeded its memory limit: asked for {requested} bytes, limit {limit}")]
+    MemoryLimit {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The cap, bytes.
+        limit: usize,
+        /// The size the guest asked to grow to, bytes.
+        requested: usize,
+    },
+    /// The batch output is larger than allowed.
+    #[error("{plugin} produced too large an output: {actual} {measure}, limit {limit}")]
+    OutputTooLarge {
+        /// The plugin.
+        plugin: PluginRef,
+        /// What was measured.
+        measure: OutputMeasure,
+        /// The cap.
+        limit: usize,
+        /// What the batch produced.
+        actual: usize,
+    },
+    /// The rows do not follow the schema the plugin declared.
+    #[error("{plugin} broke its own schema for resource `{resource}`: {detail}")]
+    SchemaViolation {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The resource being mapped.
+        resource: String,
+        /// What was wrong (row, column, expected and actual type).
+        detail: String,
+    },
+    /// The declared schema itself is unusable.
+    #[error("{plugin} declares an invalid schema for resource `{resource}`: {detail}")]
+    InvalidSchema {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The resource.
+        resource: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The plugin returned a `plugin-error`.
+    #[error("{plugin} failed: {error}")]
+    Guest {
+        /// The plugin.
+        plugin: PluginRef,
+        /// What the plugin said.
+        #[source]
+        error: GuestError,
+    },
+    /// The plugin does not map the resource asked for.
+    #[error("{plugin} does not map resource `{resource}` (it maps: {})", .known.join(", "))]
+    UnknownResource {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The resource asked for.
+        resource: String,
+        /// The resources the plugin declares.
+        known: Vec<String>,
+    },
+    /// The component imports something outside the mapping world and the
+    /// minimal WASI that Rust's wasip2 standard library needs.
+    #[error("{plugin} refused: it imports `{import}`, which plugins may not use{}", others_suffix(.others))]
+    ForbiddenImport {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The first forbidden import.
+        import: String,
+        /// Further forbidden imports, if any.
+        others: Vec<String>,
+    },
+    /// The bytes are not a WebAssembly component, or do not compile.
+    #[error("{plugin} does not compile")]
+    Compile {
+        /// The plugin.
+        plugin: PluginRef,
+        /// wasmtime's description.
+        #[source]
+        source: BoxError,
+    },
+    /// The component does not export the mapping world.
+    #[error("{plugin} does not implement world `ml-connector:mapping/mapping@0.1.0`")]
+    Incompatible {
+        /// The plugin.
+        plugin: PluginRef,
+        /// wasmtime's description of the mismatch.
+        #[source]
+        source: BoxError,
+    },
+    /// The component could not be instantiated for a call.
+    #[error("{plugin} could not be instantiated")]
+    Instantiate {
+        /// The plugin.
+        plugin: PluginRef,
+        /// wasmtime's description.
+        #[source]
+        source: BoxError,
+    },
+    /// The validation sample failed to map: the component is refused.
+    #[error("{plugin} refused: its sample batch for resource `{resource}` failed")]
+    Sample {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The resource the sample was mapped as.
+        resource: String,
+        /// Why the batch failed.
+        #[source]
+        source: Box<PluginError>,
+    },
+    /// Every record of the validation sample was rejected.
+    #[error(
+        "{plugin} refused: all {count} sample records for resource `{resource}` were rejected (first: {first})"
+    )]
+    SampleRejected {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The resource.
+        resource: String,
+        /// Number of sample records.
+        count: usize,
+        /// The first reject's reason.
+        first: String,
+    },
+    /// A validation sample file is not a JSON array (or object of arrays).
+    #[error("invalid sample {origin}: {detail}")]
+    BadSample {
+        /// Where the sample came from (a path or "inline").
+        origin: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No plugin of that name is loaded for the tenant.
+    #[error("no plugin `{plugin}` is loaded for tenant `{tenant}`")]
+    NotFound {
+        /// The tenant.
+        tenant: String,
+        /// The plugin name.
+        plugin: String,
+    },
+    /// No version to roll back to, or no version with that id.
+    #[error("plugin `{plugin}` of tenant `{tenant}`: {detail}")]
+    NoSuchVersion {
+        /// The tenant.
+        tenant: String,
+        /// The plugin name.
+        plugin: String,
+        /// What was asked for.
+        detail: String,
+    },
+    /// A tenant or plugin name that cannot be used (empty, path characters).
+    #[error("invalid {what} name {name:?}: use letters, digits, '-', '_' and '.' (not leading)")]
+    InvalidName {
+        /// `tenant` or `plugin`.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// The runtime configuration or limits are unusable.
+    #[error("invalid plugin runtime configuration: {0}")]
+    Config(String),
+    /// The wasmtime engine could not be set up.
+    #[error("cannot set up the WebAssembly engine")]
+    Engine(#[source] BoxError),
+    /// A file of the plugins directory or compile cache could not be used.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking task of the runtime panicked or was cancelled.
+    #[error("plugin runtime task failed: {0}")]
+    Task(String),
+}
+
+fn stderr_suffix(stderr: &Option<String>) -> String {
+    match stderr {
+        Some(text) if !text.is_empty() => format!(" (guest stderr: {text})"),
+        _ => String::new(),
+    }
+}
+
+fn others_suffix(others: &[String]) -> String {
+    if others.is_empty() {
+        String::new()
+    } else {
+        format!(" (also: {})", others.join(", "))
+    }
+}
+
+impl PluginError {
+    /// The plugin this error is about, when it is about one version.
+    pub fn plugin(&self) -> Option<&PluginRef> {
+        match self {
+            Self::Trap { plugin, .. }
+            | Self::Deadline { plugin, .. }
+            | Self::OutOfFuel { plugin, .. }
+            | Self::MemoryLimit { plugin, .. }
+            | Self::OutputTooLarge { plugin, .. }
+            | Self::SchemaViolation { plugin, .. }
+            | Self::InvalidSchema { plugin, .. }
+            | Self::Guest { plugin, .. }
+            | Self::UnknownResource { plugin, .. }
+            | Self::ForbiddenImport { plugin, .. }
+            | Self::Compile { plugin, .. }
+            | Self::Incompatible { plugin, .. }
+            | Self::Instantiate { plugin, .. }
+            | Self::Sample { plugin, .. }
+            | Self::SampleRejected { plugin, .. } => Some(plugin),
+            Self::BadSample { .. }
+            | Self::NotFound { .. }
+            | Self::NoSuchVersion { .. }
+            | Self::InvalidName { .. }
+            | Self::Config(_)
+            | Self::Engine(_)
+            | Self::Io { .. }
+            | Self::Task(_) => None,
+        }
+    }
+
+    /// A short machine-readable name of the cause (`trap`, `deadline`,
+    /// `out-of-fuel`, ...), for metrics and JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Trap { .. } => "trap",
+            Self::Deadline { .. } => "deadline",
+            Self::OutOfFuel { .. } => "out-of-fuel",
+            Self::MemoryLimit { .. } => "memory-limit",
+            Self::OutputTooLarge { .. } => "output-too-large",
+            Self::SchemaViolation { .. } => "schema-violation",
+            Self::InvalidSchema { .. } => "invalid-schema",
+            Self::Guest { .. } => "guest",
+            Self::UnknownResource { .. } => "unknown-resource",
+            Self::ForbiddenImport { .. } => "forbidden-import",
+            Self::Compile { .. } => "compile",
+            Self::Incompatible { .. } => "incompatible",
+            Self::Instantiate { .. } => "instantiate",
+            Self::Sample { .. } => "sample",
+            Self::SampleRejected { .. } => "sample-rejected",
+            Self::BadSample { .. } => "bad-sample",
+            Self::NotFound { .. } => "not-found",
+            Self::NoSuchVersion { .. } => "no-such-version",
+            Self::InvalidName { .. } => "invalid-name",
+            Self::Config(_) => "config",
+            Self::Engine(_) => "engine",
+            Self::Io { .. } => "io",
+            Self::Task(_) => "task",
+        }
+    }
+
+    /// The error with its whole source chain on one line.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
+/// Turns a wasmtime error into a boxed source, keeping its context chain.
+pub(crate) fn boxed(error: wasmtime::Error) -> BoxError {
+    Box::new(WasmtimeError(format!("{error:#}")))
+}
+
+/// wasmtime's error text, kept as a `std::error::Error` source.
+#[derive(Debug)]
+struct WasmtimeError(String);
+
+impl fmt::Display for WasmtimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WasmtimeError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin() -> PluginRef {
+        PluginRef {
+            tenant: "acme".into(),
+            plugin: "gl".into(),
+            version: VersionId::from_hex("0123456789abcdef0123"),
+        }
+    }
+
+    #[test]
+    fn messages_name_tenant_plugin_and_version() {
+        let err = PluginError::Deadline {
+            plugin: plugin(),
+            deadline: Duration::from_millis(250),
+        };
+        assert_eq!(
+            err.to_string(),
+            "plugin `gl` version 0123456789ab of tenant `acme` ran past its deadline of 250ms"
+        );
+        assert_eq!(err.kind(), "deadline");
+        let err = PluginError::Trap {
+            plugin: plugin(),
+            trap: "wasm trap: unreachable".into(),
+            stderr: Some("panicked at src/lib.rs:3:5: boom".into()),
+        };
+        assert!(
+            err.to_string()
+                .ends_with("(guest stderr: panicked at src/lib.rs:3:5: boom)")
+        );
+        let err = PluginError::ForbiddenImport {
+            plugin: plugin(),
+            import: "wasi:filesystem/types@0.2.6".into(),
+            others: vec!["wasi:filesystem/preopens@0.2.6".into()],
+        };
+        assert!(
+            err.to_string()
+                .contains("imports `wasi:filesystem/types@0.2.6`, which plugins may not use (also: wasi:filesystem/preopens@0.2.6)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn chain_includes_sources() {
+        let err = PluginError::Sample {
+            plugin: plugin(),
+            resource: "items".into(),
+            source: Box::new(PluginError::OutOfFuel {
+                plugin: plugin(),
+                fuel: 10,
+            }),
+        };
+        let chain = err.chain();
+        assert!(
+            chain.contains("sample batch for resource `items` failed: "),
+            "{chain}"
+        );
+        assert!(chain.ends_with("ran out of fuel (10 units)"), "{chain}");
+    }
+
+    #[test]
+    fn version_prefixes() {
+        let v = VersionId::from_hex("abcdef0123456789");
+        assert_eq!(v.short(), "abcdef012345");
+        assert!(v.matches_prefix("ABCD"));
+        assert!(!v.matches_prefix("abc"));
+        assert!(!v.matches_prefix("abce"));
+    }
+}
