@@ -651,7 +651,7 @@ async fn chunked_upload_survives_faults_and_big_single_requests_are_refused() {
     let token = env.sign_in().await;
 
     // A single request above 64 MB is refused (413), whatever it holds.
-    let big = vec![0u8; 64 * 1024 * 1024 + 4096];
+    let big = vec![0u8; 65 * 1024 * 1024];
     let body = multipart(
         &[
             (
@@ -800,6 +800,34 @@ async fn chunked_upload_survives_faults_and_big_single_requests_are_refused() {
         env.rows("orders").await,
         expected(&[(1, "a", 100), (2, "b", 200), (3, "c", 300)])
     );
+    env.sandbox.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_single_request_cap_is_on_the_file() {
+    let env = env_with(|c| c.single_request_limit = 256 * 1024).await;
+    let token = env.sign_in().await;
+    let over = env.dir.path().join("over.hyper");
+    std::fs::write(&over, vec![1u8; 300 * 1024]).unwrap();
+    let (status, json) = env.publish(&token, "over", &over, "", true).await;
+    assert_eq!(
+        (status, error_code(&json).as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "413000"),
+        "{json}"
+    );
+    // Just under the cap: accepted for reading, then refused as not a .hyper.
+    let under = env.dir.path().join("under.hyper");
+    std::fs::write(&under, vec![1u8; 255 * 1024]).unwrap();
+    let (status, json) = env.publish(&token, "under", &under, "", true).await;
+    assert_eq!(
+        (status, error_code(&json).as_str()),
+        (StatusCode::BAD_REQUEST, "400011"),
+        "{json}"
+    );
+    // A chunk above the cap is refused too; a chunk at the cap is fine.
+    let upload = env.upload(&token, &vec![2u8; 256 * 1024], 1).await;
+    let (status, _) = env.put_chunk(&token, &upload, &vec![3u8; 257 * 1024]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     env.sandbox.shutdown().await.unwrap();
 }
 
@@ -1307,25 +1335,25 @@ async fn official_python_client_round_trip() {
     assert!(stdout.contains("tsc round trip: OK"), "{stdout}");
     // The data source was created and deleted through the client.
     assert!(sandbox.datasource_file("tsc_orders").is_none());
-    let bodies = hooks.wait_for_raw(2).await;
+    let bodies = hooks.wait_for_raw(3).await;
     assert!(
         bodies.iter().any(String::is_empty),
         "the webhook test message never arrived: {bodies:?}"
     );
-    let events: Vec<String> = bodies
+    let mut created: Vec<String> = bodies
         .iter()
         .filter(|b| !b.is_empty())
         .map(|b| {
-            serde_json::from_str::<Json>(b).unwrap()["event_type"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
+            let json: Json = serde_json::from_str(b).unwrap();
+            assert_eq!(json["event_type"], "DatasourceCreated", "{json}");
+            json["resource_name"].as_str().unwrap_or("").to_owned()
         })
         .collect();
+    created.sort();
     assert_eq!(
-        events,
-        vec!["DatasourceCreated".to_owned()],
-        "webhook events from the TSC round trip"
+        created,
+        vec!["tsc_chunked", "tsc_orders"],
+        "DatasourceCreated events"
     );
     sandbox.shutdown().await.unwrap();
 }

@@ -164,6 +164,23 @@ def main():
                 notes = " ".join(error.notes or [])
                 check("errorCode=410012" in notes, f"failed job notes {notes!r}")
 
+            # Chunked publish through fileUploads (TSC chunks every file at
+            # or above TSC_FILESIZE_LIMIT_MB), as a job.
+            os.environ["TSC_FILESIZE_LIMIT_MB"] = "0"
+            chunked_item = TSC.DatasourceItem(project.id, name="tsc_chunked")
+            publish_job = server.datasources.publish(
+                chunked_item, base_path, TSC.Server.PublishMode.Overwrite, as_job=True
+            )
+            publish_job = server.jobs.wait_for_job(publish_job, timeout=60)
+            check(publish_job.datasource_id, "the publish job names no data source")
+            chunked_path = server.datasources.download(
+                publish_job.datasource_id, filepath=os.path.join(work, "chunked")
+            )
+            rows = read_rows(hyper, chunked_path)
+            want = [(1, "one", Decimal("1.50")), (2, "two", Decimal("2.50")), (3, "three", Decimal("0.25"))]
+            check(rows == want, f"rows after chunked publish {rows!r}, expected {want!r}")
+            server.datasources.delete(publish_job.datasource_id)
+
             server.webhooks.test(hook.id)
             server.webhooks.delete(hook.id)
             hooks, _ = server.webhooks.get()

@@ -27,6 +27,8 @@ use crate::webhooks;
 
 /// Largest body of an ordinary XML/JSON request.
 const SMALL_BODY: u64 = MB;
+/// Room for the XML part and multipart framing above the 64 MB file cap.
+const MULTIPART_SLACK: u64 = 64 * 1024;
 /// How long a RequestID is remembered.
 const REQUEST_ID_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
@@ -638,14 +640,11 @@ fn flag(ctx: &Ctx, key: &str) -> bool {
 
 /// Takes an upload session's file for a publish or an update.
 fn take_upload(shared: &Shared, id: &str) -> Result<Upload, ApiError> {
-    let mut inner = shared.inner();
-    let upload = inner
+    shared
+        .inner()
         .uploads
-        .get_mut(id)
-        .filter(|u| !u.used)
-        .ok_or_else(|| unknown_upload(id))?;
-    upload.used = true;
-    Ok(upload.clone())
+        .remove(id)
+        .ok_or_else(|| unknown_upload(id))
 }
 
 fn unknown_upload(id: &str) -> ApiError {
@@ -659,12 +658,16 @@ async fn publish(ctx: Ctx) -> Result<Response, ApiError> {
     let shared = Arc::clone(&ctx.shared);
     let limit = shared.settings.single_request_limit;
     let body = ctx.take_body();
-    let body = read_body(body, limit).await?.map_err(|total| {
+    let too_large = |total: u64| {
         ApiError::too_large(format!(
             "The request of {total} bytes is larger than the {} MB allowed in one request; publish files this large with a chunked file upload (fileUploads, then uploadSessionId).",
             limit / MB
         ))
-    })?;
+    };
+    // The cap is on the file; the slack covers the XML part and framing.
+    let body = read_body(body, limit.saturating_add(MULTIPART_SLACK))
+        .await?
+        .map_err(too_large)?;
     let overwrite = flag(&ctx, "overwrite");
     let append = flag(&ctx, "append");
     if overwrite && append {
@@ -715,6 +718,9 @@ async fn publish(ctx: Ctx) -> Result<Response, ApiError> {
             ));
         }
         (None, Some(part)) => {
+            if part.data.len() as u64 > limit {
+                return Err(too_large(body.len() as u64));
+            }
             tokio::fs::write(&staged, &part.data)
                 .await
                 .map_err(|e| ApiError::internal(format!("cannot stage the upload: {e}")))?;
@@ -802,7 +808,6 @@ fn initiate_upload(ctx: &Ctx) -> Result<Response, ApiError> {
         id: id.clone(),
         file,
         bytes: 0,
-        used: false,
     };
     let node = upload.node();
     inner.uploads.insert(id, upload);
@@ -816,17 +821,19 @@ async fn append_upload(ctx: Ctx, id: &str) -> Result<Response, ApiError> {
         .inner()
         .uploads
         .get(id)
-        .filter(|u| !u.used)
         .cloned()
         .ok_or_else(|| unknown_upload(id))?;
     let limit = shared.settings.single_request_limit;
     let body = ctx.take_body();
-    let body = read_body(body, limit).await?.map_err(|total| {
+    let too_large = |total: u64| {
         ApiError::too_large(format!(
             "The chunk request of {total} bytes is larger than the {} MB allowed in one request.",
             limit / MB
         ))
-    })?;
+    };
+    let body = read_body(body, limit.saturating_add(MULTIPART_SLACK))
+        .await?
+        .map_err(too_large)?;
     if let Some(status) = shared.faults.take_chunk_failure() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return Err(ApiError::new(
@@ -848,6 +855,9 @@ async fn append_upload(ctx: Ctx, id: &str) -> Result<Response, ApiError> {
                 "The request has no 'tableau_file' part.",
             )
         })?;
+    if file_part.data.len() as u64 > limit {
+        return Err(too_large(body.len() as u64));
+    }
     {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new()
@@ -903,37 +913,52 @@ async fn update_data(ctx: Ctx, id: &str, connection: Option<&str>) -> Result<Res
     let body = read_small(&ctx).await?;
     let list = actions::parse_body(&body)
         .map_err(|e| ApiError::bad_request(format!("Invalid update actions: {e}")))?;
-    let payload = match ctx.query.get("uploadSessionId") {
-        None => None,
-        Some(upload_id) => {
-            let upload = shared
-                .inner()
-                .uploads
-                .get(upload_id)
-                .filter(|u| !u.used)
-                .cloned()
-                .ok_or_else(|| unknown_upload(upload_id))?;
-            if upload.bytes > shared.settings.update_payload_limit {
-                return Err(ApiError::too_large(format!(
-                    "The payload of {} bytes exceeds the update limit of {} MB.",
-                    upload.bytes,
-                    shared.settings.update_payload_limit / MB
-                )));
-            }
-            let upload = take_upload(&shared, upload_id)?;
-            Some(upload.file)
+    let upload_id = ctx.query.get("uploadSessionId").cloned();
+    if let Some(upload_id) = &upload_id {
+        let upload = shared
+            .inner()
+            .uploads
+            .get(upload_id)
+            .cloned()
+            .ok_or_else(|| unknown_upload(upload_id))?;
+        if upload.bytes > shared.settings.update_payload_limit {
+            return Err(ApiError::too_large(format!(
+                "The payload of {} bytes exceeds the update limit of {} MB.",
+                upload.bytes,
+                shared.settings.update_payload_limit / MB
+            )));
         }
-    };
-    let job = {
-        let job = jobs::new_job(JobKind::Update, Some(&ds), &ds.name);
+    }
+    // Check the RequestID again, take the payload and register the job under
+    // one lock, so two concurrent requests with one RequestID apply once.
+    let (job, payload) = {
         let mut inner = shared.inner();
+        if let Some(rid) = &request_id
+            && let Some((job_id, _)) = inner.request_ids.get(rid)
+            && let Some(job) = inner.jobs.get(job_id)
+        {
+            let node = job.node();
+            drop(inner);
+            return ok(&ctx, StatusCode::ACCEPTED, vec![node]);
+        }
+        let payload = match &upload_id {
+            Some(upload_id) => Some(
+                inner
+                    .uploads
+                    .remove(upload_id)
+                    .ok_or_else(|| unknown_upload(upload_id))?
+                    .file,
+            ),
+            None => None,
+        };
+        let job = jobs::new_job(JobKind::Update, Some(&ds), &ds.name);
         if let Some(rid) = &request_id {
             inner
                 .request_ids
                 .insert(rid.clone(), (job.id.clone(), Instant::now()));
         }
         inner.jobs.insert(job.id.clone(), job.clone());
-        job
+        (job, payload)
     };
     tracing::info!(datasource = %ds.name, job = %job.id, request_id = ?request_id, actions = list.len(), "update job queued");
     jobs::spawn_update(

@@ -208,8 +208,6 @@ pub struct Upload {
     pub file: PathBuf,
     /// Bytes so far.
     pub bytes: u64,
-    /// Consumed by a publish or update.
-    pub used: bool,
 }
 
 impl Upload {
