@@ -766,3 +766,59 @@ async fn an_extract_over_64_mb_is_published_in_chunks() {
     assert_eq!(rows[0][2], Value::Integer(WIDTH as i64));
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_schema_change_overwrites_the_data_source_in_full() {
+    let env = Env::start(TableauSandboxConfig::default()).await;
+    let client = env.client();
+    let model: Model = (1..=10).map(|i| ((i, 1), 1)).collect();
+    let ds = publish(&env, &client, "ap_lines", &model).await;
+
+    // The same name again without overwrite is refused (403007).
+    let again = env.extract(&rows_of(&model, model.keys().copied())).await;
+    let err = client
+        .publish("ap_lines", &again, PublishMode::CreateNew)
+        .await
+        .unwrap_err();
+    assert!(err.is_already_exists(), "expected 403007, got {err}");
+
+    // The mapping gained a column: a full extract with overwrite=true.
+    let mut wide = schema();
+    wide.columns.push(Column {
+        name: "currency".into(),
+        ty: ColumnType::Text,
+        nullable: false,
+        key: false,
+    });
+    let path = env.path("wide");
+    let mut w = HyperWriter::create(&env.hyperd, &path, TableName::extract(), &wide)
+        .await
+        .unwrap();
+    let rows: Vec<Row> = (1..=5)
+        .map(|i| {
+            let mut r = row(i, 1, 9);
+            r.values.push(Value::Text(format!("EUR-{i}")));
+            r
+        })
+        .collect();
+    w.write_rows(&rows).await.unwrap();
+    w.finish().await.unwrap();
+    let replaced = client
+        .publish("ap_lines", &path, PublishMode::Overwrite)
+        .await
+        .unwrap();
+    let found = client.find_datasource("ap_lines").await.unwrap().unwrap();
+    assert_eq!(found.id, replaced.id, "one data source of that name");
+    assert_eq!(replaced.name, ds.name);
+    let stored = env
+        .sandbox
+        .datasource_rows("ap_lines", &["invoice_id"])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.len(), 5, "old rows gone: {stored:?}");
+    let currencies: Vec<&Value> = stored.iter().map(|r| &r[7]).collect();
+    let want: Vec<Value> = (1..=5).map(|i| Value::Text(format!("EUR-{i}"))).collect();
+    assert_eq!(currencies, want.iter().collect::<Vec<_>>());
+    env.shutdown().await;
+}

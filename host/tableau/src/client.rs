@@ -562,13 +562,23 @@ impl TableauClient {
         let job = self.wait_for_job(&job.id, name).await?;
         let ds = match &job.datasource_id {
             Some(id) => self.get_datasource(id).await?,
-            None => self
-                .find_datasource(name)
-                .await?
-                .ok_or_else(|| ctx.err(ErrorKind::DatasourceNotFound))?,
+            None => self.find_published(&ctx, name).await?,
         };
         tracing::info!(datasource_id = %ds.id, job_id = %job.id, "published data source (as job)");
         Ok(ds)
+    }
+
+    /// Finds a data source just published by a job that did not name it.
+    /// The search index may lag behind a publish, so a miss is retried a
+    /// few times before it counts.
+    async fn find_published(&self, ctx: &Ctx, name: &str) -> Result<Datasource, TableauError> {
+        for attempt in 0..5u32 {
+            if let Some(ds) = self.find_datasource(name).await? {
+                return Ok(ds);
+            }
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+        Err(ctx.err(ErrorKind::DatasourceNotFound))
     }
 
     // ------------------------------------------------------------- uploads

@@ -27,5 +27,5 @@ pub use config::{ApiVersion, JobPollConfig, MB, RetryConfig, TableauConfig};
 pub use error::{ErrorKind, TableauError};
 pub use model::{
     CHANGES_TABLE, DELETED_TABLE, Datasource, EXTRACT_SCHEMA, Job, Project, TARGET_TABLE, Webhook,
-    WebhookEvent,
+    WebhookEvent, WebhookPayload,
 };

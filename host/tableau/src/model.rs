@@ -414,6 +414,68 @@ impl WebhookEvent {
     }
 }
 
+/// One webhook event as Tableau POSTs it (JSON). Dispatch on
+/// [`event_type`](Self::event_type), not `resource` (the docs disagree on
+/// the latter for refresh events). Tableau may deliver an event twice:
+/// dedupe on [`dedupe_key`](Self::dedupe_key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
+pub struct WebhookPayload {
+    /// `DATASOURCE`, `EXTRACTS`, ...
+    pub resource: String,
+    /// `DatasourceUpdated`, `DatasourceRefreshSucceeded`, ... or `Test`.
+    pub event_type: String,
+    /// The data source's name.
+    pub resource_name: String,
+    /// The site's LUID.
+    pub site_luid: String,
+    /// The data source's LUID (opaque text).
+    pub resource_luid: String,
+    /// When the event happened (ISO 8601).
+    pub created_at: String,
+}
+
+impl WebhookPayload {
+    /// Reads a delivery body. An empty body or `{}` is Tableau's test
+    /// delivery and reads as `event_type` `Test`.
+    pub fn parse(body: &[u8]) -> Result<Self, serde_json::Error> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::test());
+        }
+        let mut payload: Self = serde_json::from_slice(body)?;
+        if payload.event_type.is_empty() {
+            payload.event_type = "Test".into();
+        }
+        Ok(payload)
+    }
+
+    fn test() -> Self {
+        Self {
+            event_type: "Test".into(),
+            ..Self::default()
+        }
+    }
+
+    /// The connector event this is, if it is one.
+    pub fn event(&self) -> Option<WebhookEvent> {
+        WebhookEvent::from_name(&self.event_type)
+    }
+
+    /// True for Tableau's test delivery.
+    pub fn is_test(&self) -> bool {
+        self.event_type.eq_ignore_ascii_case("Test")
+    }
+
+    /// Identical deliveries share this key.
+    pub fn dedupe_key(&self) -> (String, String, String) {
+        (
+            self.event_type.clone(),
+            self.resource_luid.clone(),
+            self.created_at.clone(),
+        )
+    }
+}
+
 /// A webhook registered on the site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Webhook {

@@ -117,6 +117,27 @@ fn parses_namespaced_responses() {
 }
 
 #[test]
+fn webhook_payloads() {
+    let body = br#"{"resource":"DATASOURCE","event_type":"DatasourceRefreshSucceeded","resource_name":"orders",
+        "site_luid":"6b71","resource_luid":"e76a","created_at":"2025-03-01T10:07:12Z"}"#;
+    let p = model::WebhookPayload::parse(body).unwrap();
+    assert_eq!(p.event(), Some(WebhookEvent::DatasourceRefreshSucceeded));
+    assert_eq!(p.resource_luid, "e76a");
+    assert_eq!(
+        p.dedupe_key(),
+        model::WebhookPayload::parse(body).unwrap().dedupe_key()
+    );
+    assert!(model::WebhookPayload::parse(b"").unwrap().is_test());
+    assert!(model::WebhookPayload::parse(b"{}").unwrap().is_test());
+    assert!(
+        model::WebhookPayload::parse(br#"{"event_type":"Test"}"#)
+            .unwrap()
+            .is_test()
+    );
+    assert!(model::WebhookPayload::parse(b"not json").is_err());
+}
+
+#[test]
 fn update_actions_are_keyed_upserts_and_deletes() {
     let one = model::update_actions(&["id".into()], true, false);
     assert_eq!(
