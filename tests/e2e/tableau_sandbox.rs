@@ -461,6 +461,50 @@ async fn sign_in_sessions_versions_and_rate_limits() {
         "401002"
     );
 
+    // A second PAT has its own session: signing it in leaves the first.
+    let other_secret = env.sandbox.add_pat("tenant-b");
+    let live = env.sign_in().await;
+    let resp = http
+        .post(env.url("auth/signin"))
+        .header("Accept", "application/json")
+        .json(
+            &serde_json::json!({"credentials": {"personalAccessTokenName": "tenant-b",
+            "personalAccessTokenSecret": other_secret.expose(),
+            "site": {"contentUrl": env.sandbox.site_content_url()}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(env.get_json(&live, &projects).await.0, StatusCode::OK);
+
+    // Cloud pod redirect: 301 with Location; POSTing again there works.
+    env.sandbox.faults().redirect_sign_in(1);
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let creds = serde_json::json!({"credentials": {
+        "personalAccessTokenName": env.sandbox.pat_name(),
+        "personalAccessTokenSecret": env.sandbox.pat_secret().expose(),
+        "site": {"contentUrl": env.sandbox.site_content_url()}}});
+    let resp = no_redirects
+        .post(env.url("auth/signin"))
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::MOVED_PERMANENTLY);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.ends_with("/auth/signin"), "{location}");
+    let resp = no_redirects
+        .post(&location)
+        .json(&creds)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
     // Sign-out ends a session.
     let fourth = env.sign_in().await;
     let resp = http

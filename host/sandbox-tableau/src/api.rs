@@ -143,7 +143,7 @@ async fn route(ctx: Ctx, path: &str) -> Result<Response, ApiError> {
         ["serverInfo"] => only(&m, Method::GET, || server_info(&ctx)),
         ["auth", "signin"] => {
             expect(&m, Method::POST)?;
-            sign_in(ctx).await
+            sign_in(ctx, path).await
         }
         ["auth", "signout"] => {
             expect(&m, Method::POST)?;
@@ -305,8 +305,18 @@ async fn read_small(ctx: &Ctx) -> Result<Bytes, ApiError> {
     })
 }
 
-async fn sign_in(ctx: Ctx) -> Result<Response, ApiError> {
+async fn sign_in(ctx: Ctx, path: &str) -> Result<Response, ApiError> {
     let body = read_small(&ctx).await?;
+    if ctx.shared.faults.take_sign_in_redirect() {
+        // A Cloud sign-in to a host that is not the site's pod answers 301;
+        // the client must POST again to `Location`.
+        let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+        let location = format!("{}{path}", ctx.shared.server_url);
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        return Ok(response);
+    }
     let root = parse_ts_request(&ctx.headers, &body)?;
     let credentials = root
         .child("credentials")
@@ -324,10 +334,12 @@ async fn sign_in(ctx: Ctx) -> Result<Response, ApiError> {
         .child("site")
         .and_then(|s| s.attr("contentUrl"))
         .unwrap_or("");
-    if name != shared.pat_name
-        || !constant_time_eq(secret.as_bytes(), shared.pat_secret.expose().as_bytes())
-        || site != shared.site.content_url
-    {
+    let known = shared
+        .inner()
+        .pats
+        .get(name)
+        .is_some_and(|s| constant_time_eq(secret.as_bytes(), s.expose().as_bytes()));
+    if !known || site != shared.site.content_url {
         tracing::info!(pat = name, site, "sign-in refused");
         return Err(ApiError::signin_failed(
             "Error signing in to Tableau Server (the personal access token or the site is not valid).",
@@ -528,7 +540,7 @@ fn list_datasources(ctx: &Ctx) -> Result<Response, ApiError> {
         "contentUrl" => Field::Text(d.content_url.clone()),
         "projectName" => Field::Text(project_name(d)),
         "projectId" => Field::Text(d.project_id.clone()),
-        "type" => Field::Text("hyper".to_owned()),
+        "type" => Field::Text("dataengine".to_owned()),
         "ownerName" => Field::Text(shared.user.name.clone()),
         "isCertified" => Field::Bool(d.certified),
         "hasExtracts" => Field::Bool(true),

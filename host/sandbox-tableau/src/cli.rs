@@ -67,6 +67,9 @@ pub struct TableauSandboxArgs {
     /// Fault: deliver every webhook event twice.
     #[arg(long)]
     pub duplicate_webhooks: bool,
+    /// Fault: the next N sign-ins answer 301 (a Cloud pod redirect).
+    #[arg(long)]
+    pub redirect_sign_in: Option<u32>,
 }
 
 impl TableauSandboxArgs {
@@ -111,6 +114,9 @@ pub async fn run(args: TableauSandboxArgs) -> Result<(), SandboxError> {
         faults.lose_webhooks(count);
     }
     faults.duplicate_webhooks(args.duplicate_webhooks);
+    if let Some(count) = args.redirect_sign_in {
+        faults.redirect_sign_in(count);
+    }
     let line = serde_json::json!({
         "service": "tableau",
         "server_url": sandbox.server_url(),

@@ -22,6 +22,7 @@ struct FaultState {
     slow_jobs: Duration,
     lose_webhooks: u32,
     duplicate_webhooks: bool,
+    sign_in_redirects: u32,
 }
 
 impl Faults {
@@ -71,6 +72,13 @@ impl Faults {
         self.state().duplicate_webhooks = on;
     }
 
+    /// The next `count` sign-ins answer `301 Moved Permanently` with a
+    /// `Location` naming the same sign-in URL (a Cloud pod redirect); the
+    /// client must POST its credentials again there.
+    pub fn redirect_sign_in(&self, count: u32) {
+        self.state().sign_in_redirects = count;
+    }
+
     /// The current session epoch (sessions from an older one are expired).
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
@@ -91,6 +99,16 @@ impl Faults {
             Some(state.retry_after_secs)
         } else {
             None
+        }
+    }
+
+    pub(crate) fn take_sign_in_redirect(&self) -> bool {
+        let mut state = self.state();
+        if state.sign_in_redirects > 0 {
+            state.sign_in_redirects -= 1;
+            true
+        } else {
+            false
         }
     }
 

@@ -1,6 +1,7 @@
 //! Starting and stopping the sandbox: the data directories, the shared
 //! hyperd, the one site / user / PAT / projects, and the axum server.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -221,14 +222,17 @@ impl TableauSandbox {
                 },
             ],
             pat_name: config.pat_name.clone(),
-            pat_secret,
+            pat_secret: pat_secret.clone(),
             server_url: format!("http://{addr}"),
             datasource_dir,
             upload_dir,
             engine: Engine::new(hyperd),
             faults: Faults::default(),
             http,
-            state: Mutex::new(Inner::default()),
+            state: Mutex::new(Inner {
+                pats: HashMap::from([(config.pat_name.clone(), pat_secret.clone())]),
+                ..Inner::default()
+            }),
             deliveries: Mutex::new(Vec::new()),
         });
         let app = crate::api::router(Arc::clone(&shared));
@@ -292,6 +296,17 @@ impl TableauSandbox {
     /// The PAT secret.
     pub fn pat_secret(&self) -> &Secret {
         &self.shared.pat_secret
+    }
+
+    /// Adds another personal access token for the same user and site (for
+    /// tests with several PATs, e.g. one per tenant); returns its secret.
+    pub fn add_pat(&self, name: &str) -> Secret {
+        let secret = Secret::new(random_secret());
+        self.shared
+            .inner()
+            .pats
+            .insert(name.to_owned(), secret.clone());
+        secret
     }
 
     /// The fault switches.

@@ -155,7 +155,7 @@ impl Datasource {
             .attr("id", self.id.clone())
             .attr("name", self.name.clone())
             .attr("contentUrl", self.content_url.clone())
-            .attr("type", "hyper")
+            .attr("type", "dataengine")
             .attr("description", self.description.clone())
             .attr("createdAt", tableau_time(self.created_at))
             .attr("updatedAt", tableau_time(self.updated_at))
@@ -423,6 +423,8 @@ impl Webhook {
 /// Everything that changes while the sandbox runs.
 #[derive(Debug, Default)]
 pub struct Inner {
+    /// PAT name → secret.
+    pub pats: HashMap<String, mlc_common::Secret>,
     /// Token → session.
     pub sessions: HashMap<String, Session>,
     /// Data sources in publish order.
