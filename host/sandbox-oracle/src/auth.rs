@@ -95,7 +95,12 @@ fn random_b64(n: usize) -> String {
 
 impl Auth {
     /// One confidential client with one Fusion scope.
-    pub(crate) fn new(client_id: String, client_secret: Secret, scope: String, ttl: Duration) -> Self {
+    pub(crate) fn new(
+        client_id: String,
+        client_secret: Secret,
+        scope: String,
+        ttl: Duration,
+    ) -> Self {
         Self {
             client_id,
             client_secret,
@@ -295,17 +300,21 @@ pub(crate) async fn token(
             match info {
                 Some(c) if c.expires > Instant::now() && c.redirect_uri == redirect => {
                     let (token, expires_in) = auth.issue(&auth.scope);
-                    let refresh = c.scope.split_whitespace().any(|s| s == OFFLINE_ACCESS).then(|| {
-                        let r = random_b64(48);
-                        lock(&auth.refresh).insert(
-                            r.clone(),
-                            RefreshInfo {
-                                scope: c.scope.clone(),
-                                generation: auth.generation.load(Ordering::SeqCst),
-                            },
-                        );
-                        r
-                    });
+                    let refresh = c
+                        .scope
+                        .split_whitespace()
+                        .any(|s| s == OFFLINE_ACCESS)
+                        .then(|| {
+                            let r = random_b64(48);
+                            lock(&auth.refresh).insert(
+                                r.clone(),
+                                RefreshInfo {
+                                    scope: c.scope.clone(),
+                                    generation: auth.generation.load(Ordering::SeqCst),
+                                },
+                            );
+                            r
+                        });
                     token_response(&token, expires_in, refresh.as_deref())
                 }
                 _ => oauth_error(
@@ -379,7 +388,10 @@ pub(crate) async fn authorize(
         );
     };
     let mut query: Vec<(String, String)> = Vec::new();
-    let response_type = params.get("response_type").map(String::as_str).unwrap_or("");
+    let response_type = params
+        .get("response_type")
+        .map(String::as_str)
+        .unwrap_or("");
     let scope = params.get("scope").cloned().unwrap_or_default();
     if response_type != "code" {
         query.push(("error".into(), "unsupported_response_type".into()));
@@ -462,7 +474,9 @@ mod tests {
     fn scope_must_name_the_fusion_resource() {
         let a = auth();
         assert!(a.scope_ok("urn:opc:resource:fa:instanceid=1urn:opc:resource:consumer::all"));
-        assert!(a.scope_ok("offline_access urn:opc:resource:fa:instanceid=1urn:opc:resource:consumer::all"));
+        assert!(a.scope_ok(
+            "offline_access urn:opc:resource:fa:instanceid=1urn:opc:resource:consumer::all"
+        ));
         assert!(!a.scope_ok("urn:opc:resource:consumer::all"));
         assert!(!a.scope_ok(""));
     }

@@ -158,8 +158,22 @@ const EXPENSES: [&str; 30] = [
 ];
 
 const NAME_A: [&str; 16] = [
-    "Acme", "Globex", "Initech", "Umbrella", "Stark", "Wayne", "Wonka", "Soylent", "Tyrell",
-    "Cyberdyne", "Hooli", "Vandelay", "Oscorp", "Gringotts", "Nakatomi", "Monarch",
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Wonka",
+    "Soylent",
+    "Tyrell",
+    "Cyberdyne",
+    "Hooli",
+    "Vandelay",
+    "Oscorp",
+    "Gringotts",
+    "Nakatomi",
+    "Monarch",
 ];
 const NAME_B: [&str; 12] = [
     "Office Supply",
@@ -302,7 +316,11 @@ fn period_name(days: i32) -> String {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let (y, m, _) = mlc_common::time::civil_from_days(days);
-    format!("{}-{:02}", MONTHS[(m as usize + 11) % 12], y.rem_euclid(100))
+    format!(
+        "{}-{:02}",
+        MONTHS[(m as usize + 11) % 12],
+        y.rem_euclid(100)
+    )
 }
 
 fn dec(cents: i64) -> V {
@@ -563,16 +581,8 @@ impl Gen {
             }
             "location" => {
                 const CITIES: [&str; 10] = [
-                    "New York",
-                    "Chicago",
-                    "Austin",
-                    "Seattle",
-                    "Boston",
-                    "London",
-                    "Berlin",
-                    "Toronto",
-                    "Denver",
-                    "Atlanta",
+                    "New York", "Chicago", "Austin", "Seattle", "Boston", "London", "Berlin",
+                    "Toronto", "Denver", "Atlanta",
                 ];
                 (
                     (100 + 10 * k).to_string(),
@@ -644,8 +654,9 @@ impl Gen {
         }
     }
 
+    /// Credit memos are among the unpaid invoices.
     fn invoice_is_credit(&self, i: u64) -> bool {
-        self.h(Kind::Invoices, i, 2) % 20 == 0
+        self.h(Kind::Invoices, i, 2) % 20 == 0 && self.invoice_payment(i).is_none()
     }
 
     fn invoice_lines(&self, i: u64) -> u64 {
@@ -681,8 +692,7 @@ impl Gen {
         let n = u128::from(self.sizes.invoices);
         let p = u128::from(self.sizes.payments);
         let j = (u128::from(i) * p).div_ceil(n) as u64;
-        (j < self.sizes.payments && self.payment_invoice(j) == i && !self.invoice_is_credit(i))
-            .then_some(j)
+        (j < self.sizes.payments && self.payment_invoice(j) == i).then_some(j)
     }
 
     /// The top-level record `index` of `kind` at `ver`.
@@ -738,7 +748,10 @@ impl Gen {
                 ));
                 r.push((
                     "InvoiceSource",
-                    V::str(pick(&["Manual Invoice Entry", "Spreadsheet", "EDI Gateway"], h(7))),
+                    V::str(pick(
+                        &["Manual Invoice Entry", "Spreadsheet", "EDI Gateway"],
+                        h(7),
+                    )),
                 ));
                 let mut desc = format!("{} order", pick(&ITEMS, h(8)));
                 if v > 0 {
@@ -757,11 +770,7 @@ impl Gen {
                 ));
                 r.push((
                     "ApprovalStatus",
-                    V::str(if validated {
-                        "Approved"
-                    } else {
-                        "Initiated"
-                    }),
+                    V::str(if validated { "Approved" } else { "Initiated" }),
                 ));
                 r.push(("PaidStatus", V::str(if paid { "Paid" } else { "Unpaid" })));
                 r.push((
@@ -849,7 +858,10 @@ impl Gen {
                 r.push(("SupplierType", V::str("Supplier")));
                 r.push(("SupplierTypeCode", V::str("SUPPLIER")));
                 r.push(("TaxOrganizationType", V::str("Corporation")));
-                r.push(("Status", V::str(if inactive { "INACTIVE" } else { "ACTIVE" })));
+                r.push((
+                    "Status",
+                    V::str(if inactive { "INACTIVE" } else { "ACTIVE" }),
+                ));
                 r.push((
                     "InactiveDate",
                     if inactive {
@@ -864,7 +876,10 @@ impl Gen {
                     parent.map_or(V::Null, |p| V::Int(ID_SUPPLIER + p as i64)),
                 ));
                 r.push(("DUNSNumber", V::str(format!("{:09}", h(4) % 1_000_000_000))));
-                r.push(("TaxpayerId", V::str(format!("{:02}-{:07}", h(5) % 100, h(6) % 10_000_000))));
+                r.push((
+                    "TaxpayerId",
+                    V::str(format!("{:02}-{:07}", h(5) % 100, h(6) % 10_000_000)),
+                ));
                 r.push(("TaxpayerCountry", V::str("United States")));
                 r.push(("OneTimeSupplierFlag", V::Bool(h(7) % 30 == 0)));
                 self.audit(&mut r, ver, millis, "PROC.ADMIN", "PROC.ADMIN");
@@ -882,7 +897,12 @@ impl Gen {
                 r.push((
                     "Status",
                     V::str(pick(
-                        &["OPEN", "CLOSED FOR RECEIVING", "CLOSED FOR INVOICING", "CLOSED"],
+                        &[
+                            "OPEN",
+                            "CLOSED FOR RECEIVING",
+                            "CLOSED FOR INVOICING",
+                            "CLOSED",
+                        ],
                         h(3) + u64::from(v),
                     )),
                 ));
@@ -939,7 +959,10 @@ impl Gen {
                 let day = created_day;
                 let period = period_name(day);
                 r.push(("JeBatchId", V::Int(key)));
-                r.push(("BatchName", V::str(format!("Manual {} {}", key % 100_000_000, period))));
+                r.push((
+                    "BatchName",
+                    V::str(format!("Manual {} {}", key % 100_000_000, period)),
+                ));
                 r.push((
                     "BatchDescription",
                     V::str(if v > 0 {
@@ -957,7 +980,10 @@ impl Gen {
                 r.push(("ActualFlagMeaning", V::str("Actual")));
                 r.push((
                     "UserJeSourceName",
-                    V::str(pick(&["Manual", "Spreadsheet", "Payables", "Receivables"], h(1))),
+                    V::str(pick(
+                        &["Manual", "Spreadsheet", "Payables", "Receivables"],
+                        h(1),
+                    )),
                 ));
                 r.push(("ChartOfAccountsName", V::str("US Chart of Accounts")));
                 r.push(("ControlTotal", V::Null));
@@ -979,10 +1005,7 @@ impl Gen {
                     "EnabledFlag",
                     V::str(if h(1) % 40 == 0 { "N" } else { "Y" }),
                 ));
-                r.push((
-                    "StartDateActive",
-                    V::Date(days_from_civil(2020, 1, 1)),
-                ));
+                r.push(("StartDateActive", V::Date(days_from_civil(2020, 1, 1))));
                 r.push(("EndDateActive", V::Null));
                 r.push(("SummaryFlag", V::str("N")));
                 r.push(("DetailPostingAllowedFlag", V::str("Y")));
@@ -994,8 +1017,14 @@ impl Gen {
                     V::Str(Self::segment_code("department", x.department)),
                 ));
                 r.push(("account", V::Str(Self::segment_code("account", x.account))));
-                r.push(("subAccount", V::Str(Self::segment_code("subAccount", x.sub))));
-                r.push(("location", V::Str(Self::segment_code("location", x.location))));
+                r.push((
+                    "subAccount",
+                    V::Str(Self::segment_code("subAccount", x.sub)),
+                ));
+                r.push((
+                    "location",
+                    V::Str(Self::segment_code("location", x.location)),
+                ));
             }
             Kind::ChartsOfAccounts => {
                 r.push(("StructureInstanceId", V::Int(key)));
@@ -1135,7 +1164,10 @@ impl Gen {
                     r.push(("LineType", V::str("Item")));
                     r.push(("LineAmount", dec(cents)));
                     r.push(("AccountingDate", V::Date(day)));
-                    r.push(("Description", V::str(pick(&ITEMS, self.h(kind, index, 300 + l)))));
+                    r.push((
+                        "Description",
+                        V::str(pick(&ITEMS, self.h(kind, index, 300 + l))),
+                    ));
                     r.push((
                         "DistributionCombination",
                         V::Str(self.combination_string(self.invoice_dist_combination(index, l))),
@@ -1169,7 +1201,10 @@ impl Gen {
                         V::Str(self.combination_string(self.invoice_dist_combination(index, l))),
                     ));
                     r.push(("AccountingDate", V::Date(day)));
-                    r.push(("Description", V::str(pick(&ITEMS, self.h(kind, index, 300 + l)))));
+                    r.push((
+                        "Description",
+                        V::str(pick(&ITEMS, self.h(kind, index, 300 + l))),
+                    ));
                     self.audit(&mut r, ver, millis, "AP.CLERK", "AP.MANAGER");
                     rows.push(r);
                 }
@@ -1197,7 +1232,10 @@ impl Gen {
                 if index < self.sizes.payments {
                     let i = self.payment_invoice(index);
                     rows.push(vec![
-                        ("InvoicePaymentId", V::Int(ID_INVOICE_PAYMENT + index as i64)),
+                        (
+                            "InvoicePaymentId",
+                            V::Int(ID_INVOICE_PAYMENT + index as i64),
+                        ),
                         ("InvoiceId", V::Int(ID_INVOICE + i as i64)),
                         ("InvoiceNumber", V::str(format!("INV-{:09}", i + 1))),
                         ("AmountPaid", dec(self.invoice_total(i))),
@@ -1224,12 +1262,18 @@ impl Gen {
                         }),
                     ));
                     r.push(("ProcurementBUId", V::Int(ID_BU_US + i64::from(uk))));
-                    r.push(("AddressName", V::str(format!("{} HQ", Self::supplier_name(index)))));
+                    r.push((
+                        "AddressName",
+                        V::str(format!("{} HQ", Self::supplier_name(index))),
+                    ));
                     r.push(("PurchasingSiteFlag", V::Bool(k % 3 != 1)));
                     r.push(("PaySiteFlag", V::Bool(true)));
                     r.push(("PrimaryPaySiteFlag", V::Bool(k == 0)));
                     r.push(("SourcingOnlySiteFlag", V::Bool(false)));
-                    r.push(("PaymentTerms", V::str(pick(&TERMS, self.h(kind, index, 50 + k)))));
+                    r.push((
+                        "PaymentTerms",
+                        V::str(pick(&TERMS, self.h(kind, index, 50 + k))),
+                    ));
                     r.push(("InactiveDate", V::Null));
                     self.audit(&mut r, ver, millis, "PROC.ADMIN", "PROC.ADMIN");
                     rows.push(r);
@@ -1241,7 +1285,10 @@ impl Gen {
                     rows.push(vec![
                         ("POLineId", V::Int(ID_PO_LINE + index as i64 * 4 + l as i64)),
                         ("LineNumber", V::Int(l as i64 + 1)),
-                        ("ItemDescription", V::str(pick(&ITEMS, self.h(kind, index, 60 + l)))),
+                        (
+                            "ItemDescription",
+                            V::str(pick(&ITEMS, self.h(kind, index, 60 + l))),
+                        ),
                         ("Quantity", V::Dec(q, 0)),
                         ("UOM", V::str("Each")),
                         ("Price", dec(c)),
@@ -1255,7 +1302,10 @@ impl Gen {
                     let l = (line_id - ID_PO_LINE - index as i64 * 4).max(0) as u64;
                     let (q, _) = self.po_line(index, l);
                     rows.push(vec![
-                        ("LineLocationId", V::Int(ID_PO_SCHEDULE + index as i64 * 4 + l as i64)),
+                        (
+                            "LineLocationId",
+                            V::Int(ID_PO_SCHEDULE + index as i64 * 4 + l as i64),
+                        ),
                         ("ScheduleNumber", V::Int(1)),
                         ("Quantity", V::Dec(q, 0)),
                         ("RequestedDeliveryDate", V::Date(day + 14)),
@@ -1272,7 +1322,10 @@ impl Gen {
                             V::Int(ID_AR_LINE + index as i64 * 4 + l as i64),
                         ),
                         ("LineNumber", V::Int(l as i64 + 1)),
-                        ("Description", V::str(pick(&ITEMS, self.h(kind, index, 60 + l)))),
+                        (
+                            "Description",
+                            V::str(pick(&ITEMS, self.h(kind, index, 60 + l))),
+                        ),
                         ("Quantity", V::Dec(q, 0)),
                         ("UnitSellingPrice", dec(c)),
                         ("LineAmount", dec(q * c)),
@@ -1284,9 +1337,18 @@ impl Gen {
                 for hd in 0..self.batch_headers(index) {
                     let t = self.header_total(index, hd);
                     let mut r: Rec = Vec::with_capacity(15);
-                    r.push(("JeHeaderId", V::Int(ID_HEADER + index as i64 * 4 + hd as i64)));
-                    r.push(("JournalName", V::str(format!("Accrual {} {}", hd + 1, period))));
-                    r.push(("Description", V::str(format!("Month-end accrual {}", hd + 1))));
+                    r.push((
+                        "JeHeaderId",
+                        V::Int(ID_HEADER + index as i64 * 4 + hd as i64),
+                    ));
+                    r.push((
+                        "JournalName",
+                        V::str(format!("Accrual {} {}", hd + 1, period)),
+                    ));
+                    r.push((
+                        "Description",
+                        V::str(format!("Month-end accrual {}", hd + 1)),
+                    ));
                     r.push(("PeriodName", V::str(period.clone())));
                     r.push(("DefaultEffectiveDate", V::Date(day)));
                     r.push(("LedgerName", V::str("US Primary Ledger")));
@@ -1355,7 +1417,10 @@ impl Gen {
                 for k in 0..VALUE_SETS[set].count {
                     let (code, desc, _) = Self::segment_value(set, k);
                     rows.push(vec![
-                        ("ValueId", V::Int(ID_VALUE + set as i64 * 100_000 + k as i64)),
+                        (
+                            "ValueId",
+                            V::Int(ID_VALUE + set as i64 * 100_000 + k as i64),
+                        ),
                         ("Value", V::Str(code)),
                         ("Description", V::Str(desc)),
                         ("EnabledFlag", V::str("Y")),
@@ -1392,7 +1457,14 @@ mod tests {
         r.iter().map(|(n, _)| *n).collect()
     }
 
-    fn check_node(g: &Gen, kind: Kind, index: u64, ver: Ver, node: &crate::resources::Node, parent: Option<&Rec>) {
+    fn check_node(
+        g: &Gen,
+        kind: Kind,
+        index: u64,
+        ver: Ver,
+        node: &crate::resources::Node,
+        parent: Option<&Rec>,
+    ) {
         for child in node.children {
             let rows = g.children(kind, index, ver, true, parent, child.name);
             for row in &rows {
@@ -1461,9 +1533,11 @@ mod tests {
             let pay = g.record(Kind::Payments, j, g.base_ver(Kind::Payments, j, true), true);
             assert_eq!(get(&inv, "InvoiceAmount"), get(&pay, "PaymentAmount"));
             assert_eq!(get(&inv, "SupplierNumber"), get(&pay, "SupplierNumber"));
-            if !g.invoice_is_credit(i) {
-                assert_eq!(get(&inv, "PaidStatus"), Some(&V::str("Paid")), "invoice {i}");
-            }
+            assert_eq!(
+                get(&inv, "PaidStatus"),
+                Some(&V::str("Paid")),
+                "invoice {i}"
+            );
         }
     }
 
@@ -1473,7 +1547,10 @@ mod tests {
         let n = g.sizes().combinations;
         let mut seen = std::collections::HashSet::new();
         for c in 0..n {
-            assert!(seen.insert(g.combination_string(c)), "duplicate combination {c}");
+            assert!(
+                seen.insert(g.combination_string(c)),
+                "duplicate combination {c}"
+            );
         }
         let res = by_kind(Kind::ValueSets);
         let mut values = std::collections::HashSet::new();
@@ -1488,7 +1565,10 @@ mod tests {
         assert_eq!(res.node.name, "valueSets");
         for c in 0..n.min(500) {
             for part in g.combination_string(c).split('-') {
-                assert!(values.contains(part), "segment value {part} of combination {c}");
+                assert!(
+                    values.contains(part),
+                    "segment value {part} of combination {c}"
+                );
             }
         }
     }
@@ -1499,7 +1579,14 @@ mod tests {
         for b in 0..g.sizes().batches {
             let ver = g.base_ver(Kind::JournalBatches, b, true);
             for hd in g.children(Kind::JournalBatches, b, ver, true, None, "journalHeaders") {
-                let lines = g.children(Kind::JournalBatches, b, ver, true, Some(&hd), "journalLines");
+                let lines = g.children(
+                    Kind::JournalBatches,
+                    b,
+                    ver,
+                    true,
+                    Some(&hd),
+                    "journalLines",
+                );
                 assert!(lines.len() >= 2);
                 let sum = |f: &str| -> i64 {
                     lines

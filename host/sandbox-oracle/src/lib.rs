@@ -26,8 +26,8 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
 mod auth;
+pub mod cli;
 mod error;
 mod faults;
 mod form;
@@ -417,7 +417,9 @@ impl OracleSandbox {
         if let Some(server) = self.server.take() {
             match server.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "oracle sandbox server ended with an error"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "oracle sandbox server ended with an error")
+                }
                 Err(e) => tracing::warn!(error = %e, "oracle sandbox server task failed"),
             }
         }

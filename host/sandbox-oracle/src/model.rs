@@ -87,7 +87,9 @@ impl V {
             (V::Int(a), V::Int(b)) => Some(a.cmp(b)),
             (V::Int(a), V::Dec(u, s)) => Some(cmp_dec(i128::from(*a), 0, i128::from(*u), *s)),
             (V::Dec(u, s), V::Int(b)) => Some(cmp_dec(i128::from(*u), *s, i128::from(*b), 0)),
-            (V::Dec(a, sa), V::Dec(b, sb)) => Some(cmp_dec(i128::from(*a), *sa, i128::from(*b), *sb)),
+            (V::Dec(a, sa), V::Dec(b, sb)) => {
+                Some(cmp_dec(i128::from(*a), *sa, i128::from(*b), *sb))
+            }
             (V::Bool(a), V::Bool(b)) => Some(a.cmp(b)),
             (V::Date(a), V::Date(b)) => Some(a.cmp(b)),
             (V::Ts(a, _), V::Ts(b, _)) => Some(a.cmp(b)),
@@ -248,7 +250,10 @@ mod tests {
     fn timestamps_with_and_without_millis() {
         let t = mlc_common::time::parse_timestamp("2023-08-07T07:42:06.138+00:00").unwrap();
         assert_eq!(json(&V::Ts(t, true)), "\"2023-08-07T07:42:06.138+00:00\"");
-        assert_eq!(json(&V::Ts(t - 138_000, false)), "\"2023-08-07T07:42:06+00:00\"");
+        assert_eq!(
+            json(&V::Ts(t - 138_000, false)),
+            "\"2023-08-07T07:42:06+00:00\""
+        );
     }
 
     #[test]

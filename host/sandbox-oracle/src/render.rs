@@ -27,7 +27,11 @@ pub(crate) struct ShapeError(pub String);
 
 impl Shape {
     fn child_mut(&mut self, node: &'static Node) -> &mut Shape {
-        if let Some(pos) = self.children.iter().position(|(n, _)| std::ptr::eq(*n, node)) {
+        if let Some(pos) = self
+            .children
+            .iter()
+            .position(|(n, _)| std::ptr::eq(*n, node))
+        {
             &mut self.children[pos].1
         } else {
             self.children.push((node, Shape::default()));
@@ -41,9 +45,9 @@ impl Shape {
         let mut node = root;
         let mut shape = self;
         for part in path.split('.') {
-            let child = node
-                .child(part)
-                .ok_or_else(|| ShapeError(format!("The child {part} is not found in {}.", node.name)))?;
+            let child = node.child(part).ok_or_else(|| {
+                ShapeError(format!("The child {part} is not found in {}.", node.name))
+            })?;
             shape = shape.child_mut(child);
             node = child;
         }
@@ -75,7 +79,10 @@ impl Shape {
                         let mut node = root;
                         for part in p.split('.') {
                             node = node.child(part).ok_or_else(|| {
-                                ShapeError(format!("The child {part} is not found in {}.", node.name))
+                                ShapeError(format!(
+                                    "The child {part} is not found in {}.",
+                                    node.name
+                                ))
                             })?;
                         }
                         (node, shape.path_mut(root, p)?)
@@ -84,7 +91,10 @@ impl Shape {
                 let mut names = Vec::new();
                 for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     let def = node.field(name).ok_or_else(|| {
-                        ShapeError(format!("The attribute {name} is not found in {}.", node.name))
+                        ShapeError(format!(
+                            "The attribute {name} is not found in {}.",
+                            node.name
+                        ))
                     })?;
                     names.push(def.name);
                 }
@@ -165,7 +175,16 @@ fn change_indicator(at: &At<'_>, extra: &str) -> String {
     format!("ACED0005770400000001{}", hex::encode_upper(&digest[..12]))
 }
 
-fn link(out: &mut String, first: &mut bool, opts: &Opts, rel: &str, href: &str, name: &str, kind: &str, ci: Option<&str>) {
+fn link(
+    out: &mut String,
+    first: &mut bool,
+    opts: &Opts,
+    rel: &str,
+    href: &str,
+    name: &str,
+    kind: &str,
+    ci: Option<&str>,
+) {
     if let Some(keep) = &opts.links
         && !keep.iter().any(|k| k == rel)
     {
@@ -267,7 +286,16 @@ pub(crate) fn write_item(
             if !opts.only_data {
                 out.push_str(",\"links\":[");
                 let mut f = true;
-                link(out, &mut f, opts, "self", &coll_href, child.name, "collection", None);
+                link(
+                    out,
+                    &mut f,
+                    opts,
+                    "self",
+                    &coll_href,
+                    child.name,
+                    "collection",
+                    None,
+                );
                 out.push(']');
             }
             out.push('}');
@@ -282,14 +310,41 @@ pub(crate) fn write_item(
         out.push_str("\"links\":[");
         let mut f = true;
         let ci = change_indicator(at, href);
-        link(out, &mut f, opts, "self", href, node.name, "item", Some(&ci));
-        link(out, &mut f, opts, "canonical", href, node.name, "item", None);
+        link(
+            out,
+            &mut f,
+            opts,
+            "self",
+            href,
+            node.name,
+            "item",
+            Some(&ci),
+        );
+        link(
+            out,
+            &mut f,
+            opts,
+            "canonical",
+            href,
+            node.name,
+            "item",
+            None,
+        );
         if let Some((phref, pname)) = parent {
             link(out, &mut f, opts, "parent", phref, pname, "item", None);
         }
         for c in node.children {
             let chref = format!("{href}/child/{}", c.name);
-            link(out, &mut f, opts, "child", &chref, c.name, "collection", None);
+            link(
+                out,
+                &mut f,
+                opts,
+                "child",
+                &chref,
+                c.name,
+                "collection",
+                None,
+            );
         }
         out.push(']');
     }
@@ -423,7 +478,10 @@ pub(crate) fn describe(base: &str, only: Option<&'static Resource>) -> serde_jso
             finders.push((f.name, f.vars.to_vec()));
         }
         let href = format!("{base}/{}", res.node.name);
-        map.insert(res.node.name.to_owned(), describe_node(&res.node, &href, &finders));
+        map.insert(
+            res.node.name.to_owned(),
+            describe_node(&res.node, &href, &finders),
+        );
     }
     serde_json::json!({ "Resources": map })
 }
@@ -436,9 +494,18 @@ mod tests {
     #[test]
     fn fields_and_expand_shapes() {
         let inv = &resource("invoices").unwrap().node;
-        let s = Shape::parse(inv, Some("InvoiceId,InvoiceAmount;invoiceLines:LineNumber"), Some("all")).unwrap();
+        let s = Shape::parse(
+            inv,
+            Some("InvoiceId,InvoiceAmount;invoiceLines:LineNumber"),
+            Some("all"),
+        )
+        .unwrap();
         assert_eq!(s.fields, Some(vec!["InvoiceId", "InvoiceAmount"]));
-        assert_eq!(s.children.len(), 1, "expand is ignored when fields is given");
+        assert_eq!(
+            s.children.len(),
+            1,
+            "expand is ignored when fields is given"
+        );
         assert_eq!(s.children[0].1.fields, Some(vec!["LineNumber"]));
         let s = Shape::parse(inv, None, Some("all")).unwrap();
         assert_eq!(s.children.len(), inv.children.len());
@@ -453,7 +520,10 @@ mod tests {
     fn describe_lists_attributes_and_queryability() {
         let d = describe("http://x", resource("invoices"));
         let attrs = d["Resources"]["invoices"]["attributes"].as_array().unwrap();
-        let liab = attrs.iter().find(|a| a["name"] == "LiabilityDistribution").unwrap();
+        let liab = attrs
+            .iter()
+            .find(|a| a["name"] == "LiabilityDistribution")
+            .unwrap();
         assert_eq!(liab["queryable"], false);
         assert!(d["Resources"]["invoices"]["children"]["invoiceLines"].is_object());
     }

@@ -771,7 +771,12 @@ mod tests {
     #[test]
     fn keys_and_hash_fields_are_attributes() {
         fn check(node: &Node) {
-            assert!(node.field(node.key).is_some(), "{}: key {}", node.name, node.key);
+            assert!(
+                node.field(node.key).is_some(),
+                "{}: key {}",
+                node.name,
+                node.key
+            );
             for h in node.hash_fields {
                 assert!(node.field(h).is_some(), "{}: hash field {h}", node.name);
             }

@@ -123,14 +123,21 @@ fn json_response(body: String, content_type: &'static str, version: u8) -> Respo
 }
 
 async fn not_found() -> Response {
-    adf_error(StatusCode::NOT_FOUND, "The requested URL was not found.", "404")
+    adf_error(
+        StatusCode::NOT_FOUND,
+        "The requested URL was not found.",
+        "404",
+    )
 }
 
 async fn versions(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Err(p) = shared.auth.check(&headers) {
         return unauthorized(p);
     }
-    let root = shared.base_url.trim_end_matches(VERSION).trim_end_matches('/');
+    let root = shared
+        .base_url
+        .trim_end_matches(VERSION)
+        .trim_end_matches('/');
     let body = serde_json::json!({
         "items": [{
             "version": VERSION,
@@ -153,7 +160,11 @@ async fn resource_root(
         return unauthorized(p);
     }
     if version != VERSION && version != "latest" {
-        return adf_error(StatusCode::NOT_FOUND, &format!("The version {version} is not found."), "404");
+        return adf_error(
+            StatusCode::NOT_FOUND,
+            &format!("The version {version} is not found."),
+            "404",
+        );
     }
     let items: Vec<serde_json::Value> = crate::resources::RESOURCES
         .iter()
@@ -205,7 +216,11 @@ fn fault_response(fault: Fault) -> Option<Response> {
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
                 Some(resp)
             } else {
-                Some(adf_error(status, "The server could not process the request.", &code.to_string()))
+                Some(adf_error(
+                    status,
+                    "The server could not process the request.",
+                    &code.to_string(),
+                ))
             }
         }
     }
@@ -215,18 +230,24 @@ fn fault_response(fault: Fault) -> Option<Response> {
 /// connection is closed mid-response.
 async fn drop_midway(resp: Response) -> Response {
     let (parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let half = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
-    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-        Ok(half),
-        Err(std::io::Error::new(
+    use futures::StreamExt as _;
+    // The head and the first half go out; a moment later the body fails,
+    // which makes the server close the connection without finishing.
+    let first = futures::stream::iter([Ok::<Bytes, std::io::Error>(half)]);
+    let fail = futures::stream::once(async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Err::<Bytes, std::io::Error>(std::io::Error::new(
             std::io::ErrorKind::ConnectionReset,
             "sandbox fault: connection dropped mid-response",
-        )),
-    ];
+        ))
+    });
     let mut parts = parts;
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from_stream(futures::stream::iter(chunks)))
+    Response::from_parts(parts, Body::from_stream(first.chain(fail)))
 }
 
 /// `GET /fscmRestApi/resources/{version}/{*path}`.
@@ -312,9 +333,19 @@ fn framework_version(headers: &HeaderMap) -> Result<u8, Response> {
     }
 }
 
-fn handle(shared: &Shared, version: &str, path: &str, query: &str, headers: &HeaderMap) -> Response {
+fn handle(
+    shared: &Shared,
+    version: &str,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Response {
     if version != VERSION && version != "latest" {
-        return adf_error(StatusCode::NOT_FOUND, &format!("The version {version} is not found."), "404");
+        return adf_error(
+            StatusCode::NOT_FOUND,
+            &format!("The version {version} is not found."),
+            "404",
+        );
     }
     let fv = match framework_version(headers) {
         Ok(v) => v,
@@ -335,7 +366,11 @@ fn handle(shared: &Shared, version: &str, path: &str, query: &str, headers: &Hea
             let res = table.res;
             match rest {
                 [] => top_collection(shared, res, &params, fv),
-                ["describe"] => json_response(describe(base, Some(res)).to_string(), "application/json", fv),
+                ["describe"] => json_response(
+                    describe(base, Some(res)).to_string(),
+                    "application/json",
+                    fv,
+                ),
                 [key, tail @ ..] => {
                     let Some(index) = top_index(shared, res, key) else {
                         return not_found_key(&format!("{name}/{key}"));
@@ -351,7 +386,9 @@ fn handle(shared: &Shared, version: &str, path: &str, query: &str, headers: &Hea
                         index,
                         ver,
                     };
-                    walk(shared, &at, &res.node, rec, href, None, true, tail, &params, fv)
+                    walk(
+                        shared, &at, &res.node, rec, href, None, true, tail, &params, fv,
+                    )
                 }
             }
         }
@@ -386,7 +423,15 @@ fn child_matches(node: &Node, row: &Rec, seg: &str) -> bool {
         Some(V::Str(s)) => s == seg,
         _ => false,
     };
-    let hashed = || key_segment(&Node { path: PathKey::Hash, ..*node }, row) == seg;
+    let hashed = || {
+        key_segment(
+            &Node {
+                path: PathKey::Hash,
+                ..*node
+            },
+            row,
+        ) == seg
+    };
     match node.path {
         PathKey::Raw => raw(),
         PathKey::Hash => hashed(),
@@ -498,28 +543,50 @@ fn parse_limit_offset(params: &Params) -> Result<(u64, u64), Response> {
 
 fn parse_order(node: &Node, order_by: Option<&str>) -> Result<Vec<(&'static str, bool)>, Response> {
     let mut out = Vec::new();
-    for part in order_by.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for part in order_by
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let (name, dir) = match part.split_once(':') {
             Some((n, d)) => (n.trim(), d.trim()),
             None => (part, "asc"),
         };
         let Some(def) = node.field(name) else {
-            return Err(bad(format!("The attribute {name} in orderBy is not found in the resource."), "27505"));
+            return Err(bad(
+                format!("The attribute {name} in orderBy is not found in the resource."),
+                "27505",
+            ));
         };
         let desc = match dir.to_ascii_lowercase().as_str() {
             "asc" => false,
             "desc" => true,
-            _ => return Err(bad(format!("The sort direction {dir} is not valid."), "27506")),
+            _ => {
+                return Err(bad(
+                    format!("The sort direction {dir} is not valid."),
+                    "27506",
+                ));
+            }
         };
         out.push((def.name, desc));
     }
     Ok(out)
 }
 
-fn parse_filter(node: &'static Node, res: Option<&Resource>, params: &Params, fv: u8) -> Result<Option<Pred>, Response> {
+fn parse_filter(
+    node: &'static Node,
+    res: Option<&Resource>,
+    params: &Params,
+    fv: u8,
+) -> Result<Option<Pred>, Response> {
     let mut parts = Vec::new();
     if let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) {
-        let p = if fv >= 2 { parse_v2(node, q) } else { parse_v1(node, q) };
+        let p = if fv >= 2 {
+            parse_v2(node, q)
+        } else {
+            parse_v1(node, q)
+        };
         match p {
             Ok(p) => parts.push(p),
             Err(e) => return Err(query_error(&e)),
@@ -542,27 +609,45 @@ fn query_error(e: &QueryError) -> Response {
 /// `finder=Name;var=val,var2=val2`: `PrimaryKey` (the key attribute) on
 /// every collection, plus the resource's named finders (equality on each
 /// bind variable given).
-fn parse_finder(node: &'static Node, res: Option<&Resource>, finder: &str) -> Result<Pred, Response> {
+fn parse_finder(
+    node: &'static Node,
+    res: Option<&Resource>,
+    finder: &str,
+) -> Result<Pred, Response> {
     let (name, vars) = finder.split_once(';').unwrap_or((finder, ""));
     let allowed: Vec<&str> = if name == "PrimaryKey" {
         vec![node.key]
     } else {
         match res.and_then(|r| r.finders.iter().find(|f| f.name == name)) {
             Some(f) => f.vars.to_vec(),
-            None => return Err(bad(format!("The finder {name} is not found in the resource."), "27507")),
+            None => {
+                return Err(bad(
+                    format!("The finder {name} is not found in the resource."),
+                    "27507",
+                ));
+            }
         }
     };
     let mut conds = Vec::new();
     for pair in vars.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let Some((var, value)) = pair.split_once('=') else {
-            return Err(bad(format!("The finder variable {pair} is not valid."), "27508"));
+            return Err(bad(
+                format!("The finder variable {pair} is not valid."),
+                "27508",
+            ));
         };
         let var = var.trim();
         if !allowed.contains(&var) {
-            return Err(bad(format!("The finder {name} has no variable {var}."), "27508"));
+            return Err(bad(
+                format!("The finder {name} has no variable {var}."),
+                "27508",
+            ));
         }
         let Some(def) = node.field(var) else {
-            return Err(bad(format!("The finder {name} has no variable {var}."), "27508"));
+            return Err(bad(
+                format!("The finder {name} has no variable {var}."),
+                "27508",
+            ));
         };
         let text = value.trim().trim_matches('\'');
         let v = match def.ty {
@@ -570,7 +655,10 @@ fn parse_finder(node: &'static Node, res: Option<&Resource>, finder: &str) -> Re
             _ => Some(V::str(text)),
         };
         let Some(v) = v else {
-            return Err(bad(format!("The value {text} is not valid for {var}."), "27503"));
+            return Err(bad(
+                format!("The value {text} is not valid for {var}."),
+                "27503",
+            ));
         };
         conds.push(Pred::Cmp(
             Attr {
@@ -634,7 +722,9 @@ fn top_collection(shared: &Shared, res: &'static Resource, params: &Params, fv: 
             index: item.index,
             ver: item.ver,
         };
-        write_item(&mut items, &at, node, &item.rec, &shape, &opts, &href, None, true);
+        write_item(
+            &mut items, &at, node, &item.rec, &shape, &opts, &href, None, true,
+        );
     }
     items.push(']');
     let mut out = String::with_capacity(items.len() + 256);
@@ -654,7 +744,11 @@ fn top_collection(shared: &Shared, res: &'static Resource, params: &Params, fv: 
     if k > 0 && res.mutable {
         shared.update_random(node.name, u64::from(k), Shared::now_micros());
     }
-    json_response(out, "application/vnd.oracle.adf.resourcecollection+json", fv)
+    json_response(
+        out,
+        "application/vnd.oracle.adf.resourcecollection+json",
+        fv,
+    )
 }
 
 fn child_collection(
@@ -707,7 +801,9 @@ fn child_collection(
         });
     }
     let total = rows.len() as u64;
-    let from = usize::try_from(offset).unwrap_or(usize::MAX).min(rows.len());
+    let from = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(rows.len());
     let to = from
         .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
         .min(rows.len());
@@ -718,7 +814,17 @@ fn child_collection(
             items.push(',');
         }
         let href = format!("{coll_href}/{}", key_segment(node, row));
-        write_item(&mut items, at, node, row, &shape, &opts, &href, Some(parent), false);
+        write_item(
+            &mut items,
+            at,
+            node,
+            row,
+            &shape,
+            &opts,
+            &href,
+            Some(parent),
+            false,
+        );
     }
     items.push(']');
     let mut out = String::new();
@@ -733,5 +839,9 @@ fn child_collection(
         coll_href,
         node.name,
     );
-    json_response(out, "application/vnd.oracle.adf.resourcecollection+json", fv)
+    json_response(
+        out,
+        "application/vnd.oracle.adf.resourcecollection+json",
+        fv,
+    )
 }
