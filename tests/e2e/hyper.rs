@@ -299,7 +299,7 @@ fn all_types_rows() -> Vec<Row> {
                 Value::Boolean(true),
                 date("1970-01-01"),
                 ts("2023-08-07T09:42:06.138+02:00"),
-                Value::Text("last".into()),
+                Value::Text("NUL \0 inside".into()),
             ],
         ),
     ]
@@ -874,4 +874,47 @@ async fn creating_over_an_existing_file_or_a_bad_schema_is_refused() {
     assert_eq!(summary.rows_written, 1);
     let read = read_with_hyper_api(&small, &TableName::new("public", "T"));
     assert_eq!(read["rows"], serde_json::json!([["1", "EU", "1.50", null]]));
+}
+
+#[tokio::test]
+async fn sql_literals_evaluate_to_the_same_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = start_hyperd(&dir.path().join("logs")).await;
+    let session = HyperSession::connect(&hyperd).await.unwrap();
+    let values = vec![
+        Value::Null,
+        Value::Text("it's \"quoted\" \\ back – 東京".into()),
+        Value::Text("a\0b".into()),
+        Value::Text(String::new()),
+        Value::Integer(i64::MIN),
+        Value::Integer(i64::MAX),
+        Value::Double(0.1),
+        Value::Double(-1e300),
+        Value::Double(f64::INFINITY),
+        Value::Double(5e-324),
+        dec("-12345678901234567890.123456789"),
+        dec("0.00"),
+        Value::Boolean(true),
+        date("0001-01-01"),
+        date("4712-12-31"),
+        Value::Date(mlc_common::time::days_from_civil(-99, 6, 15)),
+        ts("1969-12-31T23:59:59.999999Z"),
+        ts("2024-02-29T12:34:56.000001Z"),
+        Value::Timestamp(
+            i64::from(mlc_common::time::days_from_civil(-500, 1, 1)) * 86_400_000_000 + 123,
+        ),
+    ];
+    let select = values
+        .iter()
+        .map(mlc_hyper::literal)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let back = session
+        .query_rows(&format!("SELECT {select}"))
+        .await
+        .unwrap_or_else(|e| panic!("SELECT {select}: {e}"));
+    assert_eq!(back.len(), 1);
+    for (i, (got, want)) in back[0].iter().zip(&values).enumerate() {
+        assert_eq!(got, want, "literal {i}: {}", mlc_hyper::literal(want));
+    }
 }

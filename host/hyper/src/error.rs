@@ -123,13 +123,6 @@ pub enum HyperError {
         /// Why.
         reason: String,
     },
-
-    /// The writer was used after a failure that left its COPY stream broken.
-    #[error("writer for {file} is unusable after an earlier error")]
-    Poisoned {
-        /// The file.
-        file: PathBuf,
-    },
 }
 
 impl HyperError {

@@ -9,13 +9,15 @@
 //! a file attached by one hyperd is locked against every other.
 
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls};
@@ -35,8 +37,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// Pause between health-check attempts while hyperd starts.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
-/// Attempts with a fresh port when hyperd exits at once (port taken between
-/// our probe and its bind).
+/// Start attempts when hyperd exits at once (e.g. its old port is taken
+/// after a restart).
 const START_ATTEMPTS: u32 = 3;
 
 /// Python snippet printing the directory of the installed `tableauhyperapi`
@@ -161,7 +163,8 @@ impl Default for HyperdConfig {
     fn default() -> Self {
         Self {
             binary: None,
-            log_dir: std::env::temp_dir().join("ml-connector-hyperd"),
+            log_dir: std::env::temp_dir()
+                .join(format!("ml-connector-hyperd-{}", std::process::id())),
             start_timeout: Duration::from_secs(30),
             restart: true,
         }
@@ -171,6 +174,10 @@ impl Default for HyperdConfig {
 /// The supervised child and where it listens.
 struct Running {
     child: Option<Child>,
+    /// hyperd's callback connection: hyperd shuts itself down when it
+    /// closes, so even if this process dies without running `Drop`, the
+    /// kernel closes the socket and hyperd does not outlive it.
+    callback: Option<TcpStream>,
     endpoint: SocketAddr,
     stopped: bool,
 }
@@ -212,11 +219,12 @@ impl Hyperd {
         let log_dir = std::path::absolute(&config.log_dir)
             .map_err(|e| HyperError::io(format!("resolving {}", config.log_dir.display()), e))?;
         let config = HyperdConfig { log_dir, ..config };
-        let (child, endpoint) = launch(&binary, &config, None).await?;
+        let (child, callback, endpoint) = launch(&binary, &config, None).await?;
         Ok(Self {
             binary,
             state: Mutex::new(Running {
                 child: Some(child),
+                callback: Some(callback),
                 endpoint,
                 stopped: false,
             }),
@@ -326,6 +334,7 @@ impl Hyperd {
             "hyperd exited"
         );
         state.child = None;
+        state.callback = None;
         if !self.config.restart {
             return Err(HyperError::StartExited {
                 binary: self.binary.clone(),
@@ -333,9 +342,10 @@ impl Hyperd {
                 log_dir: self.config.log_dir.clone(),
             });
         }
-        let (child, endpoint) =
+        let (child, callback, endpoint) =
             launch(&self.binary, &self.config, Some(state.endpoint.port())).await?;
         state.child = Some(child);
+        state.callback = Some(callback);
         state.endpoint = endpoint;
         *self
             .endpoint
@@ -352,21 +362,26 @@ impl Hyperd {
     pub async fn shutdown(&self) -> Result<(), HyperError> {
         let mut state = self.state.lock().await;
         state.stopped = true;
+        let callback = state.callback.take();
         if let Some(child) = state.child.take() {
             terminate(child).await?;
             tracing::info!(endpoint = %state.endpoint, "hyperd stopped");
         }
+        drop(callback);
         Ok(())
     }
 }
 
 impl Drop for Hyperd {
-    /// Sends SIGTERM and leaves a task on the runtime that kills hyperd if
-    /// it has not exited after the grace period. The child is spawned with
-    /// `kill_on_drop`, so if that task never runs (runtime gone) the process
-    /// is killed rather than leaked.
+    /// Closes the callback connection and sends SIGTERM (either makes
+    /// hyperd shut down cleanly), then leaves a task on the runtime that
+    /// kills hyperd if it has not exited after the grace period. The child
+    /// is spawned with `kill_on_drop`, so if that task never runs (runtime
+    /// gone) the process is killed rather than leaked.
     fn drop(&mut self) {
-        let Some(mut child) = self.state.get_mut().child.take() else {
+        let state = self.state.get_mut();
+        state.callback = None;
+        let Some(mut child) = state.child.take() else {
             return;
         };
         if matches!(child.try_wait(), Ok(Some(_))) {
@@ -427,43 +442,40 @@ fn send_sigterm(child: &Child) {
     }
 }
 
-/// A free loopback port (bound and released; hyperd binds it next).
-fn free_port() -> Result<u16, HyperError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| HyperError::io("finding a free loopback port", e))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| HyperError::io("finding a free loopback port", e))
-}
-
-/// Starts hyperd and waits until it answers. Retries on a fresh port when
-/// the process exits at once (another process took the port).
+/// Starts hyperd and waits until it answers. hyperd listens on
+/// `preferred_port` when given (a restart keeps its address), else on a
+/// port it picks itself and reports over the callback connection. A start
+/// that exits at once is retried on a port of hyperd's choosing.
 async fn launch(
     binary: &Path,
     config: &HyperdConfig,
     preferred_port: Option<u16>,
-) -> Result<(Child, SocketAddr), HyperError> {
+) -> Result<(Child, TcpStream, SocketAddr), HyperError> {
     let mut last = None;
     for attempt in 0..START_ATTEMPTS {
-        let port = match (attempt, preferred_port) {
-            (0, Some(port)) => port,
-            _ => free_port()?,
+        let listen_port = match (attempt, preferred_port) {
+            (0, Some(port)) => port.to_string(),
+            _ => "auto".to_owned(),
         };
-        let endpoint = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
-        let mut child = spawn(binary, &config.log_dir, endpoint)?;
-        match wait_ready(&mut child, endpoint, binary, config).await {
-            Ok(()) => {
+        let callback = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| HyperError::io("opening hyperd's callback port", e))?;
+        let callback_addr = callback
+            .local_addr()
+            .map_err(|e| HyperError::io("opening hyperd's callback port", e))?;
+        let mut child = spawn(binary, &config.log_dir, &listen_port, callback_addr)?;
+        match wait_ready(&mut child, callback, binary, config).await {
+            Ok((stream, endpoint)) => {
                 tracing::info!(
                     %endpoint,
                     pid = child.id(),
                     log_dir = %config.log_dir.display(),
                     "hyperd started"
                 );
-                return Ok((child, endpoint));
+                return Ok((child, stream, endpoint));
             }
             Err(error @ HyperError::StartExited { .. }) => {
-                tracing::debug!(%endpoint, %error, attempt, "hyperd exited at start; trying another port");
+                tracing::debug!(%error, attempt, "hyperd exited at start; trying again");
                 last = Some(error);
             }
             Err(error) => {
@@ -475,7 +487,12 @@ async fn launch(
     Err(last.unwrap_or(HyperError::Stopped))
 }
 
-fn spawn(binary: &Path, log_dir: &Path, endpoint: SocketAddr) -> Result<Child, HyperError> {
+fn spawn(
+    binary: &Path,
+    log_dir: &Path,
+    listen_port: &str,
+    callback: SocketAddr,
+) -> Result<Child, HyperError> {
     let spawn_err = |source| HyperError::Spawn {
         binary: binary.to_path_buf(),
         log_dir: log_dir.to_path_buf(),
@@ -497,7 +514,9 @@ fn spawn(binary: &Path, log_dir: &Path, endpoint: SocketAddr) -> Result<Child, H
         .arg("--log-dir")
         .arg(log_dir)
         .arg("--listen-connection")
-        .arg(format!("tab.tcp://{endpoint}"))
+        .arg(format!("tab.tcp://127.0.0.1:{listen_port}"))
+        .arg("--callback-connection")
+        .arg(format!("tab.tcp://{callback}"))
         .current_dir(log_dir)
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -506,16 +525,21 @@ fn spawn(binary: &Path, log_dir: &Path, endpoint: SocketAddr) -> Result<Child, H
     command.spawn().map_err(spawn_err)
 }
 
-/// Polls until `SELECT 1` answers, the child exits, or the deadline passes.
+/// Waits for hyperd's callback (which names the address it listens on),
+/// then polls until `SELECT 1` answers; fails when the child exits or the
+/// deadline passes.
 async fn wait_ready(
     child: &mut Child,
-    endpoint: SocketAddr,
+    callback: TcpListener,
     binary: &Path,
     config: &HyperdConfig,
-) -> Result<(), HyperError> {
+) -> Result<(TcpStream, SocketAddr), HyperError> {
     let started = Instant::now();
     let deadline = started + config.start_timeout;
-    let mut last_error = String::from("no attempt yet");
+    let mut last_error = String::from("no callback from hyperd yet");
+    let mut stream: Option<TcpStream> = None;
+    let mut received = Vec::new();
+    let mut endpoint: Option<SocketAddr> = None;
     loop {
         if let Some(status) = child
             .try_wait()
@@ -530,19 +554,67 @@ async fn wait_ready(
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(HyperError::StartTimeout {
-                endpoint,
+                endpoint: endpoint
+                    .unwrap_or_else(|| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))),
                 waited: started.elapsed(),
                 last_error,
                 log_dir: config.log_dir.clone(),
             });
         }
-        match tokio::time::timeout(remaining, probe(endpoint)).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(error)) => last_error = error.to_string(),
-            Err(_) => last_error = "health check timed out".into(),
+        let slice = remaining.min(Duration::from_millis(100));
+        match (&mut stream, endpoint) {
+            (None, _) => {
+                if let Ok(accepted) = tokio::time::timeout(slice, callback.accept()).await {
+                    let (s, _) =
+                        accepted.map_err(|e| HyperError::io("accepting hyperd's callback", e))?;
+                    stream = Some(s);
+                    last_error = "hyperd has not reported its address yet".into();
+                }
+            }
+            (Some(s), None) => {
+                let mut chunk = [0u8; 256];
+                match tokio::time::timeout(slice, s.read(&mut chunk)).await {
+                    Ok(Ok(0)) => {
+                        last_error = "hyperd closed its callback connection".into();
+                        tokio::time::sleep(POLL_INTERVAL).await;
+                    }
+                    Ok(Ok(n)) => {
+                        received.extend_from_slice(&chunk[..n]);
+                        endpoint = parse_callback(&received);
+                        if endpoint.is_none() && received.len() > 4096 {
+                            last_error = format!(
+                                "unexpected callback message {:?}",
+                                String::from_utf8_lossy(&received[..64])
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => last_error = format!("reading hyperd's callback: {e}"),
+                    Err(_) => {}
+                }
+            }
+            (Some(_), Some(at)) => match tokio::time::timeout(slice, probe(at)).await {
+                Ok(Ok(())) => {
+                    let stream = stream.take().ok_or(HyperError::Stopped)?;
+                    return Ok((stream, at));
+                }
+                Ok(Err(error)) => {
+                    last_error = error.to_string();
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+                Err(_) => last_error = "health check timed out".into(),
+            },
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// The address in hyperd's callback message: a length byte, then
+/// `tab.tcp://HOST:PORT` and a NUL. `None` until the NUL has arrived.
+fn parse_callback(received: &[u8]) -> Option<SocketAddr> {
+    const PREFIX: &[u8] = b"tab.tcp://";
+    let start = received.windows(PREFIX.len()).position(|w| w == PREFIX)? + PREFIX.len();
+    let rest = received.get(start..)?;
+    let end = rest.iter().position(|b| *b == 0)?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 async fn probe(endpoint: SocketAddr) -> Result<(), tokio_postgres::Error> {
@@ -570,6 +642,18 @@ async fn connect_to(endpoint: SocketAddr) -> Result<Client, tokio_postgres::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn callback_message_names_the_endpoint() {
+        let mut msg = vec![0x1a];
+        msg.extend_from_slice(b"tab.tcp://127.0.0.1:38455\0");
+        assert_eq!(
+            parse_callback(&msg),
+            Some("127.0.0.1:38455".parse().unwrap())
+        );
+        assert_eq!(parse_callback(&msg[..10]), None, "incomplete message");
+        assert_eq!(parse_callback(b"\x05junk\0"), None);
+    }
 
     #[test]
     fn explicit_path_must_exist() {

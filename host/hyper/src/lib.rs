@@ -27,7 +27,7 @@ pub use error::{HyperError, INSTALL_HINT};
 pub use futures;
 pub use hyperd::{Hyperd, HyperdConfig, locate_hyperd};
 pub use session::{COPY_CHUNK_BYTES, HyperSession, ResultColumn, WriteReport};
-pub use sql::TableName;
+pub use sql::{TableName, literal, quote_ident};
 pub use tokio_postgres;
 pub use upsert::{UpsertReport, upsert};
 pub use writer::{HyperWriter, WriteSummary};

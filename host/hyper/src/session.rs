@@ -289,6 +289,10 @@ where
             sink.send(Bytes::from(chunk))
                 .await
                 .map_err(|e| HyperError::sql(context(), e))?;
+            // Let the connection task hand the chunk to the socket now, so
+            // hyperd works on it while the next chunk is encoded (a task
+            // woken from here would otherwise wait until this one blocks).
+            tokio::task::yield_now().await;
         }
     }
     if !buf.is_empty() {

@@ -3,13 +3,18 @@
 //! Hyper quotes identifiers *and database paths* with double quotes; a
 //! double quote inside is doubled. Every name built here goes through
 //! [`quote_ident`], so column and table names from tenant mappings cannot
-//! break out of their identifier.
+//! break out of their identifier. Values go into SQL text through
+//! [`literal`], which writes each kind so hyperd reads back exactly the
+//! same value (hyperd's unnamed statements take no NUMERIC parameters with
+//! a fraction, so literals are the dependable way to put values in a
+//! condition).
 
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
-use mlc_common::{ColumnType, Schema, decimal::MAX_PRECISION};
+use mlc_common::time::{days_from_civil, format_date};
+use mlc_common::{ColumnType, Schema, Value, decimal::MAX_PRECISION};
 
 use crate::HyperError;
 use crate::encode::MAX_I64_PRECISION;
@@ -156,6 +161,90 @@ pub fn column_list(schema: &Schema) -> String {
         .join(", ")
 }
 
+/// `'text'` with inner single quotes doubled. Text holding NUL (which a
+/// query string cannot carry) is written as an escape string instead:
+/// `E'a\000b'`.
+pub fn quote_text(text: &str) -> String {
+    if !text.contains('\0') {
+        return format!("'{}'", text.replace('\'', "''"));
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    out.push_str("E'");
+    for ch in text.chars() {
+        match ch {
+            '\0' => out.push_str("\\000"),
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            other => out.push(other),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A SQL expression that hyperd evaluates to exactly `value`, typed:
+/// `CAST('42' AS BIGINT)`, `CAST('1.5' AS DOUBLE PRECISION)`, `12.30`,
+/// `DATE '2024-01-31'`, `CAST('2024-01-31 10:00:00.000001+00:00' AS
+/// TIMESTAMP WITH TIME ZONE)`, `TRUE`, `NULL`, quoted text. Dates and
+/// timestamps before year 1 (which Hyper's literals cannot spell) are
+/// written as an offset from 0001-01-01.
+pub fn literal(value: &Value) -> String {
+    match value {
+        Value::Null => "NULL".to_owned(),
+        Value::Text(text) => quote_text(text),
+        Value::Integer(i) => format!("CAST('{i}' AS BIGINT)"),
+        Value::Double(f) => {
+            let text = if f.is_nan() {
+                "NaN".to_owned()
+            } else if f.is_infinite() {
+                if *f > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+            } else {
+                // Rust's `Debug` for f64 is the shortest text that reads
+                // back as the same double.
+                format!("{f:?}")
+            };
+            format!("CAST('{text}' AS DOUBLE PRECISION)")
+        }
+        Value::Decimal(d) => d.to_string(),
+        Value::Boolean(b) => if *b { "TRUE" } else { "FALSE" }.to_owned(),
+        Value::Date(days) => {
+            let first = days_from_civil(1, 1, 1);
+            if *days >= first {
+                format!("DATE '{}'", format_date(*days))
+            } else {
+                format!(
+                    "(DATE '0001-01-01' - {})",
+                    i64::from(first) - i64::from(*days)
+                )
+            }
+        }
+        Value::Timestamp(micros) => {
+            let first = i64::from(days_from_civil(1, 1, 1)) * MICROS_PER_DAY;
+            if *micros >= first {
+                let secs = micros.div_euclid(1_000_000);
+                let frac = micros.rem_euclid(1_000_000);
+                let rem = secs.rem_euclid(86_400);
+                let days = i32::try_from(secs.div_euclid(86_400)).unwrap_or(i32::MAX);
+                format!(
+                    "CAST('{} {:02}:{:02}:{:02}.{frac:06}+00:00' AS TIMESTAMP WITH TIME ZONE)",
+                    format_date(days),
+                    rem / 3600,
+                    rem / 60 % 60,
+                    rem % 60
+                )
+            } else {
+                format!(
+                    "(CAST('0001-01-01 00:00:00+00:00' AS TIMESTAMP WITH TIME ZONE) - INTERVAL '1 microsecond' * {})",
+                    i128::from(first) - i128::from(*micros)
+                )
+            }
+        }
+    }
+}
+
+/// Microseconds in a day.
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +270,44 @@ mod tests {
         assert_eq!(
             quote_path(Path::new("/tmp/x \"y\".hyper")).unwrap(),
             "\"/tmp/x \"\"y\"\".hyper\""
+        );
+    }
+
+    #[test]
+    fn literals_are_exact_and_escaped() {
+        use mlc_common::Decimal;
+        assert_eq!(literal(&Value::Text("it's".into())), "'it''s'");
+        assert_eq!(literal(&Value::Text(String::new())), "''");
+        assert_eq!(literal(&Value::Text("a\0'\\b".into())), "E'a\\000''\\\\b'");
+        assert_eq!(literal(&Value::Text("back\\slash".into())), "'back\\slash'");
+        assert_eq!(
+            literal(&Value::Integer(i64::MIN)),
+            "CAST('-9223372036854775808' AS BIGINT)"
+        );
+        assert_eq!(
+            literal(&Value::Double(0.1)),
+            "CAST('0.1' AS DOUBLE PRECISION)"
+        );
+        assert_eq!(
+            literal(&Value::Double(f64::NEG_INFINITY)),
+            "CAST('-Infinity' AS DOUBLE PRECISION)"
+        );
+        assert_eq!(literal(&Value::Decimal(Decimal::new(-1230, 2))), "-12.30");
+        assert_eq!(literal(&Value::Boolean(false)), "FALSE");
+        assert_eq!(literal(&Value::Null), "NULL");
+        assert_eq!(literal(&Value::Date(0)), "DATE '1970-01-01'");
+        assert_eq!(
+            literal(&Value::Date(days_from_civil(0, 12, 31))),
+            "(DATE '0001-01-01' - 1)"
+        );
+        assert_eq!(
+            literal(&Value::Timestamp(-1)),
+            "CAST('1969-12-31 23:59:59.999999+00:00' AS TIMESTAMP WITH TIME ZONE)"
+        );
+        let first = i64::from(days_from_civil(1, 1, 1)) * MICROS_PER_DAY;
+        assert_eq!(
+            literal(&Value::Timestamp(first - 5)),
+            "(CAST('0001-01-01 00:00:00+00:00' AS TIMESTAMP WITH TIME ZONE) - INTERVAL '1 microsecond' * 5)"
         );
     }
 
