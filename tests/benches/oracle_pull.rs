@@ -22,7 +22,10 @@ use serde_json::{Value, json};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let role = args.iter().find_map(|a| a.strip_prefix("--role=")).unwrap_or("bench");
+    let role = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--role="))
+        .unwrap_or("bench");
     match role {
         "serve" => serve(arg(&args, "--invoices=")?.parse()?),
         "client" => client(&arg(&args, "--sandbox=")?),
@@ -105,7 +108,12 @@ fn vm_hwm_kib() -> Result<u64> {
 /// Runs the full pull and the idle cycle; prints the figures as JSON.
 fn client(sandbox: &str) -> Result<()> {
     let sb: Value = serde_json::from_str(sandbox)?;
-    let field = |k: &str| sb[k].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no {k}"));
+    let field = |k: &str| {
+        sb[k]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no {k}"))
+    };
     let cfg = OracleConfig::new(
         field("base_url")?,
         field("token_url")?,
@@ -124,7 +132,11 @@ fn client(sandbox: &str) -> Result<()> {
         let mut bytes = 0u64;
         while let Some(page) = pull.next_page().await? {
             records += page.records.len() as u64;
-            bytes += page.records.iter().map(|r| r.json.len() as u64).sum::<u64>();
+            bytes += page
+                .records
+                .iter()
+                .map(|r| r.json.len() as u64)
+                .sum::<u64>();
         }
         let elapsed = t0.elapsed().as_secs_f64();
         let cpu = cpu_secs()? - cpu0;
