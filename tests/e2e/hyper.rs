@@ -918,3 +918,50 @@ async fn sql_literals_evaluate_to_the_same_values() {
         assert_eq!(got, want, "literal {i}: {}", mlc_hyper::literal(want));
     }
 }
+
+/// Helper for `hyperd_does_not_outlive_a_killed_parent`: run in a child
+/// process, it starts hyperd, prints its pid and waits to be killed.
+#[tokio::test]
+#[ignore = "helper process for hyperd_does_not_outlive_a_killed_parent"]
+async fn helper_hold_hyperd() {
+    let Ok(dir) = std::env::var("MLC_HYPER_HELPER_DIR") else {
+        return;
+    };
+    let hyperd = start_hyperd(Path::new(&dir)).await;
+    println!("HYPERD_PID={}", hyperd.pid().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+#[tokio::test]
+async fn hyperd_does_not_outlive_a_killed_parent() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "hyper::helper_hold_hyperd",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("MLC_HYPER_HELPER_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let pid: u32 = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("HYPERD_PID=").map(|p| p.parse().unwrap()))
+        .expect("helper printed no hyperd pid");
+    assert!(process_alive(pid));
+    // SIGKILL: no Drop, no shutdown; only the closed callback connection.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for _ in 0..500 {
+        if !process_alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("hyperd {pid} still runs 10 s after its parent was killed");
+}

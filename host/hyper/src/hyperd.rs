@@ -7,6 +7,13 @@
 //! plain `tokio_postgres` clients. One [`Hyperd`] is meant to be shared
 //! (behind an `Arc`) by everything in a process that writes `.hyper` files:
 //! a file attached by one hyperd is locked against every other.
+//!
+//! hyperd is started with `--listen-connection tab.tcp://127.0.0.1:auto`
+//! and a `--callback-connection` to a loopback port of ours: it picks a free
+//! port itself and reports it over that connection (no window in which
+//! another process can take the port), and it shuts itself down when the
+//! connection closes, so it never outlives this process, even one killed
+//! with SIGKILL.
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -204,7 +211,9 @@ impl std::fmt::Debug for Hyperd {
 
 impl Hyperd {
     /// Finds the binary (unless given), starts hyperd on a free loopback
-    /// port, and waits until it answers `SELECT 1`.
+    /// port with its logs in `config.log_dir`, and waits until it answers
+    /// `SELECT 1` (up to `config.start_timeout`). A failure names the log
+    /// directory to look in.
     pub async fn start(config: HyperdConfig) -> Result<Self, HyperError> {
         let explicit = config.binary.clone();
         let binary = tokio::task::spawn_blocking(move || locate_hyperd(explicit.as_deref()))
