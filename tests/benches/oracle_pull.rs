@@ -42,7 +42,7 @@ fn arg(args: &[String], prefix: &str) -> Result<String> {
 
 /// Starts a sandbox with `invoices`, prints its endpoints as one JSON line,
 /// serves until stdin closes.
-fn serve(invoices: usize) -> Result<()> {
+fn serve(invoices: u64) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let started = Instant::now();

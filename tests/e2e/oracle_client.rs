@@ -546,13 +546,13 @@ async fn scripted(bodies: Vec<String>) -> Result<Scripted> {
                             r#"{"access_token":"t","token_type":"Bearer","expires_in":3600}"#
                                 .to_owned()
                         } else {
-                            seen.lock()
-                                .unwrap()
-                                .push(line.split(' ').nth(1).unwrap_or("").to_owned());
+                            if let Ok(mut seen) = seen.lock() {
+                                seen.push(line.split(' ').nth(1).unwrap_or("").to_owned());
+                            }
                             script
                                 .lock()
-                                .unwrap()
-                                .pop_front()
+                                .ok()
+                                .and_then(|mut s| s.pop_front())
                                 .unwrap_or_else(|| "no more script".into())
                         };
                         let resp = format!(
