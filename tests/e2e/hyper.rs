@@ -965,3 +965,47 @@ async fn hyperd_does_not_outlive_a_killed_parent() {
     }
     panic!("hyperd {pid} still runs 10 s after its parent was killed");
 }
+
+#[tokio::test]
+async fn a_second_table_can_be_added_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = start_hyperd(&dir.path().join("logs")).await;
+    let path = dir.path().join("payload.hyper");
+    let changes = TableName::new("Extract", "changes");
+    let mut w = HyperWriter::create(&hyperd, &path, changes.clone(), &upsert_schema())
+        .await
+        .unwrap();
+    w.write_rows([urow(1, "EU", "1", None)]).await.unwrap();
+    w.finish().await.unwrap();
+
+    let deleted = TableName::new("Extract", "deleted");
+    let keys = Schema {
+        columns: upsert_schema().columns.into_iter().take(2).collect(),
+    };
+    let mut w = HyperWriter::add_table(&hyperd, &path, deleted.clone(), &keys)
+        .await
+        .unwrap();
+    let report = w
+        .write_rows([Row {
+            source: 0,
+            values: vec![Value::Integer(7), Value::Text("US".into())],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(report.rows_written, 1);
+    w.finish().await.unwrap();
+    // Adding the same table again is refused and leaves the file usable.
+    let err = HyperWriter::add_table(&hyperd, &path, deleted.clone(), &keys)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("deleted"), "{err}");
+
+    assert_eq!(
+        read_with_hyper_api(&path, &changes)["rows"],
+        serde_json::json!([["1", "EU", "1.00", null]])
+    );
+    assert_eq!(
+        read_with_hyper_api(&path, &deleted)["rows"],
+        serde_json::json!([["7", "US"]])
+    );
+}

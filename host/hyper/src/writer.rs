@@ -1,5 +1,6 @@
-//! Writing a new `.hyper` extract: create the file, define one table from a
-//! [`Schema`], stream checked rows in, detach so the file can be published.
+//! Writing a `.hyper` extract: create the file (or add a table to one),
+//! define the table from a [`Schema`], stream checked rows in, detach so the
+//! file can be published.
 //!
 //! ```no_run
 //! # async fn demo(hyperd: &mlc_hyper::Hyperd, schema: &mlc_common::Schema,
@@ -42,7 +43,7 @@ pub struct WriteSummary {
     pub file_bytes: u64,
 }
 
-/// Writes one table of a new `.hyper` file.
+/// Writes one table of a `.hyper` file.
 #[derive(Debug)]
 pub struct HyperWriter {
     session: HyperSession,
@@ -66,8 +67,7 @@ impl HyperWriter {
         schema: &Schema,
     ) -> Result<Self, HyperError> {
         validate_schema(&table, schema)?;
-        let path = std::path::absolute(path)
-            .map_err(|e| HyperError::io(format!("resolving {}", path.display()), e))?;
+        let path = absolute(path)?;
         let session = HyperSession::connect(hyperd).await?;
         session
             .create_database(&path, needs_version_4(schema))
@@ -85,7 +85,33 @@ impl HyperWriter {
             return Err(error);
         }
         tracing::debug!(path = %path.display(), %table, columns = schema.columns.len(), "extract created");
-        Ok(Self {
+        Ok(Self::new(session, path, table, schema))
+    }
+
+    /// Adds `table` with the columns of `schema` to the existing `.hyper`
+    /// file at `path` (for files with several tables, such as update
+    /// payloads) and writes into it. A NUMERIC above precision 18 needs a
+    /// file created for it (see [`create`](Self::create)).
+    pub async fn add_table(
+        hyperd: &Hyperd,
+        path: &Path,
+        table: TableName,
+        schema: &Schema,
+    ) -> Result<Self, HyperError> {
+        validate_schema(&table, schema)?;
+        let path = absolute(path)?;
+        let session = HyperSession::connect(hyperd).await?;
+        session.attach(&path, ALIAS).await?;
+        if let Err(error) = session.create_table(ALIAS, &table, schema).await {
+            let _ = session.detach(ALIAS).await;
+            return Err(error);
+        }
+        tracing::debug!(path = %path.display(), %table, columns = schema.columns.len(), "table added");
+        Ok(Self::new(session, path, table, schema))
+    }
+
+    fn new(session: HyperSession, path: PathBuf, table: TableName, schema: &Schema) -> Self {
+        Self {
             qualified: table.qualified(ALIAS),
             session,
             path,
@@ -93,7 +119,7 @@ impl HyperWriter {
             encoder: RowEncoder::new(schema),
             rows_written: 0,
             rejected: 0,
-        })
+        }
     }
 
     /// The file being written.
@@ -165,4 +191,9 @@ impl HyperWriter {
             file_bytes,
         })
     }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, HyperError> {
+    std::path::absolute(path)
+        .map_err(|e| HyperError::io(format!("resolving {}", path.display()), e))
 }
