@@ -78,7 +78,8 @@ pub struct TableauConfig {
     /// (no `/api` path). A non-pod Cloud host is followed through its sign-in
     /// redirect; the redirected host is then used for every call.
     pub server_url: String,
-    /// REST API version to pin, e.g. `3.22`. When absent, sign-in asks
+    /// REST API version to pin, as a string such as `"3.22"` (a number would
+    /// lose the difference between 3.2 and 3.20). When absent, sign-in asks
     /// `serverInfo` and uses the highest version both sides speak (3.19–3.28).
     #[serde(default)]
     pub api_version: Option<ApiVersion>,

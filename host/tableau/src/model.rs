@@ -622,8 +622,8 @@ pub(crate) fn update_actions(keys: &[String], upserts: bool, deletes: bool) -> s
     json!({ "actions": actions })
 }
 
-/// Quotes a filter value as the REST filter syntax needs (commas and colons
-/// would split it); the whole query value is URL-encoded by the HTTP layer.
+/// An `eq` filter term (`field:eq:value`). The value must not contain `,` or
+/// `:` (callers list without a filter then); the HTTP layer URL-encodes it.
 pub(crate) fn filter_eq(field: &str, value: &str) -> String {
     format!("{field}:eq:{value}")
 }
