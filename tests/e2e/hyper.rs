@@ -563,8 +563,18 @@ async fn wrong_values_are_rejected_and_the_rest_stored() {
         "{:?}",
         report.rejects[2]
     );
+    // A call whose rows are all refused stores nothing and still succeeds.
+    let none = writer
+        .write_rows([row(
+            8,
+            vec![Value::Null, Value::Null, Value::Null, Value::Null],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(none.rows_written, 0);
+    assert_eq!(none.rejects[0].field.as_deref(), Some("Id"));
     let summary = writer.finish().await.unwrap();
-    assert_eq!((summary.rows_written, summary.rejected), (2, 6));
+    assert_eq!((summary.rows_written, summary.rejected), (2, 7));
 
     let read = read_with_hyper_api(&path, &TableName::extract());
     assert_eq!(

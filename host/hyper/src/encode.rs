@@ -21,6 +21,11 @@
 //! stored as garbage, not refused. So [`RowEncoder::encode_row`] checks each
 //! value against its column first and turns anything that does not fit
 //! exactly into a [`Reject`] naming the column; the buffer is left as it was.
+//! Each column takes values of its own kind; the only conversions are the
+//! exact ones: an integer into a NUMERIC (if it fits the precision) or into
+//! a DOUBLE PRECISION (if within ±2^53). NULL goes only into nullable
+//! columns; a decimal is rescaled to the column's scale only when no
+//! non-zero digit is lost ([`Decimal::fit`]).
 
 use mlc_common::{Column, ColumnType, Decimal, Reject, Row, Schema, Value};
 
