@@ -18,7 +18,7 @@ pub struct TableauSandboxArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Directory for the stored .hyper files, uploads and hyperd logs
-    /// (default: a new directory under the system temp dir).
+    /// (default: a new directory under the system temp dir, removed on exit).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Session lifetime after sign-in, in minutes.
@@ -87,8 +87,9 @@ impl TableauSandboxArgs {
             pat_secret: self.pat_secret.clone().map(Secret::new).unwrap_or_default(),
             ..TableauSandboxConfig::default()
         };
-        if let Some(dir) = &self.data_dir {
-            config.data_dir = dir.clone();
+        match &self.data_dir {
+            Some(dir) => config.data_dir = dir.clone(),
+            None => config.remove_data_dir_on_shutdown = true,
         }
         config
     }

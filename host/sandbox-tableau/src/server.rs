@@ -53,6 +53,9 @@ pub struct TableauSandboxConfig {
     pub pat_secret: Secret,
     /// First pause between webhook retries (doubles each time).
     pub webhook_retry_delay: Duration,
+    /// Remove `data_dir` with everything in it on [`TableauSandbox::shutdown`]
+    /// (for a throw-away directory).
+    pub remove_data_dir_on_shutdown: bool,
 }
 
 impl Default for TableauSandboxConfig {
@@ -74,6 +77,7 @@ impl Default for TableauSandboxConfig {
             pat_name: "ml-connector-pat".to_owned(),
             pat_secret: Secret::default(),
             webhook_retry_delay: Duration::from_millis(200),
+            remove_data_dir_on_shutdown: false,
         }
     }
 }
@@ -137,6 +141,8 @@ impl Shared {
 #[derive(Debug)]
 pub struct TableauSandbox {
     shared: Arc<Shared>,
+    data_dir: PathBuf,
+    remove_data_dir: bool,
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -247,6 +253,8 @@ impl TableauSandbox {
         tracing::info!(%addr, site = %shared.site.content_url, "Tableau sandbox listening");
         Ok(Self {
             shared,
+            data_dir,
+            remove_data_dir: config.remove_data_dir_on_shutdown,
             addr,
             stop: Some(stop_tx),
             server: Some(server),
@@ -395,7 +403,21 @@ impl TableauSandbox {
             .engine
             .shutdown()
             .await
-            .map_err(|e| SandboxError::Hyperd(e.to_string()))
+            .map_err(|e| SandboxError::Hyperd(e.to_string()))?;
+        if self.remove_data_dir {
+            tokio::fs::remove_dir_all(&self.data_dir)
+                .await
+                .map_err(|source| SandboxError::DataDir {
+                    path: self.data_dir.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The data directory (absolute).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 }
 
