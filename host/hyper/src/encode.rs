@@ -27,6 +27,7 @@
 //! columns; a decimal is rescaled to the column's scale only when no
 //! non-zero digit is lost ([`Decimal::fit`]).
 
+use mlc_common::decimal::pow10;
 use mlc_common::{Column, ColumnType, Decimal, Reject, Row, Schema, Value};
 
 /// The 19 bytes every HyperBinary COPY stream starts with.
@@ -165,8 +166,21 @@ fn encode_value(slot: &Slot, value: &Value, buf: &mut Vec<u8>) -> Result<(), Str
 }
 
 /// The unscaled value at the column's scale, exactly, as `i64` or `i128`.
+///
+/// The common case (rescale succeeds, digits fit) is checked here without
+/// building any text; only a refused value goes through [`Decimal::fit`],
+/// whose error explains why.
 fn encode_decimal(d: Decimal, precision: u8, scale: u8, buf: &mut Vec<u8>) -> Result<(), String> {
-    let fitted = d.fit(precision, scale).map_err(|e| e.to_string())?;
+    let limit = pow10(precision).map(i128::unsigned_abs);
+    let fitted = match (d.rescale(scale), limit) {
+        (Ok(r), Some(limit)) if r.unscaled.unsigned_abs() < limit => r,
+        _ => {
+            return Err(match d.fit(precision, scale) {
+                Err(e) => e.to_string(),
+                Ok(_) => format!("{d} does not fit NUMERIC({precision},{scale})"),
+            });
+        }
+    };
     if precision <= MAX_I64_PRECISION {
         let unscaled = i64::try_from(fitted.unscaled)
             .map_err(|_| format!("{d} does not fit NUMERIC({precision},{scale})"))?;
