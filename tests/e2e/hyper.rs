@@ -1019,3 +1019,38 @@ async fn a_second_table_can_be_added_to_a_file() {
         serde_json::json!([["7", "US"]])
     );
 }
+
+#[tokio::test]
+async fn without_restarts_a_dead_hyperd_is_an_error_naming_its_logs() {
+    crate::common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = Hyperd::start(HyperdConfig {
+        log_dir: dir.path().to_path_buf(),
+        restart: false,
+        ..HyperdConfig::default()
+    })
+    .await
+    .unwrap();
+    let pid = hyperd.pid().await.unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut last = None;
+    for _ in 0..200 {
+        match hyperd.connect().await {
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let err = last.expect("connect kept succeeding after hyperd was killed");
+    assert!(matches!(err, HyperError::Exited { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    assert_eq!(hyperd.restarts(), 0);
+}

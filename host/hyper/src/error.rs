@@ -46,6 +46,17 @@ pub enum HyperError {
         log_dir: PathBuf,
     },
 
+    /// `hyperd` exited and restarts are off ([`crate::HyperdConfig::restart`]).
+    #[error("hyperd {binary} exited ({status}) and is not restarted; see its logs in {log_dir}")]
+    Exited {
+        /// The binary.
+        binary: PathBuf,
+        /// Exit status as text.
+        status: String,
+        /// Its log directory.
+        log_dir: PathBuf,
+    },
+
     /// `hyperd` did not answer `SELECT 1` in time.
     #[error(
         "hyperd at {endpoint} did not answer within {waited:?} (last error: {last_error}); see its logs in {log_dir}"

@@ -281,8 +281,9 @@ impl Hyperd {
             Err(source) => {
                 // A hyperd that was just killed refuses or resets connections
                 // a moment before its exit can be collected: give the exit
-                // time to show, then restart and try once more.
-                if self.config.restart && self.exited_within(EXIT_GRACE).await? {
+                // time to show, then restart and try once more (or, with
+                // restarts off, report the exit).
+                if self.exited_within(EXIT_GRACE).await? {
                     let endpoint = self.ensure_running().await?;
                     connect_to(endpoint)
                         .await
@@ -345,7 +346,7 @@ impl Hyperd {
         state.child = None;
         state.callback = None;
         if !self.config.restart {
-            return Err(HyperError::StartExited {
+            return Err(HyperError::Exited {
                 binary: self.binary.clone(),
                 status,
                 log_dir: self.config.log_dir.clone(),
