@@ -1010,9 +1010,26 @@ async fn a_second_table_can_be_added_to_a_file() {
         .unwrap_err();
     assert!(err.to_string().contains("deleted"), "{err}");
 
+    // Rows appended to an existing table through a session.
+    let session = HyperSession::connect(&hyperd).await.unwrap();
+    session.attach(&path, "p").await.unwrap();
+    let mut bad = urow(3, "EU", "1", None);
+    bad.values[1] = Value::Integer(3);
+    let report = session
+        .copy_rows(
+            &changes.qualified("p"),
+            &upsert_schema(),
+            mlc_hyper::futures::stream::iter(vec![urow(2, "US", "2.5", Some("x")), bad]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.rows_written, 1);
+    assert_eq!(report.rejects[0].field.as_deref(), Some("Region"));
+    session.detach("p").await.unwrap();
+
     assert_eq!(
         read_with_hyper_api(&path, &changes)["rows"],
-        serde_json::json!([["1", "EU", "1.00", null]])
+        serde_json::json!([["1", "EU", "1.00", null], ["2", "US", "2.50", "x"]])
     );
     assert_eq!(
         read_with_hyper_api(&path, &deleted)["rows"],

@@ -2,8 +2,9 @@
 //! detach, run SQL, stream checked rows in with COPY, and read results back
 //! as [`mlc_common::Value`]s.
 //!
-//! The Tableau sandbox applies update actions to its stored files through a
-//! [`HyperSession`]; the extract writer and [`crate::upsert`] are built on it.
+//! Anything that changes a stored file (applying update actions, appending
+//! rows) or reads one back (tests) can use a [`HyperSession`]; the extract
+//! writer and [`crate::upsert`] are built on it.
 
 use std::borrow::Borrow;
 use std::path::Path;
