@@ -148,17 +148,17 @@ impl Faults {
             return Fault::Drop;
         }
         if let Some((n, secs)) = s.rate_limit_every
-            && seen % n == 0
+            && seen.is_multiple_of(n)
         {
             return Fault::RateLimit(secs);
         }
         if let Some((n, status)) = s.fail_every
-            && seen % n == 0
+            && seen.is_multiple_of(n)
         {
             return Fault::Status(status);
         }
         if let Some(n) = s.drop_every
-            && seen % n == 0
+            && seen.is_multiple_of(n)
         {
             return Fault::Drop;
         }

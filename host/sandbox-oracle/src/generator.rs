@@ -417,7 +417,7 @@ impl Gen {
     /// Base `LastUpdateDate` of group `g` (records `g*same_ts ..`).
     fn group_lud(&self, kind: Kind, g: u64, millis: bool) -> i64 {
         let h = self.h(kind, g, 99);
-        let jitter = if !millis || h % 8 == 0 {
+        let jitter = if !millis || h.is_multiple_of(8) {
             0
         } else {
             ((h >> 8) % 1000) as i64 * 1000
@@ -656,7 +656,7 @@ impl Gen {
 
     /// Credit memos are among the unpaid invoices.
     fn invoice_is_credit(&self, i: u64) -> bool {
-        self.h(Kind::Invoices, i, 2) % 20 == 0 && self.invoice_payment(i).is_none()
+        self.h(Kind::Invoices, i, 2).is_multiple_of(20) && self.invoice_payment(i).is_none()
     }
 
     fn invoice_lines(&self, i: u64) -> u64 {
@@ -670,7 +670,7 @@ impl Gen {
     }
 
     fn invoice_currency(&self, i: u64) -> &'static str {
-        if self.h(Kind::Invoices, i, 4) % 10 == 0 {
+        if self.h(Kind::Invoices, i, 4).is_multiple_of(10) {
             "EUR"
         } else {
             "USD"
@@ -1228,21 +1228,19 @@ impl Gen {
                     rows.push(r);
                 }
             }
-            (Kind::Payments, "relatedInvoices") => {
-                if index < self.sizes.payments {
-                    let i = self.payment_invoice(index);
-                    rows.push(vec![
-                        (
-                            "InvoicePaymentId",
-                            V::Int(ID_INVOICE_PAYMENT + index as i64),
-                        ),
-                        ("InvoiceId", V::Int(ID_INVOICE + i as i64)),
-                        ("InvoiceNumber", V::str(format!("INV-{:09}", i + 1))),
-                        ("AmountPaid", dec(self.invoice_total(i))),
-                        ("InvoiceCurrency", V::str(self.invoice_currency(i))),
-                        ("AccountingDate", V::Date(day)),
-                    ]);
-                }
+            (Kind::Payments, "relatedInvoices") if index < self.sizes.payments => {
+                let i = self.payment_invoice(index);
+                rows.push(vec![
+                    (
+                        "InvoicePaymentId",
+                        V::Int(ID_INVOICE_PAYMENT + index as i64),
+                    ),
+                    ("InvoiceId", V::Int(ID_INVOICE + i as i64)),
+                    ("InvoiceNumber", V::str(format!("INV-{:09}", i + 1))),
+                    ("AmountPaid", dec(self.invoice_total(i))),
+                    ("InvoiceCurrency", V::str(self.invoice_currency(i))),
+                    ("AccountingDate", V::Date(day)),
+                ]);
             }
             (Kind::Suppliers, "sites") => {
                 for k in 0..self.supplier_site_count(index) {

@@ -175,18 +175,30 @@ fn change_indicator(at: &At<'_>, extra: &str) -> String {
     format!("ACED0005770400000001{}", hex::encode_upper(&digest[..12]))
 }
 
-fn link(
-    out: &mut String,
-    first: &mut bool,
-    opts: &Opts,
-    rel: &str,
-    href: &str,
-    name: &str,
-    kind: &str,
-    ci: Option<&str>,
-) {
+/// One entry of a `links` array.
+struct Link<'a> {
+    rel: &'a str,
+    href: &'a str,
+    name: &'a str,
+    kind: &'a str,
+    change_indicator: Option<&'a str>,
+}
+
+impl<'a> Link<'a> {
+    fn new(rel: &'a str, href: &'a str, name: &'a str, kind: &'a str) -> Self {
+        Self {
+            rel,
+            href,
+            name,
+            kind,
+            change_indicator: None,
+        }
+    }
+}
+
+fn link(out: &mut String, first: &mut bool, opts: &Opts, l: &Link<'_>) {
     if let Some(keep) = &opts.links
-        && !keep.iter().any(|k| k == rel)
+        && !keep.iter().any(|k| k == l.rel)
     {
         return;
     }
@@ -195,14 +207,14 @@ fn link(
     }
     *first = false;
     out.push_str("{\"rel\":");
-    write_str(out, rel);
+    write_str(out, l.rel);
     out.push_str(",\"href\":");
-    write_str(out, href);
+    write_str(out, l.href);
     out.push_str(",\"name\":");
-    write_str(out, name);
+    write_str(out, l.name);
     out.push_str(",\"kind\":");
-    write_str(out, kind);
-    if let Some(ci) = ci {
+    write_str(out, l.kind);
+    if let Some(ci) = l.change_indicator {
         out.push_str(",\"properties\":{\"changeIndicator\":");
         write_str(out, ci);
         out.push('}');
@@ -290,11 +302,7 @@ pub(crate) fn write_item(
                     out,
                     &mut f,
                     opts,
-                    "self",
-                    &coll_href,
-                    child.name,
-                    "collection",
-                    None,
+                    &Link::new("self", &coll_href, child.name, "collection"),
                 );
                 out.push(']');
             }
@@ -314,24 +322,24 @@ pub(crate) fn write_item(
             out,
             &mut f,
             opts,
-            "self",
-            href,
-            node.name,
-            "item",
-            Some(&ci),
+            &Link {
+                change_indicator: Some(&ci),
+                ..Link::new("self", href, node.name, "item")
+            },
         );
         link(
             out,
             &mut f,
             opts,
-            "canonical",
-            href,
-            node.name,
-            "item",
-            None,
+            &Link::new("canonical", href, node.name, "item"),
         );
         if let Some((phref, pname)) = parent {
-            link(out, &mut f, opts, "parent", phref, pname, "item", None);
+            link(
+                out,
+                &mut f,
+                opts,
+                &Link::new("parent", phref, pname, "item"),
+            );
         }
         for c in node.children {
             let chref = format!("{href}/child/{}", c.name);
@@ -339,11 +347,7 @@ pub(crate) fn write_item(
                 out,
                 &mut f,
                 opts,
-                "child",
-                &chref,
-                c.name,
-                "collection",
-                None,
+                &Link::new("child", &chref, c.name, "collection"),
             );
         }
         out.push(']');

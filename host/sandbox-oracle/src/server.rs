@@ -308,8 +308,27 @@ impl Params {
     }
 }
 
-fn bad(detail: impl Into<String>, code: &str) -> Response {
-    adf_error(StatusCode::BAD_REQUEST, &detail.into(), code)
+/// A refused request: the status and the detail the client is shown (in
+/// the ADF error body).
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    detail: String,
+    code: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        adf_error(self.status, &self.detail, &self.code)
+    }
+}
+
+fn bad(detail: impl Into<String>, code: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        detail: detail.into(),
+        code: code.to_owned(),
+    }
 }
 
 fn not_found_key(what: &str) -> Response {
@@ -320,7 +339,7 @@ fn not_found_key(what: &str) -> Response {
     )
 }
 
-fn framework_version(headers: &HeaderMap) -> Result<u8, Response> {
+fn framework_version(headers: &HeaderMap) -> Result<u8, ApiError> {
     match headers.get("REST-Framework-Version") {
         None => Ok(1),
         Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u8>().ok()) {
@@ -349,7 +368,7 @@ fn handle(
     }
     let fv = match framework_version(headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let params = Params {
         map: parse_pairs(query).into_iter().collect(),
@@ -386,9 +405,7 @@ fn handle(
                         index,
                         ver,
                     };
-                    walk(
-                        shared, &at, &res.node, rec, href, None, true, tail, &params, fv,
-                    )
+                    walk(&at, &res.node, rec, href, None, true, tail, &params, fv)
                 }
             }
         }
@@ -442,7 +459,6 @@ fn child_matches(node: &Node, row: &Rec, seg: &str) -> bool {
 /// Serves an item (`tail` empty) or walks on into `child/<name>[/<key>…]`.
 #[allow(clippy::too_many_arguments)]
 fn walk(
-    shared: &Shared,
     at: &At<'_>,
     node: &'static Node,
     rec: Rec,
@@ -457,7 +473,7 @@ fn walk(
         [] => {
             let shape = match Shape::parse(node, params.get("fields"), params.get("expand")) {
                 Ok(s) => s,
-                Err(e) => return bad(e.0, "27504"),
+                Err(e) => return bad(e.0, "27504").into_response(),
             };
             let opts = opts(params, fv);
             let mut out = String::new();
@@ -495,7 +511,6 @@ fn walk(
                     };
                     let row_href = format!("{coll_href}/{}", key_segment(child, &row));
                     walk(
-                        shared,
                         at,
                         child,
                         row,
@@ -523,7 +538,7 @@ fn opts(params: &Params, fv: u8) -> Opts {
     }
 }
 
-fn parse_limit_offset(params: &Params) -> Result<(u64, u64), Response> {
+fn parse_limit_offset(params: &Params) -> Result<(u64, u64), ApiError> {
     let limit = match params.get("limit") {
         None | Some("") => DEFAULT_LIMIT,
         Some(v) => match v.parse::<u64>() {
@@ -541,7 +556,7 @@ fn parse_limit_offset(params: &Params) -> Result<(u64, u64), Response> {
     Ok((limit, offset))
 }
 
-fn parse_order(node: &Node, order_by: Option<&str>) -> Result<Vec<(&'static str, bool)>, Response> {
+fn parse_order(node: &Node, order_by: Option<&str>) -> Result<Vec<(&'static str, bool)>, ApiError> {
     let mut out = Vec::new();
     for part in order_by
         .unwrap_or("")
@@ -579,7 +594,7 @@ fn parse_filter(
     res: Option<&Resource>,
     params: &Params,
     fv: u8,
-) -> Result<Option<Pred>, Response> {
+) -> Result<Option<Pred>, ApiError> {
     let mut parts = Vec::new();
     if let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) {
         let p = if fv >= 2 {
@@ -602,7 +617,7 @@ fn parse_filter(
     })
 }
 
-fn query_error(e: &QueryError) -> Response {
+fn query_error(e: &QueryError) -> ApiError {
     bad(e.to_string(), e.code())
 }
 
@@ -613,7 +628,7 @@ fn parse_finder(
     node: &'static Node,
     res: Option<&Resource>,
     finder: &str,
-) -> Result<Pred, Response> {
+) -> Result<Pred, ApiError> {
     let (name, vars) = finder.split_once(';').unwrap_or((finder, ""));
     let allowed: Vec<&str> = if name == "PrimaryKey" {
         vec![node.key]
@@ -680,19 +695,19 @@ fn top_collection(shared: &Shared, res: &'static Resource, params: &Params, fv: 
     let node = &res.node;
     let (limit, offset) = match parse_limit_offset(params) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let pred = match parse_filter(node, Some(res), params, fv) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let order = match parse_order(node, params.get("orderBy")) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let shape = match Shape::parse(node, params.get("fields"), params.get("expand")) {
         Ok(s) => s,
-        Err(e) => return bad(e.0, "27504"),
+        Err(e) => return bad(e.0, "27504").into_response(),
     };
     let Some(table) = shared.store.table(node.name) else {
         return not_found_key(node.name);
@@ -762,19 +777,19 @@ fn child_collection(
 ) -> Response {
     let (limit, offset) = match parse_limit_offset(params) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let pred = match parse_filter(node, None, params, fv) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let order = match parse_order(node, params.get("orderBy")) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let shape = match Shape::parse(node, params.get("fields"), params.get("expand")) {
         Ok(s) => s,
-        Err(e) => return bad(e.0, "27504"),
+        Err(e) => return bad(e.0, "27504").into_response(),
     };
     let mut rows: Vec<Rec> = rows
         .into_iter()
