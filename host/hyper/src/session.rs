@@ -4,7 +4,7 @@
 //!
 //! Anything that changes a stored file (applying update actions, appending
 //! rows) or reads one back (tests) can use a [`HyperSession`]; the extract
-//! writer and [`crate::upsert`] are built on it.
+//! writer and [`crate::upsert()`] are built on it.
 
 use std::borrow::Borrow;
 use std::path::Path;
