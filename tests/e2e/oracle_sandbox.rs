@@ -1094,6 +1094,21 @@ async fn describe_reports_attributes_queryability_children_and_finders() {
     assert_eq!(find("LiabilityDistribution")["queryable"], false);
     assert!(inv["children"]["invoiceLines"]["children"]["invoiceDistributions"].is_object());
     assert_eq!(inv["collection"]["finders"][0]["name"], "PrimaryKey");
+    let id = e.sb.keys("invoices").unwrap()[0];
+    let lines = e
+        .ok(
+            &format!("invoices/{id}/child/invoiceLines/describe"),
+            &[],
+            None,
+        )
+        .await;
+    assert!(
+        lines["Resources"]["invoiceLines"]["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "LineAmount")
+    );
     let all = e.ok("describe", &[], None).await;
     for r in [
         "invoices",
@@ -1309,6 +1324,17 @@ async fn fault_switches_429_503_504_slow_and_dropped_connections() {
         "...then the connection closes mid-body"
     );
     e.ok("invoices", &[], None).await;
+
+    e.sb.faults().malformed_json_next(1);
+    let (status, _, body) = e.get("invoices", &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_string(), "not valid JSON: {body}");
+    e.sb.faults().wrong_envelope_next(1);
+    let body = e.ok("invoices", &[], None).await;
+    assert!(
+        body.get("items").is_none() && body["rows"].is_array(),
+        "{body}"
+    );
 
     e.sb.faults().slow(Duration::from_millis(300));
     let started = std::time::Instant::now();

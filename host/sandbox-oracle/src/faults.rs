@@ -20,6 +20,10 @@ pub(crate) enum Fault {
     RateLimit(u64),
     /// Start the response, then close the connection mid-body.
     Drop,
+    /// A complete 200 whose body is not valid JSON.
+    Malformed,
+    /// A complete 200 with valid JSON but no `items` array in the envelope.
+    WrongEnvelope,
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +32,8 @@ struct State {
     rate_limit_next: u32,
     retry_after: u64,
     drop_next: u32,
+    malformed_next: u32,
+    wrong_envelope_next: u32,
     slow: Duration,
     mutate_between_pages: u32,
     fail_every: Option<(u64, u16)>,
@@ -76,6 +82,18 @@ impl Faults {
     /// halfway and whose connection is then closed.
     pub fn drop_connections_next(&self, count: u32) {
         self.lock().drop_next = count;
+    }
+
+    /// The next `count` resource requests get a complete 200 whose body is
+    /// cut in half (not valid JSON).
+    pub fn malformed_json_next(&self, count: u32) {
+        self.lock().malformed_next = count;
+    }
+
+    /// The next `count` resource requests get a complete 200 whose JSON
+    /// lacks the `items` array (a wrong envelope).
+    pub fn wrong_envelope_next(&self, count: u32) {
+        self.lock().wrong_envelope_next = count;
     }
 
     /// After every page of a top-level collection served, update `k`
@@ -147,6 +165,14 @@ impl Faults {
             s.drop_next -= 1;
             return Fault::Drop;
         }
+        if s.malformed_next > 0 {
+            s.malformed_next -= 1;
+            return Fault::Malformed;
+        }
+        if s.wrong_envelope_next > 0 {
+            s.wrong_envelope_next -= 1;
+            return Fault::WrongEnvelope;
+        }
         if let Some((n, secs)) = s.rate_limit_every
             && seen.is_multiple_of(n)
         {
@@ -198,11 +224,15 @@ mod tests {
         f.fail_next(503, 2);
         f.fail_next(504, 1);
         f.drop_connections_next(1);
+        f.malformed_json_next(1);
+        f.wrong_envelope_next(1);
         assert_eq!(f.next_fault(), Fault::RateLimit(7));
         assert_eq!(f.next_fault(), Fault::Status(503));
         assert_eq!(f.next_fault(), Fault::Status(503));
         assert_eq!(f.next_fault(), Fault::Status(504));
         assert_eq!(f.next_fault(), Fault::Drop);
+        assert_eq!(f.next_fault(), Fault::Malformed);
+        assert_eq!(f.next_fault(), Fault::WrongEnvelope);
         assert_eq!(f.next_fault(), Fault::None);
     }
 

@@ -470,6 +470,14 @@ fn describe_node(node: &Node, href: &str, finders: &[(&str, Vec<&str>)]) -> serd
     })
 }
 
+/// `describe` of a child collection at `href`.
+pub(crate) fn describe_child(href: &str, node: &Node) -> serde_json::Value {
+    let pk = vec![("PrimaryKey", vec![node.key])];
+    let mut map = serde_json::Map::new();
+    map.insert(node.name.to_owned(), describe_node(node, href, &pk));
+    serde_json::json!({ "Resources": map })
+}
+
 /// `describe` of one resource (or of all when `only` is `None`).
 pub(crate) fn describe(base: &str, only: Option<&'static Resource>) -> serde_json::Value {
     let mut map = serde_json::Map::new();

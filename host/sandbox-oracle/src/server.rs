@@ -18,7 +18,9 @@ use crate::faults::{Fault, Faults};
 use crate::form::parse_pairs;
 use crate::model::{Rec, V, get as field};
 use crate::query::{Attr, Op, Pred, QueryError, eval, parse_v1, parse_v2};
-use crate::render::{At, Opts, Shape, describe, key_segment, write_collection, write_item};
+use crate::render::{
+    At, Opts, Shape, describe, describe_child, key_segment, write_collection, write_item,
+};
 use crate::resources::{Node, PathKey, Resource, decode_uniq};
 use crate::store::{Select, Store};
 
@@ -191,7 +193,7 @@ fn unauthorized(p: crate::auth::TokenProblem) -> Response {
 
 fn fault_response(fault: Fault) -> Option<Response> {
     match fault {
-        Fault::None | Fault::Drop => None,
+        Fault::None | Fault::Drop | Fault::Malformed | Fault::WrongEnvelope => None,
         Fault::RateLimit(secs) => {
             let mut resp = adf_error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -250,6 +252,27 @@ async fn drop_midway(resp: Response) -> Response {
     Response::from_parts(parts, Body::from_stream(first.chain(fail)))
 }
 
+/// A complete answer with a broken body: cut in half (`Malformed`), or
+/// with the `items` member renamed (`WrongEnvelope`).
+async fn corrupt(resp: Response, fault: Fault) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let broken = if fault == Fault::Malformed {
+        let mut cut = text.len() / 2;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text[..cut].to_owned()
+    } else {
+        text.replacen("{\"items\":", "{\"rows\":", 1)
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(broken))
+}
+
 /// `GET /fscmRestApi/resources/{version}/{*path}`.
 async fn resource(
     State(shared): State<Arc<Shared>>,
@@ -287,10 +310,11 @@ async fn resource(
             }
         }
     };
-    if fault == Fault::Drop {
-        return drop_midway(resp).await;
+    match fault {
+        Fault::Drop => drop_midway(resp).await,
+        Fault::Malformed | Fault::WrongEnvelope => corrupt(resp, fault).await,
+        _ => resp,
     }
-    resp
 }
 
 /// Request parameters.
@@ -490,6 +514,14 @@ fn walk(
             );
             json_response(out, "application/vnd.oracle.adf.resourceitem+json", fv)
         }
+        ["child", child_name, "describe"] => match node.child(child_name) {
+            Some(child) => json_response(
+                describe_child(&format!("{href}/child/{}", child.name), child).to_string(),
+                "application/json",
+                fv,
+            ),
+            None => not_found_key(&format!("{href}/child/{child_name}")),
+        },
         ["child", child_name, rest @ ..] => {
             let Some(child) = node.child(child_name) else {
                 return not_found_key(&format!("{href}/child/{child_name}"));
