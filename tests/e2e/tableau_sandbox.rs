@@ -1050,6 +1050,46 @@ async fn update_data_in_hyper_request_ids_failures_and_limits() {
     env.sandbox.faults().slow_jobs(Duration::ZERO);
     assert_eq!(env.rows("orders").await, after);
 
+    // Jobs on one data source run one after another in submission order,
+    // even when the first one is slow.
+    let upsert_only = serde_json::json!([{"action": "upsert", "source-schema": "Extract",
+        "source-table": "changes", "target-schema": "Extract", "target-table": "Extract",
+        "condition": {"op": "eq", "target-col": "id", "source-col": "id"}}]);
+    let first = env
+        .hyper_file("first.hyper", "changes", &[(1, "first", 100)])
+        .await;
+    let second = env
+        .hyper_file("second.hyper", "changes", &[(1, "second", 100)])
+        .await;
+    let up1 = env.upload(&token, &std::fs::read(&first).unwrap(), 1).await;
+    let up2 = env
+        .upload(&token, &std::fs::read(&second).unwrap(), 1)
+        .await;
+    env.sandbox.faults().slow_jobs(Duration::from_millis(1100));
+    let (_, j1) = env
+        .update(&token, &id, Some(&up1), "order-1", upsert_only.clone())
+        .await;
+    let (_, j2) = env
+        .update(&token, &id, Some(&up2), "order-2", upsert_only)
+        .await;
+    let j1 = env
+        .wait_job(&token, j1["job"]["id"].as_str().unwrap())
+        .await;
+    let j2 = env
+        .wait_job(&token, j2["job"]["id"].as_str().unwrap())
+        .await;
+    env.sandbox.faults().slow_jobs(Duration::ZERO);
+    assert_eq!(
+        (&j1["finishCode"], &j2["finishCode"]),
+        (&Json::from("0"), &Json::from("0"))
+    );
+    assert!(
+        j2["startedAt"].as_str().unwrap() >= j1["completedAt"].as_str().unwrap(),
+        "the second job started before the first completed: {j1} {j2}"
+    );
+    let after = expected(&[(1, "second", 100), (2, "B", 222), (4, "d", 400)]);
+    assert_eq!(env.rows("orders").await, after, "jobs applied out of order");
+
     // Payload above the update limit: 413. Malformed actions: 400.
     let upload = env.upload(&token, &vec![7u8; 1024 * 1024 + 1], 1).await;
     let (status, _) = env

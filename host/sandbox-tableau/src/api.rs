@@ -640,6 +640,7 @@ async fn refresh(ctx: Ctx, id: &str) -> Result<Response, ApiError> {
         job.id.clone(),
         ds.id.clone(),
         ds.name.clone(),
+        ds.queue.enqueue(),
     );
     ok(&ctx, StatusCode::ACCEPTED, vec![job.node()])
 }
@@ -943,7 +944,7 @@ async fn update_data(ctx: Ctx, id: &str, connection: Option<&str>) -> Result<Res
     }
     // Check the RequestID again, take the payload and register the job under
     // one lock, so two concurrent requests with one RequestID apply once.
-    let (job, payload) = {
+    let (job, payload, turn) = {
         let mut inner = shared.inner();
         if let Some(rid) = &request_id
             && let Some((job_id, _)) = inner.request_ids.get(rid)
@@ -970,7 +971,7 @@ async fn update_data(ctx: Ctx, id: &str, connection: Option<&str>) -> Result<Res
                 .insert(rid.clone(), (job.id.clone(), Instant::now()));
         }
         inner.jobs.insert(job.id.clone(), job.clone());
-        (job, payload)
+        (job, payload, ds.queue.enqueue())
     };
     tracing::info!(datasource = %ds.name, job = %job.id, request_id = ?request_id, actions = list.len(), "update job queued");
     jobs::spawn_update(
@@ -979,6 +980,7 @@ async fn update_data(ctx: Ctx, id: &str, connection: Option<&str>) -> Result<Res
         ds.id.clone(),
         payload,
         list,
+        turn,
     );
     ok(&ctx, StatusCode::ACCEPTED, vec![job.node()])
 }

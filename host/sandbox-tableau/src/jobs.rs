@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use crate::actions::Action;
 use crate::error::ApiError;
 use crate::server::Shared;
-use crate::state::{Datasource, Job, JobKind, luid, now_micros};
+use crate::state::{Datasource, Job, JobKind, JobQueue, Turn, luid, now_micros};
 use crate::webhooks;
 
 /// How a publish treats an existing data source of the same name.
@@ -197,6 +197,7 @@ async fn publish_inner(shared: &Arc<Shared>, publish: &Publish) -> Result<Dataso
                     created_at: now,
                     updated_at: now,
                     lock: Arc::default(),
+                    queue: JobQueue::default(),
                 };
                 inner.datasources.push(ds.clone());
                 ds
@@ -289,8 +290,10 @@ pub fn spawn_update(
     datasource_id: String,
     payload: Option<PathBuf>,
     actions: Vec<Action>,
+    mut turn: Turn,
 ) {
     tokio::spawn(async move {
+        turn.wait().await;
         start(&shared, &job_id).await;
         let found = shared
             .inner()
@@ -344,8 +347,15 @@ pub fn spawn_update(
 
 /// Runs a refresh job: a live-to-Hyper source has no upstream to re-read,
 /// so it succeeds without changing data (unless a fault fails it).
-pub fn spawn_refresh(shared: Arc<Shared>, job_id: String, datasource_id: String, name: String) {
+pub fn spawn_refresh(
+    shared: Arc<Shared>,
+    job_id: String,
+    datasource_id: String,
+    name: String,
+    mut turn: Turn,
+) {
     tokio::spawn(async move {
+        turn.wait().await;
         webhooks::fire(&shared, "DatasourceRefreshStarted", &datasource_id, &name);
         start(&shared, &job_id).await;
         let result = match shared.faults.take_job_failure() {

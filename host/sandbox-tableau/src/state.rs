@@ -136,6 +136,49 @@ pub struct Datasource {
     pub updated_at: i64,
     /// Serialises file operations on this data source.
     pub lock: Arc<tokio::sync::Mutex<()>>,
+    /// Runs this data source's jobs one after another, in submission order.
+    pub queue: JobQueue,
+}
+
+/// A per-data-source FIFO of jobs: each job waits for the one submitted
+/// before it to finish.
+#[derive(Clone, Debug, Default)]
+pub struct JobQueue(Arc<std::sync::Mutex<Option<tokio::sync::watch::Receiver<bool>>>>);
+
+impl JobQueue {
+    /// Takes the next place in the queue (call when the job is submitted).
+    pub fn enqueue(&self) -> Turn {
+        let (done, rx) = tokio::sync::watch::channel(false);
+        let previous = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(rx);
+        Turn { previous, done }
+    }
+}
+
+/// A job's place in a [`JobQueue`]; dropping it lets the next job run.
+#[derive(Debug)]
+pub struct Turn {
+    previous: Option<tokio::sync::watch::Receiver<bool>>,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Turn {
+    /// Waits until every job submitted earlier has finished.
+    pub async fn wait(&mut self) {
+        if let Some(previous) = &mut self.previous {
+            // An error means the earlier job is gone: its turn is over too.
+            let _ = previous.wait_for(|finished| *finished).await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.done.send(true);
+    }
 }
 
 impl Datasource {
