@@ -22,6 +22,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("mlc-plugin-scripted", "scripted"),
     ("mlc-plugin-gl-journal-lines", "gl-journal-lines"),
     ("mlc-plugin-misbehave", "misbehave"),
+    ("mlc-plugin-misbehave-import", "misbehave-import"),
 ];
 
 /// Python packages the tests and the demo need.

@@ -1,1 +1,157 @@
-//! (being written)
+//! A test-only plugin that misbehaves on purpose, so the host's limits and
+//! checks can be shown to hold. The mode is the configuration text:
+//!
+//! | config | behaviour when mapping |
+//! |---|---|
+//! | `ok` (or empty) | maps normally, `Label` = `ok` |
+//! | `version:<label>` | maps normally, `Label` = `<label>` |
+//! | `loop` | spins forever |
+//! | `trap` | panics (a trap; the message goes to stderr) |
+//! | `memory-bomb` | allocates 1 MiB blocks until stopped |
+//! | `huge:<rows>` | emits `<rows>` rows of 1 KiB text for the first record |
+//! | `wrong-schema` | emits rows with one value fewer than the schema |
+//! | `wrong-type` | puts text in the integer key column |
+//! | `reject` | rejects every record |
+//!
+//! Anything else is refused by `configure`. Resource `items` maps records
+//! `{"id": <int>, "amount": <number>?, "cc": "<cost center>"?}` to
+//! `Index`, `Label`, `Amount` (decimal(38,9)), `Cost Center` (the
+//! `cost-centers` description via `lookup`).
+
+use mlc_plugin_sdk::column::{self, ColumnExt};
+use mlc_plugin_sdk::{
+    Column, Lookups, MapError, Mapper, Object, PluginError, Rejection, Rows, Value,
+};
+
+enum Mode {
+    Ok(String),
+    Loop,
+    Trap,
+    MemoryBomb,
+    Huge(usize),
+    WrongSchema,
+    WrongType,
+    Reject,
+}
+
+struct Misbehave {
+    mode: Mode,
+    lookups: Lookups,
+}
+
+impl Mapper for Misbehave {
+    fn configure(config: &str) -> Result<Self, PluginError> {
+        let config = config.trim();
+        let mode = match config {
+            "" | "ok" => Mode::Ok("ok".into()),
+            "loop" => Mode::Loop,
+            "trap" => Mode::Trap,
+            "memory-bomb" => Mode::MemoryBomb,
+            "wrong-schema" => Mode::WrongSchema,
+            "wrong-type" => Mode::WrongType,
+            "reject" => Mode::Reject,
+            other => match other.split_once(':') {
+                Some(("version", label)) if !label.is_empty() => Mode::Ok(label.to_owned()),
+                Some(("huge", rows)) => Mode::Huge(rows.parse().map_err(|_| {
+                    PluginError::InvalidConfig(format!(
+                        "huge:<rows> needs a row count, got {rows:?}"
+                    ))
+                })?),
+                _ => {
+                    return Err(PluginError::InvalidConfig(format!(
+                        "unknown mode {other:?}"
+                    )));
+                }
+            },
+        };
+        Ok(Self {
+            mode,
+            lookups: Lookups::new(),
+        })
+    }
+
+    fn resources(&self) -> Vec<String> {
+        vec!["items".into()]
+    }
+
+    fn schema(&self, resource: &str) -> Option<Vec<Column>> {
+        (resource == "items").then(|| {
+            vec![
+                column::integer("Index").key(),
+                column::text("Label"),
+                column::decimal("Amount", 38, 9).nullable(),
+                column::text("Cost Center").nullable(),
+            ]
+        })
+    }
+
+    fn map(&self, _resource: &str, rec: &Object<'_>, rows: &mut Rows) -> Result<(), MapError> {
+        match &self.mode {
+            Mode::Ok(label) => {
+                let cost_center = match rec.opt_str("cc")? {
+                    Some(cc) => self
+                        .lookups
+                        .description("cost-centers", &cc)?
+                        .map_or(Value::Null, Value::Text),
+                    None => Value::Null,
+                };
+                rows.push(vec![
+                    rec.integer("id")?,
+                    Value::Text(label.clone()),
+                    rec.opt_decimal("amount", 38, 9)?,
+                    cost_center,
+                ]);
+            }
+            Mode::Loop => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Mode::Trap => trap(),
+            Mode::MemoryBomb => {
+                let mut blocks: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    blocks.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            Mode::Huge(count) => {
+                if rows.source() == 0 {
+                    let text = "x".repeat(1024);
+                    for i in 0..*count {
+                        rows.push(vec![
+                            Value::Integer(i as i64),
+                            Value::Text(text.clone()),
+                            Value::Null,
+                            Value::Null,
+                        ]);
+                    }
+                }
+            }
+            Mode::WrongSchema => {
+                rows.push(vec![rec.integer("id")?, Value::Text("short".into())]);
+            }
+            Mode::WrongType => {
+                rows.push(vec![
+                    Value::Text("not an integer".into()),
+                    Value::Text("wrong-type".into()),
+                    Value::Null,
+                    Value::Null,
+                ]);
+            }
+            Mode::Reject => {
+                return Err(Rejection::field("id", "this plugin rejects every record").into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Panics on purpose: with `panic = "abort"` this is a wasm trap, and the
+/// message reaches the host through the guest's stderr.
+#[allow(clippy::panic)]
+fn trap() -> ! {
+    panic!("misbehave: trapping on purpose")
+}
+
+mlc_plugin_sdk::export_mapper!(Misbehave);

@@ -1,0 +1,591 @@
+//! Fast, borrowing access to the fields of a JSON record.
+//!
+//! [`Object::parse`] validates a record in one pass and indexes its
+//! top-level fields as slices of the original text; nothing is decoded until
+//! a field is asked for, and strings without escapes are never copied. A
+//! nested object or array is re-scanned only when opened. Numbers stay text,
+//! so decimals are read exactly (see [`crate::value`]).
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Deepest nesting accepted.
+const MAX_DEPTH: usize = 128;
+
+/// Why a text is not valid JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonError {
+    /// Byte offset of the fault.
+    pub offset: usize,
+    /// What was expected or found.
+    pub message: &'static str,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid JSON at byte {}: {}", self.offset, self.message)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// The kind of a JSON value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `null`
+    Null,
+    /// `true` or `false`
+    Bool,
+    /// a number
+    Number,
+    /// a string
+    String,
+    /// an array
+    Array,
+    /// an object
+    Object,
+}
+
+impl Kind {
+    /// The kind's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool => "boolean",
+            Self::Number => "number",
+            Self::String => "string",
+            Self::Array => "array",
+            Self::Object => "object",
+        }
+    }
+}
+
+/// One valid JSON value: a slice of the record text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Json<'a> {
+    raw: &'a str,
+}
+
+impl<'a> Json<'a> {
+    /// The value's JSON text.
+    pub fn raw(&self) -> &'a str {
+        self.raw
+    }
+
+    /// The kind of value.
+    pub fn kind(&self) -> Kind {
+        match self.raw.as_bytes().first() {
+            Some(b'n') => Kind::Null,
+            Some(b't' | b'f') => Kind::Bool,
+            Some(b'"') => Kind::String,
+            Some(b'[') => Kind::Array,
+            Some(b'{') => Kind::Object,
+            _ => Kind::Number,
+        }
+    }
+
+    /// Whether the value is `null`.
+    pub fn is_null(&self) -> bool {
+        self.kind() == Kind::Null
+    }
+
+    /// The string's content (decoded only if it has escapes).
+    pub fn as_str(&self) -> Option<Cow<'a, str>> {
+        if self.kind() != Kind::String {
+            return None;
+        }
+        let inner = &self.raw[1..self.raw.len() - 1];
+        if inner.contains('\\') {
+            unescape(inner).map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(inner))
+        }
+    }
+
+    /// The boolean.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self.raw {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The number's text, exactly as written.
+    pub fn number_text(&self) -> Option<&'a str> {
+        (self.kind() == Kind::Number).then_some(self.raw)
+    }
+
+    /// The object's fields.
+    pub fn as_object(&self) -> Option<Object<'a>> {
+        if self.kind() != Kind::Object {
+            return None;
+        }
+        Object::parse(self.raw).ok()
+    }
+
+    /// The array's elements.
+    pub fn as_array(&self) -> Option<Vec<Json<'a>>> {
+        if self.kind() != Kind::Array {
+            return None;
+        }
+        let mut scanner = Scanner::new(self.raw);
+        let mut out = Vec::new();
+        scanner.pos = 1;
+        scanner.ws();
+        if scanner.peek() == Some(b']') {
+            return Some(out);
+        }
+        loop {
+            scanner.ws();
+            let start = scanner.pos;
+            scanner.value(1).ok()?;
+            out.push(Json {
+                raw: &self.raw[start..scanner.pos],
+            });
+            scanner.ws();
+            match scanner.bump() {
+                Some(b',') => continue,
+                Some(b']') => return Some(out),
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// A JSON object's top-level fields, in order, borrowing the text.
+#[derive(Clone, Debug, Default)]
+pub struct Object<'a> {
+    fields: Vec<Field<'a>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Field<'a> {
+    /// The key between its quotes, still escaped.
+    key: &'a str,
+    escaped: bool,
+    value: Json<'a>,
+}
+
+impl<'a> Object<'a> {
+    /// Validates `text` as one JSON object and indexes its fields.
+    pub fn parse(text: &'a str) -> Result<Self, JsonError> {
+        let mut scanner = Scanner::new(text);
+        scanner.ws();
+        if scanner.peek() != Some(b'{') {
+            return Err(scanner.error("expected an object"));
+        }
+        scanner.pos += 1;
+        let mut fields = Vec::with_capacity(48);
+        scanner.ws();
+        if scanner.peek() == Some(b'}') {
+            scanner.pos += 1;
+        } else {
+            loop {
+                scanner.ws();
+                if scanner.peek() != Some(b'"') {
+                    return Err(scanner.error("expected a field name"));
+                }
+                let (start, end, escaped) = scanner.string()?;
+                scanner.ws();
+                if scanner.bump() != Some(b':') {
+                    return Err(scanner.error("expected ':'"));
+                }
+                scanner.ws();
+                let value_start = scanner.pos;
+                scanner.value(1)?;
+                fields.push(Field {
+                    key: &text[start..end],
+                    escaped,
+                    value: Json {
+                        raw: &text[value_start..scanner.pos],
+                    },
+                });
+                scanner.ws();
+                match scanner.bump() {
+                    Some(b',') => continue,
+                    Some(b'}') => break,
+                    _ => return Err(scanner.error("expected ',' or '}'")),
+                }
+            }
+        }
+        scanner.ws();
+        if scanner.pos != text.len() {
+            return Err(scanner.error("trailing characters after the object"));
+        }
+        Ok(Self { fields })
+    }
+
+    /// The value of field `name` (`null` included); the last one wins if
+    /// the name repeats.
+    pub fn get(&self, name: &str) -> Option<Json<'a>> {
+        self.fields.iter().rev().find_map(|f| {
+            let matches = if f.escaped {
+                unescape(f.key).is_some_and(|k| k == name)
+            } else {
+                f.key == name
+            };
+            matches.then_some(f.value)
+        })
+    }
+
+    /// The value of field `name` unless it is absent or `null`.
+    pub fn get_non_null(&self, name: &str) -> Option<Json<'a>> {
+        self.get(name).filter(|v| !v.is_null())
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether the object has no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Field names (decoded) and values, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (Cow<'a, str>, Json<'a>)> + '_ {
+        self.fields.iter().map(|f| {
+            let key = if f.escaped {
+                Cow::Owned(unescape(f.key).unwrap_or_default())
+            } else {
+                Cow::Borrowed(f.key)
+            };
+            (key, f.value)
+        })
+    }
+}
+
+struct Scanner<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            bytes: text.as_bytes(),
+            pos: 0,
+        }
+    }
+
+    fn error(&self, message: &'static str) -> JsonError {
+        JsonError {
+            offset: self.pos,
+            message,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// At an opening quote: skips the string, returning the content's byte
+    /// range and whether it has escapes.
+    fn string(&mut self) -> Result<(usize, usize, bool), JsonError> {
+        self.pos += 1;
+        let start = self.pos;
+        let mut escaped = false;
+        loop {
+            // Fast path: plain bytes.
+            while let Some(&b) = self.bytes.get(self.pos) {
+                if b == b'"' || b == b'\\' || b < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            match self.peek() {
+                Some(b'"') => {
+                    let end = self.pos;
+                    self.pos += 1;
+                    return Ok((start, end, escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.pos += 1;
+                    match self.bump() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+                        Some(b'u') => {
+                            let hex = self.bytes.get(self.pos..self.pos + 4);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                return Err(self.error("bad \\u escape"));
+                            }
+                            self.pos += 4;
+                        }
+                        _ => return Err(self.error("bad escape")),
+                    }
+                }
+                Some(_) => return Err(self.error("control character in string")),
+                None => return Err(self.error("unterminated string")),
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), JsonError> {
+        if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.error("unknown literal"))
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn number(&mut self) -> Result<(), JsonError> {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.error("bad number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(self.error("bad number fraction"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.error("bad number exponent"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips one value, validating it.
+    fn value(&mut self, depth: usize) -> Result<(), JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.error("nested too deeply"));
+        }
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'{') => {
+                self.pos += 1;
+                self.ws();
+                if self.peek() == Some(b'}') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if self.peek() != Some(b'"') {
+                        return Err(self.error("expected a field name"));
+                    }
+                    self.string()?;
+                    self.ws();
+                    if self.bump() != Some(b':') {
+                        return Err(self.error("expected ':'"));
+                    }
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.bump() {
+                        Some(b',') => continue,
+                        Some(b'}') => return Ok(()),
+                        _ => return Err(self.error("expected ',' or '}'")),
+                    }
+                }
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.bump() {
+                        Some(b',') => continue,
+                        Some(b']') => return Ok(()),
+                        _ => return Err(self.error("expected ',' or ']'")),
+                    }
+                }
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.error("expected a value")),
+            None => Err(self.error("unexpected end")),
+        }
+    }
+}
+
+/// Decodes the escapes of a string's content (between the quotes).
+fn unescape(inner: &str) -> Option<String> {
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '"' => out.push('"'),
+            '\\' => out.push('\\'),
+            '/' => out.push('/'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            't' => out.push('\t'),
+            'u' => {
+                let first = hex4(&mut chars)?;
+                let code = if (0xD800..0xDC00).contains(&first) {
+                    // a surrogate pair: \uD83D\uDE00
+                    if chars.next()? != '\\' || chars.next()? != 'u' {
+                        return None;
+                    }
+                    let second = hex4(&mut chars)?;
+                    if !(0xDC00..0xE000).contains(&second) {
+                        return None;
+                    }
+                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                } else {
+                    first
+                };
+                out.push(char::from_u32(code)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
+    let mut n = 0;
+    for _ in 0..4 {
+        n = n * 16 + chars.next()?.to_digit(16)?;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_top_level_fields_without_copying() {
+        let text = r#" {"InvoiceId": 300100412233001, "InvoiceNumber": "ACME-2024-0042",
+            "InvoiceAmount": 1250.00, "CanceledFlag": false, "AmountPaid": null,
+            "links": [{"rel": "self", "href": "x"}], "Nested": {"a": [1, 2, {"b": "c"}]},
+            "Esc\u0061ped": "a\"b\\c\u00e9\ud83d\ude00" } "#;
+        let obj = Object::parse(text).unwrap();
+        assert_eq!(obj.len(), 8);
+        assert_eq!(
+            obj.get("InvoiceId").unwrap().number_text(),
+            Some("300100412233001")
+        );
+        let number = obj.get("InvoiceNumber").unwrap().as_str().unwrap();
+        assert!(matches!(number, Cow::Borrowed("ACME-2024-0042")));
+        assert_eq!(
+            obj.get("InvoiceAmount").unwrap().number_text(),
+            Some("1250.00")
+        );
+        assert_eq!(obj.get("CanceledFlag").unwrap().as_bool(), Some(false));
+        assert!(obj.get("AmountPaid").unwrap().is_null());
+        assert!(obj.get_non_null("AmountPaid").is_none());
+        assert!(obj.get("Missing").is_none());
+        let links = obj.get("links").unwrap().as_array().unwrap();
+        assert_eq!(links.len(), 1);
+        let link = links[0].as_object().unwrap();
+        assert_eq!(link.get("rel").unwrap().as_str().unwrap(), "self");
+        let nested = obj.get("Nested").unwrap().as_object().unwrap();
+        let a = nested.get("a").unwrap().as_array().unwrap();
+        assert_eq!(
+            a.iter().map(Json::kind).collect::<Vec<_>>(),
+            vec![Kind::Number, Kind::Number, Kind::Object]
+        );
+        assert_eq!(
+            obj.get("Escaped").unwrap().as_str().unwrap(),
+            "a\"b\\c\u{e9}\u{1F600}"
+        );
+        let keys: Vec<String> = obj.iter().map(|(k, _)| k.into_owned()).collect();
+        assert_eq!(keys.last().map(String::as_str), Some("Escaped"));
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_empty_containers_parse() {
+        let obj = Object::parse(r#"{"a": 1, "a": 2, "e": {}, "l": []}"#).unwrap();
+        assert_eq!(obj.get("a").unwrap().raw(), "2");
+        assert!(obj.get("e").unwrap().as_object().unwrap().is_empty());
+        assert!(obj.get("l").unwrap().as_array().unwrap().is_empty());
+        assert!(Object::parse("{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn refuses_invalid_json() {
+        for bad in [
+            "",
+            "[]",
+            "{",
+            r#"{"a"}"#,
+            r#"{"a": }"#,
+            r#"{"a": 01}"#,
+            r#"{"a": 1.}"#,
+            r#"{"a": 1e}"#,
+            r#"{"a": -}"#,
+            r#"{"a": tru}"#,
+            r#"{"a": "x\q"}"#,
+            r#"{"a": "x\u12"}"#,
+            "{\"a\": \"tab\there\"}",
+            r#"{"a": [1,]}"#,
+            r#"{"a": 1,}"#,
+            r#"{"a": 1} x"#,
+            r#"{"a": 1 "b": 2}"#,
+            r#"{"a": "unterminated}"#,
+        ] {
+            assert!(Object::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(
+            Object::parse(&deep).unwrap_err().message,
+            "nested too deeply"
+        );
+    }
+
+    #[test]
+    fn numbers_keep_their_text() {
+        let obj =
+            Object::parse(r#"{"big": 12345678901234567890.123456789, "e": -1.25E+3, "z": 0}"#)
+                .unwrap();
+        assert_eq!(
+            obj.get("big").unwrap().number_text(),
+            Some("12345678901234567890.123456789")
+        );
+        assert_eq!(obj.get("e").unwrap().number_text(), Some("-1.25E+3"));
+        assert_eq!(obj.get("z").unwrap().number_text(), Some("0"));
+        assert_eq!(obj.get("z").unwrap().as_str(), None);
+    }
+}
