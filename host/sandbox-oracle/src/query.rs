@@ -504,10 +504,14 @@ fn lex(q: &str) -> Result<Vec<Tok>, QueryError> {
     Ok(toks)
 }
 
+/// Deepest nesting of parentheses and `not` a `q` may use.
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     node: &'static Node,
     toks: &'a [Tok],
     pos: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -566,18 +570,24 @@ impl Parser<'_> {
     }
 
     fn factor(&mut self) -> Result<Pred, QueryError> {
-        if self.eat_kw("not") {
-            return Ok(Pred::Not(Box::new(self.factor()?)));
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.err("the expression nests too deeply");
         }
-        if self.peek() == Some(&Tok::LParen) {
+        let result = if self.eat_kw("not") {
+            self.factor().map(|p| Pred::Not(Box::new(p)))
+        } else if self.peek() == Some(&Tok::LParen) {
             self.pos += 1;
-            let e = self.expr()?;
-            if self.next() != Some(Tok::RParen) {
-                return self.err("expected )");
+            match self.expr() {
+                Ok(e) if self.next() == Some(Tok::RParen) => Ok(e),
+                Ok(_) => self.err("expected )"),
+                Err(e) => Err(e),
             }
-            return Ok(e);
-        }
-        self.condition()
+        } else {
+            self.condition()
+        };
+        self.depth -= 1;
+        result
     }
 
     fn operand(&mut self) -> Result<(Attr, Ty), QueryError> {
@@ -691,6 +701,7 @@ pub(crate) fn parse_v2(node: &'static Node, q: &str) -> Result<Pred, QueryError>
         node,
         toks: &toks,
         pos: 0,
+        depth: 0,
     };
     let e = p.expr()?;
     if p.pos < toks.len() {
@@ -933,6 +944,11 @@ mod tests {
 
     #[test]
     fn row_match_refusals() {
+        let deep = format!(
+            "{}InvoiceAmount > 5{}",
+            "(".repeat(10_000),
+            ")".repeat(10_000)
+        );
         for (q, want) in [
             ("InvoiceAmount > 5;Supplier = 'x'", "Syntax"),
             ("Nope = 1", "UnknownAttribute"),
@@ -942,6 +958,7 @@ mod tests {
             ("InvoiceAmount = 'abc'", "BadValue"),
             ("InvoiceAmount >", "Syntax"),
             ("(InvoiceAmount > 5", "Syntax"),
+            (deep.as_str(), "Syntax"),
         ] {
             let err = parse_v2(inv(), q).expect_err(q);
             assert!(format!("{err:?}").starts_with(want), "{q}: {err:?}");

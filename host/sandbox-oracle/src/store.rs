@@ -558,10 +558,17 @@ impl Scan<'_> {
         n
     }
 
-    fn key_range(&self) -> (u64, u64) {
+    /// The index range a key filter allows, and whether it is exact (the
+    /// bounds are integer keys, so the range is precisely the matches of a
+    /// plain key-range filter).
+    fn key_range(&self) -> (u64, u64, bool) {
         let span = self.t.span(self.ov);
         let key = self.t.res.node.key;
         let (lo, hi) = self.pred.map_or((None, None), |p| bounds(p, key));
+        let int_or_none = |v: &Option<V>| matches!(v, None | Some(V::Int(_)));
+        let exact = self.t.res.node.key_ty() == crate::model::Ty::Int
+            && int_or_none(&lo)
+            && int_or_none(&hi);
         let start = match lo {
             Some(ref v @ V::Int(_)) => self.t.index_of(self.g, v).unwrap_or(0),
             _ => 0,
@@ -573,18 +580,18 @@ impl Scan<'_> {
             },
             _ => span,
         };
-        (start.min(span), end.max(start.min(span)))
+        (start.min(span), end.max(start.min(span)), exact)
     }
 
     fn key_page(&self, sel: &Select<'_>) -> Page {
-        let (start, end) = self.key_range();
+        let (start, end, exact) = self.key_range();
         let key = self.t.res.node.key;
-        let contiguous = self.pred.is_none_or(|p| is_range_on(p, key));
+        let contiguous = self.pred.is_none_or(|p| exact && is_range_on(p, key));
         let mut pos = start;
         let mut offset = sel.offset;
         if contiguous {
             // Skip deleted indices arithmetically.
-            let mut target = start + offset;
+            let mut target = start.saturating_add(offset);
             for d in self.ov.deleted.range(start..) {
                 if *d <= target {
                     target += 1;
@@ -614,7 +621,7 @@ impl Scan<'_> {
     }
 
     fn general_page(&self, sel: &Select<'_>) -> Page {
-        let (start, end) = self.key_range();
+        let (start, end, _) = self.key_range();
         let pure_set = self.t.pure_fields();
         let order_pure = sel.order.iter().all(|(f, _)| pure_set.contains(f));
         let mut rows: Vec<(Vec<V>, u64, Ver)> = Vec::new();
@@ -667,9 +674,9 @@ impl Scan<'_> {
 
 /// An estimate never below what the page proves.
 fn estimate(sel: &Select<'_>, items: &[Item], has_more: bool, candidates: u64) -> u64 {
-    let seen = sel.offset + items.len() as u64;
+    let seen = sel.offset.saturating_add(items.len() as u64);
     if has_more {
-        seen.max(candidates).max(seen + 1)
+        seen.max(candidates).max(seen.saturating_add(1))
     } else {
         seen
     }
@@ -848,6 +855,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn string_keys_and_fractional_bounds_are_filtered_row_by_row() {
+        let s = store(100, 1);
+        let vs = s.table("valueSets").unwrap();
+        let node = &crate::resources::resource("valueSets").unwrap().node;
+        let pred = parse_v2(node, "ValueSetCode = 'CORP_LOCATION'").unwrap();
+        let sel = Select {
+            pred: Some(&pred),
+            order: &[],
+            offset: 0,
+            limit: 25,
+            total: true,
+        };
+        let p = vs.page(&s.data, &sel);
+        assert_eq!(p.items.len(), 1);
+        assert_eq!(p.total, Some(1));
+        let inv = s.table("invoices").unwrap();
+        let node = &crate::resources::resource("invoices").unwrap().node;
+        let pred = parse_v2(node, "InvoiceId >= 300100000000090.5").unwrap();
+        let p = inv.page(
+            &s.data,
+            &Select {
+                pred: Some(&pred),
+                order: &[],
+                offset: 2,
+                limit: 25,
+                total: true,
+            },
+        );
+        assert_eq!(p.total, Some(9));
+        assert_eq!(p.items.len(), 7);
+        assert_eq!(p.items[0].index, 93);
     }
 
     #[test]
