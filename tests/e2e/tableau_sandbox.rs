@@ -776,6 +776,14 @@ async fn chunked_upload_survives_faults_and_big_single_requests_are_refused() {
         (status, error_code(&json).as_str()),
         (StatusCode::UNAUTHORIZED, "401002")
     );
+    // A big chunk refused before its body is read still gets the answer.
+    let (status, json) = env
+        .put_chunk(&token, &upload, &vec![0u8; 20 * 1024 * 1024])
+        .await;
+    assert_eq!(
+        (status, error_code(&json).as_str()),
+        (StatusCode::UNAUTHORIZED, "401002")
+    );
     let token = env.sign_in().await;
     assert_eq!(
         env.put_chunk(&token, &upload, chunks[1]).await.0,

@@ -45,7 +45,7 @@ struct Ctx {
     headers: HeaderMap,
     query: HashMap<String, String>,
     /// In a mutex only so `&Ctx` is `Send` (a body is not `Sync`).
-    body: std::sync::Mutex<Body>,
+    body: Arc<std::sync::Mutex<Body>>,
 }
 
 impl Ctx {
@@ -75,8 +75,14 @@ async fn dispatch(
         method: method.clone(),
         headers,
         query: parse_query(uri.query()),
-        body: std::sync::Mutex::new(body),
+        body: Arc::new(std::sync::Mutex::new(body)),
     };
+    let unread = Arc::clone(&ctx.body);
+    let drain_limit = ctx
+        .shared
+        .settings
+        .single_request_limit
+        .saturating_add(MULTIPART_SLACK);
     match route(ctx, &path).await {
         Ok(response) => response,
         Err(error) => {
@@ -85,6 +91,15 @@ async fn dispatch(
             } else {
                 tracing::debug!(%method, path, code = %error.code, detail = %error.detail, "request refused");
             }
+            // Read what the client is still sending (refused before its
+            // body was read, e.g. a chunk with an expired token), so it
+            // sees the answer rather than a reset connection.
+            let body = std::mem::take(
+                &mut *unread
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            let _ = read_body(body, drain_limit).await;
             error.into_response(format)
         }
     }
