@@ -883,6 +883,66 @@ async fn the_single_request_cap_is_on_the_file() {
     env.sandbox.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_restart_on_the_same_data_dir_keeps_the_content() {
+    let env = env().await;
+    let token = env.sign_in().await;
+    let file = env
+        .hyper_file("orders.hyper", "Extract", &[(1, "a", 100), (2, "b", 200)])
+        .await;
+    let (status, json) = env.publish(&token, "orders", &file, "", true).await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    let id = json["datasource"]["id"].as_str().unwrap().to_owned();
+    let resp = env
+        .http
+        .post(env.site_url("webhooks"))
+        .header("X-Tableau-Auth", &token)
+        .body("<tsRequest><webhook name=\"w\" event=\"DatasourceUpdated\"><webhook-destination><webhook-destination-http method=\"POST\" url=\"https://hooks.example.com/x\"/></webhook-destination></webhook></tsRequest>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let (site_id, project_id) = (
+        env.sandbox.site_id().to_owned(),
+        env.sandbox.project_id().to_owned(),
+    );
+    let Env {
+        sandbox,
+        fixtures,
+        dir,
+        http,
+    } = env;
+    sandbox.shutdown().await.unwrap();
+
+    let sandbox = TableauSandbox::start(TableauSandboxConfig {
+        data_dir: dir.path().join("sandbox"),
+        ..TableauSandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(sandbox.site_id(), site_id, "the site LUID changed");
+    assert_eq!(sandbox.project_id(), project_id, "the project LUID changed");
+    let env = Env {
+        sandbox,
+        fixtures,
+        dir,
+        http,
+    };
+    let token = env.sign_in().await;
+    let (status, json) = env
+        .get_json(&token, &env.site_url(&format!("datasources/{id}")))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["datasource"]["name"], "orders");
+    assert_eq!(
+        env.rows("orders").await,
+        expected(&[(1, "a", 100), (2, "b", 200)])
+    );
+    let (_, hooks) = env.get_json(&token, &env.site_url("webhooks")).await;
+    assert_eq!(hooks["webhooks"]["webhook"][0]["name"], "w", "{hooks}");
+    env.sandbox.shutdown().await.unwrap();
+}
+
 fn upsert_and_delete(source_table: &str) -> Json {
     serde_json::json!([
         {"action": "upsert", "source-schema": "Extract", "source-table": source_table,

@@ -605,6 +605,7 @@ async fn delete_datasource(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
         tracing::warn!(file = %ds.file.display(), error = %e, "could not remove a deleted data source's file");
     }
     drop(guard);
+    ctx.shared.save_catalog();
     webhooks::fire(&ctx.shared, "DatasourceDeleted", &ds.id, &ds.name);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -1037,6 +1038,7 @@ fn get_webhook(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
 fn delete_webhook(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
     find_webhook(&ctx.shared, id)?;
     ctx.shared.inner().webhooks.retain(|w| w.id != id);
+    ctx.shared.save_catalog();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -1113,6 +1115,7 @@ async fn create_webhook(ctx: Ctx) -> Result<Response, ApiError> {
     };
     let shared = &ctx.shared;
     shared.inner().webhooks.push(hook.clone());
+    shared.save_catalog();
     tracing::info!(webhook = %hook.id, event, url, "webhook created");
     let mut response = ts_response(
         ctx.format,

@@ -162,6 +162,7 @@ async fn publish_inner(shared: &Arc<Shared>, publish: &Publish) -> Result<Dataso
                         d.clone()
                     })
             };
+            shared.save_catalog();
             webhooks::fire(shared, "DatasourceUpdated", &ds.id, &ds.name);
             updated.ok_or_else(|| deleted_meanwhile(&ds.name))
         }
@@ -202,6 +203,7 @@ async fn publish_inner(shared: &Arc<Shared>, publish: &Publish) -> Result<Dataso
                 inner.datasources.push(ds.clone());
                 ds
             };
+            shared.save_catalog();
             webhooks::fire(shared, "DatasourceCreated", &created.id, &created.name);
             Ok(created)
         }
@@ -217,14 +219,20 @@ fn deleted_meanwhile(name: &str) -> ApiError {
 
 /// Refreshes size and `updatedAt` from the file; returns the new record.
 fn touch(shared: &Shared, id: &str) -> Option<Datasource> {
-    let mut inner = shared.inner();
-    inner.datasources.iter_mut().find(|d| d.id == id).map(|d| {
-        d.size = std::fs::metadata(&d.file)
-            .map(|m| m.len())
-            .unwrap_or(d.size);
-        d.updated_at = now_micros();
-        d.clone()
-    })
+    let updated = shared
+        .inner()
+        .datasources
+        .iter_mut()
+        .find(|d| d.id == id)
+        .map(|d| {
+            d.size = std::fs::metadata(&d.file)
+                .map(|m| m.len())
+                .unwrap_or(d.size);
+            d.updated_at = now_micros();
+            d.clone()
+        });
+    shared.save_catalog();
+    updated
 }
 
 /// Registers a job and returns it.

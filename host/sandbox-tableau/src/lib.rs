@@ -43,6 +43,10 @@
 //! - Download (`…/content`) returns the stored `.hyper` itself
 //!   (`attachment; filename="<name>.hyper"`), not a `.tdsx` as a real
 //!   server does for published extracts.
+//! - The catalog (site, user and project LUIDs, data sources, webhooks) is
+//!   kept in `catalog.json` in the data directory, so a restart on the same
+//!   `--data-dir` serves the same content; sessions, uploads and jobs are
+//!   not kept, and the PAT secret is never written.
 //! - Error codes not in the reference are the sandbox's own choice:
 //!   `404011` data source, `404005` project, `404031` job, `404040`
 //!   webhook, `404020` connection, `400006` paging, `400065` filter/sort,
@@ -60,6 +64,7 @@
 
 pub mod actions;
 mod api;
+pub mod catalog;
 pub mod cli;
 pub mod engine;
 pub mod error;

@@ -12,6 +12,7 @@ use mlc_hyper::{Hyperd, HyperdConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::catalog::{self, Catalog};
 use crate::engine::{Engine, EngineError};
 use crate::error::SandboxError;
 use crate::faults::Faults;
@@ -101,6 +102,7 @@ pub(crate) struct Shared {
     pub pat_name: String,
     pub pat_secret: Secret,
     pub server_url: String,
+    pub data_dir: PathBuf,
     pub datasource_dir: PathBuf,
     pub upload_dir: PathBuf,
     pub engine: Engine,
@@ -108,6 +110,7 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
     state: Mutex<Inner>,
     deliveries: Mutex<Vec<WebhookDelivery>>,
+    catalog_lock: Mutex<()>,
 }
 
 impl Shared {
@@ -116,6 +119,28 @@ impl Shared {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes `catalog.json` from the current state; a failure is logged
+    /// (the running sandbox is unaffected, only a restart would forget).
+    pub fn save_catalog(&self) {
+        let _serial = self
+            .catalog_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let snapshot = {
+            let inner = self.inner();
+            Catalog::snapshot(
+                &self.site.id,
+                &self.user.id,
+                &self.projects,
+                &inner.datasources,
+                &inner.webhooks,
+            )
+        };
+        if let Err(e) = snapshot.save(&self.data_dir) {
+            tracing::warn!(dir = %self.data_dir.display(), error = %e, "could not save the sandbox catalog");
+        }
     }
 
     /// Records a webhook attempt.
@@ -194,6 +219,62 @@ impl TableauSandbox {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| SandboxError::Serve(std::io::Error::other(e)))?;
+        let catalog = Catalog::load(&data_dir)
+            .map_err(|source| SandboxError::DataDir {
+                path: data_dir.join(catalog::FILE),
+                source,
+            })?
+            .unwrap_or_default();
+        let stored_id = |name: &str| {
+            catalog
+                .projects
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| (p.id.clone(), p.created_at))
+                .unwrap_or_else(|| (luid(), created))
+        };
+        let mut projects = Vec::new();
+        for (name, description) in [
+            (
+                "Default",
+                "The default project that was automatically created by Tableau.",
+            ),
+            (
+                config.project_name.as_str(),
+                "Data sources kept current by ml-connector.",
+            ),
+        ] {
+            if projects.iter().any(|p: &Project| p.name == name) {
+                continue;
+            }
+            let (id, created_at) = stored_id(name);
+            projects.push(Project {
+                id,
+                name: name.to_owned(),
+                description: description.to_owned(),
+                parent_id: None,
+                created_at,
+            });
+        }
+        for stored in &catalog.projects {
+            if !projects.iter().any(|p| p.id == stored.id) {
+                projects.push(Project {
+                    id: stored.id.clone(),
+                    name: stored.name.clone(),
+                    description: stored.description.clone(),
+                    parent_id: None,
+                    created_at: stored.created_at,
+                });
+            }
+        }
+        let nonempty = |id: &str| (!id.is_empty()).then(|| id.to_owned());
+        let restored = catalog.restore_datasources(&datasource_dir);
+        if !restored.is_empty() {
+            tracing::info!(
+                count = restored.len(),
+                "data sources restored from the catalog"
+            );
+        }
         let shared = Arc::new(Shared {
             settings: Settings {
                 session_ttl: config.session_ttl,
@@ -202,31 +283,16 @@ impl TableauSandbox {
                 webhook_retry_delay: config.webhook_retry_delay,
             },
             site: Site {
-                id: luid(),
+                id: nonempty(&catalog.site_id).unwrap_or_else(luid),
                 name: format!("{} (sandbox)", config.site_content_url),
                 content_url: config.site_content_url.clone(),
             },
             user: User {
-                id: luid(),
+                id: nonempty(&catalog.user_id).unwrap_or_else(luid),
                 name: "sandbox-admin".to_owned(),
             },
-            projects: vec![
-                Project {
-                    id: luid(),
-                    name: "Default".to_owned(),
-                    description: "The default project that was automatically created by Tableau."
-                        .to_owned(),
-                    parent_id: None,
-                    created_at: created,
-                },
-                Project {
-                    id: luid(),
-                    name: config.project_name.clone(),
-                    description: "Data sources kept current by ml-connector.".to_owned(),
-                    parent_id: None,
-                    created_at: created,
-                },
-            ],
+            projects,
+            data_dir: data_dir.clone(),
             pat_name: config.pat_name.clone(),
             pat_secret: pat_secret.clone(),
             server_url: format!("http://{addr}"),
@@ -237,10 +303,14 @@ impl TableauSandbox {
             http,
             state: Mutex::new(Inner {
                 pats: HashMap::from([(config.pat_name.clone(), pat_secret.clone())]),
+                datasources: restored,
+                webhooks: catalog.restore_webhooks(),
                 ..Inner::default()
             }),
             deliveries: Mutex::new(Vec::new()),
+            catalog_lock: Mutex::new(()),
         });
+        shared.save_catalog();
         let app = crate::api::router(Arc::clone(&shared));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
