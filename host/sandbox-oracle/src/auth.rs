@@ -207,8 +207,13 @@ impl Auth {
         (token, ttl.as_secs())
     }
 
+    /// The requested scopes must include the Fusion scope. An
+    /// audience-prefixed form (`<audience>urn:opc:resource:fa:…`) is
+    /// UNCONFIRMED in the reference; tolerant reading: accepted too.
     fn scope_ok(&self, requested: &str) -> bool {
-        requested.split_whitespace().any(|s| s == self.scope)
+        requested
+            .split_whitespace()
+            .any(|s| s == self.scope || s.ends_with(&self.scope))
     }
 
     fn client_ok(&self, id: &str, secret: &str) -> bool {
@@ -477,7 +482,11 @@ mod tests {
         assert!(a.scope_ok(
             "offline_access urn:opc:resource:fa:instanceid=1urn:opc:resource:consumer::all"
         ));
+        assert!(a.scope_ok(
+            "https://pod.example.comurn:opc:resource:fa:instanceid=1urn:opc:resource:consumer::all"
+        ));
         assert!(!a.scope_ok("urn:opc:resource:consumer::all"));
+        assert!(!a.scope_ok("urn:opc:resource:fa:instanceid=2urn:opc:resource:consumer::all"));
         assert!(!a.scope_ok(""));
     }
 }
