@@ -928,6 +928,12 @@ async fn items_children_hashed_paths_finders_and_404s() {
         )
         .await;
     assert_eq!(page["count"], 1);
+    // The invoicesUniqID form of the same key is accepted too.
+    let uniq = format!("00000001ACED000577080000{:016X}", id);
+    assert_eq!(
+        e.ok(&format!("invoices/{uniq}"), &[], None).await["InvoiceId"],
+        id
+    );
     assert_eq!(page["items"][0]["InvoiceId"], id);
 
     // Child lines have hashed UniqID segments; follow the links.
