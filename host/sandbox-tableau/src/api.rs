@@ -165,24 +165,24 @@ async fn route(ctx: Ctx, path: &str) -> Result<Response, ApiError> {
             sign_out(&ctx)
         }
         ["sites"] => {
-            let session = authenticate(&ctx, None)?;
-            only(&m, Method::GET, || list_sites(&ctx, &session))
+            authenticate(&ctx, None)?;
+            only(&m, Method::GET, || list_sites(&ctx))
         }
         ["sites", site] => {
             let by_name = ctx.query.get("key").is_some_and(|k| k == "contentUrl")
                 || ctx.query.get("key").is_some_and(|k| k == "name");
-            let session = authenticate(&ctx, (!by_name).then_some(*site))?;
-            only(&m, Method::GET, || get_site(&ctx, &session, site, by_name))
+            authenticate(&ctx, (!by_name).then_some(*site))?;
+            only(&m, Method::GET, || get_site(&ctx, site, by_name))
         }
         ["sites", site, rest @ ..] => {
-            let session = authenticate(&ctx, Some(site))?;
-            site_route(ctx, session, rest).await
+            authenticate(&ctx, Some(site))?;
+            site_route(ctx, rest).await
         }
         _ => Err(unknown_path(path)),
     }
 }
 
-async fn site_route(ctx: Ctx, session: Session, rest: &[&str]) -> Result<Response, ApiError> {
+async fn site_route(ctx: Ctx, rest: &[&str]) -> Result<Response, ApiError> {
     let m = ctx.method.clone();
     match rest {
         ["projects"] => only(&m, Method::GET, || list_projects(&ctx)),
@@ -236,10 +236,7 @@ async fn site_route(ctx: Ctx, session: Session, rest: &[&str]) -> Result<Respons
             expect(&m, Method::GET)?;
             test_webhook(&ctx, id).await
         }
-        _ => {
-            let _ = session;
-            Err(unknown_path(&rest.join("/")))
-        }
+        _ => Err(unknown_path(&rest.join("/"))),
     }
 }
 
@@ -445,7 +442,7 @@ fn site_node(shared: &Shared) -> Node {
         .attr("state", "Active")
 }
 
-fn list_sites(ctx: &Ctx, _session: &Session) -> Result<Response, ApiError> {
+fn list_sites(ctx: &Ctx) -> Result<Response, ApiError> {
     ok(
         ctx,
         StatusCode::OK,
@@ -459,12 +456,7 @@ fn list_sites(ctx: &Ctx, _session: &Session) -> Result<Response, ApiError> {
     )
 }
 
-fn get_site(
-    ctx: &Ctx,
-    _session: &Session,
-    site: &str,
-    by_name: bool,
-) -> Result<Response, ApiError> {
+fn get_site(ctx: &Ctx, site: &str, by_name: bool) -> Result<Response, ApiError> {
     let shared = &ctx.shared;
     let matches = if by_name {
         site == shared.site.content_url || site == shared.site.name
