@@ -1,8 +1,11 @@
 //! The identity-domain stand-in: `POST /oauth2/v1/token` (client
 //! credentials with Basic auth, authorization code, refresh token) and
 //! `GET /oauth2/v1/authorize`, which approves at once and redirects with a
-//! `code` so a test can run the code flow without a browser. Error bodies
-//! follow OAuth 2.0 (`{"error","error_description"}`).
+//! `code` so a test can run the code flow without a browser (the
+//! `/oauth2/v1/authorize` path is UNCONFIRMED in the reference; it is the
+//! identity domain's usual one). Error bodies follow OAuth 2.0
+//! (`{"error","error_description"}`). Refresh tokens are issued when the
+//! code flow's scope includes `offline_access`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

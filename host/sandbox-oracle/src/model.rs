@@ -189,6 +189,8 @@ pub(crate) fn write_decimal(out: &mut String, unscaled: i64, scale: u8) {
 
 /// Writes a timestamp as Oracle does: `2023-08-07T07:42:06.138+00:00`, or
 /// without the fraction (`2023-08-07T07:42:06+00:00`) when `millis` is false.
+/// Whether a user's time-zone preference changes the rendered offset is
+/// UNCONFIRMED; the sandbox always renders UTC as `+00:00`.
 pub(crate) fn write_ts(out: &mut String, micros: i64, millis: bool) {
     let secs = micros.div_euclid(1_000_000);
     let frac_ms = micros.rem_euclid(1_000_000) / 1000;

@@ -357,7 +357,10 @@ pub(crate) fn write_item(
 
 /// Writes a collection envelope around already-written items. Collection
 /// `links` stay even with `onlyData=true`: the reference lists `links` as a
-/// required envelope member.
+/// required envelope member. A `next` link is UNCONFIRMED and not sent
+/// (clients page with `offset += count`). Claims that `hasMore` or
+/// `totalResults` go wrong at non-zero offsets are UNCONFIRMED: here they
+/// are always right (`totalResults` may over-estimate, never under).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_collection(
     out: &mut String,

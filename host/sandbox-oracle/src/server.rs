@@ -29,6 +29,8 @@ pub(crate) const VERSION: &str = "11.13.18.05";
 /// Default page size.
 const DEFAULT_LIMIT: u64 = 25;
 /// Oracle's effective maximum page size: larger limits are cut silently.
+/// ("500" in some pages is UNCONFIRMED; 499 is what Oracle's samples use.)
+/// `offset` has no documented maximum (UNCONFIRMED): none is applied.
 pub(crate) const MAX_LIMIT: u64 = 499;
 
 /// State shared by all handlers.
