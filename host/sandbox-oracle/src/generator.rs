@@ -1134,16 +1134,16 @@ impl Gen {
         (t, t)
     }
 
+    /// Rows of child collection `child` under the top-level record
+    /// `(kind, index, ver)`; `parent` is the child row the collection hangs
+    /// from for grandchildren (`None` for direct children).
+    ///
     /// Child rows share their top-level record's version and timestamps:
     /// whether a child edit bumps the header's `LastUpdateDate` is
     /// UNCONFIRMED, and the sandbox takes the reading under which a poller
     /// that re-reads children of changed parents sees every child change.
     /// Journal lines carry no `LastUpdateDate` (UNCONFIRMED in the
     /// reference); value-set values carry none either.
-    ///
-    /// Rows of child collection `child` under the top-level record
-    /// `(kind, index, ver)`; `parent` is the child row the collection hangs
-    /// from for grandchildren (`None` for direct children).
     pub(crate) fn children(
         &self,
         kind: Kind,
