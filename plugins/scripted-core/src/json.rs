@@ -93,6 +93,8 @@ pub struct Entry {
 pub struct Table {
     /// Wanted keys, in the order they were added.
     pub entries: Vec<Entry>,
+    /// (length, first eight bytes) of each entry's key, for fast matching.
+    index: Vec<(usize, u64)>,
 }
 
 impl Table {
@@ -106,16 +108,25 @@ impl Table {
                     slot: None,
                     nested: None,
                 });
+                self.index.push((key.len(), prefix(key.as_bytes())));
                 self.entries.len() - 1
             }
         };
         &mut self.entries[index]
     }
 
+    #[inline]
     fn find(&self, key: &[u8]) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|e| e.key.len() == key.len() && e.key.as_bytes() == key)
+        let (len, head) = (key.len(), prefix(key));
+        for (i, &(l, h)) in self.index.iter().enumerate() {
+            if l == len
+                && h == head
+                && (len <= 8 || self.entries[i].key.as_bytes()[8..] == key[8..])
+            {
+                return Some(i);
+            }
+        }
+        None
     }
 }
 
@@ -215,6 +226,68 @@ pub fn object_members(text: &str) -> Result<Vec<(Cow<'_, str>, Raw<'_>)>, JsonEr
     Ok(out)
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in every byte of `word` equal to `byte` (exact for the
+/// lowest such byte, which is all the callers use).
+#[inline(always)]
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// The index of the first `"` or `\\` at or after `i`, eight bytes at a
+/// time; `bytes.len()` when there is none.
+#[inline(always)]
+fn find_quote_or_backslash(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(buf);
+        let hits = bytes_equal(word, b'"') | bytes_equal(word, b'\\');
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' {
+            return i;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// From just after an opening quote: the index of the closing quote and
+/// whether an escape was seen; `None` when the string does not end.
+#[inline(always)]
+fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
+    let mut i = start;
+    let mut escaped = false;
+    loop {
+        i = find_quote_or_backslash(bytes, i);
+        match bytes.get(i) {
+            Some(b'"') => return Some((i, escaped)),
+            Some(_) => {
+                escaped = true;
+                i += 2;
+            }
+            None => return None,
+        }
+    }
+}
+
+/// The first eight bytes of a key, zero-padded: a cheap first comparison.
+#[inline(always)]
+fn prefix(key: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    let n = key.len().min(8);
+    buf[..n].copy_from_slice(&key[..n]);
+    u64::from_le_bytes(buf)
+}
+
 struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -264,27 +337,12 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Result<(&'a str, bool), JsonError> {
         self.expect(b'"', "expected a string")?;
         let start = self.pos;
-        let mut escaped = false;
-        let bytes = self.bytes;
-        let mut i = start;
-        loop {
-            match bytes.get(i) {
-                Some(b'"') => break,
-                Some(b'\\') => {
-                    escaped = true;
-                    i += 2;
-                }
-                Some(_) => i += 1,
-                None => {
-                    return Err(JsonError {
-                        at: start,
-                        what: "unterminated string",
-                    });
-                }
-            }
-        }
-        self.pos = i + 1;
-        Ok((self.slice(start, i)?, escaped))
+        let (end, escaped) = string_end(self.bytes, start).ok_or(JsonError {
+            at: start,
+            what: "unterminated string",
+        })?;
+        self.pos = end + 1;
+        Ok((self.slice(start, end)?, escaped))
     }
 
     /// Skips a string, object or array starting at `pos` by bracket
@@ -302,22 +360,15 @@ impl<'a> Scanner<'a> {
         let mut i = self.pos;
         while let Some(&b) = bytes.get(i) {
             match b {
-                b'"' => {
-                    i += 1;
-                    loop {
-                        match bytes.get(i) {
-                            Some(b'"') => break,
-                            Some(b'\\') => i += 2,
-                            Some(_) => i += 1,
-                            None => {
-                                return Err(JsonError {
-                                    at: start,
-                                    what: "unterminated string",
-                                });
-                            }
-                        }
+                b'"' => match string_end(bytes, i + 1) {
+                    Some((end, _)) => i = end,
+                    None => {
+                        return Err(JsonError {
+                            at: start,
+                            what: "unterminated string",
+                        });
                     }
-                }
+                },
                 b'{' | b'[' => depth += 1,
                 b'}' | b']' => {
                     if depth == 0 {
