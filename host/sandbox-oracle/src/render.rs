@@ -222,10 +222,20 @@ fn link(out: &mut String, first: &mut bool, opts: &Opts, l: &Link<'_>) {
     out.push('}');
 }
 
-/// Writes one item. `href` is the item's URL; `parent` the parent item's
-/// URL and name for child items; `parent_rec` the row a grandchild
-/// collection hangs from (`None` at the top level).
-#[allow(clippy::too_many_arguments)]
+/// Where one item is written: its URL, its parent item (URL and
+/// collection name) for child items, and whether it is a top-level record
+/// (its children hang from the record itself, not from a child row).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Place<'a> {
+    /// The item's URL.
+    pub href: &'a str,
+    /// The parent item's URL and name.
+    pub parent: Option<(&'a str, &'a str)>,
+    /// A top-level record.
+    pub is_top: bool,
+}
+
+/// Writes one item at `place`.
 pub(crate) fn write_item(
     out: &mut String,
     at: &At<'_>,
@@ -233,10 +243,9 @@ pub(crate) fn write_item(
     rec: &Rec,
     shape: &Shape,
     opts: &Opts,
-    href: &str,
-    parent: Option<(&str, &str)>,
-    is_top: bool,
+    place: Place<'_>,
 ) {
+    let href = place.href;
     out.push('{');
     let mut first = true;
     for (name, v) in rec {
@@ -259,7 +268,7 @@ pub(crate) fn write_item(
             at.index,
             at.ver,
             at.res.ts_millis,
-            if is_top { None } else { Some(rec) },
+            if place.is_top { None } else { Some(rec) },
             child.name,
         );
         if !first {
@@ -283,9 +292,11 @@ pub(crate) fn write_item(
                 row,
                 child_shape,
                 opts,
-                &row_href,
-                Some((href, node.name)),
-                false,
+                Place {
+                    href: &row_href,
+                    parent: Some((href, node.name)),
+                    is_top: false,
+                },
             );
         }
         items.push(']');
@@ -333,7 +344,7 @@ pub(crate) fn write_item(
             opts,
             &Link::new("canonical", href, node.name, "item"),
         );
-        if let Some((phref, pname)) = parent {
+        if let Some((phref, pname)) = place.parent {
             link(
                 out,
                 &mut f,
@@ -355,37 +366,46 @@ pub(crate) fn write_item(
     out.push('}');
 }
 
+/// The members of a collection envelope besides `items`.
+#[derive(Debug)]
+pub(crate) struct Envelope<'a> {
+    /// Items on this page.
+    pub count: usize,
+    /// More pages follow.
+    pub has_more: bool,
+    /// The page size actually used.
+    pub limit: u64,
+    /// The offset asked for.
+    pub offset: u64,
+    /// `totalResults`, when asked for.
+    pub total: Option<u64>,
+    /// The collection's URL.
+    pub href: &'a str,
+    /// The collection's name.
+    pub name: &'a str,
+}
+
 /// Writes a collection envelope around already-written items. Collection
 /// `links` stay even with `onlyData=true`: the reference lists `links` as a
 /// required envelope member. A `next` link is UNCONFIRMED and not sent
 /// (clients page with `offset += count`). Claims that `hasMore` or
 /// `totalResults` go wrong at non-zero offsets are UNCONFIRMED: here they
 /// are always right (`totalResults` may over-estimate, never under).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn write_collection(
-    out: &mut String,
-    items: &str,
-    count: usize,
-    has_more: bool,
-    limit: u64,
-    offset: u64,
-    total: Option<u64>,
-    href: &str,
-    name: &str,
-) {
+pub(crate) fn write_collection(out: &mut String, items: &str, env: &Envelope<'_>) {
     out.push_str("{\"items\":");
     out.push_str(items);
-    if let Some(t) = total {
+    if let Some(t) = env.total {
         let _ = write!(out, ",\"totalResults\":{t}");
     }
     let _ = write!(
         out,
-        ",\"count\":{count},\"hasMore\":{has_more},\"limit\":{limit},\"offset\":{offset},\"links\":["
+        ",\"count\":{},\"hasMore\":{},\"limit\":{},\"offset\":{},\"links\":[",
+        env.count, env.has_more, env.limit, env.offset
     );
     out.push_str("{\"rel\":\"self\",\"href\":");
-    write_str(out, href);
+    write_str(out, env.href);
     out.push_str(",\"name\":");
-    write_str(out, name);
+    write_str(out, env.name);
     out.push_str(",\"kind\":\"collection\"}]}");
 }
 

@@ -19,7 +19,8 @@ use crate::form::parse_pairs;
 use crate::model::{Rec, V, get as field};
 use crate::query::{Attr, Op, Pred, QueryError, eval, parse_v1, parse_v2};
 use crate::render::{
-    At, Opts, Shape, describe, describe_child, key_segment, write_collection, write_item,
+    At, Envelope, Opts, Place, Shape, describe, describe_child, key_segment, write_collection,
+    write_item,
 };
 use crate::resources::{Node, PathKey, Resource, decode_uniq};
 use crate::store::{Select, Store};
@@ -431,7 +432,12 @@ fn handle(
                         index,
                         ver,
                     };
-                    walk(&at, &res.node, rec, href, None, true, tail, &params, fv)
+                    let here = Here {
+                        href,
+                        parent: None,
+                        is_top: true,
+                    };
+                    walk(&at, &res.node, rec, here, tail, &params, fv)
                 }
             }
         }
@@ -482,19 +488,24 @@ fn child_matches(node: &Node, row: &Rec, seg: &str) -> bool {
     }
 }
 
+/// The item a path walk stands on.
+struct Here {
+    href: String,
+    parent: Option<(String, &'static str)>,
+    is_top: bool,
+}
+
 /// Serves an item (`tail` empty) or walks on into `child/<name>[/<key>…]`.
-#[allow(clippy::too_many_arguments)]
 fn walk(
     at: &At<'_>,
     node: &'static Node,
     rec: Rec,
-    href: String,
-    parent: Option<(String, &'static str)>,
-    is_top: bool,
+    here: Here,
     tail: &[&str],
     params: &Params,
     fv: u8,
 ) -> Response {
+    let href = &here.href;
     match tail {
         [] => {
             let shape = match Shape::parse(node, params.get("fields"), params.get("expand")) {
@@ -510,9 +521,11 @@ fn walk(
                 &rec,
                 &shape,
                 &opts,
-                &href,
-                parent.as_ref().map(|(h, n)| (h.as_str(), *n)),
-                is_top,
+                Place {
+                    href,
+                    parent: here.parent.as_ref().map(|(h, n)| (h.as_str(), *n)),
+                    is_top: here.is_top,
+                },
             );
             json_response(out, "application/vnd.oracle.adf.resourceitem+json", fv)
         }
@@ -533,32 +546,27 @@ fn walk(
                 at.index,
                 at.ver,
                 at.res.ts_millis,
-                if is_top { None } else { Some(&rec) },
+                if here.is_top { None } else { Some(&rec) },
                 child.name,
             );
             let coll_href = format!("{href}/child/{}", child.name);
             match rest {
-                [] => child_collection(at, child, rows, &coll_href, (&href, node.name), params, fv),
+                [] => child_collection(at, child, rows, &coll_href, (href, node.name), params, fv),
                 [key, more @ ..] => {
                     let Some(row) = rows.into_iter().find(|r| child_matches(child, r, key)) else {
                         return not_found_key(&format!("{coll_href}/{key}"));
                     };
                     let row_href = format!("{coll_href}/{}", key_segment(child, &row));
-                    walk(
-                        at,
-                        child,
-                        row,
-                        row_href,
-                        Some((href.clone(), node.name)),
-                        false,
-                        more,
-                        params,
-                        fv,
-                    )
+                    let next = Here {
+                        href: row_href,
+                        parent: Some((href.clone(), node.name)),
+                        is_top: false,
+                    };
+                    walk(at, child, row, next, more, params, fv)
                 }
             }
         }
-        _ => not_found_key(&href),
+        _ => not_found_key(href),
     }
 }
 
@@ -771,23 +779,25 @@ fn top_collection(shared: &Shared, res: &'static Resource, params: &Params, fv: 
             index: item.index,
             ver: item.ver,
         };
-        write_item(
-            &mut items, &at, node, &item.rec, &shape, &opts, &href, None, true,
-        );
+        let place = Place {
+            href: &href,
+            parent: None,
+            is_top: true,
+        };
+        write_item(&mut items, &at, node, &item.rec, &shape, &opts, place);
     }
     items.push(']');
     let mut out = String::with_capacity(items.len() + 256);
-    write_collection(
-        &mut out,
-        &items,
-        page.items.len(),
-        page.has_more,
+    let env = Envelope {
+        count: page.items.len(),
+        has_more: page.has_more,
         limit,
         offset,
-        page.total,
-        &coll_href,
-        node.name,
-    );
+        total: page.total,
+        href: &coll_href,
+        name: node.name,
+    };
+    write_collection(&mut out, &items, &env);
     // Live behaviour: rows move between the pages of one pull.
     let k = shared.faults.between_pages();
     if k > 0 && res.mutable {
@@ -863,31 +873,25 @@ fn child_collection(
             items.push(',');
         }
         let href = format!("{coll_href}/{}", key_segment(node, row));
-        write_item(
-            &mut items,
-            at,
-            node,
-            row,
-            &shape,
-            &opts,
-            &href,
-            Some(parent),
-            false,
-        );
+        let place = Place {
+            href: &href,
+            parent: Some(parent),
+            is_top: false,
+        };
+        write_item(&mut items, at, node, row, &shape, &opts, place);
     }
     items.push(']');
     let mut out = String::new();
-    write_collection(
-        &mut out,
-        &items,
-        to - from,
-        to < rows.len(),
+    let env = Envelope {
+        count: to - from,
+        has_more: to < rows.len(),
         limit,
         offset,
-        params.flag("totalResults").then_some(total),
-        coll_href,
-        node.name,
-    );
+        total: params.flag("totalResults").then_some(total),
+        href: coll_href,
+        name: node.name,
+    };
+    write_collection(&mut out, &items, &env);
     json_response(
         out,
         "application/vnd.oracle.adf.resourcecollection+json",
