@@ -41,9 +41,8 @@ struct CodeInfo {
     expires: Instant,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct RefreshInfo {
-    scope: String,
     generation: u64,
 }
 
@@ -317,7 +316,6 @@ pub(crate) async fn token(
                             lock(&auth.refresh).insert(
                                 r.clone(),
                                 RefreshInfo {
-                                    scope: c.scope.clone(),
                                     generation: auth.generation.load(Ordering::SeqCst),
                                 },
                             );
@@ -334,11 +332,10 @@ pub(crate) async fn token(
         }
         "refresh_token" => {
             let r = form.get("refresh_token").cloned().unwrap_or_default();
-            let info = lock(&auth.refresh).get(&r).cloned();
+            let info = lock(&auth.refresh).get(&r).copied();
             match info {
                 Some(i) if i.generation == auth.generation.load(Ordering::SeqCst) => {
                     let (token, expires_in) = auth.issue(&auth.scope);
-                    let _ = i.scope;
                     token_response(&token, expires_in, Some(&r))
                 }
                 _ => oauth_error(
