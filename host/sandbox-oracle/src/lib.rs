@@ -15,6 +15,24 @@
 //! 5xx, slowness, dropped connections, token revocation) is switchable at
 //! start and while running.
 //!
+//! | path | key in the path | children | size for `invoices = N` |
+//! |---|---|---|---|
+//! | `invoices` | `InvoiceId` (or its `invoicesUniqID`) | `invoiceLines` (UniqID) → `invoiceDistributions`; `invoiceDistributions`; `invoiceInstallments` | N |
+//! | `payablesPayments` | `CheckId` | `relatedInvoices` | 3N/5, each paying one invoice |
+//! | `suppliers` | `SupplierId` | `sites` | N/20 (≥ 5), `ParentSupplierId` hierarchy |
+//! | `purchaseOrders` | `purchaseOrdersUniqID` only | `lines` → `schedules` (UniqID) | N/4 |
+//! | `receivablesInvoices` | `CustomerTransactionId` | `receivablesInvoiceLines` | N/2 |
+//! | `journalBatches` | `JeBatchId` | `journalHeaders` (UniqID) → `journalLines` (UniqID) | N/10, posted, balanced |
+//! | `accountCombinationsLOV` | `_CODE_COMBINATION_ID` | | N/10 within 50..=20,000 |
+//! | `chartOfAccountsLOV`, `ledgersLOV` | `StructureInstanceId`, `LedgerId` | | 1, 2 |
+//! | `valueSets` | `ValueSetCode` | `values` (`ValueId`) | 5 segment value sets; cost centers are `CORP_COST_CENTER` |
+//!
+//! The first six carry `LastUpdateDate` and take live changes; the lists of
+//! values and value sets are read-only and have no timestamps. Base
+//! timestamps start at 2024-01-01T00:00:00Z and rise one second per record
+//! (or per `same_timestamp` records); changes are stamped with the wall
+//! clock (minus the late-commit lag).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), mlc_sandbox_oracle::SandboxError> {
 //! use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
