@@ -17,17 +17,22 @@
 //!
 //! Run: `cargo bench -p mlc-e2e --bench tableau_publish --features tableau-client`.
 //! `TABLEAU_BENCH_ROWS` (default 1,000,000), `TABLEAU_BENCH_BATCHES`
-//! (default 10) and `TABLEAU_BENCH_BATCH_ROWS` (default 10,000) tune it.
+//! (default 10), `TABLEAU_BENCH_BATCH_ROWS` (default 10,000) and
+//! `TABLEAU_BENCH_CHUNK_MB` (default 50, the client's default) tune it.
 #![allow(missing_docs)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use mlc_common::{Column, ColumnType, Decimal, Row, Schema, Value};
 use mlc_hyper::{HyperWriter, Hyperd, HyperdConfig, TableName};
 use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
-use mlc_tableau::{PayloadPart, PublishMode, TableauClient, TableauConfig, UpdateBatch};
+use mlc_tableau::{
+    PayloadPart, PublishMode, TableauClient, TableauConfig, UpdateBatch, UploadProgress,
+};
 
 const SLICE: i64 = 50_000;
 
@@ -167,6 +172,7 @@ async fn main() -> Result<()> {
     let rows = env_number("TABLEAU_BENCH_ROWS", 1_000_000)?;
     let batches = env_number("TABLEAU_BENCH_BATCHES", 10)?;
     let batch_rows = env_number("TABLEAU_BENCH_BATCH_ROWS", 10_000)?;
+    let chunk_mb = env_number("TABLEAU_BENCH_CHUNK_MB", 50)?;
     let dir = tempfile::tempdir()?;
     let sandbox = TableauSandbox::start(TableauSandboxConfig {
         data_dir: dir.path().join("sandbox"),
@@ -185,26 +191,40 @@ async fn main() -> Result<()> {
         sandbox.pat_secret().clone(),
         sandbox.project_name(),
     );
+    config.chunk_size = u64::try_from(chunk_mb)? * mlc_tableau::MB;
     config.job_poll.initial_ms = 20;
     config.job_poll.max_ms = 250;
     let client = TableauClient::new("bench", config)?;
     client.sign_in().await?;
     println!("machine: {}", machine());
-    println!("rows: {rows} × 12 columns; then {batches} upsert batches of {batch_rows} rows");
+    println!(
+        "rows: {rows} × 12 columns; then {batches} upsert batches of {batch_rows} rows; chunk size {chunk_mb} MB"
+    );
 
     // Full extract: write, then publish.
     let extract: PathBuf = dir.path().join("extract.hyper");
     let started = Instant::now();
     let bytes = write(&hyperd, &extract, TableName::extract(), 1..=rows, 0).await?;
     let wrote = started.elapsed();
+    let chunks = Arc::new(AtomicU64::new(0));
+    let counter = chunks.clone();
+    client.set_upload_progress(Arc::new(move |p: &UploadProgress| {
+        counter.fetch_max(p.chunk, Ordering::Relaxed);
+    }));
     let ds = client
         .publish("bench_invoices", &extract, PublishMode::CreateNew)
         .await?;
     let total = started.elapsed();
+    let chunks = chunks.swap(0, Ordering::Relaxed);
     let published = total - wrote;
     println!(
-        "full extract: {:.1} MB; write {:>6.2} s ({} rows/s), publish {:>6.2} s ({} rows/s), end-to-end {:>6.2} s ({} rows/s)",
+        "full extract: {:.1} MB ({}); write {:>6.2} s ({} rows/s), publish {:>6.2} s ({} rows/s), end-to-end {:>6.2} s ({} rows/s)",
         bytes as f64 / 1e6,
+        if chunks == 0 {
+            "one request".to_owned()
+        } else {
+            format!("{chunks} chunks")
+        },
         wrote.as_secs_f64(),
         rate(rows, wrote),
         published.as_secs_f64(),

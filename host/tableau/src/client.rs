@@ -6,11 +6,14 @@
 //!
 //! Never a doubled row: every update request carries a `RequestID` derived
 //! only from the batch id (`<batch>` for a one-part batch, `<batch>-<n>` for
-//! part n of a split one), so a replayed batch — by this process after an
-//! ambiguous failure, or by a fresh process after a crash before the job was
-//! seen — is recognised by Tableau as a duplicate; and the action is an
-//! `upsert` keyed on the pipeline's key columns, which cannot add a second
-//! row for a key even when it is applied again.
+//! part n of a split one; see [`request_id`]), so a replayed batch — by this
+//! process after an ambiguous failure, or by a fresh process after a crash
+//! before the job was seen — is recognised by Tableau as a duplicate; and
+//! the action is an `upsert` keyed on the pipeline's key columns, which
+//! cannot add a second row for a key even when it is applied again. Only
+//! after a job *failed* (nothing applied) does the next attempt get a new
+//! base, `<batch>.a<n>`, so a server remembering the failed id cannot
+//! swallow the retry.
 //!
 //! Payload contract (the caller writes these files, e.g. with `mlc-hyper`):
 //! a full extract has its rows in `"Extract"."Extract"`; an update payload
@@ -74,8 +77,8 @@ pub struct UpdateBatch {
     pub datasource_id: String,
     /// Its name, for errors and logs.
     pub datasource_name: String,
-    /// The batch id: the only input of the RequestIDs, so a replay of the
-    /// batch sends the same ones.
+    /// The batch id: with `failed_attempts` the only input of the
+    /// RequestIDs, so a replay of the batch sends the same ones.
     pub batch_id: String,
     /// How many earlier attempts of this batch ended in a *failed* job
     /// (finishCode 1: nothing applied). 0 for the first attempt and for any
