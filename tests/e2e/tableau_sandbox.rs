@@ -651,22 +651,39 @@ async fn publish_conflicts_query_download_delete() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(
-        resp.headers()["content-disposition"]
-            .to_str()
-            .unwrap()
-            .contains("orders.hyper")
-    );
+    let disposition = resp.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(disposition.contains("orders.tdsx"), "{disposition}");
     let downloaded = resp.bytes().await.unwrap();
     let stored = std::fs::read(env.sandbox.datasource_file("orders").unwrap()).unwrap();
-    assert_eq!(
-        downloaded.len(),
-        stored.len(),
-        "download differs from the stored file"
-    );
+    // A .tdsx is a zip; ours stores members uncompressed, so the extract
+    // appears byte for byte after its local header.
+    assert_eq!(&downloaded[..4], b"PK\x03\x04", "not a zip");
     assert!(
-        downloaded[..] == stored[..],
-        "download differs from the stored file"
+        downloaded.windows(stored.len()).any(|w| w == &stored[..]),
+        "the .tdsx does not hold the stored extract"
+    );
+    let tds = env
+        .http
+        .get(env.site_url(&format!("datasources/{id}/content?includeExtract=False")))
+        .header("X-Tableau-Auth", &token)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tds.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("orders.tds\""),
+        "{:?}",
+        tds.headers()
+    );
+    let text = tds.text().await.unwrap();
+    assert!(
+        text.contains("class='hyper'") && text.contains("Data/Extracts/orders.hyper"),
+        "{text}"
     );
 
     // Delete: 204, then 404011.

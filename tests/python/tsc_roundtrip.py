@@ -11,6 +11,7 @@ Exits non-zero with a message naming the mismatch on any failure; prints
 import os
 import sys
 import uuid
+import zipfile
 from decimal import Decimal
 
 import tableauserverclient as TSC
@@ -63,6 +64,18 @@ def read_rows(hyper, path):
                 'SELECT "id", "name", "amount" FROM "Extract"."Extract" ORDER BY "id"'
             )
         ]
+
+
+def extract_of(tdsx_path, work):
+    """The .hyper inside a downloaded .tdsx (next to a .tds)."""
+    check(tdsx_path.endswith(".tdsx"), f"download path {tdsx_path!r}, expected a .tdsx")
+    with zipfile.ZipFile(tdsx_path) as archive:
+        names = archive.namelist()
+        check(any(n.endswith(".tds") for n in names), f"no .tds in {names}")
+        hypers = [n for n in names if n.endswith(".hyper")]
+        check(len(hypers) == 1, f"expected one .hyper in {names}")
+        target = os.path.join(work, "unzipped", os.path.basename(tdsx_path))
+        return archive.extract(hypers[0], target)
 
 
 def main():
@@ -148,8 +161,7 @@ def main():
             check(again.id == job.id, "a repeated RequestID did not return the original job")
 
             downloaded = server.datasources.download(published.id, filepath=os.path.join(work, "downloaded"))
-            check(downloaded.endswith(".hyper"), f"download path {downloaded!r}")
-            rows = read_rows(hyper, downloaded)
+            rows = read_rows(hyper, extract_of(downloaded, work))
             want = [(1, "one", Decimal("1.50")), (2, "TWO", Decimal("22.00")), (4, "four", Decimal("4.00"))]
             check(rows == want, f"rows after update {rows!r}, expected {want!r}")
 
@@ -176,7 +188,7 @@ def main():
             chunked_path = server.datasources.download(
                 publish_job.datasource_id, filepath=os.path.join(work, "chunked")
             )
-            rows = read_rows(hyper, chunked_path)
+            rows = read_rows(hyper, extract_of(chunked_path, work))
             want = [(1, "one", Decimal("1.50")), (2, "two", Decimal("2.50")), (3, "three", Decimal("0.25"))]
             check(rows == want, f"rows after chunked publish {rows!r}, expected {want!r}")
             server.datasources.delete(publish_job.datasource_id)

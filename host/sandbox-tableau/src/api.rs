@@ -23,7 +23,7 @@ use crate::request::{
 };
 use crate::server::{API_VERSION, MB, MIN_API_VERSION, Shared};
 use crate::state::{Datasource, JobKind, Session, Upload, Webhook, find_event, luid, now_micros};
-use crate::webhooks;
+use crate::{tdsx, webhooks};
 
 /// Largest body of an ordinary XML/JSON request.
 const SMALL_BODY: u64 = MB;
@@ -604,12 +604,27 @@ async fn delete_datasource(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
 
 async fn download(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
     let ds = find_datasource(&ctx.shared, id)?;
+    let include_extract = ctx
+        .query
+        .get("includeExtract")
+        .is_none_or(|v| !v.eq_ignore_ascii_case("false"));
     let guard = ds.lock.lock().await;
-    let bytes = tokio::fs::read(&ds.file)
+    let tables = ctx
+        .shared
+        .engine
+        .inspect(&ds.file)
         .await
-        .map_err(|e| ApiError::internal(format!("cannot read the data source file: {e}")))?;
+        .map_err(|e| ApiError::internal(format!("cannot open the data source file: {e}")))?;
+    let bytes =
+        if include_extract {
+            Some(tokio::fs::read(&ds.file).await.map_err(|e| {
+                ApiError::internal(format!("cannot read the data source file: {e}"))
+            })?)
+        } else {
+            None
+        };
     drop(guard);
-    let filename: String = ds
+    let stem: String = ds
         .name
         .chars()
         .map(|c| {
@@ -620,14 +635,33 @@ async fn download(ctx: &Ctx, id: &str) -> Result<Response, ApiError> {
             }
         })
         .collect();
-    let mut response = (StatusCode::OK, bytes).into_response();
+    let table = tables
+        .iter()
+        .find(|t| t.schema == "Extract" && t.name == "Extract")
+        .or_else(|| tables.first());
+    let (schema, table) = table
+        .map(|t| (t.schema.as_str(), t.name.as_str()))
+        .unwrap_or(("Extract", "Extract"));
+    let extract_path = format!("Data/Extracts/{stem}.hyper");
+    let tds = tdsx::tds(&ds.name, &extract_path, schema, table);
+    let (body, filename) = match bytes {
+        Some(bytes) => (
+            tdsx::stored_zip(&[
+                (&format!("{stem}.tds"), tds.as_bytes()),
+                (&extract_path, &bytes),
+            ])
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+            format!("{stem}.tdsx"),
+        ),
+        None => (tds.into_bytes(), format!("{stem}.tds")),
+    };
+    let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}.hyper\""))
-    {
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)

@@ -40,9 +40,11 @@
 //!   (UNCONFIRMED). Delivery: 4 attempts (first plus 3 retries), pauses
 //!   doubling from `webhook_retry_delay`; destinations must be `https://`,
 //!   or `http://` on loopback. The test message is an empty POST body.
-//! - Download (`…/content`) returns the stored `.hyper` itself
-//!   (`attachment; filename="<name>.hyper"`), not a `.tdsx` as a real
-//!   server does for published extracts.
+//! - Download (`…/content`) returns a `.tdsx` (uncompressed zip: a minimal
+//!   `<name>.tds` whose `hyper` connection points at
+//!   `Data/Extracts/<name>.hyper`, plus that file as stored), or the `.tds`
+//!   alone with `includeExtract=false`. The `.tds` content is our own
+//!   minimal form, not what Tableau generates.
 //! - The catalog (site, user and project LUIDs, data sources, webhooks) is
 //!   kept in `catalog.json` in the data directory, so a restart on the same
 //!   `--data-dir` serves the same content; sessions, uploads and jobs are
@@ -75,6 +77,7 @@ pub mod render;
 pub mod request;
 mod server;
 pub mod state;
+pub mod tdsx;
 pub mod webhooks;
 
 pub use engine::EngineError;
