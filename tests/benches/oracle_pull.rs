@@ -74,15 +74,10 @@ fn serve(invoices: u64) -> Result<()> {
     })
 }
 
-/// CPU seconds (user + system) of this process, from /proc/self/stat.
+/// CPU seconds (user + system) of this process, from /proc/self/stat
+/// (fields 14 and 15, the counters getrusage(RUSAGE_SELF) reports).
 fn cpu_secs() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // Fields 14 and 15 of the file; after the `)` they are at 11 and 12.
-    let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()?
-        + fields.get(12).context("stime")?.parse::<f64>()?;
-    Ok(ticks / clock_ticks())
+    cpu_secs_of(std::process::id())
 }
 
 fn clock_ticks() -> f64 {
@@ -93,6 +88,24 @@ fn clock_ticks() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// CPU seconds (user + system) of process `pid` so far.
+fn cpu_secs_of(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).context("utime")?.parse::<f64>()?
+        + fields.get(12).context("stime")?.parse::<f64>()?;
+    Ok(ticks / clock_ticks())
+}
+
+/// The 1-minute load average (the machine is shared; figures need it).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// Peak resident set (VmHWM) of this process in KiB.
@@ -176,6 +189,11 @@ fn orchestrate() -> Result<()> {
     let me = std::env::current_exe()?;
     let sizes = std::env::var("ORACLE_PULL_SIZES").unwrap_or_else(|_| "100000,1000000".into());
     println!(
+        "machine: {} CPUs, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
+    println!(
         "{:>9} {:>10} {:>9} {:>8} {:>12} {:>10} {:>9} {:>6}",
         "invoices", "records/s", "secs", "requests", "cpu_us/rec", "hwm_MiB", "startup_s", "idle"
     );
@@ -196,11 +214,14 @@ fn orchestrate() -> Result<()> {
             bail!("the sandbox process printed nothing");
         }
         let info: Value = serde_json::from_str(line.trim())?;
+        let server_cpu0 = cpu_secs_of(server.id())?;
         let out = Command::new(&me)
             .arg("--role=client")
             .arg(format!("--sandbox={}", line.trim()))
             .stderr(Stdio::inherit())
             .output()?;
+        let server_cpu = cpu_secs_of(server.id()).unwrap_or(server_cpu0) - server_cpu0;
+        let load = load_average();
         drop(server.stdin.take());
         let _ = server.wait();
         if !out.status.success() {
@@ -219,6 +240,9 @@ fn orchestrate() -> Result<()> {
             r["idle_cycle_requests"],
         );
         println!("  raw: {r}");
+        println!(
+            "  sandbox process CPU during the pull: {server_cpu:.2} s; load average after: {load}"
+        );
     }
     Ok(())
 }
