@@ -930,6 +930,8 @@ async fn a_restart_on_the_same_data_dir_keeps_the_content() {
         http,
     } = env;
     sandbox.shutdown().await.unwrap();
+    let stale = dir.path().join("sandbox/uploads/upload-stale.part");
+    std::fs::write(&stale, b"half an upload").unwrap();
 
     let sandbox = TableauSandbox::start(TableauSandboxConfig {
         data_dir: dir.path().join("sandbox"),
@@ -937,6 +939,7 @@ async fn a_restart_on_the_same_data_dir_keeps_the_content() {
     })
     .await
     .unwrap();
+    assert!(!stale.exists(), "a stale upload file survived the restart");
     assert_eq!(sandbox.site_id(), site_id, "the site LUID changed");
     assert_eq!(sandbox.project_id(), project_id, "the project LUID changed");
     let env = Env {

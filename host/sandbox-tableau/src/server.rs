@@ -190,6 +190,14 @@ impl TableauSandbox {
         let data_dir = prepare_dir(&config.data_dir)?;
         let datasource_dir = prepare_dir(&data_dir.join("datasources"))?;
         let upload_dir = prepare_dir(&data_dir.join("uploads"))?;
+        // Upload sessions do not survive a restart: their files are orphans.
+        if let Ok(entries) = std::fs::read_dir(&upload_dir) {
+            for entry in entries.flatten() {
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a stale upload");
+                }
+            }
+        }
         let hyperd = Hyperd::start(HyperdConfig {
             binary: config.hyperd.clone(),
             log_dir: data_dir.join("hyperd-logs"),
