@@ -840,3 +840,45 @@ async fn value_sets_refresh_in_full() -> Result<()> {
     }
     Ok(())
 }
+
+/// A short-lived token is renewed before it expires (1/12 of its lifetime
+/// early), so a slow pull never meets a 401: the sandbox serves exactly the
+/// requests the client counts, no refused ones.
+#[tokio::test]
+async fn short_tokens_are_refreshed_ahead_of_expiry() -> Result<()> {
+    init_tracing();
+    let sb = OracleSandbox::start(SandboxConfig {
+        seed: 3,
+        invoices: 1500,
+        token_ttl: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow!("starting the sandbox: {e}"))?;
+    let client = OracleClient::new("e2e", config_for(&sb))?;
+    let spec = ResourceSpec::invoices();
+    let index = MemoryRecordIndex::new();
+    let mut pull = client.pull(&spec, None, &index);
+    let mut n = 0;
+    while let Some(page) = pull.next_page().await? {
+        n += page.records.len();
+        // Slower than the token lives.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let want = sb.count(&spec.path)?;
+    ensure!(n as u64 == want, "read {n} of {want}");
+    let stats = pull.stats();
+    ensure!(
+        client.token_requests() >= 2,
+        "a {}-page pull at 1 s per page with 2 s tokens used only {} token(s)",
+        stats.pages,
+        client.token_requests()
+    );
+    ensure!(
+        sb.request_count() == stats.requests,
+        "the sandbox served {} requests, the client sent {}: some were refused (401) and replayed",
+        sb.request_count(),
+        stats.requests
+    );
+    Ok(())
+}
