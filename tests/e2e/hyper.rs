@@ -1071,3 +1071,41 @@ async fn without_restarts_a_dead_hyperd_is_an_error_naming_its_logs() {
     );
     assert_eq!(hyperd.restarts(), 0);
 }
+
+#[tokio::test]
+async fn a_write_cut_by_a_dead_hyperd_fails_naming_the_file_and_the_next_one_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = start_hyperd(&dir.path().join("logs")).await;
+    let schema = upsert_schema();
+    let path = dir.path().join("cut.hyper");
+    let mut writer = HyperWriter::create(&hyperd, &path, TableName::extract(), &schema)
+        .await
+        .unwrap();
+    let pid = hyperd.pid().await.unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    while process_alive(pid) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let err = writer
+        .write_rows([urow(1, "EU", "1", None)])
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, HyperError::Sql { .. }), "{text}");
+    assert!(
+        text.contains("cut.hyper"),
+        "error should name the file: {text}"
+    );
+
+    let again = dir.path().join("again.hyper");
+    let mut writer = HyperWriter::create(&hyperd, &again, TableName::extract(), &schema)
+        .await
+        .unwrap();
+    assert_eq!(hyperd.restarts(), 1);
+    let report = writer.write_rows([urow(1, "EU", "1", None)]).await.unwrap();
+    assert_eq!(report.rows_written, 1);
+    writer.finish().await.unwrap();
+}
