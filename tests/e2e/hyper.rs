@@ -1109,3 +1109,56 @@ async fn a_write_cut_by_a_dead_hyperd_fails_naming_the_file_and_the_next_one_wor
     assert_eq!(report.rows_written, 1);
     writer.finish().await.unwrap();
 }
+
+#[tokio::test]
+async fn upsert_with_a_nullable_key_matches_null_to_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let hyperd = start_hyperd(&dir.path().join("logs")).await;
+    let schema = Schema {
+        columns: vec![
+            col("Code", ColumnType::Text, true),
+            col("Value", ColumnType::Integer, false),
+        ],
+    };
+    let path = dir.path().join("nullable-key.hyper");
+    let mut w = HyperWriter::create(&hyperd, &path, TableName::extract(), &schema)
+        .await
+        .unwrap();
+    let r = |code: Option<&str>, v| Row {
+        source: 0,
+        values: vec![
+            code.map_or(Value::Null, |c| Value::Text(c.into())),
+            Value::Integer(v),
+        ],
+    };
+    w.write_rows([r(None, 1), r(Some("A"), 2)]).await.unwrap();
+    w.finish().await.unwrap();
+    let session = HyperSession::connect(&hyperd).await.unwrap();
+    session.attach(&path, "n").await.unwrap();
+    let report = mlc_hyper::upsert(
+        &session,
+        "n",
+        &TableName::extract(),
+        &schema,
+        &["Code"],
+        [r(None, 10), r(Some("B"), 3)],
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.deleted, report.inserted), (1, 2), "{report:?}");
+    let rows = session
+        .query_rows(&format!(
+            "SELECT * FROM {} ORDER BY \"Value\"",
+            TableName::extract().qualified("n")
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Text("A".into()), Value::Integer(2)],
+            vec![Value::Text("B".into()), Value::Integer(3)],
+            vec![Value::Null, Value::Integer(10)],
+        ]
+    );
+}
