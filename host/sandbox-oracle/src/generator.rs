@@ -270,11 +270,25 @@ pub(crate) struct Ver {
 }
 
 /// The generator for one seed and size.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Gen {
     seed: u64,
     sizes: Sizes,
     same_ts: u64,
+    /// `entity-department-account-subAccount-location` of every
+    /// combination, built once (invoices and journals name them on every
+    /// record).
+    combos: std::sync::Arc<[String]>,
+}
+
+impl std::fmt::Debug for Gen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gen")
+            .field("seed", &self.seed)
+            .field("sizes", &self.sizes)
+            .field("same_ts", &self.same_ts)
+            .finish_non_exhaustive()
+    }
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -340,10 +354,14 @@ impl Gen {
     /// A generator for `seed` with `sizes`; `same_ts` records share each
     /// base timestamp (1 = every record its own).
     pub(crate) fn new(seed: u64, sizes: Sizes, same_ts: u64) -> Self {
+        let combos = (0..sizes.combinations)
+            .map(Self::build_combination_string)
+            .collect();
         Self {
             seed,
             sizes,
             same_ts: same_ts.max(1),
+            combos,
         }
     }
 
@@ -500,7 +518,7 @@ impl Gen {
         format!("{} {}", SITES[(k % 3) as usize], 1000 + s)
     }
 
-    fn combination(&self, c: u64) -> Combination {
+    fn combination(c: u64) -> Combination {
         if c < 4 {
             // The AP liability combination of each entity.
             return Combination {
@@ -615,7 +633,14 @@ impl Gen {
 
     /// `entity-department-account-subAccount-location` of combination `c`.
     pub(crate) fn combination_string(&self, c: u64) -> String {
-        let x = self.combination(c);
+        match usize::try_from(c).ok().and_then(|i| self.combos.get(i)) {
+            Some(s) => s.clone(),
+            None => Self::build_combination_string(c),
+        }
+    }
+
+    fn build_combination_string(c: u64) -> String {
+        let x = Self::combination(c);
         format!(
             "{}-{}-{}-{}-{}",
             Self::segment_code("entity", x.entity),
@@ -632,7 +657,7 @@ impl Gen {
         let start = 4 + h % (n - 4);
         for step in 0..n {
             let c = 4 + (start - 4 + step) % (n - 4);
-            if self.combination(c).account >= 30 {
+            if Self::combination(c).account >= 30 {
                 return c;
             }
         }
@@ -996,7 +1021,7 @@ impl Gen {
                 self.audit(&mut r, ver, millis, "GL.ACCOUNTANT", "GL.ACCOUNTANT");
             }
             Kind::AccountCombinations => {
-                let x = self.combination(index);
+                let x = Self::combination(index);
                 let (_, _, ty) = Self::segment_value(Self::segment_index("account"), x.account);
                 r.push(("_CODE_COMBINATION_ID", V::Int(key)));
                 r.push(("_CHART_OF_ACCOUNTS_ID", V::Int(COA_NUMBER)));
