@@ -587,6 +587,28 @@ async fn publish_conflicts_query_download_delete() {
         .wait_job(&token, json["job"]["id"].as_str().unwrap())
         .await;
     assert_eq!(job["finishCode"], "0", "{job}");
+    assert_eq!(
+        job["publishDatasourceJob"]["datasource"]["id"].as_str(),
+        env.sandbox.datasource_id("payments").as_deref(),
+        "{job}"
+    );
+    // A publish job that fails creates nothing and says why.
+    env.sandbox
+        .faults()
+        .fail_next_job("publish broke (injected)");
+    let (status, json) = env
+        .publish(&token, "refunds", &file, "&asJob=true", true)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+    let job = env
+        .wait_job(&token, json["job"]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(job["finishCode"], "1", "{job}");
+    assert_eq!(
+        job["publishDatasourceJob"]["notes"],
+        "publish broke (injected)"
+    );
+    assert!(env.sandbox.datasource_file("refunds").is_none());
 
     // Query: filter, sort, paging.
     let list = env.site_url("datasources");
@@ -685,6 +707,39 @@ async fn publish_conflicts_query_download_delete() {
         text.contains("class='hyper'") && text.contains("Data/Extracts/orders.hyper"),
         "{text}"
     );
+
+    // Refresh: a RefreshExtract job; a failed one carries its notes.
+    for fail in [false, true] {
+        if fail {
+            env.sandbox
+                .faults()
+                .fail_next_job("refresh broke (injected)");
+        }
+        let resp = env
+            .http
+            .post(env.site_url(&format!("datasources/{id}/refresh")))
+            .header("X-Tableau-Auth", &token)
+            .header("Accept", "application/json")
+            .body("<tsRequest/>")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let json: Json = resp.json().await.unwrap();
+        assert_eq!(json["job"]["type"], "RefreshExtract", "{json}");
+        let job = env
+            .wait_job(&token, json["job"]["id"].as_str().unwrap())
+            .await;
+        if fail {
+            assert_eq!(job["finishCode"], "1", "{job}");
+            assert_eq!(
+                job["extractRefreshJob"]["notes"], "refresh broke (injected)",
+                "{job}"
+            );
+        } else {
+            assert_eq!(job["finishCode"], "0", "{job}");
+        }
+    }
 
     // Delete: 204, then 404011.
     let resp = env
