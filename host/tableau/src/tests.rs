@@ -267,6 +267,12 @@ struct Site {
     webhooks: Mutex<Vec<(String, String, String)>>,
     /// Token of the sessions to treat as expired.
     expire_token_now: Mutex<bool>,
+    /// Answer every authenticated call with 401002, whatever the token.
+    reject_all_tokens: std::sync::atomic::AtomicBool,
+    /// Answer the next N authenticated calls with 503.
+    unavailable_next: AtomicU32,
+    /// Answer webhook creation with 503.
+    unavailable_create: std::sync::atomic::AtomicBool,
 }
 
 fn xml(status: u16, body: String) -> Response<Body> {
@@ -327,7 +333,10 @@ impl Site {
                 *self.token.lock().unwrap() = None;
             }
         }
-        if token.is_none() || token != *self.token.lock().unwrap() {
+        if token.is_none()
+            || token != *self.token.lock().unwrap()
+            || self.reject_all_tokens.load(Ordering::SeqCst)
+        {
             return error(401, "401002", "Unauthorized Access");
         }
         if req.path.ends_with("/auth/signout") {
@@ -343,6 +352,10 @@ impl Site {
                 .unwrap();
         }
         let _ = base;
+        if self.unavailable_next.load(Ordering::SeqCst) > 0 {
+            self.unavailable_next.fetch_sub(1, Ordering::SeqCst);
+            return error(503, "503000", "Service unavailable");
+        }
         if req.is("GET", "/sites/site-1/projects") {
             return xml(
                 200,
@@ -468,6 +481,9 @@ impl Site {
             );
         }
         if req.is("POST", "/sites/site-1/webhooks") {
+            if self.unavailable_create.load(Ordering::SeqCst) {
+                return error(503, "503000", "Service unavailable");
+            }
             let root = parse_xml(&req.text()).unwrap();
             let hook = root.find("webhook").unwrap();
             let ev = hook.attr("event").unwrap().to_owned();
@@ -711,6 +727,56 @@ async fn one_sign_in_for_concurrent_callers_and_one_replay_on_401002() {
     let last = site.seen().pop().unwrap();
     assert!(last.is("POST", "/auth/signout"));
     assert_eq!(last.header("x-tableau-auth"), Some("tok-2"));
+}
+
+#[tokio::test]
+async fn a_401_is_replayed_only_once() {
+    let site = new_site("3.25");
+    let base = serve(site.clone()).await;
+    let client = TableauClient::new("acme", config(&base)).unwrap();
+    client.sign_in().await.unwrap();
+    site.reject_all_tokens.store(true, Ordering::SeqCst);
+    let err = client.get_datasource("ds-1").await.unwrap_err();
+    assert_eq!(err.api_code(), Some("401002"), "{err}");
+    assert_eq!(
+        site.signins.load(Ordering::SeqCst),
+        2,
+        "one renewal, no loop"
+    );
+    let gets = site
+        .seen()
+        .iter()
+        .filter(|s| s.is("GET", "/datasources/ds-1"))
+        .count();
+    assert_eq!(gets, 2, "the request and its one replay");
+}
+
+#[tokio::test]
+async fn retries_5xx_only_where_repeating_is_harmless() {
+    let site = new_site("3.25");
+    let base = serve(site.clone()).await;
+    let client = TableauClient::new("acme", config(&base)).unwrap();
+    client.sign_in().await.unwrap();
+    site.unavailable_next.store(2, Ordering::SeqCst);
+    client.get_datasource("ds-1").await.unwrap();
+    let gets = site
+        .seen()
+        .iter()
+        .filter(|s| s.is("GET", "/datasources/ds-1"))
+        .count();
+    assert_eq!(gets, 3, "two 503s retried");
+
+    // Creating a webhook is not idempotent: a 503 is not blindly repeated.
+    site.unavailable_create.store(true, Ordering::SeqCst);
+    let err = client.ensure_webhooks("http://h/x").await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+    assert!(err.is_transient());
+    let creates = site
+        .seen()
+        .iter()
+        .filter(|s| s.is("POST", "/webhooks"))
+        .count();
+    assert_eq!(creates, 1, "the create was sent once");
 }
 
 #[tokio::test]
