@@ -403,10 +403,30 @@ async fn sign_in_sessions_versions_and_rate_limits() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{json}");
+    // The name repeats across nesting levels: one top-level, one nested.
+    assert_eq!(json["pagination"]["totalAvailable"], "2", "{json}");
+    let top: Vec<&Json> = json["projects"]["project"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.get("parentProjectId").is_none())
+        .collect();
+    assert_eq!(top.len(), 1, "{json}");
+    assert_eq!(top[0]["id"], env.sandbox.project_id(), "{json}");
+    assert_eq!(top[0]["topLevelProject"], true, "{json}");
+    let (_, json) = env
+        .get_json(
+            &second,
+            &format!(
+                "{projects}?filter=name:eq:{},topLevelProject:eq:true",
+                env.sandbox.project_name()
+            ),
+        )
+        .await;
     assert_eq!(json["pagination"]["totalAvailable"], "1", "{json}");
     assert_eq!(
-        json["projects"]["project"][0]["name"],
-        env.sandbox.project_name()
+        json["projects"]["project"][0]["id"],
+        env.sandbox.project_id()
     );
     let (status, json) = env
         .get_json(&second, &format!("{projects}?pageSize=1001"))

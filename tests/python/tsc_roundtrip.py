@@ -102,8 +102,10 @@ def main():
             check(server.version == "3.28", f"server version {server.version}, expected 3.28")
 
             projects = list(TSC.Pager(server.projects))
-            project = next((p for p in projects if p.name == project_name), None)
-            check(project is not None, f"project {project_name!r} not in {[p.name for p in projects]}")
+            same_name = [p for p in projects if p.name == project_name]
+            check(len(same_name) == 2, f"expected a top-level and a nested {project_name!r}: {same_name!r}")
+            project = next((p for p in same_name if p.parent_id is None), None)
+            check(project is not None, f"no top-level project {project_name!r} in {same_name!r}")
 
             hook = TSC.WebhookItem()
             hook.name = "tsc-created"

@@ -22,6 +22,9 @@ pub struct StoredProject {
     pub name: String,
     /// Description.
     pub description: String,
+    /// Parent project LUID.
+    #[serde(default)]
+    pub parent_id: Option<String>,
     /// Created, µs.
     pub created_at: i64,
 }
@@ -119,6 +122,7 @@ impl Catalog {
                     id: p.id.clone(),
                     name: p.name.clone(),
                     description: p.description.clone(),
+                    parent_id: p.parent_id.clone(),
                     created_at: p.created_at,
                 })
                 .collect(),

@@ -45,6 +45,10 @@
 //!   `Data/Extracts/<name>.hyper`, plus that file as stored), or the `.tds`
 //!   alone with `includeExtract=false`. The `.tds` content is our own
 //!   minimal form, not what Tableau generates.
+//! - Projects: `Default`, the connector's top-level project, and (unless
+//!   `nested_project_decoy` is off) a same-named project nested under
+//!   `Default`, listed first, so a client that takes the first name match
+//!   publishes into the wrong one.
 //! - The catalog (site, user and project LUIDs, data sources, webhooks) is
 //!   kept in `catalog.json` in the data directory, so a restart on the same
 //!   `--data-dir` serves the same content; sessions, uploads and jobs are

@@ -54,6 +54,10 @@ pub struct TableauSandboxConfig {
     pub pat_secret: Secret,
     /// First pause between webhook retries (doubles each time).
     pub webhook_retry_delay: Duration,
+    /// Also create a project of the same name nested under `Default`, listed
+    /// before the top-level one (names repeat across nesting levels on real
+    /// sites; a client must check `parentProjectId`).
+    pub nested_project_decoy: bool,
     /// Remove `data_dir` with everything in it on [`TableauSandbox::shutdown`]
     /// (for a throw-away directory).
     pub remove_data_dir_on_shutdown: bool,
@@ -78,6 +82,7 @@ impl Default for TableauSandboxConfig {
             pat_name: "ml-connector-pat".to_owned(),
             pat_secret: Secret::default(),
             webhook_retry_delay: Duration::from_millis(200),
+            nested_project_decoy: true,
             remove_data_dir_on_shutdown: false,
         }
     }
@@ -99,6 +104,8 @@ pub(crate) struct Shared {
     pub site: Site,
     pub user: User,
     pub projects: Vec<Project>,
+    /// Index of the connector's (top-level) project in `projects`.
+    pub connector_project: usize,
     pub pat_name: String,
     pub pat_secret: Secret,
     pub server_url: String,
@@ -154,6 +161,11 @@ impl Shared {
     /// The default project (used when a publish names none).
     pub fn default_project(&self) -> &Project {
         &self.projects[0]
+    }
+
+    /// The connector's top-level project.
+    pub fn connector_project(&self) -> &Project {
+        &self.projects[self.connector_project]
     }
 
     /// A project by LUID.
@@ -233,45 +245,56 @@ impl TableauSandbox {
                 source,
             })?
             .unwrap_or_default();
-        let stored_id = |name: &str| {
+        let stored = |name: &str, parent: Option<&str>| {
             catalog
                 .projects
                 .iter()
-                .find(|p| p.name == name)
+                .find(|p| p.name == name && p.parent_id.as_deref() == parent)
                 .map(|p| (p.id.clone(), p.created_at))
                 .unwrap_or_else(|| (luid(), created))
         };
-        let mut projects = Vec::new();
-        for (name, description) in [
-            (
-                "Default",
-                "The default project that was automatically created by Tableau.",
-            ),
-            (
-                config.project_name.as_str(),
-                "Data sources kept current by ml-connector.",
-            ),
-        ] {
-            if projects.iter().any(|p: &Project| p.name == name) {
-                continue;
+        let (default_id, default_created) = stored("Default", None);
+        let mut projects = vec![Project {
+            id: default_id.clone(),
+            name: "Default".to_owned(),
+            description: "The default project that was automatically created by Tableau."
+                .to_owned(),
+            parent_id: None,
+            created_at: default_created,
+        }];
+        let connector_project = if config.project_name == "Default" {
+            0
+        } else {
+            if config.nested_project_decoy {
+                // A same-named project nested under Default, listed first:
+                // names repeat across nesting levels on real sites.
+                let (id, created_at) = stored(&config.project_name, Some(&default_id));
+                projects.push(Project {
+                    id,
+                    name: config.project_name.clone(),
+                    description: "A nested project with the connector project's name.".to_owned(),
+                    parent_id: Some(default_id.clone()),
+                    created_at,
+                });
             }
-            let (id, created_at) = stored_id(name);
+            let (id, created_at) = stored(&config.project_name, None);
             projects.push(Project {
                 id,
-                name: name.to_owned(),
-                description: description.to_owned(),
+                name: config.project_name.clone(),
+                description: "Data sources kept current by ml-connector.".to_owned(),
                 parent_id: None,
                 created_at,
             });
-        }
-        for stored in &catalog.projects {
-            if !projects.iter().any(|p| p.id == stored.id) {
+            projects.len() - 1
+        };
+        for kept in &catalog.projects {
+            if !projects.iter().any(|p| p.id == kept.id) {
                 projects.push(Project {
-                    id: stored.id.clone(),
-                    name: stored.name.clone(),
-                    description: stored.description.clone(),
-                    parent_id: None,
-                    created_at: stored.created_at,
+                    id: kept.id.clone(),
+                    name: kept.name.clone(),
+                    description: kept.description.clone(),
+                    parent_id: kept.parent_id.clone(),
+                    created_at: kept.created_at,
                 });
             }
         }
@@ -300,6 +323,7 @@ impl TableauSandbox {
                 name: "sandbox-admin".to_owned(),
             },
             projects,
+            connector_project,
             data_dir: data_dir.clone(),
             pat_name: config.pat_name.clone(),
             pat_secret: pat_secret.clone(),
@@ -364,14 +388,14 @@ impl TableauSandbox {
         &self.shared.site.id
     }
 
-    /// The connector's project name.
+    /// The connector's (top-level) project name.
     pub fn project_name(&self) -> &str {
-        &self.shared.projects[1].name
+        &self.shared.connector_project().name
     }
 
-    /// The connector's project LUID.
+    /// The connector's top-level project LUID.
     pub fn project_id(&self) -> &str {
-        &self.shared.projects[1].id
+        &self.shared.connector_project().id
     }
 
     /// The PAT name.
