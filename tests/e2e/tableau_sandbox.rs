@@ -1434,6 +1434,39 @@ async fn webhooks_fire_retry_duplicate_and_get_lost() {
         .get_json(&token, &env.site_url(&format!("webhooks/{}", ids[1])))
         .await;
     assert_eq!(one["webhook"]["event"], "DatasourceUpdated", "{one}");
+    // Update (3.8+): disabling gets the default reason; a reason while
+    // enabled is 400127; enabling again clears it.
+    let put = |body: &'static str| {
+        env.http
+            .put(env.site_url(&format!("webhooks/{}", ids[0])))
+            .header("X-Tableau-Auth", &token)
+            .header("Accept", "application/json")
+            .body(body)
+            .send()
+    };
+    let resp = put("<tsRequest><webhook isEnabled=\"false\"/></tsRequest>")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let json: Json = resp.json().await.unwrap();
+    assert_eq!(json["webhook"]["isEnabled"], false, "{json}");
+    assert_eq!(
+        json["webhook"]["statusChangeReason"],
+        "Webhook disabled by user"
+    );
+    let resp = put("<tsRequest><webhook isEnabled=\"true\" statusChangeReason=\"x\"/></tsRequest>")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "400127");
+    let resp = put("<tsRequest><webhook isEnabled=\"true\"/></tsRequest>")
+        .await
+        .unwrap();
+    let json: Json = resp.json().await.unwrap();
+    assert_eq!(json["webhook"]["isEnabled"], true, "{json}");
+    assert_eq!(json["webhook"]["statusChangeReason"], "", "{json}");
+    assert_eq!(json["webhook"]["event"], "DatasourceCreated", "{json}");
+
     // Plain http off loopback is refused.
     let resp = env
         .http

@@ -65,6 +65,9 @@ pub struct StoredWebhook {
     pub url: String,
     /// Enabled flag.
     pub enabled: bool,
+    /// Why it was disabled.
+    #[serde(default)]
+    pub status_change_reason: String,
     /// Created, µs.
     pub created_at: i64,
 }
@@ -148,6 +151,7 @@ impl Catalog {
                     event: w.event.to_owned(),
                     url: w.url.clone(),
                     enabled: w.enabled,
+                    status_change_reason: w.status_change_reason.clone(),
                     created_at: w.created_at,
                 })
                 .collect(),
@@ -194,6 +198,7 @@ impl Catalog {
                     event,
                     url: w.url.clone(),
                     enabled: w.enabled,
+                    status_change_reason: w.status_change_reason.clone(),
                     created_at: w.created_at,
                 })
             })

@@ -370,6 +370,8 @@ pub struct Webhook {
     pub url: String,
     /// Enabled flag.
     pub enabled: bool,
+    /// Why it was disabled (empty while enabled).
+    pub status_change_reason: String,
     /// Created, µs.
     pub created_at: i64,
 }
@@ -443,7 +445,7 @@ impl Webhook {
             .attr("id", self.id.clone())
             .attr("name", self.name.clone())
             .attr_bool("isEnabled", self.enabled)
-            .attr("statusChangeReason", "")
+            .attr("statusChangeReason", self.status_change_reason.clone())
             .attr("event", self.event)
             .attr("createdAt", tableau_time(self.created_at))
             .attr("updatedAt", tableau_time(self.created_at))

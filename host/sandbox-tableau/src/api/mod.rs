@@ -35,7 +35,9 @@ use datasources::{
     connections, delete_datasource, download, get_datasource, list_datasources, list_projects,
     publish, refresh,
 };
-use hooks::{create_webhook, delete_webhook, get_webhook, list_webhooks, test_webhook};
+use hooks::{
+    create_webhook, delete_webhook, get_webhook, list_webhooks, test_webhook, update_webhook,
+};
 use uploads::{append_upload, initiate_upload, update_data};
 
 /// Largest body of an ordinary XML/JSON request.
@@ -242,6 +244,7 @@ async fn site_route(ctx: Ctx, rest: &[&str]) -> Result<Response, ApiError> {
         },
         ["webhooks", id] => match m {
             Method::GET => get_webhook(&ctx, id),
+            Method::PUT => update_webhook(ctx, id).await,
             Method::DELETE => delete_webhook(&ctx, id),
             _ => Err(ApiError::method_not_allowed(m.as_str())),
         },
