@@ -180,7 +180,7 @@ impl Decimal {
     /// `precision` digits: the value as a `NUMERIC(precision, scale)`.
     pub fn fit(self, precision: u8, scale: u8) -> Result<Self, DecimalError> {
         let scaled = self.rescale(scale)?;
-        let limit = pow10(precision).ok_or(DecimalError::Precision {
+        let limit = pow10(precision).ok_or_else(|| DecimalError::Precision {
             value: self.to_string(),
             precision,
             scale,

@@ -203,9 +203,6 @@ impl Pipeline {
             resource: resource.clone(),
             source,
         })? {
-            if page.cursor.is_some() {
-                new_cursor = page.cursor.clone();
-            }
             if page.records.is_empty() {
                 continue;
             }
@@ -246,6 +243,11 @@ impl Pipeline {
                 tracing::warn!(batch = %batch_id, row = reject.index, field = ?reject.field, reason = %reject.reason, "row refused by the extract writer");
             }
             rejected_by_writer += report.rejects.len() as u64;
+        }
+        // The pull's own position, not the last page's: pages made only of
+        // duplicates are skipped inside the pull but still move it.
+        if let Some(cursor) = pull.cursor() {
+            new_cursor = Some(cursor.clone());
         }
         let stats = pull.stats();
         let summary = writer.finish().await.map_err(|source| SyncError::Write {

@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+#[cfg(feature = "demo")]
+mod demo;
 #[cfg(feature = "plugin")]
 mod plugin;
 mod sandbox;
@@ -37,6 +39,10 @@ enum Command {
     #[cfg(feature = "plugin")]
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Run the whole pipeline once on the sandboxes: Oracle Fusion →
+    /// scripted mappings → Hyper → Tableau, three cycles, then read back.
+    #[cfg(feature = "demo")]
+    Demo(demo::DemoCommand),
     /// Run the Oracle Fusion or Tableau sandbox.
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
@@ -48,6 +54,8 @@ impl Cli {
         match self.command {
             #[cfg(feature = "plugin")]
             Command::Plugin(cmd) => cmd.run(self.output).await,
+            #[cfg(feature = "demo")]
+            Command::Demo(cmd) => cmd.run(self.output).await,
             Command::Sandbox(cmd) => cmd.run().await,
         }
     }
