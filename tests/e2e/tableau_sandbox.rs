@@ -1281,6 +1281,88 @@ async fn update_data_in_hyper_request_ids_failures_and_limits() {
     env.sandbox.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn update_replace_and_constant_conditions() {
+    let env = env().await;
+    let token = env.sign_in().await;
+    let base = env
+        .hyper_file(
+            "base.hyper",
+            "Extract",
+            &[(1, "a", 100), (2, "b", 200), (3, "c", 300), (5, "e", 500)],
+        )
+        .await;
+    let (status, json) = env.publish(&token, "ledger", &base, "", true).await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    let id = json["datasource"]["id"].as_str().unwrap().to_owned();
+    let run = |upload: Option<String>, rid: &'static str, actions: Json| {
+        let env = &env;
+        let token = &token;
+        let id = &id;
+        async move {
+            let (status, json) = env.update(token, id, upload.as_deref(), rid, actions).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{json}");
+            let job = env
+                .wait_job(token, json["job"]["id"].as_str().unwrap())
+                .await;
+            assert_eq!(job["finishCode"], "0", "{rid}: {job}");
+        }
+    };
+
+    // update: only matching rows change; rows without a match stay.
+    let change = env
+        .hyper_file("change.hyper", "changes", &[(2, "b2", 999), (9, "new", 1)])
+        .await;
+    let upload = env
+        .upload(&token, &std::fs::read(&change).unwrap(), 1)
+        .await;
+    run(
+        Some(upload),
+        "u1",
+        serde_json::json!([{"action": "update", "source-schema": "Extract",
+        "source-table": "changes", "target-schema": "Extract", "target-table": "Extract",
+        "condition": {"op": "eq", "target-col": "id", "source-col": "id"}}]),
+    )
+    .await;
+    assert_eq!(
+        env.rows("ledger").await,
+        expected(&[(1, "a", 100), (2, "b2", 999), (3, "c", 300), (5, "e", 500)])
+    );
+
+    // delete with constants only: and / not / or / ne / gte / lte.
+    run(None, "d1", serde_json::json!([{"action": "delete", "target-schema": "Extract", "target-table": "Extract",
+        "condition": {"op": "or", "args": [
+            {"op": "and", "args": [
+                {"op": "gte", "target-col": "amount", "const": {"type": "double", "v": 3}},
+                {"op": "not", "args": [{"op": "eq", "target-col": "name", "const": {"type": "string", "v": "e"}}]}]},
+            {"op": "lte", "target-col": "id", "const": {"type": "integer", "v": 1}}]}}])).await;
+    // Removed: id 2 (9.99 >= 3, name b2), id 3 (3.00), id 1 (id <= 1); id 5 kept (name e).
+    assert_eq!(env.rows("ledger").await, expected(&[(5, "e", 500)]));
+    run(None, "d2", serde_json::json!([{"action": "delete", "target-schema": "Extract", "target-table": "Extract",
+        "condition": {"op": "ne", "target-col": "name", "const": {"type": "string", "v": "e"}}}])).await;
+    assert_eq!(env.rows("ledger").await, expected(&[(5, "e", 500)]));
+
+    // replace: the target becomes the source.
+    let all_new = env
+        .hyper_file("all.hyper", "snapshot", &[(7, "x", 1), (8, "y", 2)])
+        .await;
+    let upload = env
+        .upload(&token, &std::fs::read(&all_new).unwrap(), 1)
+        .await;
+    run(
+        Some(upload),
+        "r1",
+        serde_json::json!([{"action": "replace", "source-schema": "Extract",
+        "source-table": "snapshot", "target-schema": "Extract", "target-table": "Extract"}]),
+    )
+    .await;
+    assert_eq!(
+        env.rows("ledger").await,
+        expected(&[(7, "x", 1), (8, "y", 2)])
+    );
+    env.sandbox.shutdown().await.unwrap();
+}
+
 /// A loopback webhook receiver: answers `fail_first` requests with 500,
 /// then 200, and records every body.
 struct Receiver {

@@ -172,11 +172,11 @@ async fn route(ctx: Ctx, path: &str) -> Result<Response, ApiError> {
     match rest.as_slice() {
         ["serverInfo"] => only(&m, Method::GET, || server_info(&ctx)),
         ["auth", "signin"] => {
-            expect(&m, Method::POST)?;
+            require_method(&m, Method::POST)?;
             sign_in(ctx, path).await
         }
         ["auth", "signout"] => {
-            expect(&m, Method::POST)?;
+            require_method(&m, Method::POST)?;
             sign_out(&ctx)
         }
         ["sites"] => {
@@ -213,27 +213,27 @@ async fn site_route(ctx: Ctx, rest: &[&str]) -> Result<Response, ApiError> {
         },
         ["datasources", id, "connections"] => only(&m, Method::GET, || connections(&ctx, id)),
         ["datasources", id, "content"] => {
-            expect(&m, Method::GET)?;
+            require_method(&m, Method::GET)?;
             download(&ctx, id).await
         }
         ["datasources", id, "refresh"] => {
-            expect(&m, Method::POST)?;
+            require_method(&m, Method::POST)?;
             refresh(ctx, id).await
         }
         ["datasources", id, "data"] => {
-            expect(&m, Method::PATCH)?;
+            require_method(&m, Method::PATCH)?;
             update_data(ctx, id, None).await
         }
         ["datasources", id, "connections", connection, "data"] => {
-            expect(&m, Method::PATCH)?;
+            require_method(&m, Method::PATCH)?;
             update_data(ctx, id, Some(connection)).await
         }
         ["fileUploads"] => {
-            expect(&m, Method::POST)?;
+            require_method(&m, Method::POST)?;
             initiate_upload(&ctx)
         }
         ["fileUploads", upload] => {
-            expect(&m, Method::PUT)?;
+            require_method(&m, Method::PUT)?;
             append_upload(ctx, upload).await
         }
         ["jobs", id] => only(&m, Method::GET, || get_job(&ctx, id)),
@@ -249,14 +249,14 @@ async fn site_route(ctx: Ctx, rest: &[&str]) -> Result<Response, ApiError> {
             _ => Err(ApiError::method_not_allowed(m.as_str())),
         },
         ["webhooks", id, "test"] => {
-            expect(&m, Method::GET)?;
+            require_method(&m, Method::GET)?;
             test_webhook(&ctx, id).await
         }
         _ => Err(unknown_path(&rest.join("/"))),
     }
 }
 
-fn expect(method: &Method, wanted: Method) -> Result<(), ApiError> {
+fn require_method(method: &Method, wanted: Method) -> Result<(), ApiError> {
     if *method == wanted {
         Ok(())
     } else {
@@ -269,7 +269,7 @@ fn only(
     wanted: Method,
     f: impl FnOnce() -> Result<Response, ApiError>,
 ) -> Result<Response, ApiError> {
-    expect(method, wanted)?;
+    require_method(method, wanted)?;
     f()
 }
 
