@@ -237,8 +237,18 @@ fn touch(shared: &Shared, id: &str) -> Option<Datasource> {
 
 /// Registers a job and returns it.
 pub fn register(shared: &Shared, job: Job) -> Job {
-    shared.inner().jobs.insert(job.id.clone(), job.clone());
+    insert(&mut shared.inner().jobs, job.clone());
     job
+}
+
+/// How long a completed job stays queryable.
+const JOB_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+/// Adds a job, forgetting jobs completed more than 24 hours ago.
+pub fn insert(jobs: &mut std::collections::HashMap<String, Job>, job: Job) {
+    let horizon = now_micros() - JOB_RETENTION_MICROS;
+    jobs.retain(|_, j| j.completed_at.is_none_or(|done| done > horizon));
+    jobs.insert(job.id.clone(), job);
 }
 
 fn update_job(shared: &Shared, id: &str, f: impl FnOnce(&mut Job)) {
@@ -398,4 +408,33 @@ pub fn new_job(kind: JobKind, ds: Option<&Datasource>, name: &str) -> Job {
         job.connection_id = ds.map(|d| d.connection_id.clone());
     }
     job
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_jobs_are_forgotten_after_a_day() {
+        let mut jobs = std::collections::HashMap::new();
+        let mut old = Job::new(JobKind::Update, None, "a".into());
+        old.completed_at = Some(now_micros() - JOB_RETENTION_MICROS - 1);
+        let mut recent = Job::new(JobKind::Update, None, "b".into());
+        recent.completed_at = Some(now_micros() - 1000);
+        let mut running = Job::new(JobKind::Update, None, "c".into());
+        running.created_at -= 2 * JOB_RETENTION_MICROS;
+        let ids = [old.id.clone(), recent.id.clone(), running.id.clone()];
+        for job in [old, recent, running] {
+            jobs.insert(job.id.clone(), job);
+        }
+        let fresh = Job::new(JobKind::Refresh, None, "d".into());
+        let fresh_id = fresh.id.clone();
+        insert(&mut jobs, fresh);
+        assert!(!jobs.contains_key(&ids[0]), "an old completed job was kept");
+        assert!(
+            jobs.contains_key(&ids[1])
+                && jobs.contains_key(&ids[2])
+                && jobs.contains_key(&fresh_id)
+        );
+    }
 }

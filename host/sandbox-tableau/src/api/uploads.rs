@@ -190,7 +190,7 @@ pub(super) async fn update_data(
                 .request_ids
                 .insert(rid.clone(), (job.id.clone(), Instant::now()));
         }
-        inner.jobs.insert(job.id.clone(), job.clone());
+        jobs::insert(&mut inner.jobs, job.clone());
         (job, payload, ds.queue.enqueue())
     };
     tracing::info!(datasource = %ds.name, job = %job.id, request_id = ?request_id, actions = list.len(), "update job queued");
