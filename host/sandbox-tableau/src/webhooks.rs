@@ -75,6 +75,20 @@ pub fn url_allowed(url: &str) -> bool {
     }
 }
 
+/// A destination for logs: scheme, host and port only, since the path of a
+/// webhook URL often carries the receiver's secret.
+pub fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => format!(
+            "{}://{}{}/…",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or(""),
+            parsed.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "(invalid url)".to_owned(),
+    }
+}
+
 /// Fires `event` for a data source to every enabled webhook listening.
 pub(crate) fn fire(
     shared: &Arc<Shared>,
@@ -142,7 +156,7 @@ async fn deliver(
                 status: resp.status().as_u16(),
             },
             Err(e) => DeliveryOutcome::Failed {
-                error: e.to_string(),
+                error: e.without_url().to_string(),
             },
         };
         let done = matches!(outcome, DeliveryOutcome::Delivered { .. });
@@ -163,7 +177,7 @@ async fn deliver(
             pause = pause.saturating_mul(2).min(Duration::from_secs(60));
         }
     }
-    tracing::warn!(webhook = webhook_id, event, url, "webhook delivery gave up");
+    tracing::warn!(webhook = webhook_id, event, destination = %redacted(url), "webhook delivery gave up");
 }
 
 /// Sends the test message (an empty body); returns status and body.
@@ -174,7 +188,7 @@ pub(crate) async fn test(shared: &Shared, url: &str) -> (u16, String) {
             let body = resp.text().await.unwrap_or_default();
             (status, body)
         }
-        Err(e) => (0, e.to_string()),
+        Err(e) => (0, e.without_url().to_string()),
     }
 }
 
@@ -190,5 +204,9 @@ mod tests {
         assert!(!url_allowed("http://hooks.example.com/x"));
         assert!(!url_allowed("ftp://127.0.0.1/x"));
         assert!(!url_allowed("not a url"));
+        assert_eq!(
+            redacted("https://hooks.example.com:8443/t/s3cr3t?x=1"),
+            "https://hooks.example.com:8443/…"
+        );
     }
 }

@@ -163,7 +163,7 @@ pub(super) async fn create_webhook(ctx: Ctx) -> Result<Response, ApiError> {
     let shared = &ctx.shared;
     shared.inner().webhooks.push(hook.clone());
     shared.save_catalog();
-    tracing::info!(webhook = %hook.id, event, url = %hook.url, "webhook created");
+    tracing::info!(webhook = %hook.id, event, destination = %webhooks::redacted(&hook.url), "webhook created");
     let mut response = ts_response(
         ctx.format,
         StatusCode::CREATED,
