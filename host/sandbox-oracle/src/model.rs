@@ -5,6 +5,7 @@
 //! digit by digit, so `1250.00` reaches the wire as `1250.00` and never
 //! passes through `f64`.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 
@@ -46,8 +47,8 @@ impl Ty {
 pub(crate) enum V {
     /// JSON `null`.
     Null,
-    /// Text.
-    Str(String),
+    /// Text (constants borrowed, generated text owned).
+    Str(Cow<'static, str>),
     /// A whole number.
     Int(i64),
     /// An exact decimal: unscaled digits and the number of fraction digits.
@@ -70,7 +71,7 @@ pub(crate) fn get<'a>(rec: &'a Rec, field: &str) -> Option<&'a V> {
 
 impl V {
     /// Text of a string value.
-    pub(crate) fn str(s: impl Into<String>) -> V {
+    pub(crate) fn str(s: impl Into<Cow<'static, str>>) -> V {
         V::Str(s.into())
     }
 
@@ -111,7 +112,7 @@ impl V {
     pub(crate) fn text(&self) -> Option<String> {
         match self {
             V::Null => None,
-            V::Str(s) => Some(s.clone()),
+            V::Str(s) => Some(s.to_string()),
             other => {
                 let mut out = String::new();
                 write_plain(&mut out, other);
@@ -213,6 +214,12 @@ pub(crate) fn write_ts(out: &mut String, micros: i64, millis: bool) {
 /// Writes a JSON string literal.
 pub(crate) fn write_str(out: &mut String, s: &str) {
     out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Nothing to escape (the common case): one copy.
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),

@@ -152,7 +152,7 @@ fn resolve(node: &'static Node, path: &str, upper: bool) -> Result<(Attr, Ty), Q
 /// attribute takes a date or the date part of a timestamp.
 fn coerce(ty: Ty, text: &str) -> Option<V> {
     match ty {
-        Ty::Str => Some(V::Str(text.to_owned())),
+        Ty::Str => Some(V::str(text.to_owned())),
         Ty::Int => {
             if let Ok(i) = text.parse::<i64>() {
                 Some(V::Int(i))
@@ -727,7 +727,7 @@ fn value_of(rec: &Rec, attr: &Attr) -> V {
     let v = get(rec, attr.field).cloned().unwrap_or(V::Null);
     if attr.upper {
         match v.text() {
-            Some(t) => V::Str(t.to_uppercase()),
+            Some(t) => V::str(t.to_uppercase()),
             None => V::Null,
         }
     } else {

@@ -146,7 +146,7 @@ pub(crate) fn key_segment(node: &Node, rec: &Rec) -> String {
     match node.path {
         PathKey::Raw | PathKey::RawOrHash => match get(rec, node.key) {
             Some(V::Int(i)) => i.to_string(),
-            Some(V::Str(s)) => s.clone(),
+            Some(V::Str(s)) => s.to_string(),
             _ => String::new(),
         },
         PathKey::Hash => {

@@ -449,7 +449,7 @@ fn top_index(shared: &Shared, res: &Resource, seg: &str) -> Option<u64> {
     let g = &shared.store.data;
     let raw = || -> Option<u64> {
         let key = if res.node.key_ty() == crate::model::Ty::Str {
-            V::str(seg)
+            V::str(seg.to_owned())
         } else {
             V::Int(seg.parse().ok()?)
         };
@@ -709,7 +709,7 @@ fn parse_finder(
         let text = value.trim().trim_matches('\'');
         let v = match def.ty {
             crate::model::Ty::Int => text.parse::<i64>().ok().map(V::Int),
-            _ => Some(V::str(text)),
+            _ => Some(V::str(text.to_owned())),
         };
         let Some(v) = v else {
             return Err(bad(
