@@ -38,8 +38,13 @@ pub struct TableauSandboxArgs {
     #[arg(long, default_value = "ml-connector-pat")]
     pub pat_name: String,
     /// The personal access token secret (default: random).
-    #[arg(long, env = "ML_CONNECTOR_SANDBOX_PAT_SECRET", hide_env_values = true)]
-    pub pat_secret: Option<String>,
+    #[arg(
+        long,
+        env = "ML_CONNECTOR_SANDBOX_PAT_SECRET",
+        hide_env_values = true,
+        value_parser = parse_secret
+    )]
+    pub pat_secret: Option<Secret>,
     /// Largest Update-Data-in-Hyper payload in MB (413 above).
     #[arg(long, default_value_t = 100)]
     pub update_payload_limit_mb: u64,
@@ -84,7 +89,7 @@ impl TableauSandboxArgs {
             site_content_url: self.site.clone(),
             project_name: self.project.clone(),
             pat_name: self.pat_name.clone(),
-            pat_secret: self.pat_secret.clone().map(Secret::new).unwrap_or_default(),
+            pat_secret: self.pat_secret.clone().unwrap_or_default(),
             ..TableauSandboxConfig::default()
         };
         match &self.data_dir {
@@ -93,6 +98,11 @@ impl TableauSandboxArgs {
         }
         config
     }
+}
+
+/// Wraps the PAT secret at once so `Debug` never shows it.
+fn parse_secret(text: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(text))
 }
 
 /// Starts the sandbox, prints the JSON line, serves until SIGINT/SIGTERM.
@@ -142,5 +152,48 @@ async fn wait_for_signal() -> std::io::Result<()> {
     tokio::select! {
         result = tokio::signal::ctrl_c() => result,
         _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TableauSandboxArgs,
+    }
+
+    #[test]
+    fn flags_map_onto_the_config_and_hide_the_secret() {
+        let cli = Cli::try_parse_from([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:8123",
+            "--data-dir",
+            "/tmp/x",
+            "--session-ttl-minutes",
+            "120",
+            "--pat-secret",
+            "hunter2",
+            "--update-payload-limit-mb",
+            "10",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("hunter2"));
+        let config = cli.args.config();
+        assert_eq!(config.listen.port(), 8123);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert!(!config.remove_data_dir_on_shutdown);
+        assert_eq!(config.session_ttl, Duration::from_secs(7200));
+        assert_eq!(config.update_payload_limit, 10 * MB);
+        assert_eq!(config.single_request_limit, 64 * MB);
+        assert_eq!(config.pat_secret.expose(), "hunter2");
+        let defaults = Cli::try_parse_from(["sandbox"]).unwrap().args.config();
+        assert!(defaults.remove_data_dir_on_shutdown);
+        assert_eq!(defaults.session_ttl, Duration::from_secs(240 * 60));
+        assert!(defaults.pat_secret.is_empty());
     }
 }

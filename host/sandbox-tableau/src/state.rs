@@ -465,8 +465,9 @@ impl Webhook {
     }
 }
 
-/// Everything that changes while the sandbox runs.
-#[derive(Debug, Default)]
+/// Everything that changes while the sandbox runs. `Debug` shows counts
+/// only: session keys are bearer tokens and PATs are secrets.
+#[derive(Default)]
 pub struct Inner {
     /// PAT name → secret.
     pub pats: HashMap<String, mlc_common::Secret>,
@@ -484,4 +485,41 @@ pub struct Inner {
     pub request_ids: HashMap<String, (String, Instant)>,
     /// Counter inside upload ids.
     pub upload_counter: u64,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("pats", &self.pats.len())
+            .field("sessions", &self.sessions.len())
+            .field("datasources", &self.datasources.len())
+            .field("uploads", &self.uploads.len())
+            .field("jobs", &self.jobs.len())
+            .field("webhooks", &self.webhooks.len())
+            .field("request_ids", &self.request_ids.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_tokens() {
+        let mut inner = Inner::default();
+        inner.sessions.insert(
+            "tok3n|secret".to_owned(),
+            Session {
+                pat_name: "p".into(),
+                site_id: "s".into(),
+                user_id: "u".into(),
+                expires: Instant::now(),
+                epoch: 0,
+            },
+        );
+        let text = format!("{inner:?}");
+        assert!(!text.contains("tok3n"), "{text}");
+        assert!(text.contains("sessions: 1"), "{text}");
+    }
 }
