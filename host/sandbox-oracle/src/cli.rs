@@ -143,3 +143,76 @@ async fn wait_for_signal() -> Result<(), SandboxError> {
 async fn wait_for_signal() -> Result<(), SandboxError> {
     tokio::signal::ctrl_c().await.map_err(SandboxError::Signal)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: OracleSandboxArgs,
+    }
+
+    #[test]
+    fn flags_become_the_sandbox_configuration() {
+        let cmd = Cmd::try_parse_from([
+            "sandbox",
+            "--listen",
+            "127.0.0.1:7001",
+            "--seed",
+            "9",
+            "--invoices",
+            "5000",
+            "--token-ttl",
+            "60",
+            "--same-timestamp",
+            "1000",
+            "--updates-per-sec",
+            "2.5",
+            "--late-commit-secs",
+            "300",
+            "--mutate-between-pages",
+            "3",
+            "--rate-limit-every",
+            "10",
+            "--retry-after",
+            "4",
+            "--error-every",
+            "7",
+            "--error-status",
+            "504",
+            "--slow-ms",
+            "250",
+            "--drop-every",
+            "11",
+            "--revoke-tokens-every",
+            "30",
+        ])
+        .unwrap();
+        let c = cmd.args.config();
+        assert_eq!(c.listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!((c.seed, c.invoices, c.same_timestamp), (9, 5000, 1000));
+        assert_eq!(c.token_ttl, Duration::from_secs(60));
+        assert_eq!(c.updates_per_sec, 2.5);
+        assert_eq!(c.late_commit_secs, 300);
+        assert_eq!(c.mutate_between_pages, 3);
+        assert_eq!((c.rate_limit_every, c.retry_after_secs), (10, 4));
+        assert_eq!((c.error_every, c.error_status), (7, 504));
+        assert_eq!(c.slow, Duration::from_millis(250));
+        assert_eq!(c.drop_every, 11);
+        assert_eq!(c.revoke_every, Some(Duration::from_secs(30)));
+        assert!(c.client_secret.is_none(), "random secret unless given");
+
+        let defaults = Cmd::try_parse_from(["sandbox"]).unwrap().args.config();
+        assert_eq!(
+            defaults.listen.ip().to_string(),
+            "127.0.0.1",
+            "loopback by default"
+        );
+        assert_eq!(defaults.listen.port(), 0);
+        assert_eq!(defaults.token_ttl, Duration::from_secs(3600));
+        assert_eq!(defaults.revoke_every, None);
+    }
+}
