@@ -4,7 +4,7 @@
 //! One `Engine` (component model, epoch interruption, optional fuel) and one
 //! `Linker` serve every plugin. Compiled components are cached on disk as
 //! `<cache>/<engine-compat>/<sha256-of-wasm>.cwasm`; a cache file that
-//! cannot be loaded is recompiled and rewritten.
+//! cannot be loaded is recompiled and replaced (by rename, never in place).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -180,18 +180,22 @@ impl EngineParts {
         Ok((component, CompileSource::Compiled { took }))
     }
 
-    /// Loads a cached compiled component.
+    /// Loads a cached compiled component. The file is read into memory
+    /// rather than mapped (`deserialize_file`): a cache file truncated or
+    /// rewritten in place while mapped would fault the whole process
+    /// (SIGBUS), whereas a copy is immune to what happens to the file later.
     #[allow(unsafe_code)]
     fn deserialize_cached(&self, path: &Path) -> wasmtime::Result<Component> {
-        // SAFETY: `deserialize_file` trusts the file to hold native code
-        // produced by `Component::serialize` for a compatible engine. The
-        // cache directory is ours: files are written only by `write_cache`
-        // (to a temporary name, then renamed), named by the SHA-256 of the
-        // wasm they were compiled from, under a directory keyed by this
-        // engine's compatibility hash; wasmtime still checks the header and
-        // engine settings and returns an error (we then recompile) on any
-        // mismatch. The directory must be writable only by this service.
-        unsafe { Component::deserialize_file(&self.engine, path) }
+        let bytes = std::fs::read(path)?;
+        // SAFETY: `deserialize` trusts the bytes to be native code produced
+        // by `Component::serialize` for a compatible engine. The cache
+        // directory is ours: files are written only by `write_cache` (to a
+        // temporary name, then renamed), named by the SHA-256 of the wasm
+        // they were compiled from, under a directory keyed by this engine's
+        // compatibility hash; wasmtime still checks the header and engine
+        // settings and returns an error (we then recompile) on any mismatch.
+        // The directory must be writable only by this service.
+        unsafe { Component::deserialize(&self.engine, &bytes) }
     }
 
     /// Refuses a component whose imports leave the allow-list, naming them.

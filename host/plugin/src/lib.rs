@@ -44,6 +44,7 @@ mod host;
 mod limits;
 mod reference;
 mod runtime;
+mod watch;
 
 pub use engine::CompileSource;
 pub use error::{BoxError, GuestError, OutputMeasure, PluginError, PluginRef, VersionId};
@@ -53,5 +54,6 @@ pub use reference::{
 };
 pub use runtime::{
     LoadOptions, PluginInfo, PluginRuntime, PluginStatus, Refusal, RuntimeConfig, Sample,
-    SampleSummary, check_name, records_of,
+    SampleSummary, check_name, records_of, version_of,
 };
+pub use watch::{WatchHandle, WatchOptions};

@@ -303,6 +303,12 @@ impl std::fmt::Debug for PluginRuntime {
     }
 }
 
+/// The version id a component with a configuration gets when loaded:
+/// SHA-256 over the wasm's length, the wasm and the configuration.
+pub fn version_of(wasm: &[u8], config: Option<&str>) -> VersionId {
+    VersionId::from_hex(&version_hex(wasm, config))
+}
+
 /// Checks a tenant or plugin name: it becomes a path component of the
 /// plugins directory.
 pub fn check_name(what: &'static str, name: &str) -> Result<(), PluginError> {
@@ -503,7 +509,7 @@ impl PluginRuntime {
         }
     }
 
-    fn refuse(&self, plugin: &PluginRef, origin: Option<String>, error: &PluginError) {
+    pub(crate) fn refuse(&self, plugin: &PluginRef, origin: Option<String>, error: &PluginError) {
         let reason = error.chain();
         tracing::warn!(
             tenant = %plugin.tenant,

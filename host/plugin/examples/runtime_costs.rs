@@ -1,0 +1,172 @@
+//! Measures what the plugin runtime itself costs: cold compile, cached load,
+//! per-call overhead (a trivial batch), and invoice throughput of the
+//! `gl-journal-lines` custom plugin at batch sizes 1, 100 and 1000.
+//!
+//! ```text
+//! cargo xtask build-plugins
+//! cargo run --release -p mlc-plugin --example runtime_costs -- [<plugins-built-dir>]
+//! ```
+//!
+//! The directory defaults to `$MLC_PLUGINS_BUILT`, then `target/plugins`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mlc_plugin::{CompileSource, PluginRuntime, RuntimeConfig};
+
+fn main() -> anyhow::Result<()> {
+    let dir = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("MLC_PLUGINS_BUILT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target/plugins"));
+    let read = |name: &str| {
+        let path = dir.join(format!("{name}.wasm"));
+        std::fs::read(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e} (run `cargo xtask build-plugins` first)",
+                path.display()
+            )
+        })
+    };
+    let gl = read("gl-journal-lines")?;
+    let misbehave = read("misbehave")?;
+    let cache = tempfile::tempdir()?;
+    let config = || RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
+
+    println!("## load");
+    for (name, wasm) in [("gl-journal-lines", &gl), ("misbehave", &misbehave)] {
+        let cold = PluginRuntime::new(config())?;
+        let started = Instant::now();
+        let info = cold.load_blocking("bench", "p", wasm, Default::default())?;
+        let total = started.elapsed();
+        let CompileSource::Compiled { took } = info.compile else {
+            anyhow::bail!("expected a cold compile, got {:?}", info.compile);
+        };
+        println!(
+            "{name} ({} KB): cold compile {:.1} ms, whole load (compile + validate) {:.1} ms",
+            wasm.len() / 1024,
+            ms(took),
+            ms(total)
+        );
+        let mut cached = Vec::new();
+        let mut whole = Vec::new();
+        for _ in 0..20 {
+            let warm = PluginRuntime::new(config())?;
+            let started = Instant::now();
+            let info = warm.load_blocking("bench", "p", wasm, Default::default())?;
+            whole.push(started.elapsed());
+            let CompileSource::DiskCache { took } = info.compile else {
+                anyhow::bail!("expected a cache hit, got {:?}", info.compile);
+            };
+            cached.push(took);
+        }
+        println!(
+            "{name}: cached load (deserialize) median {:.2} ms, whole load from cache median {:.2} ms (20 runs)",
+            ms(median(&mut cached)),
+            ms(median(&mut whole))
+        );
+    }
+
+    println!("\n## per-call overhead (fresh store + instantiate + configure + map_batch)");
+    let runtime = PluginRuntime::new(config())?;
+    runtime.load_blocking("bench", "items", &misbehave, Default::default())?;
+    runtime.load_blocking("bench", "gl", &gl, Default::default())?;
+    let empty: Vec<String> = Vec::new();
+    let one = vec![r#"{"id": 1}"#.to_owned()];
+    for (label, records) in [("0 records", &empty), ("1 trivial record", &one)] {
+        let mut samples = Vec::with_capacity(5000);
+        for _ in 0..5000 {
+            let started = Instant::now();
+            runtime.map_batch_blocking("bench", "items", "items", records)?;
+            samples.push(started.elapsed());
+        }
+        println!(
+            "misbehave ok, {label}: median {:.1} µs, p99 {:.1} µs (5000 calls, blocking)",
+            us(median(&mut samples)),
+            us(percentile(&mut samples, 0.99))
+        );
+    }
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut samples = Vec::with_capacity(5000);
+    tokio.block_on(async {
+        for _ in 0..5000 {
+            let started = Instant::now();
+            runtime.map_batch("bench", "items", "items", &one).await?;
+            samples.push(started.elapsed());
+        }
+        Ok::<(), mlc_plugin::PluginError>(())
+    })?;
+    println!(
+        "misbehave ok, 1 trivial record via async map_batch (block_in_place): median {:.1} µs",
+        us(median(&mut samples))
+    );
+
+    println!("\n## gl-journal-lines `invoices` (12 columns, ~1 KB records)");
+    let records: Vec<String> = (0..1000).map(invoice).collect();
+    let avg = records.iter().map(String::len).sum::<usize>() / records.len();
+    println!("record size: {avg} bytes on average");
+    for batch in [1usize, 100, 1000] {
+        let total_records = 100_000;
+        let calls = total_records / batch;
+        let started = Instant::now();
+        let mut rows = 0;
+        for call in 0..calls {
+            let start = (call * batch) % records.len();
+            let slice = &records[start..start + batch];
+            let (out, _) = runtime.map_batch_blocking("bench", "gl", "invoices", slice)?;
+            assert!(out.rejects.is_empty(), "{:?}", out.rejects.first());
+            rows += out.rows.len();
+        }
+        let took = started.elapsed();
+        println!(
+            "batch {batch:>4}: {:>9.0} records/s ({rows} rows in {:.2} s)",
+            rows as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    percentile(samples, 0.5)
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples.get(index).copied().unwrap_or_default()
+}
+
+/// A realistic Oracle Fusion payables invoice, about 1 KB.
+fn invoice(i: usize) -> String {
+    let id = 300_100_412_000_000u64 + i as u64;
+    let day = 1 + i % 28;
+    format!(
+        r#"{{"InvoiceId":{id},"InvoiceNumber":"INV-2024-{i:06}","InvoiceAmount":{}.{:02},"AmountPaid":{},"InvoiceCurrency":"USD","PaymentCurrency":"USD","InvoiceDate":"2024-05-{day:02}","AccountingDate":"2024-05-{day:02}","BusinessUnit":"US1 Business Unit","Supplier":"Acme Office Supply {}","SupplierNumber":"{}","SupplierSite":"ACME US1","LegalEntity":"US1 Legal Entity","InvoiceType":"Standard","InvoiceSource":"Manual Invoice Entry","Description":"Office supplies for May, order {i}","PaymentTerms":"Net 30","ValidationStatus":"Validated","ApprovalStatus":"Approved","PaidStatus":"Unpaid","AccountingStatus":"Accounted","CanceledFlag":{},"LiabilityDistribution":"101-110-2210-0000","CreationDate":"2024-05-{day:02}T08:00:00.000+00:00","CreatedBy":"AP.CLERK","LastUpdateDate":"2024-05-{day:02}T09:02:51.077+00:00","LastUpdatedBy":"AP.CLERK","links":[{{"rel":"self","href":"https://acme.fa.us2.oraclecloud.com/fscmRestApi/resources/11.13.18.05/invoices/{id}","name":"invoices","kind":"item","properties":{{"changeIndicator":"ACED0005737200136A6176612E7574696C2E41727261794C6973747881D21D99C7619D03000149000473697A65787000000002770400000002737200116A6176612E6C616E672E496E746567657212E2A0A4F781873802000149000576616C7565787200106A6176612E6C616E672E4E756D62657286AC951D0B94E08B0200007870000000017371007E00020000000178"}}}}]}}"#,
+        1000 + i * 7 % 9000,
+        i % 100,
+        if i % 3 == 0 {
+            "null".to_owned()
+        } else {
+            format!("{}.00", i % 500)
+        },
+        i % 50,
+        1253 + i % 50,
+        if i % 2 == 0 { "false" } else { "\"N\"" }
+    )
+}
