@@ -395,7 +395,11 @@ impl<'a> Scanner<'a> {
 
     #[inline]
     fn literal(&mut self, word: &'static [u8], what: &'static str) -> Result<(), JsonError> {
-        if self.bytes.get(self.pos..self.pos + word.len()) == Some(word) {
+        let same = self
+            .bytes
+            .get(self.pos..self.pos + word.len())
+            .is_some_and(|got| got.iter().zip(word).all(|(a, b)| a == b));
+        if same {
             self.pos += word.len();
             Ok(())
         } else {
@@ -679,6 +683,46 @@ mod tests {
                 "accepted {bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn long_strings_end_at_the_right_quote() {
+        // Quotes and escapes at every offset around the 8-byte chunks.
+        for len in 0..40 {
+            for esc in [None, Some(0), Some(7), Some(8), Some(15)] {
+                let mut body: String = "abcdefghijklmnopqrstuvwxyz0123456789ABCD"[..len].to_owned();
+                if let Some(at) = esc.filter(|&at| at <= body.len()) {
+                    body.insert_str(at, "\\\"");
+                }
+                let text = format!(r#"{{"k": "{body}", "after": "é{body}", "n": 1}}"#);
+                let tables = table(&["k", "n"]);
+                let mut slots = vec![Raw::Missing; 2];
+                scan_object(&text, &tables, 0, &mut slots).unwrap();
+                assert_eq!(
+                    slots[0],
+                    Raw::Str {
+                        raw: &body,
+                        escaped: body.contains('\\')
+                    },
+                    "{text}"
+                );
+                assert_eq!(slots[1], Raw::Num("1"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_longer_than_eight_bytes_match_exactly() {
+        let tables = table(&["InvoiceAmount", "InvoiceNumber", "Invoice"]);
+        let mut slots = vec![Raw::Missing; 3];
+        scan_object(
+            r#"{"InvoiceAmountX": 0, "InvoiceAmoun": 0, "InvoiceNumber": 2, "InvoiceAmount": 1, "Invoice": 3}"#,
+            &tables,
+            0,
+            &mut slots,
+        )
+        .unwrap();
+        assert_eq!(slots, vec![Raw::Num("1"), Raw::Num("2"), Raw::Num("3")]);
     }
 
     #[test]
