@@ -17,6 +17,22 @@ use serde_json::json;
 
 use super::Output;
 
+/// Prints a line on stdout. A closed pipe (`| head`) ends the program
+/// quietly; any other write failure ends it with an error.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        match writeln!(std::io::stdout().lock(), $($arg)*) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+            Err(e) => {
+                eprintln!("error: cannot write to stdout: {e}");
+                std::process::exit(1);
+            }
+        }
+    }};
+}
+
 /// Plugin commands.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
@@ -210,20 +226,20 @@ async fn check(
         .await
         .with_context(|| format!("{} is refused", file.display()))?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&info_json(&info))?),
+        Output::Json => say!("{}", serde_json::to_string_pretty(&info_json(&info))?),
         Output::Text => {
-            println!("component  {} ({} bytes)", file.display(), wasm.len());
-            println!("world      ml-connector:mapping/mapping@0.1.0: ok");
-            println!("version    {}", info.version.as_str());
-            println!("compile    {}", describe_compile(&info));
-            println!("imports    {}", info.imports.len());
+            say!("component  {} ({} bytes)", file.display(), wasm.len());
+            say!("world      ml-connector:mapping/mapping@0.1.0: ok");
+            say!("version    {}", info.version.as_str());
+            say!("compile    {}", describe_compile(&info));
+            say!("imports    {}", info.imports.len());
             for import in &info.imports {
-                println!("  {import}");
+                say!("  {import}");
             }
             for resource in &info.resources {
                 if let Some(schema) = info.schema(resource) {
-                    println!();
-                    println!("resource {resource} ({} columns)", schema.columns.len());
+                    say!();
+                    say!("resource {resource} ({} columns)", schema.columns.len());
                     print_schema(schema);
                 }
             }
@@ -321,7 +337,7 @@ async fn test(args: TestArgs<'_>, cache: &CacheArgs, output: Output) -> anyhow::
         .map_batch(args.tenant, "test", &resource, &records)
         .await?;
     match output {
-        Output::Json => println!(
+        Output::Json => say!(
             "{}",
             serde_json::to_string_pretty(&batch_json(&schema, &batch))?
         ),
@@ -364,16 +380,16 @@ fn print_batch(schema: &Schema, batch: &MappedBatch, records: usize) {
         .map(|r| r.values.iter().map(cell).collect())
         .collect();
     print_table(&header, &rows);
-    println!();
-    println!(
+    say!();
+    say!(
         "{records} records: {} rows, {} rejected",
         batch.rows.len(),
         batch.rejects.len()
     );
     for reject in &batch.rejects {
         match &reject.field {
-            Some(field) => println!("  record {}: {field}: {}", reject.index, reject.reason),
-            None => println!("  record {}: {}", reject.index, reject.reason),
+            Some(field) => say!("  record {}: {field}: {}", reject.index, reject.reason),
+            None => say!("  record {}: {}", reject.index, reject.reason),
         }
     }
 }
@@ -407,7 +423,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", text.join("  ").trim_end());
+        say!("{}", text.join("  ").trim_end());
     };
     line(header.to_vec());
     line(
@@ -593,7 +609,7 @@ async fn load(
     dir.write_history(tenant, name, &history)?;
     let installed = dir.tenant_dir(tenant).join(format!("{name}.wasm"));
     match output {
-        Output::Json => println!(
+        Output::Json => say!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "tenant": tenant,
@@ -606,19 +622,21 @@ async fn load(
             }))?
         ),
         Output::Text => {
-            println!(
+            say!(
                 "validated {} ({})",
                 file.display(),
                 info.resources.join(", ")
             );
             if let Some(sample) = &info.sample {
-                println!(
+                say!(
                     "sample: {} records, {} rows, {} rejected",
-                    sample.records, sample.rows, sample.rejects
+                    sample.records,
+                    sample.rows,
+                    sample.rejects
                 );
             }
-            println!("installed {} version {}", installed.display(), info.version);
-            println!("{} versions kept for rollback", history.len());
+            say!("installed {} version {}", installed.display(), info.version);
+            say!("{} versions kept for rollback", history.len());
         }
     }
     Ok(())
@@ -672,10 +690,10 @@ fn list(dir: &PluginDir, output: Output) -> anyhow::Result<()> {
     }
     entries.sort_by_key(|e| (e["tenant"].to_string(), e["name"].to_string()));
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+        Output::Json => say!("{}", serde_json::to_string_pretty(&entries)?),
         Output::Text => {
             if entries.is_empty() {
-                println!("no plugins in {}", dir.root.display());
+                say!("no plugins in {}", dir.root.display());
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = entries
@@ -722,13 +740,13 @@ fn rollback(dir: &PluginDir, tenant: &str, name: &str, output: Output) -> anyhow
     dir.install(tenant, name, &files)?;
     dir.write_history(tenant, name, &history)?;
     match output {
-        Output::Json => println!(
+        Output::Json => say!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "tenant": tenant, "name": name, "from": from, "to": to, "rollback_depth": history.len() - 1,
             }))?
         ),
-        Output::Text => println!(
+        Output::Text => say!(
             "plugin `{name}` of tenant `{tenant}`: restored version {} (was {}); a running runtime swaps back on its next scan",
             &to[..to.len().min(12)],
             &from[..from.len().min(12)]
