@@ -20,3 +20,6 @@ mod hyper;
 mod tableau_client;
 #[cfg(feature = "tableau-sandbox")]
 mod tableau_sandbox;
+
+#[cfg(feature = "pipeline")]
+mod pipeline;

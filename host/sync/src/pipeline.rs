@@ -96,6 +96,9 @@ pub struct Pipeline {
     last_full_fingerprint: Option<[u8; 32]>,
     schema: Option<Schema>,
     cycles: u64,
+    /// Attempts of the pending batch whose Tableau job definitively failed
+    /// (nothing applied): the next attempt must use fresh `RequestID`s.
+    failed_attempts: u32,
 }
 
 impl Pipeline {
@@ -109,6 +112,7 @@ impl Pipeline {
             last_full_fingerprint: None,
             schema: None,
             cycles: 0,
+            failed_attempts: 0,
         }
     }
 
@@ -305,7 +309,7 @@ impl Pipeline {
                 datasource_id,
                 datasource_name: self.spec.datasource.clone(),
                 batch_id: batch_id.clone(),
-                failed_attempts: 0,
+                failed_attempts: self.failed_attempts,
                 key_columns,
                 parts: vec![PayloadPart {
                     path: summary.path.clone(),
@@ -313,16 +317,23 @@ impl Pipeline {
                     deletes: false,
                 }],
             };
-            let outcomes =
-                c.tableau
-                    .update_data(&batch)
-                    .await
-                    .map_err(|source| SyncError::Publish {
+            let outcomes = match c.tableau.update_data(&batch).await {
+                Ok(outcomes) => outcomes,
+                Err(source) => {
+                    // A job that ran and failed applied nothing; a server may
+                    // remember its RequestID, so the retry gets new ones. Any
+                    // other failure is ambiguous and keeps them.
+                    if matches!(*source.kind, mlc_tableau::ErrorKind::JobFailed { .. }) {
+                        self.failed_attempts += 1;
+                    }
+                    return Err(SyncError::Publish {
                         pipeline: label.clone(),
                         batch: batch_id.clone(),
                         operation: "upsert",
                         source,
-                    })?;
+                    });
+                }
+            };
             report.action = CycleAction::Upserted {
                 request_ids: outcomes.iter().map(|o| o.request_id.clone()).collect(),
                 jobs: outcomes
@@ -342,6 +353,7 @@ impl Pipeline {
         }
         self.schema = Some(schema);
         self.cycles += 1;
+        self.failed_attempts = 0;
         let _ = tokio::fs::remove_file(&summary.path).await;
         tracing::info!(batch = %batch_id, rows = report.rows_written, action = ?report.action, "batch confirmed");
         Ok(report)

@@ -1,0 +1,271 @@
+//! The whole pipeline on the sandboxes: Oracle Fusion → the `scripted`
+//! component with the demo invoices mapping → Hyper → Tableau, read back
+//! from the Tableau sandbox's `.hyper` file and compared with Oracle's own
+//! state after every cycle.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mlc_common::Value;
+use mlc_common::time::parse_timestamp;
+use mlc_hyper::{Hyperd, HyperdConfig};
+use mlc_oracle::{OracleClient, OracleConfig, ResourceSpec};
+use mlc_plugin::{PluginRuntime, RuntimeConfig};
+use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
+use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
+use mlc_sync::{Connectors, CycleAction, Pipeline, PipelineSpec, ReferenceSources, ReferenceStore};
+use mlc_tableau::{TableauClient, TableauConfig};
+
+use crate::common::{init_tracing, workspace_root};
+
+const TENANT: &str = "acme";
+const DATASOURCE: &str = "AP Invoices";
+
+fn scripted_wasm() -> Vec<u8> {
+    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/plugins"));
+    let path = dir.join("scripted.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the guests first with `cargo xtask build-plugins`",
+            path.display()
+        )
+    })
+}
+
+struct World {
+    oracle: OracleSandbox,
+    tableau: TableauSandbox,
+    connectors: Connectors,
+    _dir: tempfile::TempDir,
+}
+
+async fn world(invoices: u64) -> World {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let oracle = OracleSandbox::start(SandboxConfig {
+        seed: 11,
+        invoices,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let tableau = TableauSandbox::start(TableauSandboxConfig {
+        data_dir: dir.path().join("tableau"),
+        ..TableauSandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let hyperd = Hyperd::start(HyperdConfig {
+        log_dir: dir.path().join("hyperd"),
+        ..HyperdConfig::default()
+    })
+    .await
+    .unwrap();
+    let oracle_client = OracleClient::new(
+        TENANT,
+        OracleConfig::new(
+            oracle.base_url(),
+            oracle.token_url(),
+            oracle.client_id(),
+            oracle.client_secret(),
+            oracle.scope(),
+        ),
+    )
+    .unwrap();
+    let tableau_client = TableauClient::new(
+        TENANT,
+        TableauConfig::new(
+            tableau.server_url(),
+            tableau.site_content_url(),
+            tableau.pat_name(),
+            tableau.pat_secret().clone(),
+            tableau.project_name(),
+        ),
+    )
+    .unwrap();
+    let reference = Arc::new(ReferenceStore::new());
+    reference
+        .sync_from_oracle(
+            TENANT,
+            &oracle_client,
+            &ReferenceSources {
+                suppliers: true,
+                value_sets: vec![
+                    ("CORP_ENTITY".into(), "companies".into()),
+                    ("CORP_COST_CENTER".into(), "cost-centers".into()),
+                    ("CORP_ACCOUNT".into(), "accounts".into()),
+                ],
+                combination_segments: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        reference.len(TENANT, "suppliers") > 0,
+        "no suppliers synced"
+    );
+    assert!(
+        reference.len(TENANT, "cost-centers") > 0,
+        "no cost centers synced"
+    );
+    let plugins = PluginRuntime::new(RuntimeConfig {
+        cache_dir: Some(workspace_root().join("target/plugin-cache")),
+        reference,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let script =
+        std::fs::read_to_string(workspace_root().join("mappings/demo/invoices.toml")).unwrap();
+    plugins
+        .load(TENANT, "invoices", scripted_wasm(), Some(script))
+        .await
+        .unwrap();
+    World {
+        oracle,
+        tableau,
+        connectors: Connectors {
+            oracle: oracle_client,
+            tableau: tableau_client,
+            plugins,
+            hyperd: Arc::new(hyperd),
+            work_dir: dir.path().join("batches"),
+        },
+        _dir: dir,
+    }
+}
+
+fn pipeline() -> Pipeline {
+    Pipeline::new(PipelineSpec {
+        tenant: TENANT.into(),
+        name: "invoices".into(),
+        resource: ResourceSpec::invoices(),
+        plugin: "invoices".into(),
+        datasource: DATASOURCE.into(),
+    })
+}
+
+/// Oracle's invoices: id -> (number, LastUpdateDate in µs).
+fn oracle_state(sandbox: &OracleSandbox) -> BTreeMap<i64, (String, i64)> {
+    sandbox
+        .snapshot("invoices")
+        .unwrap()
+        .into_iter()
+        .map(|item| {
+            let id = item["InvoiceId"].as_i64().unwrap();
+            let number = item["InvoiceNumber"].as_str().unwrap().to_owned();
+            let updated = parse_timestamp(item["LastUpdateDate"].as_str().unwrap()).unwrap();
+            (id, (number, updated))
+        })
+        .collect()
+}
+
+/// What a dashboard sees: id -> (number, last updated), failing on a
+/// duplicate key.
+async fn tableau_state(sandbox: &TableauSandbox) -> BTreeMap<i64, (String, i64)> {
+    let rows = sandbox
+        .datasource_rows(DATASOURCE, &["Invoice ID"])
+        .await
+        .unwrap()
+        .expect("the data source exists");
+    // Column order is the mapping's: find the three we compare.
+    let script =
+        std::fs::read_to_string(workspace_root().join("mappings/demo/invoices.toml")).unwrap();
+    let names: Vec<String> = script
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .collect();
+    let at = |n: &str| names.iter().position(|c| c == n).unwrap();
+    let (id, number, updated) = (at("Invoice ID"), at("Invoice Number"), at("Last Updated"));
+    let mut state = BTreeMap::new();
+    for row in rows {
+        let (Value::Integer(k), Value::Text(n), Value::Timestamp(t)) =
+            (&row[id], &row[number], &row[updated])
+        else {
+            panic!("unexpected row shape: {row:?}");
+        };
+        let previous = state.insert(*k, (n.clone(), *t));
+        assert!(previous.is_none(), "invoice {k} is in Tableau twice");
+    }
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_then_upserts_keep_tableau_equal_to_oracle() {
+    let w = world(120).await;
+    let mut p = pipeline();
+
+    let first = p.run_cycle(&w.connectors).await.unwrap();
+    assert!(
+        matches!(first.action, CycleAction::Published { .. }),
+        "first cycle must publish: {first:?}"
+    );
+    assert_eq!(
+        first.rejected_by_mapping + first.rejected_by_writer,
+        0,
+        "{first:?}"
+    );
+    assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
+
+    // Changes in Oracle: updated and new invoices arrive as one upsert.
+    let touched = w.oracle.mutate(7, 4);
+    let second = p.run_cycle(&w.connectors).await.unwrap();
+    let CycleAction::Upserted { request_ids, .. } = &second.action else {
+        panic!("second cycle must upsert: {second:?}");
+    };
+    assert_eq!(request_ids, &vec![second.batch_id.clone()]);
+    let distinct: std::collections::BTreeSet<_> = touched.iter().collect();
+    assert_eq!(second.rows_written, distinct.len() as u64, "{second:?}");
+    assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
+
+    // Nothing changed: one request to Oracle, nothing to Tableau.
+    let third = p.run_cycle(&w.connectors).await.unwrap();
+    assert_eq!(third.action, CycleAction::NothingNew, "{third:?}");
+    assert_eq!(third.oracle_requests, 1, "{third:?}");
+    assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upsert_is_retried_next_cycle_without_loss_or_duplicates() {
+    let w = world(40).await;
+    let mut p = pipeline();
+    p.run_cycle(&w.connectors).await.unwrap();
+    let cursor_before = p.cursor().cloned();
+
+    w.oracle.mutate(3, 2);
+    w.tableau
+        .faults()
+        .fail_next_job("simulated backend failure");
+    let error = p.run_cycle(&w.connectors).await.unwrap_err();
+    let text = format!("{error:#}");
+    let chain: Vec<String> =
+        std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect();
+    assert!(
+        chain
+            .iter()
+            .any(|m| m.contains("simulated backend failure")),
+        "the job's notes must reach the error: {text} / {chain:?}"
+    );
+    assert_eq!(
+        p.cursor().cloned(),
+        cursor_before,
+        "a failed batch must not move the cursor"
+    );
+
+    // The next cycle reads the same changes again and applies them once.
+    let retry = p.run_cycle(&w.connectors).await.unwrap();
+    let CycleAction::Upserted { request_ids, .. } = &retry.action else {
+        panic!("the retry must upsert: {retry:?}");
+    };
+    assert_eq!(
+        request_ids,
+        &vec![format!("{}.a1", retry.batch_id)],
+        "after a failed job the retry needs a fresh RequestID"
+    );
+    assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
+}
