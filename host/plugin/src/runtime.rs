@@ -465,6 +465,10 @@ impl PluginRuntime {
 
     /// Loads on the calling thread (compiling can take a second in a debug
     /// build): for callers that are not on an async runtime.
+    ///
+    /// A version that is already kept (same wasm and configuration, loaded
+    /// and validated before) is swapped in again at once, without running
+    /// the sample again.
     pub fn load_blocking(
         &self,
         tenant: &str,

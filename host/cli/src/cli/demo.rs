@@ -244,12 +244,12 @@ impl DemoCommand {
         hyperd.shutdown().await.ok();
         tableau_sandbox.shutdown().await.ok();
         oracle_sandbox.shutdown().await;
-        if let Some(n) = invoice_rows {
-            if n != invoices_in_oracle {
-                bail!(
-                    "Tableau's `Demo Invoices` holds {n} rows but Oracle has {invoices_in_oracle} invoices"
-                );
-            }
+        if let Some(n) = invoice_rows
+            && n != invoices_in_oracle
+        {
+            bail!(
+                "Tableau's `Demo Invoices` holds {n} rows but Oracle has {invoices_in_oracle} invoices"
+            );
         }
         Ok(())
     }
