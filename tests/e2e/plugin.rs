@@ -4,6 +4,8 @@
 //!
 //! Components come from `$MLC_PLUGINS_BUILT` or `<workspace>/target/plugins`
 //! (build them with `cargo xtask build-plugins`).
+// Test helpers fail the test loudly, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -323,7 +325,9 @@ async fn refused_components_leave_the_old_version_serving() {
         .unwrap();
     let sample = Sample::Records(items(3));
 
-    let attempts: Vec<(&str, Vec<u8>, Option<&str>, Option<Sample>)> = vec![
+    // (expected error kind, component, configuration, sample)
+    type Attempt = (&'static str, Vec<u8>, Option<&'static str>, Option<Sample>);
+    let attempts: Vec<Attempt> = vec![
         (
             "forbidden-import",
             component("misbehave-import"),

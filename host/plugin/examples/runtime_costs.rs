@@ -160,13 +160,17 @@ fn invoice(i: usize) -> String {
         r#"{{"InvoiceId":{id},"InvoiceNumber":"INV-2024-{i:06}","InvoiceAmount":{}.{:02},"AmountPaid":{},"InvoiceCurrency":"USD","PaymentCurrency":"USD","InvoiceDate":"2024-05-{day:02}","AccountingDate":"2024-05-{day:02}","BusinessUnit":"US1 Business Unit","Supplier":"Acme Office Supply {}","SupplierNumber":"{}","SupplierSite":"ACME US1","LegalEntity":"US1 Legal Entity","InvoiceType":"Standard","InvoiceSource":"Manual Invoice Entry","Description":"Office supplies for May, order {i}","PaymentTerms":"Net 30","ValidationStatus":"Validated","ApprovalStatus":"Approved","PaidStatus":"Unpaid","AccountingStatus":"Accounted","CanceledFlag":{},"LiabilityDistribution":"101-110-2210-0000","CreationDate":"2024-05-{day:02}T08:00:00.000+00:00","CreatedBy":"AP.CLERK","LastUpdateDate":"2024-05-{day:02}T09:02:51.077+00:00","LastUpdatedBy":"AP.CLERK","links":[{{"rel":"self","href":"https://acme.fa.us2.oraclecloud.com/fscmRestApi/resources/11.13.18.05/invoices/{id}","name":"invoices","kind":"item","properties":{{"changeIndicator":"ACED0005737200136A6176612E7574696C2E41727261794C6973747881D21D99C7619D03000149000473697A65787000000002770400000002737200116A6176612E6C616E672E496E746567657212E2A0A4F781873802000149000576616C7565787200106A6176612E6C616E672E4E756D62657286AC951D0B94E08B0200007870000000017371007E00020000000178"}}}}]}}"#,
         1000 + i * 7 % 9000,
         i % 100,
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             "null".to_owned()
         } else {
             format!("{}.00", i % 500)
         },
         i % 50,
         1253 + i % 50,
-        if i % 2 == 0 { "false" } else { "\"N\"" }
+        if i.is_multiple_of(2) {
+            "false"
+        } else {
+            "\"N\""
+        }
     )
 }

@@ -16,6 +16,7 @@
 //! Compiling and validating run off the async runtime.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,8 +52,6 @@ pub struct RuntimeConfig {
     /// Versions kept per plugin for rollback (at least 2). Default 16.
     pub max_versions: usize,
 }
-
-use std::path::PathBuf;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
