@@ -36,6 +36,37 @@ pub struct Script {
     slot_count: usize,
 }
 
+/// Builds the caller's row type from the values of one output row.
+pub trait RowMaker {
+    /// The row type.
+    type Row;
+    /// A row of record `source` from `values` (in schema order); may take
+    /// the values out of the vector, which is cleared before the next row.
+    fn make(&mut self, source: u32, values: &mut Vec<Value>) -> Self::Row;
+}
+
+/// Rows as [`mlc_common::Row`].
+struct CommonRows;
+
+impl RowMaker for CommonRows {
+    type Row = Row;
+
+    fn make(&mut self, source: u32, values: &mut Vec<Value>) -> Row {
+        let capacity = values.len();
+        Row {
+            source,
+            values: std::mem::replace(values, Vec::with_capacity(capacity)),
+        }
+    }
+}
+
+/// Where rows go while a batch is mapped.
+struct Emit<'o, M: RowMaker> {
+    rows: &'o mut Vec<M::Row>,
+    maker: &'o mut M,
+    scratch: &'o mut Vec<Value>,
+}
+
 /// One object level: the record itself (0) or an expanded child.
 #[derive(Clone, Debug)]
 struct Level {
@@ -536,6 +567,20 @@ impl Script {
         records: &[S],
         lookup: &mut dyn Lookup,
     ) -> Result<MappedBatch, MapError> {
+        let (rows, rejects) = self.map_batch_with(resource, records, lookup, &mut CommonRows)?;
+        Ok(MappedBatch { rows, rejects })
+    }
+
+    /// [`Script::map_batch`] building the caller's own row type with
+    /// `maker` (the guest builds its WIT rows directly, converting each
+    /// value once).
+    pub fn map_batch_with<S: AsRef<str>, M: RowMaker>(
+        &self,
+        resource: &str,
+        records: &[S],
+        lookup: &mut dyn Lookup,
+        maker: &mut M,
+    ) -> Result<(Vec<M::Row>, Vec<Reject>), MapError> {
         if resource != self.resource {
             return Err(MapError::UnknownResource {
                 mapped: self.resource.clone(),
@@ -546,22 +591,26 @@ impl Script {
             return Err(MapError::BatchTooLarge(records.len()));
         }
         let mut cx = Context::new(lookup);
-        let mut out = MappedBatch {
-            rows: Vec::with_capacity(records.len()),
-            rejects: Vec::new(),
+        let mut rows: Vec<M::Row> = Vec::with_capacity(records.len());
+        let mut rejects = Vec::new();
+        let mut scratch: Vec<Value> = Vec::with_capacity(self.columns.len());
+        let mut emit = Emit {
+            rows: &mut rows,
+            maker,
+            scratch: &mut scratch,
         };
         let mut slots: Vec<Raw<'_>> = vec![Raw::Missing; self.slot_count];
         for (index, record) in records.iter().enumerate() {
             let index = index as u32;
             slots.iter_mut().for_each(|s| *s = Raw::Missing);
-            let first_row = out.rows.len();
+            let first_row = emit.rows.len();
             let result = match json::scan_object(
                 record.as_ref(),
                 &self.tables,
                 self.levels[0].table,
                 &mut slots,
             ) {
-                Ok(()) => self.walk(0, index, &mut slots, &mut cx, &mut out.rows),
+                Ok(()) => self.walk(0, index, &mut slots, &mut cx, &mut emit),
                 Err(e) => Err(Stop::Fault(Fault::new(format!(
                     "the record is not a JSON object: {e}"
                 )))),
@@ -570,8 +619,8 @@ impl Script {
                 Ok(()) => {}
                 Err(Stop::Fatal(e)) => return Err(e),
                 Err(Stop::Fault(Fault { field, message })) => {
-                    out.rows.truncate(first_row);
-                    out.rejects.push(Reject {
+                    emit.rows.truncate(first_row);
+                    rejects.push(Reject {
                         index,
                         field,
                         reason: message,
@@ -579,17 +628,17 @@ impl Script {
                 }
             }
         }
-        Ok(out)
+        Ok((rows, rejects))
     }
 
     /// Emits the rows of one object at `level` (its slots are filled).
-    fn walk<'a>(
+    fn walk<'a, M: RowMaker>(
         &self,
         level: usize,
         index: u32,
         slots: &mut Vec<Raw<'a>>,
         cx: &mut Context<'_>,
-        rows: &mut Vec<Row>,
+        rows: &mut Emit<'_, M>,
     ) -> Result<(), Stop> {
         let Some(child) = self.levels[level].child else {
             return self.row(index, slots, cx, rows);
@@ -654,12 +703,12 @@ impl Script {
     }
 
     /// Evaluates the filter and the columns for one output row.
-    fn row(
+    fn row<M: RowMaker>(
         &self,
         index: u32,
         slots: &[Raw<'_>],
         cx: &mut Context<'_>,
-        rows: &mut Vec<Row>,
+        out: &mut Emit<'_, M>,
     ) -> Result<(), Stop> {
         if let Some(filter) = &self.filter {
             let keep = eval::eval(filter, slots, cx)
@@ -672,14 +721,13 @@ impl Script {
                 return Ok(());
             }
         }
-        let mut values = Vec::with_capacity(self.columns.len());
+        out.scratch.clear();
         for column in &self.columns {
-            values.push(self.column_value(column, slots, cx)?);
+            let value = self.column_value(column, slots, cx)?;
+            out.scratch.push(value);
         }
-        rows.push(Row {
-            source: index,
-            values,
-        });
+        let row = out.maker.make(index, out.scratch);
+        out.rows.push(row);
         Ok(())
     }
 

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 
 use mlc_common::{ColumnType, Value};
-use mlc_scripted_core::{Lookup, LookupError, MapError, Script};
+use mlc_scripted_core::{Lookup, LookupError, MapError, RowMaker, Script};
 
 /// Guest bindings of `wit/mapping.wit` (generated code uses `unsafe` for
 /// the canonical ABI; it stays inside this module).
@@ -84,6 +84,20 @@ fn value(v: Value) -> wit::Value {
     }
 }
 
+/// Builds WIT rows straight from each row's values (no intermediate row).
+struct WitRows;
+
+impl RowMaker for WitRows {
+    type Row = wit::Row;
+
+    fn make(&mut self, source: u32, values: &mut Vec<Value>) -> wit::Row {
+        wit::Row {
+            source,
+            values: values.drain(..).map(value).collect(),
+        }
+    }
+}
+
 fn not_configured() -> wit::PluginError {
     wit::PluginError::Internal("the scripted plugin has no script: configure was not called".into())
 }
@@ -135,8 +149,8 @@ impl Guest for Component {
         SCRIPT.with(|s| {
             let guard = s.borrow();
             let script = guard.as_ref().ok_or_else(not_configured)?;
-            let batch = script
-                .map_batch(&resource, &records, &mut HostLookup)
+            let (rows, rejects) = script
+                .map_batch_with(&resource, &records, &mut HostLookup, &mut WitRows)
                 .map_err(|e| match e {
                     MapError::UnknownResource { asked, .. } => {
                         wit::PluginError::UnknownResource(asked)
@@ -144,16 +158,8 @@ impl Guest for Component {
                     other => wit::PluginError::Internal(other.to_string()),
                 })?;
             Ok(wit::BatchOutput {
-                rows: batch
-                    .rows
-                    .into_iter()
-                    .map(|r| wit::Row {
-                        source: r.source,
-                        values: r.values.into_iter().map(value).collect(),
-                    })
-                    .collect(),
-                rejects: batch
-                    .rejects
+                rows,
+                rejects: rejects
                     .into_iter()
                     .map(|r| wit::Reject {
                         index: r.index,
