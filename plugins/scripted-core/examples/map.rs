@@ -56,9 +56,9 @@ fn load_reference(dir: &Path, reference: &mut MemoryReference) -> anyhow::Result
     Ok(())
 }
 
-/// The golden form of a mapped batch: rows as `{"source": i, "values":
-/// {column: plain JSON}}` (decimals as exact strings, dates and timestamps
-/// as ISO text).
+/// The golden form of a mapped batch, the same as `ml-connector plugin test
+/// --output json`: rows as `{column: plain JSON}` (decimals as exact
+/// strings, dates and timestamps as ISO text).
 fn golden(script: &Script, batch: &MappedBatch) -> Json {
     let columns = &script.schema().columns;
     let rows: Vec<Json> = batch
@@ -75,7 +75,7 @@ fn golden(script: &Script, batch: &MappedBatch) -> Json {
                     )
                 })
                 .collect();
-            json!({"source": row.source, "values": values})
+            Json::Object(values)
         })
         .collect();
     json!({
