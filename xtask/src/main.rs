@@ -7,7 +7,7 @@
 //! - `build-plugins`: builds every guest under `plugins/` for wasm32-wasip2
 //!   in the shared target directory and stages the components in
 //!   `target/plugins/<name>.wasm`.
-//! - `test`: setup, build-plugins, then `cargo test` (the README's command).
+X
 //! - `demo`: setup, build-plugins, then runs the product's main job once on
 //!   the sandboxes and the embedded store.
 //! - `bench`: setup, build-plugins, then the benchmarks (release build).
@@ -152,7 +152,7 @@ fn with_python(cmd: &mut Command) -> &mut Command {
 
 fn test(rest: &[String]) -> Result {
     let mut cmd = cargo();
-    cmd.arg("test").args(rest);
+    cmd.args(["test", "--workspace"]).args(rest);
     run(with_python(&mut cmd))
 }
 
