@@ -7,9 +7,10 @@
 //! - `build-plugins`: builds every guest under `plugins/` for wasm32-wasip2
 //!   in the shared target directory and stages the components in
 //!   `target/plugins/<name>.wasm`.
-X
-//! - `demo`: setup, build-plugins, then runs the product's main job once on
-//!   the sandboxes and the embedded store.
+//! - `test`: setup, build-plugins, then `cargo test --workspace` (the
+//!   README's test command, and CI's).
+//! - `demo`: setup, build-plugins, then `ml-connector demo`: the product's
+//!   main job once on the sandboxes.
 //! - `bench`: setup, build-plugins, then the benchmarks (release build).
 
 use std::env;
