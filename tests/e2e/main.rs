@@ -1,6 +1,8 @@
 //! End-to-end tests, linked into one binary so wasmtime is linked once.
 //! Each area owns one module; a module is compiled only with its feature.
 #![allow(missing_docs)]
+// The whole binary is test code: failing loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
