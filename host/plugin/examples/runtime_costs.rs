@@ -1,6 +1,9 @@
 //! Measures what the plugin runtime itself costs: cold compile, cached load,
 //! per-call overhead (a trivial batch), and invoice throughput of the
-//! `gl-journal-lines` custom plugin at batch sizes 1, 100 and 1000.
+//! `gl-journal-lines` custom plugin at batch sizes 1, 100 and 1000. The
+//! per-call and throughput parts run twice, with the pooling allocator (the
+//! default) and with the on-demand allocator, each with the user and system
+//! CPU time it used (Linux: `/proc/self/stat`).
 //!
 //! ```text
 //! cargo xtask build-plugins
@@ -12,7 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mlc_plugin::{CompileSource, PluginRuntime, RuntimeConfig};
+use mlc_plugin::{CompileSource, InstanceAllocator, PluginRuntime, RuntimeConfig};
 
 fn main() -> anyhow::Result<()> {
     let dir = std::env::args()
@@ -71,10 +74,41 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    for pooling in [true, false] {
+        let runtime = PluginRuntime::new(RuntimeConfig {
+            pooling,
+            ..config()
+        })?;
+        let allocator = match runtime.allocator() {
+            InstanceAllocator::Pooling {
+                max_concurrent_calls,
+                max_memory,
+            } => format!(
+                "pooling ({max_concurrent_calls} calls, {} MiB memory slots)",
+                max_memory >> 20
+            ),
+            InstanceAllocator::OnDemand { reason } => format!("on-demand ({reason})"),
+        };
+        println!("\n# allocator: {allocator}");
+        let cpu = CpuTime::now();
+        calls(&runtime, &gl, &misbehave)?;
+        match (cpu, CpuTime::now()) {
+            (Some(before), Some(after)) => println!(
+                "CPU time of the two sections above: {:.2} s user, {:.2} s system",
+                after.user - before.user,
+                after.system - before.system
+            ),
+            _ => println!("CPU time: not available (no /proc/self/stat)"),
+        }
+    }
+    Ok(())
+}
+
+/// The per-call overhead and the throughput sections.
+fn calls(runtime: &PluginRuntime, gl: &[u8], misbehave: &[u8]) -> anyhow::Result<()> {
     println!("\n## per-call overhead (fresh store + instantiate + configure + map_batch)");
-    let runtime = PluginRuntime::new(config())?;
-    runtime.load_blocking("bench", "items", &misbehave, Default::default())?;
-    runtime.load_blocking("bench", "gl", &gl, Default::default())?;
+    runtime.load_blocking("bench", "items", misbehave, Default::default())?;
+    runtime.load_blocking("bench", "gl", gl, Default::default())?;
     let empty: Vec<String> = Vec::new();
     let one = vec![r#"{"id": 1}"#.to_owned()];
     for (label, records) in [("0 records", &empty), ("1 trivial record", &one)] {
@@ -132,6 +166,30 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// CPU time used by this process so far, seconds.
+#[derive(Clone, Copy)]
+struct CpuTime {
+    user: f64,
+    system: f64,
+}
+
+impl CpuTime {
+    /// Reads `utime` and `stime` from `/proc/self/stat` (clock ticks of
+    /// 1/100 s, Linux's `USER_HZ`).
+    fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the parenthesised command name, which may hold spaces.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let mut fields = rest.split_ascii_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        Some(Self {
+            user: user as f64 / 100.0,
+            system: system as f64 / 100.0,
+        })
+    }
 }
 
 fn ms(d: Duration) -> f64 {

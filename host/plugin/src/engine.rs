@@ -5,6 +5,8 @@
 //! `Linker` serve every plugin. Compiled components are cached on disk as
 //! `<cache>/<engine-compat>/<sha256-of-wasm>.cwasm`; a cache file that
 //! cannot be loaded is recompiled and replaced (by rename, never in place).
+//! Instances come from the pooling allocator when its slots can be reserved
+//! (see `pool`), else from the on-demand allocator.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -12,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy};
 
 use crate::bindings::Mapping;
 use crate::error::{PluginError, PluginRef, boxed};
 use crate::host::HostState;
+use crate::pool::{InstanceAllocator, pooling_config};
 
 /// The interfaces of our own package a plugin may import (exact version).
 const OWN_IMPORTS: &[&str] = &[
@@ -100,16 +103,43 @@ pub(crate) struct EngineParts {
     pub linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     pub fuel: bool,
+    /// The allocator the engine was built with.
+    pub allocator: InstanceAllocator,
+}
+
+/// The pool the engine should try to reserve.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolSizing {
+    /// Concurrent calls.
+    pub max_calls: usize,
+    /// Largest linear memory of a call, bytes.
+    pub max_memory: usize,
 }
 
 impl EngineParts {
     /// Builds the engine and links WASI and the mapping host imports.
-    pub fn new(cache_dir: Option<&Path>, fuel: bool) -> Result<Self, PluginError> {
+    ///
+    /// With `pool`, the engine first tries the pooling allocator; if its
+    /// slots cannot be reserved it logs why and uses the on-demand
+    /// allocator.
+    pub fn new(
+        cache_dir: Option<&Path>,
+        fuel: bool,
+        pool: Option<PoolSizing>,
+    ) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.consume_fuel(fuel);
-        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(boxed(e)))?;
+        let (engine, allocator) = match pool {
+            None => (
+                Engine::new(&config).map_err(|e| PluginError::Engine(boxed(e)))?,
+                InstanceAllocator::OnDemand {
+                    reason: "pooling turned off in the runtime configuration".into(),
+                },
+            ),
+            Some(sizing) => build_pooled(config, sizing)?,
+        };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PluginError::Engine(boxed(e)))?;
@@ -133,6 +163,7 @@ impl EngineParts {
             linker,
             cache_dir,
             fuel,
+            allocator,
         })
     }
 
@@ -229,6 +260,47 @@ impl EngineParts {
     }
 }
 
+/// The probe: reserves the pool by building the engine with it, and falls
+/// back to the on-demand allocator (logged) when that fails.
+fn build_pooled(
+    mut config: Config,
+    sizing: PoolSizing,
+) -> Result<(Engine, InstanceAllocator), PluginError> {
+    let max_calls = u32::try_from(sizing.max_calls).unwrap_or(u32::MAX);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(
+        max_calls,
+        sizing.max_memory,
+    )));
+    match Engine::new(&config) {
+        Ok(engine) => {
+            tracing::debug!(
+                max_concurrent_calls = sizing.max_calls,
+                max_memory = sizing.max_memory,
+                "instances come from the pooling allocator"
+            );
+            Ok((
+                engine,
+                InstanceAllocator::Pooling {
+                    max_concurrent_calls: sizing.max_calls,
+                    max_memory: sizing.max_memory,
+                },
+            ))
+        }
+        Err(error) => {
+            let reason = format!("the instance pool cannot be reserved: {error:#}");
+            tracing::warn!(
+                max_concurrent_calls = sizing.max_calls,
+                max_memory = sizing.max_memory,
+                error = %format!("{error:#}"),
+                "instance pool cannot be reserved; using the on-demand allocator"
+            );
+            config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            let engine = Engine::new(&config).map_err(|e| PluginError::Engine(boxed(e)))?;
+            Ok((engine, InstanceAllocator::OnDemand { reason }))
+        }
+    }
+}
+
 fn write_cache(component: &Component, path: &Path) -> std::io::Result<()> {
     let bytes = component
         .serialize()
@@ -304,7 +376,7 @@ mod tests {
 
     #[test]
     fn refuses_core_modules_and_garbage() {
-        let parts = EngineParts::new(None, false).unwrap();
+        let parts = EngineParts::new(None, false, None).unwrap();
         let plugin = PluginRef {
             tenant: "t".into(),
             plugin: "p".into(),

@@ -13,6 +13,10 @@
 //!   [`PluginLimits`] (memory cap, epoch deadline, optional fuel, output
 //!   caps); a trap, loop, memory bomb or oversized output fails that batch
 //!   with a typed [`PluginError`] naming tenant, plugin, version and cause;
+//! - instances come from wasmtime's pooling allocator (slots reserved once,
+//!   reused with their first pages kept resident), sized from
+//!   [`RuntimeConfig::max_concurrent_calls`]; a call beyond that waits for a
+//!   slot ([`PluginRuntime::allocator`] says which allocator is in use);
 //! - plugins may import only `lookup` (tenant-scoped [`ReferenceData`]) and
 //!   `log`, plus the WASI interfaces Rust's std needs, linked to an empty
 //!   context; anything else is refused at load, naming the import;
@@ -42,6 +46,7 @@ mod engine;
 mod error;
 mod host;
 mod limits;
+mod pool;
 mod reference;
 mod runtime;
 mod watch;
@@ -49,6 +54,7 @@ mod watch;
 pub use engine::CompileSource;
 pub use error::{BoxError, GuestError, OutputMeasure, PluginError, PluginRef, VersionId};
 pub use limits::PluginLimits;
+pub use pool::InstanceAllocator;
 pub use reference::{
     JsonDirReference, LookupError, NoReferenceData, ReferenceData, ReferenceError,
 };

@@ -102,7 +102,7 @@ const MAX_TABLES: usize = 64;
 const MAX_MEMORIES: usize = 16;
 const MAX_INSTANCES: usize = 64;
 /// Largest table a guest may grow to (function references).
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(

@@ -7,7 +7,11 @@
 //!   plugin version, built and validated when the version is loaded;
 //! - one fresh `Store` per batch call, holding the batch's tenant, the
 //!   limits of that tenant and an empty WASI context; dropped after the
-//!   call, trapped or not (a trapped instance is never entered again).
+//!   call, trapped or not (a trapped instance is never entered again);
+//! - instances from wasmtime's pooling allocator (slots reserved once and
+//!   reused, memory kept resident between calls), at most
+//!   [`RuntimeConfig::max_concurrent_calls`] at a time: a call beyond that
+//!   waits for a permit instead of failing.
 //!
 //! Each (tenant, plugin) has a slot whose current version sits in an
 //! `ArcSwap`: a batch takes the current version once, at its start, so a
@@ -27,10 +31,11 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 
 use crate::bindings::{MappingPre, types as wit};
 use crate::convert::{batch_from_wit, schema_from_wit};
-use crate::engine::{CompileSource, EngineParts, sha256_hex, version_hex};
+use crate::engine::{CompileSource, EngineParts, PoolSizing, sha256_hex, version_hex};
 use crate::error::{GuestError, PluginError, PluginRef, VersionId, boxed};
 use crate::host::HostState;
 use crate::limits::{EpochTicker, PluginLimits, deadline_ticks};
+use crate::pool::{CallPermits, InstanceAllocator, default_max_concurrent_calls};
 use crate::reference::{NoReferenceData, ReferenceData};
 
 /// How the runtime is set up.
@@ -51,6 +56,18 @@ pub struct RuntimeConfig {
     pub reference: Arc<dyn ReferenceData>,
     /// Versions kept per plugin for rollback (at least 2). Default 16.
     pub max_versions: usize,
+    /// Take instances from wasmtime's pooling allocator (default). Its
+    /// slots are reserved when the runtime is built; if they cannot be (too
+    /// little address space) the runtime logs a warning and uses the
+    /// on-demand allocator, as it does when this is `false`. With the pool,
+    /// every tenant's memory limit must be at most the pool's memory size:
+    /// the larger of `default_limits.memory` and
+    /// [`PluginLimits::DEFAULT_MEMORY`].
+    pub pooling: bool,
+    /// Batch calls (and validation runs) that may hold an instance at once;
+    /// the pool is sized from it and further calls wait. Default: four per
+    /// available core, at least 4.
+    pub max_concurrent_calls: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -62,6 +79,8 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(10),
             reference: Arc::new(NoReferenceData),
             max_versions: 16,
+            pooling: true,
+            max_concurrent_calls: default_max_concurrent_calls(),
         }
     }
 }
@@ -74,6 +93,8 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("consume_fuel", &self.consume_fuel)
             .field("epoch_tick", &self.epoch_tick)
             .field("max_versions", &self.max_versions)
+            .field("pooling", &self.pooling)
+            .field("max_concurrent_calls", &self.max_concurrent_calls)
             .finish_non_exhaustive()
     }
 }
@@ -284,6 +305,8 @@ struct Inner {
     slots: RwLock<HashMap<Key, Arc<Slot>>>,
     tenant_limits: RwLock<HashMap<String, PluginLimits>>,
     refusals: Mutex<Vec<Refusal>>,
+    /// One per instance the pool can hold at once.
+    permits: CallPermits,
     _ticker: EpochTicker,
 }
 
@@ -358,8 +381,17 @@ impl PluginRuntime {
             return Err(PluginError::Config("epoch_tick must be positive".into()));
         }
         check_limits(&config.default_limits)?;
+        if config.max_concurrent_calls == 0 {
+            return Err(PluginError::Config(
+                "max_concurrent_calls must be at least 1".into(),
+            ));
+        }
         let fuel = config.consume_fuel || config.default_limits.fuel.is_some();
-        let parts = EngineParts::new(config.cache_dir.as_deref(), fuel)?;
+        let pool = config.pooling.then(|| PoolSizing {
+            max_calls: config.max_concurrent_calls,
+            max_memory: pool_memory(&config.default_limits),
+        });
+        let parts = EngineParts::new(config.cache_dir.as_deref(), fuel, pool)?;
         let ticker = EpochTicker::start(parts.engine.weak(), config.epoch_tick)
             .map_err(|e| PluginError::Engine(Box::new(e)))?;
         Ok(Self {
@@ -372,9 +404,16 @@ impl PluginRuntime {
                 slots: RwLock::new(HashMap::new()),
                 tenant_limits: RwLock::new(HashMap::new()),
                 refusals: Mutex::new(Vec::new()),
+                permits: CallPermits::new(config.max_concurrent_calls),
                 _ticker: ticker,
             }),
         })
+    }
+
+    /// The instance allocator in use: the pool, or the on-demand allocator
+    /// and why.
+    pub fn allocator(&self) -> &InstanceAllocator {
+        &self.inner.parts.allocator
     }
 
     /// Whether this runtime meters fuel.
@@ -389,6 +428,14 @@ impl PluginRuntime {
         if limits.fuel.is_some() && !self.inner.parts.fuel {
             return Err(PluginError::Config(format!(
                 "tenant `{tenant}` has a fuel limit but the runtime was built without fuel metering (RuntimeConfig::consume_fuel)"
+            )));
+        }
+        if let InstanceAllocator::Pooling { max_memory, .. } = self.inner.parts.allocator
+            && limits.memory > max_memory
+        {
+            return Err(PluginError::Config(format!(
+                "tenant `{tenant}` has a memory limit of {} bytes, above the instance pool's {max_memory} (raise RuntimeConfig::default_limits.memory or turn RuntimeConfig::pooling off)",
+                limits.memory
             )));
         }
         write(&self.inner.tenant_limits).insert(tenant.to_owned(), limits);
@@ -601,6 +648,9 @@ impl PluginRuntime {
         let limits = self.limits(&plugin.tenant);
 
         // Configure, then read the resources and their schemas.
+        // Held until the store is dropped (the sample batch below takes its
+        // own permit, so this one must be returned first).
+        let permit = self.inner.permits.acquire();
         let mut store = self.new_store(plugin, &limits)?;
         let described = (|| -> Result<Vec<(String, Vec<wit::Column>)>, CallFailure> {
             let wasm_err = |instantiating| {
@@ -629,6 +679,7 @@ impl PluginRuntime {
         store.data().flush_output();
         let described = described.map_err(|f| self.failure(plugin, &store, &limits, f))?;
         drop(store);
+        drop(permit);
 
         if described.is_empty() {
             return Err(PluginError::InvalidSchema {
@@ -1011,6 +1062,9 @@ impl PluginRuntime {
                 u32::MAX
             )));
         }
+        // Declared before the store so that it is returned after the store
+        // (and with it the instance's pool slots) is dropped.
+        let permit = self.inner.permits.acquire();
         let mut store = self.new_store(&loaded.plugin, limits)?;
         let output = (|| -> Result<wit::BatchOutput, CallFailure> {
             let wasm_err = |instantiating| {
@@ -1033,6 +1087,7 @@ impl PluginRuntime {
         store.data().flush_output();
         let output = output.map_err(|f| self.failure(plugin, &store, limits, f))?;
         drop(store);
+        drop(permit);
         batch_from_wit(plugin, resource, schema, records.len(), limits, output)
     }
 
@@ -1138,6 +1193,17 @@ fn unknown_resource(loaded: &Loaded, resource: &str) -> PluginError {
     }
 }
 
+/// The linear memory size of the pool's slots: the larger of the default
+/// memory limit and [`PluginLimits::DEFAULT_MEMORY`], in whole wasm pages.
+fn pool_memory(default_limits: &PluginLimits) -> usize {
+    const PAGE: usize = 64 << 10;
+    default_limits
+        .memory
+        .max(PluginLimits::DEFAULT_MEMORY)
+        .div_ceil(PAGE)
+        .saturating_mul(PAGE)
+}
+
 fn check_limits(limits: &PluginLimits) -> Result<(), PluginError> {
     if limits.memory < (1 << 20) {
         return Err(PluginError::Config(format!(
@@ -1240,6 +1306,203 @@ mod tests {
         fuel.set_tenant_limits("acme", small.clone()).unwrap();
         assert_eq!(fuel.limits("acme"), small);
         assert_eq!(fuel.limits("globex").memory, PluginLimits::DEFAULT_MEMORY);
+    }
+
+    #[test]
+    fn pool_by_default_and_every_tenant_memory_fits_it() {
+        let runtime = PluginRuntime::new(RuntimeConfig {
+            max_concurrent_calls: 3,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            runtime.allocator(),
+            &InstanceAllocator::Pooling {
+                max_concurrent_calls: 3,
+                max_memory: PluginLimits::DEFAULT_MEMORY,
+            }
+        );
+        let at_ceiling = PluginLimits {
+            memory: PluginLimits::DEFAULT_MEMORY,
+            ..PluginLimits::default()
+        };
+        runtime.set_tenant_limits("acme", at_ceiling).unwrap();
+        let above = PluginLimits {
+            memory: PluginLimits::DEFAULT_MEMORY + 1,
+            ..PluginLimits::default()
+        };
+        let err = runtime.set_tenant_limits("globex", above).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::Config(m) if m.contains("globex") && m.contains("pool")),
+            "{err}"
+        );
+        assert_eq!(
+            runtime.limits("globex").memory,
+            PluginLimits::DEFAULT_MEMORY
+        );
+
+        // A larger default memory limit raises the pool's memory size.
+        let big = PluginRuntime::new(RuntimeConfig {
+            default_limits: PluginLimits {
+                memory: (128 << 20) + 1,
+                ..PluginLimits::default()
+            },
+            max_concurrent_calls: 2,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            big.allocator(),
+            &InstanceAllocator::Pooling {
+                max_concurrent_calls: 2,
+                max_memory: (128 << 20) + (64 << 10),
+            }
+        );
+
+        let on_demand = PluginRuntime::new(RuntimeConfig {
+            pooling: false,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        assert!(
+            matches!(on_demand.allocator(), InstanceAllocator::OnDemand { reason } if reason.contains("turned off")),
+            "{:?}",
+            on_demand.allocator()
+        );
+        // Without the pool, only the limiter bounds memory.
+        on_demand
+            .set_tenant_limits(
+                "globex",
+                PluginLimits {
+                    memory: 1 << 30,
+                    ..PluginLimits::default()
+                },
+            )
+            .unwrap();
+
+        let err = PluginRuntime::new(RuntimeConfig {
+            max_concurrent_calls: 0,
+            ..RuntimeConfig::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, PluginError::Config(_)), "{err}");
+    }
+
+    #[test]
+    fn a_pool_that_cannot_be_reserved_falls_back_to_on_demand() {
+        // 2^28 calls need 2^29 memory slots of ~4 GiB each: far beyond any
+        // address space, so reserving the pool fails.
+        let runtime = PluginRuntime::new(RuntimeConfig {
+            max_concurrent_calls: 1 << 28,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        assert!(
+            matches!(runtime.allocator(), InstanceAllocator::OnDemand { reason } if reason.contains("cannot be reserved")),
+            "{:?}",
+            runtime.allocator()
+        );
+        // Tenant memory is then bounded by the limiter only.
+        runtime
+            .set_tenant_limits(
+                "acme",
+                PluginLimits {
+                    memory: 1 << 30,
+                    ..PluginLimits::default()
+                },
+            )
+            .unwrap();
+    }
+
+    /// The staged `misbehave` component (`cargo xtask build-plugins`).
+    fn misbehave_wasm() -> Vec<u8> {
+        let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins")
+            });
+        let path = dir.join("misbehave.wasm");
+        std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "component {} missing ({e}): run `cargo xtask build-plugins` \
+                 (with CARGO_TARGET_DIR=<dir>, then set MLC_PLUGINS_BUILT=<dir>/plugins)",
+                path.display()
+            )
+        })
+    }
+
+    fn load_mode(runtime: &PluginRuntime, tenant: &str, mode: &str) {
+        runtime
+            .load_blocking(
+                tenant,
+                "items",
+                &misbehave_wasm(),
+                LoadOptions {
+                    config: Some(mode.into()),
+                    ..LoadOptions::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("loading misbehave `{mode}` for {tenant}: {}", e.chain()));
+    }
+
+    #[test]
+    fn calls_beyond_the_pool_wait_and_tenants_reuse_one_slot() {
+        let runtime = PluginRuntime::new(RuntimeConfig {
+            max_concurrent_calls: 1,
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        assert!(
+            matches!(runtime.allocator(), InstanceAllocator::Pooling { .. }),
+            "{:?}",
+            runtime.allocator()
+        );
+        load_mode(&runtime, "good", "version:pooled");
+        load_mode(&runtime, "bomb", "memory-bomb");
+        let records: Vec<String> = (0..3)
+            .map(|i| format!(r#"{{"id": {i}, "amount": {i}.5}}"#))
+            .collect();
+        // Six threads share one pool slot: each call waits for the slot
+        // instead of failing to instantiate. The memory bomb fills the
+        // slot's memory up to the cap and is stopped by the limiter; the
+        // other tenant's next instance in the same slot maps normally.
+        let threads: Vec<_> = (0..6)
+            .map(|t| {
+                let (runtime, records) = (runtime.clone(), records.clone());
+                std::thread::spawn(move || {
+                    for call in 0..10 {
+                        if t % 3 == 0 {
+                            let err = runtime
+                                .map_batch_blocking("bomb", "items", "items", &records)
+                                .unwrap_err();
+                            assert!(
+                                matches!(err, PluginError::MemoryLimit { .. }),
+                                "thread {t} call {call}: {}",
+                                err.chain()
+                            );
+                        } else {
+                            let (batch, _) = runtime
+                                .map_batch_blocking("good", "items", "items", &records)
+                                .unwrap_or_else(|e| {
+                                    panic!("thread {t} call {call}: {}", e.chain())
+                                });
+                            assert_eq!(batch.rows.len(), 3, "thread {t} call {call}");
+                            assert!(batch.rejects.is_empty(), "{:?}", batch.rejects);
+                            for (i, row) in batch.rows.iter().enumerate() {
+                                assert_eq!(
+                                    row.values[1],
+                                    mlc_common::Value::Text("pooled".into()),
+                                    "thread {t} call {call} row {i}"
+                                );
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a calling thread failed");
+        }
     }
 
     #[tokio::test]
