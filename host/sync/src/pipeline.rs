@@ -266,7 +266,7 @@ impl Pipeline {
         };
         let mut report = CycleReport {
             batch_id: batch_id.clone(),
-            records: stats.records - stats.duplicates_skipped,
+            records: stats.records.saturating_sub(stats.duplicates_skipped),
             duplicates_skipped: stats.duplicates_skipped,
             oracle_requests: stats.requests,
             rows_written: summary.rows_written,
