@@ -192,10 +192,12 @@ impl DemoCommand {
                 1 => eprintln!("cycle 1: first full publish of every pipeline…"),
                 2 => {
                     let touched = oracle_sandbox.mutate(self.updates, self.inserts);
+                    let distinct: std::collections::BTreeSet<i64> = touched.into_iter().collect();
                     eprintln!(
-                        "cycle 2: {} invoices changed and {} added in Oracle; incremental upserts…",
-                        touched.len() as u64 - self.inserts.min(touched.len() as u64),
-                        self.inserts
+                        "cycle 2: {} updates and {} inserts in Oracle touched {} invoices; incremental upserts…",
+                        self.updates,
+                        self.inserts,
+                        distinct.len()
                     );
                 }
                 _ => eprintln!("cycle 3: nothing changed; every pipeline should send nothing…"),
