@@ -210,6 +210,7 @@ async fn check(
     output: Output,
 ) -> anyhow::Result<()> {
     let wasm = read_bytes(file)?;
+    let config_path = config;
     let config = config.map(read_text).transpose()?;
     let runtime = runtime(cache, None)?;
     let info = runtime
@@ -224,7 +225,7 @@ async fn check(
             },
         )
         .await
-        .with_context(|| format!("{} is refused", file.display()))?;
+        .with_context(|| refused(file, config_path))?;
     match output {
         Output::Json => say!("{}", serde_json::to_string_pretty(&info_json(&info))?),
         Output::Text => {
@@ -323,7 +324,7 @@ async fn test(args: TestArgs<'_>, cache: &CacheArgs, output: Output) -> anyhow::
     let info = runtime
         .load(args.tenant, "test", wasm, config)
         .await
-        .with_context(|| format!("{} is refused", args.file.display()))?;
+        .with_context(|| refused(args.file, args.mapping))?;
     let resource = match (args.resource, info.resources.as_slice()) {
         (Some(r), _) => r.to_owned(),
         (None, [only]) => only.clone(),
@@ -564,6 +565,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot move {} into place", path.display()))
 }
 
+/// "FILE is refused", naming the configuration file too: a mapping script's
+/// errors carry line and column, the file name comes from here.
+fn refused(file: &Path, config: Option<&Path>) -> String {
+    match config {
+        Some(config) => format!(
+            "{} configured with {} is refused",
+            file.display(),
+            config.display()
+        ),
+        None => format!("{} is refused", file.display()),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn load(
     file: &Path,
@@ -599,7 +613,7 @@ async fn load(
             },
         )
         .await
-        .with_context(|| format!("{} is refused; nothing was installed", file.display()))?;
+        .with_context(|| format!("{}; nothing was installed", refused(file, config)))?;
     let version = info.version.as_str().to_owned();
     dir.keep(tenant, name, &version, &files)?;
     let mut history = dir.history(tenant, name)?;
@@ -758,6 +772,19 @@ fn rollback(dir: &PluginDir, tenant: &str, name: &str, output: Output) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_name_the_configuration_file() {
+        let with = refused(
+            Path::new("scripted.wasm"),
+            Some(Path::new("mappings/a/invoices.toml")),
+        );
+        assert_eq!(
+            with,
+            "scripted.wasm configured with mappings/a/invoices.toml is refused"
+        );
+        assert_eq!(refused(Path::new("x.wasm"), None), "x.wasm is refused");
+    }
 
     /// A directory removed on drop (this crate has no `tempfile`).
     struct TempDir(PathBuf);
