@@ -14,7 +14,10 @@ use mlc_oracle::{OracleClient, OracleConfig, ResourceSpec};
 use mlc_plugin::{PluginRuntime, RuntimeConfig};
 use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
 use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
-use mlc_sync::{Connectors, CycleAction, Pipeline, PipelineSpec, ReferenceSources, ReferenceStore};
+use mlc_sync::{
+    Connectors, CycleAction, DEFAULT_MAX_RECORDS_PER_BATCH, Pipeline, PipelineSpec,
+    ReferenceSources, ReferenceStore,
+};
 use mlc_tableau::{TableauClient, TableauConfig};
 
 use crate::common::{init_tracing, workspace_root};
@@ -43,6 +46,10 @@ struct World {
 }
 
 async fn world(invoices: u64) -> World {
+    world_paged(invoices, None).await
+}
+
+async fn world_paged(invoices: u64, page_size: Option<u32>) -> World {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let oracle = OracleSandbox::start(SandboxConfig {
@@ -64,17 +71,17 @@ async fn world(invoices: u64) -> World {
     })
     .await
     .unwrap();
-    let oracle_client = OracleClient::new(
-        TENANT,
-        OracleConfig::new(
-            oracle.base_url(),
-            oracle.token_url(),
-            oracle.client_id(),
-            oracle.client_secret(),
-            oracle.scope(),
-        ),
-    )
-    .unwrap();
+    let mut oracle_config = OracleConfig::new(
+        oracle.base_url(),
+        oracle.token_url(),
+        oracle.client_id(),
+        oracle.client_secret(),
+        oracle.scope(),
+    );
+    if let Some(size) = page_size {
+        oracle_config.page_size = size;
+    }
+    let oracle_client = OracleClient::new(TENANT, oracle_config).unwrap();
     let tableau_client = TableauClient::new(
         TENANT,
         TableauConfig::new(
@@ -138,12 +145,17 @@ async fn world(invoices: u64) -> World {
 }
 
 fn pipeline() -> Pipeline {
+    capped_pipeline(DEFAULT_MAX_RECORDS_PER_BATCH)
+}
+
+fn capped_pipeline(max_records_per_batch: usize) -> Pipeline {
     Pipeline::new(PipelineSpec {
         tenant: TENANT.into(),
         name: "invoices".into(),
         resource: ResourceSpec::invoices(),
         plugin: "invoices".into(),
         datasource: DATASOURCE.into(),
+        max_records_per_batch,
     })
 }
 
@@ -267,5 +279,52 @@ async fn a_failed_upsert_is_retried_next_cycle_without_loss_or_duplicates() {
         &vec![format!("{}.a1", retry.batch_id)],
         "after a failed job the retry needs a fresh RequestID"
     );
+    assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_change_set_is_spread_over_capped_batches() {
+    // Pages of 4 records, batches capped at 5: 11 changed invoices arrive
+    // in at least two batches, then nothing.
+    let w = world_paged(30, Some(4)).await;
+    let mut p = capped_pipeline(5);
+    let first = p.run_cycle(&w.connectors).await.unwrap();
+    assert!(
+        matches!(first.action, CycleAction::Published { .. }),
+        "{first:?}"
+    );
+    assert_eq!(
+        first.rows_written, 30,
+        "full publishes are not capped: {first:?}"
+    );
+
+    let keys = w.oracle.keys("invoices").unwrap();
+    for key in keys.iter().step_by(3).take(8) {
+        w.oracle.update("invoices", *key).unwrap();
+    }
+    let inserted = w.oracle.mutate(0, 3);
+    assert_eq!(inserted.len(), 3, "{inserted:?}");
+    let mut sizes = Vec::new();
+    for _ in 0..4 {
+        let report = p.run_cycle(&w.connectors).await.unwrap();
+        sizes.push(report.rows_written);
+    }
+    // Whole pages are taken until the batch holds at least 5 new records,
+    // so a batch holds at most 5 + 3 (pages may also carry records the
+    // overlap window re-reads, which are skipped as exported).
+    assert_eq!(
+        sizes.iter().sum::<u64>(),
+        11,
+        "rows per capped batch: {sizes:?}"
+    );
+    assert!(
+        sizes[0] >= 5 && sizes[0] <= 8,
+        "rows per capped batch: {sizes:?}"
+    );
+    assert!(
+        sizes[1] > 0,
+        "the cap must leave work for the next cycle: {sizes:?}"
+    );
+    assert_eq!(sizes[3], 0, "rows per capped batch: {sizes:?}");
     assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
 }

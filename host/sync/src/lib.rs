@@ -19,5 +19,7 @@ mod pipeline;
 mod reference;
 
 pub use error::SyncError;
-pub use pipeline::{Connectors, CycleAction, CycleReport, Pipeline, PipelineSpec};
+pub use pipeline::{
+    Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, Pipeline, PipelineSpec,
+};
 pub use reference::{ReferenceSources, ReferenceStore};

@@ -30,7 +30,18 @@ pub struct PipelineSpec {
     pub plugin: String,
     /// The Tableau data source written.
     pub datasource: String,
+    /// An incremental batch stops taking pages once it holds this many
+    /// records; the next cycle continues from there. Bounds the update
+    /// payload (Tableau refuses those above its limit, 100 MB by default)
+    /// and the batch's memory. Whole pages are taken, so a batch can exceed
+    /// it by less than one page. Full publishes are not capped: they upload
+    /// in chunks.
+    pub max_records_per_batch: usize,
 }
+
+/// The default [`PipelineSpec::max_records_per_batch`]: about 10–60 MB of
+/// update payload for typical ERP rows.
+pub const DEFAULT_MAX_RECORDS_PER_BATCH: usize = 200_000;
 
 /// The connections a cycle uses; shared by all of a tenant's pipelines.
 pub struct Connectors {
@@ -247,6 +258,10 @@ impl Pipeline {
                 tracing::warn!(batch = %batch_id, row = reject.index, field = ?reject.field, reason = %reject.reason, "row refused by the extract writer");
             }
             rejected_by_writer += report.rejects.len() as u64;
+            if !full && exported.len() >= self.spec.max_records_per_batch {
+                tracing::info!(batch = %batch_id, records = exported.len(), "batch full; the next cycle continues from here");
+                break;
+            }
         }
         // The pull's own position, not the last page's: pages made only of
         // duplicates are skipped inside the pull but still move it.

@@ -18,7 +18,8 @@ use mlc_plugin::{PluginRuntime, RuntimeConfig};
 use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
 use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
 use mlc_sync::{
-    Connectors, CycleAction, CycleReport, Pipeline, PipelineSpec, ReferenceSources, ReferenceStore,
+    Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, Pipeline, PipelineSpec,
+    ReferenceSources, ReferenceStore,
 };
 use mlc_tableau::{TableauClient, TableauConfig};
 
@@ -169,6 +170,7 @@ impl DemoCommand {
                 resource: spec,
                 plugin: name.clone(),
                 datasource: format!("Demo {}", title(&name)),
+                max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
             }));
         }
         let connectors = Connectors {
