@@ -1,7 +1,6 @@
 //! Hyper: hyperd lifecycle, writing `.hyper` files, reading them back
 //! through Tableau's own Python Hyper API.
 // Test helpers outside `#[test]` functions fail loudly too.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -5,10 +5,6 @@
 //! `expand`, finders, 404s, `describe`, generator determinism and
 //! consistency, fault switches and live changes.
 
-// Test module: panicking on a broken expectation is the point (clippy's
-// in-test allowance does not reach helper functions of this module).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 

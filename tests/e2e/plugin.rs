@@ -5,7 +5,6 @@
 //! Components come from `$MLC_PLUGINS_BUILT` or `<workspace>/target/plugins`
 //! (build them with `cargo xtask build-plugins`).
 // Test helpers fail the test loudly, like the tests themselves.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,6 @@
 //! webhooks to a loopback receiver, and the official Python client
 //! (`tableauserverclient`, unmodified) driving a whole round trip.
 // Test helpers outside `#[test]` functions fail loudly too.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

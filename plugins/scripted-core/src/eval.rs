@@ -614,23 +614,6 @@ fn parse_integer(text: &str) -> Option<i64> {
     Some(if negative { -n } else { n })
 }
 
-/// `d` as a `NUMERIC(precision, scale)`: rescaled without losing a digit and
-/// within the precision. (Builds the error text only on failure.)
-pub fn fit(d: Decimal, precision: u8, scale: u8) -> Result<Decimal, mlc_common::DecimalError> {
-    let scaled = d.rescale(scale)?;
-    let fits = mlc_common::decimal::pow10(precision)
-        .is_some_and(|limit| scaled.unscaled.unsigned_abs() < limit.unsigned_abs());
-    if fits {
-        Ok(scaled)
-    } else {
-        Err(mlc_common::DecimalError::Precision {
-            value: d.to_string(),
-            precision,
-            scale,
-        })
-    }
-}
-
 /// Converts a computed value into a column's type; null stays null (the
 /// caller checks nullability).
 pub fn convert(v: Val<'_>, ty: ColumnType) -> Result<Value, String> {
@@ -674,7 +657,7 @@ pub fn convert(v: Val<'_>, ty: ColumnType) -> Result<Value, String> {
                 Val::Dec(d) => *d,
                 _ => return Err(mismatch(&v, "a number")),
             };
-            Value::Decimal(fit(d, precision, scale).map_err(|e| e.to_string())?)
+            Value::Decimal(d.fit(precision, scale).map_err(|e| e.to_string())?)
         }
         ColumnType::Boolean => {
             Value::Boolean(flag(&v).ok_or_else(|| mismatch(&v, "a Y/N or true/false flag"))?)
