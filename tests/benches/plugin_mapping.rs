@@ -350,8 +350,19 @@ fn main() -> Result<()> {
         }
     };
 
+    // MLC_BENCH_ONLY=wasm times only the sandboxed scripted path (for
+    // profiling it with perf); the other columns read 0.
+    let only_wasm = std::env::var("MLC_BENCH_ONLY").as_deref() == Ok("wasm");
     let mut table = Vec::new();
     for &batch in &BATCHES {
+        if only_wasm {
+            let wasm = throughput(&pool, batch, round, rounds, |c| {
+                std::hint::black_box(runtime.map_batch_blocking("bench", "scripted", "invoices", c)?);
+                Ok(c.len())
+            })?;
+            table.push((batch, 0.0, 0.0, wasm, None));
+            continue;
+        }
         let native = throughput(&pool, batch, round, rounds, |c| {
             std::hint::black_box(native_batch(c));
             Ok(c.len())

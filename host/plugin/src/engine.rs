@@ -131,6 +131,18 @@ impl EngineParts {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.consume_fuel(fuel);
+        // Operators profiling guest code with `perf` set
+        // MLC_PLUGIN_PROFILE=perfmap (or jitdump) so that compiled plugin
+        // functions carry their names in the profile.
+        match std::env::var("MLC_PLUGIN_PROFILE").as_deref() {
+            Ok("perfmap") => {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
+            Ok("jitdump") => {
+                config.profiler(wasmtime::ProfilingStrategy::JitDump);
+            }
+            _ => {}
+        }
         let (engine, allocator) = match pool {
             None => (
                 Engine::new(&config).map_err(|e| PluginError::Engine(boxed(e)))?,
