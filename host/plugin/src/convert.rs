@@ -1,13 +1,16 @@
 //! Conversions between the WIT types and `mlc_common`'s, and the checks a
 //! plugin's declared schema and its batch output must pass.
 //!
-//! Decimals cross as `lo`/`hi`/`scale` — the 128-bit two's-complement
-//! unscaled value split into 64-bit halves — and convert exactly in both
-//! directions; nothing goes through `f64`.
+//! A batch's output crosses the boundary column by column: one typed list
+//! per column (text as one buffer with end offsets, decimals as `lo`/`hi`
+//! halves of the 128-bit unscaled value at the column's scale, converted
+//! exactly, never through `f64`) and the list of source records. The host
+//! turns the columns back into rows.
 //!
-//! Output checks separate two kinds of fault. A row that does not follow the
-//! declared schema at all (wrong number of values, a value of another type,
-//! an index outside the batch) is a plugin bug: the batch fails with
+//! Output checks separate two kinds of fault. An output that does not follow
+//! the declared schema at all (another number of columns, a column of
+//! another type or length, offsets out of order, an index outside the
+//! batch) is a plugin bug: the batch fails with
 //! [`PluginError::SchemaViolation`]. A value of the right type that the
 //! column cannot hold (a null in a non-nullable column, a decimal that does
 //! not fit the column's precision and scale) is a fault of that record: the
@@ -23,20 +26,15 @@ use crate::bindings::types as wit;
 use crate::error::{OutputMeasure, PluginError, PluginRef};
 use crate::limits::PluginLimits;
 
-/// A WIT decimal as an exact `mlc_common::Decimal`.
-pub fn decimal_from_wit(d: wit::Decimal) -> Decimal {
-    let unscaled = (i128::from(d.hi) << 64) | i128::from(d.lo);
-    Decimal::new(unscaled, d.scale)
+/// The exact decimal at the halves `lo`/`hi` of a 128-bit unscaled value.
+pub fn decimal_from_halves(lo: u64, hi: i64, scale: u8) -> Decimal {
+    Decimal::new((i128::from(hi) << 64) | i128::from(lo), scale)
 }
 
-/// An exact `mlc_common::Decimal` as a WIT decimal.
-pub fn decimal_to_wit(d: Decimal) -> wit::Decimal {
-    wit::Decimal {
-        // Truncation keeps the low 64 bits; the shift keeps the sign.
-        lo: d.unscaled as u64,
-        hi: (d.unscaled >> 64) as i64,
-        scale: d.scale,
-    }
+/// The halves `(lo, hi)` of an exact decimal's 128-bit unscaled value.
+pub fn decimal_to_halves(d: Decimal) -> (u64, i64) {
+    // Truncation keeps the low 64 bits; the shift keeps the sign.
+    (d.unscaled as u64, (d.unscaled >> 64) as i64)
 }
 
 /// A WIT column type as an `mlc_common` one.
@@ -90,34 +88,6 @@ pub fn column_to_wit(c: &Column) -> wit::Column {
     }
 }
 
-/// A WIT value as an `mlc_common` one.
-pub fn value_from_wit(v: wit::Value) -> Value {
-    match v {
-        wit::Value::Null => Value::Null,
-        wit::Value::Text(s) => Value::Text(s),
-        wit::Value::Integer(i) => Value::Integer(i),
-        wit::Value::Double(f) => Value::Double(f),
-        wit::Value::Decimal(d) => Value::Decimal(decimal_from_wit(d)),
-        wit::Value::Boolean(b) => Value::Boolean(b),
-        wit::Value::Date(d) => Value::Date(d),
-        wit::Value::Timestamp(t) => Value::Timestamp(t),
-    }
-}
-
-/// An `mlc_common` value as a WIT one.
-pub fn value_to_wit(v: &Value) -> wit::Value {
-    match v {
-        Value::Null => wit::Value::Null,
-        Value::Text(s) => wit::Value::Text(s.clone()),
-        Value::Integer(i) => wit::Value::Integer(*i),
-        Value::Double(f) => wit::Value::Double(*f),
-        Value::Decimal(d) => wit::Value::Decimal(decimal_to_wit(*d)),
-        Value::Boolean(b) => wit::Value::Boolean(*b),
-        Value::Date(d) => wit::Value::Date(*d),
-        Value::Timestamp(t) => wit::Value::Timestamp(*t),
-    }
-}
-
 /// Converts and checks a declared schema: at least one column, unique
 /// non-empty names, decimal precision 1..=38 with scale <= precision.
 pub(crate) fn schema_from_wit(
@@ -159,30 +129,39 @@ pub(crate) fn schema_from_wit(
 /// Bytes counted per value by the output cap, besides text bytes.
 const VALUE_OVERHEAD: usize = 16;
 
-fn value_matches(ty: ColumnType, value: &wit::Value) -> bool {
+fn values_kind(values: &wit::ColumnValues) -> &'static str {
+    match values {
+        wit::ColumnValues::Text(_) => "text",
+        wit::ColumnValues::Integer(_) => "integer",
+        wit::ColumnValues::Double(_) => "double",
+        wit::ColumnValues::Decimal(_) => "decimal",
+        wit::ColumnValues::Boolean(_) => "boolean",
+        wit::ColumnValues::Date(_) => "date",
+        wit::ColumnValues::Timestamp(_) => "timestamp",
+    }
+}
+
+fn values_match(ty: ColumnType, values: &wit::ColumnValues) -> bool {
     matches!(
-        (ty, value),
-        (_, wit::Value::Null)
-            | (ColumnType::Text, wit::Value::Text(_))
-            | (ColumnType::Integer, wit::Value::Integer(_))
-            | (ColumnType::Double, wit::Value::Double(_))
-            | (ColumnType::Decimal { .. }, wit::Value::Decimal(_))
-            | (ColumnType::Boolean, wit::Value::Boolean(_))
-            | (ColumnType::Date, wit::Value::Date(_))
-            | (ColumnType::Timestamp, wit::Value::Timestamp(_))
+        (ty, values),
+        (ColumnType::Text, wit::ColumnValues::Text(_))
+            | (ColumnType::Integer, wit::ColumnValues::Integer(_))
+            | (ColumnType::Double, wit::ColumnValues::Double(_))
+            | (ColumnType::Decimal { .. }, wit::ColumnValues::Decimal(_))
+            | (ColumnType::Boolean, wit::ColumnValues::Boolean(_))
+            | (ColumnType::Date, wit::ColumnValues::Date(_))
+            | (ColumnType::Timestamp, wit::ColumnValues::Timestamp(_))
     )
 }
 
-fn wit_kind(value: &wit::Value) -> &'static str {
-    match value {
-        wit::Value::Null => "null",
-        wit::Value::Text(_) => "text",
-        wit::Value::Integer(_) => "integer",
-        wit::Value::Double(_) => "double",
-        wit::Value::Decimal(_) => "decimal",
-        wit::Value::Boolean(_) => "boolean",
-        wit::Value::Date(_) => "date",
-        wit::Value::Timestamp(_) => "timestamp",
+fn values_len(values: &wit::ColumnValues) -> usize {
+    match values {
+        wit::ColumnValues::Text(t) => t.ends.len(),
+        wit::ColumnValues::Integer(v) | wit::ColumnValues::Timestamp(v) => v.len(),
+        wit::ColumnValues::Double(v) => v.len(),
+        wit::ColumnValues::Decimal(d) => d.lo.len().max(d.hi.len()),
+        wit::ColumnValues::Boolean(v) => v.len(),
+        wit::ColumnValues::Date(v) => v.len(),
     }
 }
 
@@ -198,8 +177,11 @@ fn type_name(ty: ColumnType) -> String {
     }
 }
 
+/// The first fault found in an output row: (column index, column, reason).
+type RowFault = (usize, String, String);
+
 /// Checks a batch output against the caps and the declared schema and
-/// converts it. `records` is the batch size.
+/// turns its columns into rows. `records` is the batch size.
 pub(crate) fn batch_from_wit(
     plugin: &PluginRef,
     resource: &str,
@@ -213,7 +195,8 @@ pub(crate) fn batch_from_wit(
         resource: resource.to_owned(),
         detail,
     };
-    let count = output.rows.len() + output.rejects.len();
+    let row_count = output.sources.len();
+    let count = row_count.saturating_add(output.rejects.len());
     if count > limits.max_output_rows {
         return Err(PluginError::OutputTooLarge {
             plugin: plugin.clone(),
@@ -222,18 +205,18 @@ pub(crate) fn batch_from_wit(
             actual: count,
         });
     }
-    let mut bytes = 0usize;
-    for row in &output.rows {
-        for value in &row.values {
-            bytes += VALUE_OVERHEAD;
-            if let wit::Value::Text(s) = value {
-                bytes += s.len();
-            }
+    let mut bytes = row_count
+        .saturating_mul(output.columns.len())
+        .saturating_mul(VALUE_OVERHEAD);
+    for column in &output.columns {
+        if let wit::ColumnValues::Text(t) = &column.values {
+            bytes = bytes.saturating_add(t.text.len());
         }
     }
     for reject in &output.rejects {
-        bytes +=
-            VALUE_OVERHEAD + reject.reason.len() + reject.field.as_ref().map_or(0, String::len);
+        bytes = bytes.saturating_add(
+            VALUE_OVERHEAD + reject.reason.len() + reject.field.as_ref().map_or(0, String::len),
+        );
     }
     if bytes > limits.max_output_bytes {
         return Err(PluginError::OutputTooLarge {
@@ -260,92 +243,212 @@ pub(crate) fn batch_from_wit(
     }
 
     let columns = &schema.columns;
-    let mut rows = Vec::with_capacity(output.rows.len());
-    // Records the host rejected because a value does not fit its column.
-    let mut refused: Vec<u32> = Vec::new();
-    for (n, row) in output.rows.into_iter().enumerate() {
-        if row.source as usize >= records {
+    if output.columns.len() != columns.len() {
+        return Err(violation(format!(
+            "the output has {} columns; the schema has {}",
+            output.columns.len(),
+            columns.len()
+        )));
+    }
+    if let Some((n, source)) = output
+        .sources
+        .iter()
+        .enumerate()
+        .find(|(_, s)| **s as usize >= records)
+    {
+        return Err(violation(format!(
+            "row {n} names record {source} of a batch of {records}"
+        )));
+    }
+    for (column, data) in columns.iter().zip(&output.columns) {
+        if !values_match(column.ty, &data.values) {
             return Err(violation(format!(
-                "row {n} names record {} of a batch of {records}",
-                row.source
+                "column `{}` is declared {} but holds {} values",
+                column.name,
+                type_name(column.ty),
+                values_kind(&data.values)
             )));
         }
-        if row.values.len() != columns.len() {
+        let len = values_len(&data.values);
+        if len != row_count {
             return Err(violation(format!(
-                "row {n} (record {}) has {} values; the schema has {} columns",
-                row.source,
-                row.values.len(),
-                columns.len()
+                "column `{}` has {len} values for {row_count} rows",
+                column.name
             )));
         }
-        let mut values = Vec::with_capacity(columns.len());
-        let mut fault: Option<(String, String)> = None;
-        for (column, value) in columns.iter().zip(row.values) {
-            if !value_matches(column.ty, &value) {
+        if let wit::ColumnValues::Decimal(d) = &data.values
+            && (d.lo.len() != d.hi.len() || d.scale > MAX_PRECISION)
+        {
+            return Err(violation(format!(
+                "column `{}` holds decimals of scale {} with {} low and {} high halves",
+                column.name,
+                d.scale,
+                d.lo.len(),
+                d.hi.len()
+            )));
+        }
+        let mut previous: Option<u32> = None;
+        for &null in &data.nulls {
+            if null as usize >= row_count || previous.is_some_and(|p| p >= null) {
                 return Err(violation(format!(
-                    "row {n} (record {}) column `{}` is declared {} but holds a {} value",
-                    row.source,
-                    column.name,
-                    type_name(column.ty),
-                    wit_kind(&value)
+                    "column `{}` lists null row {null} out of order or past its {row_count} rows",
+                    column.name
                 )));
             }
-            let value = value_from_wit(value);
-            let value = match (column.ty, value) {
-                (_, Value::Null) if !column.nullable => {
-                    fault.get_or_insert((
-                        column.name.clone(),
-                        format!(
-                            "`{}` is required but the mapping gave no value",
-                            column.name
-                        ),
-                    ));
-                    Value::Null
-                }
-                (ColumnType::Decimal { precision, scale }, Value::Decimal(d)) => {
-                    if d.scale > MAX_PRECISION {
-                        return Err(violation(format!(
-                            "row {n} (record {}) column `{}` holds a decimal of scale {}",
-                            row.source, column.name, d.scale
-                        )));
-                    }
-                    match d.fit(precision, scale) {
-                        Ok(fitted) => Value::Decimal(fitted),
-                        Err(e) => {
-                            fault.get_or_insert((column.name.clone(), e.to_string()));
-                            Value::Null
-                        }
-                    }
-                }
-                (ColumnType::Double, Value::Double(f)) if !f.is_finite() => {
-                    fault.get_or_insert((
-                        column.name.clone(),
-                        format!("`{}` is not a finite number ({f})", column.name),
-                    ));
-                    Value::Null
-                }
-                (_, value) => value,
-            };
-            values.push(value);
+            previous = Some(null);
         }
-        match fault {
-            Some((field, reason)) => {
-                if !refused.contains(&row.source) {
-                    refused.push(row.source);
-                    rejects.push(Reject {
-                        index: row.source,
-                        field: Some(field),
-                        reason,
+    }
+
+    let mut rows: Vec<Row> = output
+        .sources
+        .iter()
+        .map(|&source| Row {
+            source,
+            values: Vec::with_capacity(columns.len()),
+        })
+        .collect();
+    // The first fault of each row, by column order.
+    let mut faults: Vec<Option<RowFault>> = Vec::new();
+    let mut fault = |row: usize, index: usize, column: &Column, reason: String| {
+        if faults.is_empty() {
+            faults.resize_with(row_count, || None);
+        }
+        if faults[row].as_ref().is_none_or(|(i, _, _)| *i > index) {
+            faults[row] = Some((index, column.name.clone(), reason));
+        }
+    };
+    for (index, (column, data)) in columns.iter().zip(output.columns).enumerate() {
+        let mut nulls = data.nulls.iter().peekable();
+        let mut is_null = |r: usize| nulls.next_if(|&&n| n as usize == r).is_some();
+        match data.values {
+            wit::ColumnValues::Text(t) => {
+                let mut start = 0usize;
+                for (r, row) in rows.iter_mut().enumerate() {
+                    let end = t.ends[r] as usize;
+                    let Some(text) = t.text.get(start..end) else {
+                        return Err(violation(format!(
+                            "column `{}` row {r}: text offsets {start}..{end} are out of order, past the {} bytes of text or not on a character boundary",
+                            column.name,
+                            t.text.len()
+                        )));
+                    };
+                    start = end;
+                    row.values.push(if is_null(r) {
+                        Value::Null
+                    } else {
+                        Value::Text(text.to_owned())
                     });
                 }
             }
-            None => rows.push(Row {
-                source: row.source,
-                values,
-            }),
+            wit::ColumnValues::Integer(v) => {
+                for (r, (row, i)) in rows.iter_mut().zip(v).enumerate() {
+                    row.values.push(if is_null(r) {
+                        Value::Null
+                    } else {
+                        Value::Integer(i)
+                    });
+                }
+            }
+            wit::ColumnValues::Timestamp(v) => {
+                for (r, (row, t)) in rows.iter_mut().zip(v).enumerate() {
+                    row.values.push(if is_null(r) {
+                        Value::Null
+                    } else {
+                        Value::Timestamp(t)
+                    });
+                }
+            }
+            wit::ColumnValues::Date(v) => {
+                for (r, (row, d)) in rows.iter_mut().zip(v).enumerate() {
+                    row.values.push(if is_null(r) {
+                        Value::Null
+                    } else {
+                        Value::Date(d)
+                    });
+                }
+            }
+            wit::ColumnValues::Boolean(v) => {
+                for (r, (row, b)) in rows.iter_mut().zip(v).enumerate() {
+                    row.values.push(if is_null(r) {
+                        Value::Null
+                    } else {
+                        Value::Boolean(b)
+                    });
+                }
+            }
+            wit::ColumnValues::Double(v) => {
+                for (r, (row, f)) in rows.iter_mut().zip(v).enumerate() {
+                    let value = if is_null(r) {
+                        Value::Null
+                    } else if f.is_finite() {
+                        Value::Double(f)
+                    } else {
+                        fault(
+                            r,
+                            index,
+                            column,
+                            format!("`{}` is not a finite number ({f})", column.name),
+                        );
+                        Value::Null
+                    };
+                    row.values.push(value);
+                }
+            }
+            wit::ColumnValues::Decimal(d) => {
+                let ColumnType::Decimal { precision, scale } = column.ty else {
+                    return Err(violation(format!(
+                        "column `{}` holds decimal values",
+                        column.name
+                    )));
+                };
+                for (r, (row, (lo, hi))) in
+                    rows.iter_mut().zip(d.lo.into_iter().zip(d.hi)).enumerate()
+                {
+                    let value = if is_null(r) {
+                        Value::Null
+                    } else {
+                        match decimal_from_halves(lo, hi, d.scale).fit(precision, scale) {
+                            Ok(fitted) => Value::Decimal(fitted),
+                            Err(e) => {
+                                fault(r, index, column, e.to_string());
+                                Value::Null
+                            }
+                        }
+                    };
+                    row.values.push(value);
+                }
+            }
+        }
+        if !column.nullable {
+            for &null in &data.nulls {
+                fault(
+                    null as usize,
+                    index,
+                    column,
+                    format!(
+                        "`{}` is required but the mapping gave no value",
+                        column.name
+                    ),
+                );
+            }
         }
     }
-    if !refused.is_empty() {
+
+    if !faults.is_empty() {
+        // A record with a faulty row is rejected (its first fault named)
+        // and all its rows are dropped.
+        let mut refused: HashSet<u32> = HashSet::new();
+        for (row, found) in rows.iter().zip(&mut faults) {
+            if let Some((_, field, reason)) = found.take()
+                && refused.insert(row.source)
+            {
+                rejects.push(Reject {
+                    index: row.source,
+                    field: Some(field),
+                    reason,
+                });
+            }
+        }
         rows.retain(|row| !refused.contains(&row.source));
     }
     rejects.sort_by_key(|r| r.index);
@@ -366,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn decimals_round_trip_exactly() {
+    fn decimal_halves_round_trip_exactly() {
         for text in [
             "12345678901234567890.123456789",
             "-12345678901234567890.123456789",
@@ -380,31 +483,16 @@ mod tests {
             "-1",
         ] {
             let d = Decimal::parse(text).unwrap();
-            let w = decimal_to_wit(d);
-            assert_eq!(decimal_from_wit(w), d, "{text}");
-            assert_eq!(decimal_from_wit(w).to_string(), text, "{text}");
+            let (lo, hi) = decimal_to_halves(d);
+            assert_eq!(decimal_from_halves(lo, hi, d.scale), d, "{text}");
+            assert_eq!(decimal_from_halves(lo, hi, d.scale).to_string(), text);
         }
-        let minus_one = decimal_to_wit(Decimal::new(-1, 0));
-        assert_eq!((minus_one.lo, minus_one.hi), (u64::MAX, -1));
-        let two_64 = decimal_to_wit(Decimal::new(1 << 64, 3));
-        assert_eq!((two_64.lo, two_64.hi, two_64.scale), (0, 1, 3));
+        assert_eq!(decimal_to_halves(Decimal::new(-1, 0)), (u64::MAX, -1));
+        assert_eq!(decimal_to_halves(Decimal::new(1 << 64, 3)), (0, 1));
     }
 
     #[test]
-    fn values_and_columns_round_trip() {
-        let values = [
-            Value::Null,
-            Value::Text("x".into()),
-            Value::Integer(-7),
-            Value::Double(1.5),
-            Value::Decimal(Decimal::new(-125, 2)),
-            Value::Boolean(true),
-            Value::Date(19_000),
-            Value::Timestamp(1_700_000_000_000_000),
-        ];
-        for v in values {
-            assert_eq!(value_from_wit(value_to_wit(&v)), v);
-        }
+    fn columns_round_trip() {
         let column = Column {
             name: "Amount".into(),
             ty: ColumnType::Decimal {
@@ -493,78 +581,101 @@ mod tests {
         .unwrap()
     }
 
-    fn row(source: u32, values: Vec<wit::Value>) -> wit::Row {
-        wit::Row { source, values }
+    /// Columns for `schema()` (Id integer, Amount decimal at `scale`,
+    /// Name text) from rows of (source, id, amount, name).
+    fn output(
+        scale: u8,
+        rows: &[(u32, Option<i64>, Option<i128>, Option<&str>)],
+    ) -> wit::BatchOutput {
+        let nulls = |f: &dyn Fn(usize) -> bool| -> Vec<u32> {
+            (0..rows.len())
+                .filter(|&r| f(r))
+                .map(|r| r as u32)
+                .collect()
+        };
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for r in rows {
+            text.push_str(r.3.unwrap_or(""));
+            ends.push(text.len() as u32);
+        }
+        let halves: Vec<(u64, i64)> = rows
+            .iter()
+            .map(|r| decimal_to_halves(Decimal::new(r.2.unwrap_or(0), scale)))
+            .collect();
+        wit::BatchOutput {
+            sources: rows.iter().map(|r| r.0).collect(),
+            columns: vec![
+                wit::ColumnData {
+                    nulls: nulls(&|r| rows[r].1.is_none()),
+                    values: wit::ColumnValues::Integer(
+                        rows.iter().map(|r| r.1.unwrap_or(0)).collect(),
+                    ),
+                },
+                wit::ColumnData {
+                    nulls: nulls(&|r| rows[r].2.is_none()),
+                    values: wit::ColumnValues::Decimal(wit::DecimalValues {
+                        scale,
+                        lo: halves.iter().map(|h| h.0).collect(),
+                        hi: halves.iter().map(|h| h.1).collect(),
+                    }),
+                },
+                wit::ColumnData {
+                    nulls: nulls(&|r| rows[r].3.is_none()),
+                    values: wit::ColumnValues::Text(wit::TextValues { text, ends }),
+                },
+            ],
+            rejects: vec![],
+        }
     }
 
-    fn dec(unscaled: i128, scale: u8) -> wit::Value {
-        wit::Value::Decimal(decimal_to_wit(Decimal::new(unscaled, scale)))
+    fn convert(records: usize, output: wit::BatchOutput) -> Result<MappedBatch, PluginError> {
+        batch_from_wit(
+            &plugin(),
+            "invoices",
+            &schema(),
+            records,
+            &PluginLimits::default(),
+            output,
+        )
     }
 
     #[test]
     fn output_is_rescaled_and_record_faults_become_rejects() {
-        let output = wit::BatchOutput {
-            rows: vec![
-                row(
-                    0,
-                    vec![
-                        wit::Value::Integer(1),
-                        dec(15, 1),
-                        wit::Value::Text("a".into()),
-                    ],
-                ),
+        let mut out = output(
+            1,
+            &[
+                (0, Some(1), Some(15), Some("a")),
                 // does not fit decimal(6,2): record 1 is rejected
-                row(
-                    1,
-                    vec![
-                        wit::Value::Integer(2),
-                        dec(123_456_789, 2),
-                        wit::Value::Text("b".into()),
-                    ],
-                ),
-                // a second row of record 1 is dropped with it
-                row(
-                    1,
-                    vec![
-                        wit::Value::Integer(3),
-                        wit::Value::Null,
-                        wit::Value::Text("c".into()),
-                    ],
-                ),
-                // null in a required column
-                row(
-                    2,
-                    vec![wit::Value::Integer(4), wit::Value::Null, wit::Value::Null],
-                ),
-                row(
-                    3,
-                    vec![
-                        wit::Value::Integer(5),
-                        wit::Value::Null,
-                        wit::Value::Text("e".into()),
-                    ],
-                ),
+                (1, Some(2), Some(12_345_678), Some("b")),
+                // a required value missing: record 2 (both rows) rejected
+                (2, Some(3), None, Some("c")),
+                (2, None, None, Some("d")),
+                (3, Some(4), None, Some("")),
             ],
-            rejects: vec![wit::Reject {
-                index: 4,
-                field: Some("InvoiceDate".into()),
-                reason: "not a date".into(),
-            }],
-        };
-        let batch = batch_from_wit(
-            &plugin(),
-            "invoices",
-            &schema(),
-            5,
-            &PluginLimits::default(),
-            output,
-        )
-        .unwrap();
-        let sources: Vec<u32> = batch.rows.iter().map(|r| r.source).collect();
-        assert_eq!(sources, vec![0, 3]);
+        );
+        out.rejects.push(wit::Reject {
+            index: 4,
+            field: Some("Id".into()),
+            reason: "the plugin's own".into(),
+        });
+        let batch = convert(5, out).unwrap();
         assert_eq!(
-            batch.rows[0].values[1],
-            Value::Decimal(Decimal::new(150, 2))
+            batch.rows,
+            vec![
+                Row {
+                    source: 0,
+                    values: vec![
+                        Value::Integer(1),
+                        Value::Decimal(Decimal::new(150, 2)),
+                        Value::Text("a".into())
+                    ],
+                },
+                Row {
+                    source: 3,
+                    values: vec![Value::Integer(4), Value::Null, Value::Text(String::new())],
+                },
+            ]
         );
         let rejects: Vec<(u32, Option<&str>)> = batch
             .rejects
@@ -573,11 +684,7 @@ mod tests {
             .collect();
         assert_eq!(
             rejects,
-            vec![
-                (1, Some("Amount")),
-                (2, Some("Name")),
-                (4, Some("InvoiceDate"))
-            ]
+            vec![(1, Some("Amount")), (2, Some("Id")), (4, Some("Id"))]
         );
         assert!(
             batch.rejects[0]
@@ -586,80 +693,138 @@ mod tests {
             "{:?}",
             batch.rejects[0]
         );
+        assert!(
+            batch.rejects[1].reason.contains("`Id` is required"),
+            "{:?}",
+            batch.rejects[1]
+        );
+    }
+
+    #[test]
+    fn wide_decimals_cross_exactly() {
+        let schema = schema_from_wit(
+            &plugin(),
+            "gl",
+            vec![col(
+                "Big",
+                wit::ColumnType::Decimal(wit::DecimalType {
+                    precision: 38,
+                    scale: 9,
+                }),
+                false,
+            )],
+        )
+        .unwrap();
+        let values = [
+            "-12345678901234567890123456789.123456789",
+            "99999999999999999999999999999.999999999",
+            "0.000000001",
+        ];
+        let halves: Vec<(u64, i64)> = values
+            .iter()
+            .map(|v| decimal_to_halves(Decimal::parse(v).unwrap().rescale(9).unwrap()))
+            .collect();
+        let out = wit::BatchOutput {
+            sources: vec![0, 1, 2],
+            columns: vec![wit::ColumnData {
+                nulls: vec![],
+                values: wit::ColumnValues::Decimal(wit::DecimalValues {
+                    scale: 9,
+                    lo: halves.iter().map(|h| h.0).collect(),
+                    hi: halves.iter().map(|h| h.1).collect(),
+                }),
+            }],
+            rejects: vec![],
+        };
+        let batch =
+            batch_from_wit(&plugin(), "gl", &schema, 3, &PluginLimits::default(), out).unwrap();
+        let got: Vec<String> = batch
+            .rows
+            .iter()
+            .map(|r| match &r.values[0] {
+                Value::Decimal(d) => d.to_string(),
+                other => panic!("not a decimal: {other:?}"),
+            })
+            .collect();
+        assert_eq!(got, values);
     }
 
     #[test]
     fn structural_faults_fail_the_batch() {
-        let cases = [
-            (
-                row(0, vec![wit::Value::Integer(1)]),
-                "row 0 (record 0) has 1 values; the schema has 3 columns",
-            ),
-            (
-                row(
-                    0,
-                    vec![
-                        wit::Value::Text("1".into()),
-                        wit::Value::Null,
-                        wit::Value::Text("a".into()),
-                    ],
-                ),
-                "column `Id` is declared integer but holds a text value",
-            ),
-            (
-                row(
-                    9,
-                    vec![
-                        wit::Value::Integer(1),
-                        wit::Value::Null,
-                        wit::Value::Text("a".into()),
-                    ],
-                ),
-                "row 0 names record 9 of a batch of 1",
-            ),
-        ];
+        let good = || output(2, &[(0, Some(1), None, Some("ab"))]);
+        let mut cases: Vec<(wit::BatchOutput, &str)> = Vec::new();
+        let mut short = good();
+        short.columns.pop();
+        cases.push((short, "the output has 2 columns; the schema has 3"));
+        let mut mistyped = good();
+        mistyped.columns[0].values = wit::ColumnValues::Text(wit::TextValues {
+            text: "1".into(),
+            ends: vec![1],
+        });
+        cases.push((
+            mistyped,
+            "column `Id` is declared integer but holds text values",
+        ));
+        let mut far = good();
+        far.sources = vec![9];
+        cases.push((far, "row 0 names record 9 of a batch of 1"));
+        let mut long = good();
+        long.columns[0].values = wit::ColumnValues::Integer(vec![1, 2]);
+        cases.push((long, "column `Id` has 2 values for 1 rows"));
+        let mut halves = good();
+        halves.columns[1].values = wit::ColumnValues::Decimal(wit::DecimalValues {
+            scale: 2,
+            lo: vec![1],
+            hi: vec![],
+        });
+        cases.push((halves, "with 1 low and 0 high halves"));
+        let mut past = good();
+        past.columns[2].values = wit::ColumnValues::Text(wit::TextValues {
+            text: "ab".into(),
+            ends: vec![3],
+        });
+        cases.push((past, "text offsets 0..3 are out of order, past the 2 bytes"));
+        let mut split = good();
+        split.columns[2].values = wit::ColumnValues::Text(wit::TextValues {
+            text: "é".into(),
+            ends: vec![1],
+        });
+        cases.push((split, "not on a character boundary"));
+        let mut nulls = good();
+        nulls.columns[1].nulls = vec![0, 0];
+        cases.push((nulls, "lists null row 0 out of order"));
+        let mut outside = good();
+        outside.columns[1].nulls = vec![1];
+        cases.push((outside, "lists null row 1 out of order or past its 1 rows"));
         for (bad, expected) in cases {
-            let output = wit::BatchOutput {
-                rows: vec![bad],
-                rejects: vec![],
-            };
-            let err = batch_from_wit(
-                &plugin(),
-                "invoices",
-                &schema(),
-                1,
-                &PluginLimits::default(),
-                output,
-            )
-            .unwrap_err();
+            let err = convert(1, bad).unwrap_err();
             assert!(matches!(err, PluginError::SchemaViolation { .. }), "{err}");
-            assert!(err.to_string().contains(expected), "{err}");
+            assert!(
+                err.to_string().contains(expected),
+                "{expected:?} not in: {err}"
+            );
         }
+        assert_eq!(convert(1, good()).unwrap().rows.len(), 1);
     }
 
     #[test]
     fn output_caps() {
-        let output = || wit::BatchOutput {
-            rows: (0..10)
-                .map(|i| {
-                    row(
-                        0,
-                        vec![
-                            wit::Value::Integer(i),
-                            wit::Value::Null,
-                            wit::Value::Text("x".repeat(100)),
-                        ],
-                    )
-                })
-                .collect(),
-            rejects: vec![],
-        };
+        let rows: Vec<(u32, Option<i64>, Option<i128>, Option<&str>)> = (0..10)
+            .map(|i| (0, Some(i), None, Some("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")))
+            .collect();
         let rows_cap = PluginLimits {
             max_output_rows: 9,
             ..PluginLimits::default()
         };
-        let err =
-            batch_from_wit(&plugin(), "invoices", &schema(), 1, &rows_cap, output()).unwrap_err();
+        let err = batch_from_wit(
+            &plugin(),
+            "invoices",
+            &schema(),
+            1,
+            &rows_cap,
+            output(2, &rows),
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -676,8 +841,15 @@ mod tests {
             max_output_bytes: 1000,
             ..PluginLimits::default()
         };
-        let err =
-            batch_from_wit(&plugin(), "invoices", &schema(), 1, &bytes_cap, output()).unwrap_err();
+        let err = batch_from_wit(
+            &plugin(),
+            "invoices",
+            &schema(),
+            1,
+            &bytes_cap,
+            output(2, &rows),
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 err,

@@ -23,9 +23,12 @@ use crate::pool::{InstanceAllocator, pooling_config};
 
 /// The interfaces of our own package a plugin may import (exact version).
 const OWN_IMPORTS: &[&str] = &[
-    "ml-connector:mapping/types@0.1.0",
-    "ml-connector:mapping/host@0.1.0",
+    "ml-connector:mapping/types@0.2.0",
+    "ml-connector:mapping/host@0.2.0",
 ];
+
+/// Our own package's interfaces, any version.
+const OWN_PACKAGE: &str = "ml-connector:mapping/";
 
 /// WASI interfaces (any 0.2.x version) that Rust's wasip2 standard library
 /// imports even when a plugin does no I/O. They are linked against an
@@ -247,8 +250,20 @@ impl EngineParts {
         plugin: &PluginRef,
         component: &Component,
     ) -> Result<(), PluginError> {
-        let forbidden: Vec<String> = self
-            .imports(component)
+        let imports = self.imports(component);
+        // A component built against another version of our contract is
+        // told so, rather than that its imports are forbidden.
+        if let Some(other) = imports
+            .iter()
+            .find(|name| name.starts_with(OWN_PACKAGE) && !OWN_IMPORTS.contains(&name.as_str()))
+            && let Some((_, version)) = other.split_once('@')
+        {
+            return Err(PluginError::ContractVersion {
+                plugin: plugin.clone(),
+                found: version.to_owned(),
+            });
+        }
+        let forbidden: Vec<String> = imports
             .into_iter()
             .filter(|name| !import_allowed(name))
             .collect();
@@ -351,8 +366,8 @@ mod tests {
     #[test]
     fn allow_list() {
         for ok in [
-            "ml-connector:mapping/host@0.1.0",
-            "ml-connector:mapping/types@0.1.0",
+            "ml-connector:mapping/host@0.2.0",
+            "ml-connector:mapping/types@0.2.0",
             "wasi:io/poll@0.2.0",
             "wasi:io/streams@0.2.6",
             "wasi:cli/terminal-stderr@0.2.3",
@@ -361,7 +376,8 @@ mod tests {
             assert!(import_allowed(ok), "{ok}");
         }
         for refused in [
-            "ml-connector:mapping/host@0.2.0",
+            "ml-connector:mapping/host@0.1.0",
+            "ml-connector:mapping/host@0.3.0",
             "wasi:filesystem/types@0.2.6",
             "wasi:filesystem/preopens@0.2.6",
             "wasi:sockets/tcp@0.2.6",
@@ -384,6 +400,46 @@ mod tests {
         assert_ne!(a, version_hex(b"wasm", Some("")));
         assert_ne!(version_hex(b"wasm", Some("x")), version_hex(b"wasmx", None));
         assert_eq!(a, version_hex(b"wasm", None));
+    }
+
+    #[test]
+    fn a_component_of_another_contract_version_is_told_so() {
+        let parts = EngineParts::new(None, false, None).unwrap();
+        let plugin = PluginRef {
+            tenant: "t".into(),
+            plugin: "p".into(),
+            version: crate::error::VersionId::from_hex("00"),
+        };
+        let old = Component::new(
+            &parts.engine,
+            r#"(component (import "ml-connector:mapping/host@0.1.0" (instance)))"#,
+        )
+        .unwrap();
+        let err = parts.check_imports(&plugin, &old).unwrap_err();
+        assert!(
+            matches!(&err, PluginError::ContractVersion { found, .. } if found == "0.1.0"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("built against plugin contract ml-connector:mapping@0.1.0; this runtime speaks 0.2.0"),
+            "{err}"
+        );
+        let current = Component::new(
+            &parts.engine,
+            r#"(component (import "ml-connector:mapping/host@0.2.0" (instance)))"#,
+        )
+        .unwrap();
+        parts.check_imports(&plugin, &current).unwrap();
+        let foreign = Component::new(
+            &parts.engine,
+            r#"(component (import "wasi:sockets/tcp@0.2.6" (instance)))"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            parts.check_imports(&plugin, &foreign),
+            Err(PluginError::ForbiddenImport { import, .. }) if import == "wasi:sockets/tcp@0.2.6"
+        ));
     }
 
     #[test]

@@ -211,6 +211,18 @@ pub enum PluginError {
         /// Further forbidden imports, if any.
         others: Vec<String>,
     },
+    /// The component was built against another version of the plugin
+    /// contract.
+    #[error(
+        "{plugin} refused: it was built against plugin contract ml-connector:mapping@{found}; this runtime speaks {}: rebuild it with the current SDK",
+        crate::CONTRACT_VERSION
+    )]
+    ContractVersion {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The contract version the component imports.
+        found: String,
+    },
     /// The bytes are not a WebAssembly component, or do not compile.
     #[error("{plugin} does not compile")]
     Compile {
@@ -221,7 +233,7 @@ pub enum PluginError {
         source: BoxError,
     },
     /// The component does not export the mapping world.
-    #[error("{plugin} does not implement world `ml-connector:mapping/mapping@0.1.0`")]
+    #[error("{plugin} does not implement world `ml-connector:mapping/mapping@0.2.0`")]
     Incompatible {
         /// The plugin.
         plugin: PluginRef,
@@ -346,6 +358,7 @@ impl PluginError {
             | Self::Guest { plugin, .. }
             | Self::UnknownResource { plugin, .. }
             | Self::ForbiddenImport { plugin, .. }
+            | Self::ContractVersion { plugin, .. }
             | Self::Compile { plugin, .. }
             | Self::Incompatible { plugin, .. }
             | Self::Instantiate { plugin, .. }
@@ -376,6 +389,7 @@ impl PluginError {
             Self::Guest { .. } => "guest",
             Self::UnknownResource { .. } => "unknown-resource",
             Self::ForbiddenImport { .. } => "forbidden-import",
+            Self::ContractVersion { .. } => "contract-version",
             Self::Compile { .. } => "compile",
             Self::Incompatible { .. } => "incompatible",
             Self::Instantiate { .. } => "instantiate",

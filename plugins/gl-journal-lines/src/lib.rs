@@ -215,12 +215,13 @@ mod tests {
             mlc_plugin_sdk::__private::map_batch(&mapper, INVOICES, &[acme.to_owned(), rec_text()])
                 .unwrap();
         assert!(out.rejects.is_empty(), "{:?}", out.rejects);
-        assert_eq!(out.rows.len(), 2);
-        assert!(out.rows.iter().all(|r| r.values.len() == schema.len()));
-        assert_eq!(out.rows[0].values[0], Value::Integer(300100412233001));
-        assert_eq!(out.rows[0].values[3], Value::Null);
-        assert_eq!(out.rows[0].values[10], Value::Boolean(false));
-        assert_eq!(out.rows[1].values[6], Value::Null);
+        let rows = out.rows();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.values.len() == schema.len()));
+        assert_eq!(rows[0].values[0], Value::Integer(300100412233001));
+        assert_eq!(rows[0].values[3], Value::Null);
+        assert_eq!(rows[0].values[10], Value::Boolean(false));
+        assert_eq!(rows[1].values[6], Value::Null);
     }
 
     fn rec_text() -> String {

@@ -9,18 +9,23 @@
 //! | `trap` | panics (a trap; the message goes to stderr) |
 //! | `memory-bomb` | allocates 1 MiB blocks until stopped |
 //! | `huge:<rows>` | emits `<rows>` rows of 1 KiB text for the first record |
-//! | `wrong-schema` | emits rows with one value fewer than the schema |
-//! | `wrong-type` | puts text in the integer key column |
+//! | `wrong-schema` | returns two columns for a schema of four |
+//! | `wrong-type` | returns text values for the integer key column |
 //! | `reject` | rejects every record |
 //!
+//! `wrong-schema` and `wrong-type` build their output by hand, past the
+//! SDK's own checks, so that the host's checks are what stops them.
 //! Anything else is refused by `configure`. Resource `items` maps records
 //! `{"id": <int>, "amount": <number>?, "cc": "<cost center>"?}` to
 //! `Index`, `Label`, `Amount` (decimal(38,9)), `Cost Center` (the
 //! `cost-centers` description via `lookup`).
 
+use std::cell::RefCell;
+
 use mlc_plugin_sdk::column::{self, ColumnExt};
 use mlc_plugin_sdk::{
-    Column, Lookups, MapError, Mapper, Object, PluginError, Rejection, Rows, Value,
+    BatchOutput, Column, ColumnData, ColumnValues, Guest, Lookups, MapError, Mapper, Object,
+    PluginError, Rejection, Rows, TextValues, Value,
 };
 
 enum Mode {
@@ -128,17 +133,8 @@ impl Mapper for Misbehave {
                     }
                 }
             }
-            Mode::WrongSchema => {
-                rows.push(vec![rec.integer("id")?, Value::Text("short".into())]);
-            }
-            Mode::WrongType => {
-                rows.push(vec![
-                    Value::Text("not an integer".into()),
-                    Value::Text("wrong-type".into()),
-                    Value::Null,
-                    Value::Null,
-                ]);
-            }
+            // Built by hand in `map_batch` below.
+            Mode::WrongSchema | Mode::WrongType => {}
             Mode::Reject => {
                 return Err(Rejection::field("id", "this plugin rejects every record").into());
             }
@@ -154,4 +150,103 @@ fn trap() -> ! {
     panic!("misbehave: trapping on purpose")
 }
 
-mlc_plugin_sdk::export_mapper!(Misbehave);
+/// Text values for `rows` rows.
+fn texts(rows: usize, value: &str) -> ColumnData {
+    ColumnData {
+        nulls: Vec::new(),
+        values: ColumnValues::Text(TextValues {
+            text: value.repeat(rows),
+            ends: (1..=rows).map(|i| (i * value.len()) as u32).collect(),
+        }),
+    }
+}
+
+/// An output that does not follow the schema, or `None` for the modes the
+/// SDK drives.
+fn broken_output(mode: &Mode, records: usize) -> Option<BatchOutput> {
+    let sources: Vec<u32> = (0..records as u32).collect();
+    let columns = match mode {
+        Mode::WrongSchema => vec![
+            ColumnData {
+                nulls: Vec::new(),
+                values: ColumnValues::Integer(sources.iter().map(|&i| i64::from(i)).collect()),
+            },
+            texts(records, "short"),
+        ],
+        Mode::WrongType => vec![
+            texts(records, "not an integer"),
+            texts(records, "wrong-type"),
+            ColumnData {
+                nulls: sources.clone(),
+                values: ColumnValues::Decimal(mlc_plugin_sdk::DecimalValues {
+                    scale: 9,
+                    lo: vec![0; records],
+                    hi: vec![0; records],
+                }),
+            },
+            ColumnData {
+                nulls: sources.clone(),
+                values: ColumnValues::Text(TextValues {
+                    text: String::new(),
+                    ends: vec![0; records],
+                }),
+            },
+        ],
+        _ => return None,
+    };
+    Some(BatchOutput {
+        sources,
+        columns,
+        rejects: Vec::new(),
+    })
+}
+
+thread_local! {
+    static MAPPER: RefCell<Option<Misbehave>> = const { RefCell::new(None) };
+}
+
+fn not_configured() -> PluginError {
+    PluginError::Internal("misbehave: configure was not called".into())
+}
+
+struct Export;
+
+impl Guest for Export {
+    fn configure(config: String) -> Result<(), PluginError> {
+        let mapper = Misbehave::configure(&config)?;
+        MAPPER.with(|m| *m.borrow_mut() = Some(mapper));
+        Ok(())
+    }
+
+    fn resources() -> Vec<String> {
+        MAPPER.with(|m| {
+            m.borrow()
+                .as_ref()
+                .map(Mapper::resources)
+                .unwrap_or_default()
+        })
+    }
+
+    fn schema(resource: String) -> Result<Vec<Column>, PluginError> {
+        MAPPER.with(|m| {
+            let guard = m.borrow();
+            let mapper = guard.as_ref().ok_or_else(not_configured)?;
+            mapper
+                .schema(&resource)
+                .ok_or(PluginError::UnknownResource(resource))
+        })
+    }
+
+    fn map_batch(resource: String, records: Vec<String>) -> Result<BatchOutput, PluginError> {
+        MAPPER.with(|m| {
+            let guard = m.borrow();
+            let mapper = guard.as_ref().ok_or_else(not_configured)?;
+            match broken_output(&mapper.mode, records.len()) {
+                Some(output) => Ok(output),
+                None => mlc_plugin_sdk::map_records(mapper, &resource, &records),
+            }
+        })
+    }
+}
+
+mlc_plugin_sdk::bindings::export!(Export with_types_in mlc_plugin_sdk::bindings);

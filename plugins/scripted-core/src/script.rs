@@ -36,34 +36,54 @@ pub struct Script {
     slot_count: usize,
 }
 
-/// Builds the caller's row type from the values of one output row.
-pub trait RowMaker {
-    /// The row type.
-    type Row;
-    /// A row of record `source` from `values` (in schema order); may take
-    /// the values out of the vector, which is cleared before the next row.
-    fn make(&mut self, source: u32, values: &mut Vec<Value>) -> Self::Row;
+/// Where the rows of a batch go: [`mlc_common::Row`]s (`Vec<Row>`), or the
+/// guest's columns.
+pub trait RowSink {
+    /// Rows so far.
+    fn rows(&self) -> usize;
+    /// Appends a row of record `source` from `values` (in schema order);
+    /// may take the values out of the vector, which is cleared before the
+    /// next row. An error is a fault of the record: it is rejected with
+    /// that field and reason, and its rows are dropped.
+    fn push(&mut self, source: u32, values: &mut Vec<Value>) -> Result<(), SinkFault>;
+    /// Drops every row from `rows` on.
+    fn truncate(&mut self, rows: usize);
 }
 
-/// Rows as [`mlc_common::Row`].
-struct CommonRows;
+/// Why a sink refused a row: the record is rejected with this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkFault {
+    /// The column or field at fault.
+    pub field: Option<String>,
+    /// Why.
+    pub reason: String,
+}
 
-impl RowMaker for CommonRows {
-    type Row = Row;
+impl RowSink for Vec<Row> {
+    fn rows(&self) -> usize {
+        self.len()
+    }
 
-    fn make(&mut self, source: u32, values: &mut Vec<Value>) -> Row {
+    fn push(&mut self, source: u32, values: &mut Vec<Value>) -> Result<(), SinkFault> {
         let capacity = values.len();
-        Row {
-            source,
-            values: std::mem::replace(values, Vec::with_capacity(capacity)),
-        }
+        Vec::push(
+            self,
+            Row {
+                source,
+                values: std::mem::replace(values, Vec::with_capacity(capacity)),
+            },
+        );
+        Ok(())
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        Vec::truncate(self, rows);
     }
 }
 
 /// Where rows go while a batch is mapped.
-struct Emit<'o, M: RowMaker> {
-    rows: &'o mut Vec<M::Row>,
-    maker: &'o mut M,
+struct Emit<'o, K: RowSink> {
+    sink: &'o mut K,
     scratch: &'o mut Vec<Value>,
 }
 
@@ -567,20 +587,21 @@ impl Script {
         records: &[S],
         lookup: &mut dyn Lookup,
     ) -> Result<MappedBatch, MapError> {
-        let (rows, rejects) = self.map_batch_with(resource, records, lookup, &mut CommonRows)?;
+        let mut rows: Vec<Row> = Vec::with_capacity(records.len());
+        let rejects = self.map_batch_into(resource, records, lookup, &mut rows)?;
         Ok(MappedBatch { rows, rejects })
     }
 
-    /// [`Script::map_batch`] building the caller's own row type with
-    /// `maker` (the guest builds its WIT rows directly, converting each
-    /// value once).
-    pub fn map_batch_with<S: AsRef<str>, M: RowMaker>(
+    /// [`Script::map_batch`] into the caller's [`RowSink`] (the guest
+    /// appends each value straight to its output columns). Returns the
+    /// rejects, in record order.
+    pub fn map_batch_into<S: AsRef<str>, K: RowSink>(
         &self,
         resource: &str,
         records: &[S],
         lookup: &mut dyn Lookup,
-        maker: &mut M,
-    ) -> Result<(Vec<M::Row>, Vec<Reject>), MapError> {
+        sink: &mut K,
+    ) -> Result<Vec<Reject>, MapError> {
         if resource != self.resource {
             return Err(MapError::UnknownResource {
                 mapped: self.resource.clone(),
@@ -591,19 +612,17 @@ impl Script {
             return Err(MapError::BatchTooLarge(records.len()));
         }
         let mut cx = Context::new(lookup);
-        let mut rows: Vec<M::Row> = Vec::with_capacity(records.len());
         let mut rejects = Vec::new();
         let mut scratch: Vec<Value> = Vec::with_capacity(self.columns.len());
         let mut emit = Emit {
-            rows: &mut rows,
-            maker,
+            sink,
             scratch: &mut scratch,
         };
         let mut slots: Vec<Raw<'_>> = vec![Raw::Missing; self.slot_count];
         for (index, record) in records.iter().enumerate() {
             let index = index as u32;
             slots.iter_mut().for_each(|s| *s = Raw::Missing);
-            let first_row = emit.rows.len();
+            let first_row = emit.sink.rows();
             let result = match json::scan_object(
                 record.as_ref(),
                 &self.tables,
@@ -619,7 +638,7 @@ impl Script {
                 Ok(()) => {}
                 Err(Stop::Fatal(e)) => return Err(e),
                 Err(Stop::Fault(Fault { field, message })) => {
-                    emit.rows.truncate(first_row);
+                    emit.sink.truncate(first_row);
                     rejects.push(Reject {
                         index,
                         field,
@@ -628,17 +647,17 @@ impl Script {
                 }
             }
         }
-        Ok((rows, rejects))
+        Ok(rejects)
     }
 
     /// Emits the rows of one object at `level` (its slots are filled).
-    fn walk<'a, M: RowMaker>(
+    fn walk<'a, K: RowSink>(
         &self,
         level: usize,
         index: u32,
         slots: &mut Vec<Raw<'a>>,
         cx: &mut Context<'_>,
-        rows: &mut Emit<'_, M>,
+        rows: &mut Emit<'_, K>,
     ) -> Result<(), Stop> {
         let Some(child) = self.levels[level].child else {
             return self.row(index, slots, cx, rows);
@@ -703,12 +722,12 @@ impl Script {
     }
 
     /// Evaluates the filter and the columns for one output row.
-    fn row<M: RowMaker>(
+    fn row<K: RowSink>(
         &self,
         index: u32,
         slots: &[Raw<'_>],
         cx: &mut Context<'_>,
-        out: &mut Emit<'_, M>,
+        out: &mut Emit<'_, K>,
     ) -> Result<(), Stop> {
         if let Some(filter) = &self.filter {
             let keep = eval::eval(filter, slots, cx)
@@ -726,9 +745,12 @@ impl Script {
             let value = self.column_value(column, slots, cx)?;
             out.scratch.push(value);
         }
-        let row = out.maker.make(index, out.scratch);
-        out.rows.push(row);
-        Ok(())
+        out.sink.push(index, out.scratch).map_err(|f| {
+            Stop::Fault(Fault {
+                field: f.field,
+                message: f.reason,
+            })
+        })
     }
 
     fn column_value(

@@ -5,36 +5,25 @@
 //! (every field path gets a slot; see `mlc_scripted_core`) and keeps it for
 //! the life of the instance. `map-batch` runs the plan over the batch: each
 //! record is read by a single-pass scanner that keeps only the fields the
-//! script uses. Lookups go to the host's tenant-scoped `lookup` import.
+//! script uses, and each output value is appended to its column
+//! (`mlc_plugin_sdk::ColumnsBuilder`, the contract's column-wise output).
+//! Lookups go to the host's tenant-scoped `lookup` import.
 //! Script mistakes come back from `configure` as `invalid-config` with the
 //! line, position and output column; bad records come back as rejects.
 
 use std::cell::RefCell;
 
 use mlc_common::{ColumnType, Value};
-use mlc_scripted_core::{Lookup, LookupError, MapError, RowMaker, Script};
-
-/// Guest bindings of `wit/mapping.wit` (generated code uses `unsafe` for
-/// the canonical ABI; it stays inside this module).
-#[allow(unsafe_code, missing_docs)]
-mod bindings {
-    use super::Component;
-
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "mapping",
-    });
-
-    export!(Component);
-}
-
-use bindings::exports::ml_connector::mapping::mapper::Guest;
-use bindings::ml_connector::mapping::host;
-use bindings::ml_connector::mapping::types as wit;
+use mlc_plugin_sdk::bindings::ml_connector::mapping::host;
+use mlc_plugin_sdk::{
+    BatchOutput, Column, ColumnsBuilder, DecimalType, Guest, PluginError, Reject, RowError,
+};
+use mlc_scripted_core::{Lookup, LookupError, MapError, RowSink, Script, SinkFault};
 
 thread_local! {
-    /// The compiled script of this instance (set by `configure`).
-    static SCRIPT: RefCell<Option<Script>> = const { RefCell::new(None) };
+    /// The compiled script of this instance (set by `configure`) and its
+    /// schema in the contract's terms.
+    static SCRIPT: RefCell<Option<(Script, Vec<Column>)>> = const { RefCell::new(None) };
 }
 
 /// Lookups through the host import.
@@ -49,66 +38,72 @@ impl Lookup for HostLookup {
     }
 }
 
-fn column_type(ty: ColumnType) -> wit::ColumnType {
+fn column_type(ty: ColumnType) -> mlc_plugin_sdk::ColumnType {
+    use mlc_plugin_sdk::ColumnType as Wit;
     match ty {
-        ColumnType::Text => wit::ColumnType::Text,
-        ColumnType::Integer => wit::ColumnType::Integer,
-        ColumnType::Double => wit::ColumnType::Double,
-        ColumnType::Decimal { precision, scale } => {
-            wit::ColumnType::Decimal(wit::DecimalType { precision, scale })
-        }
-        ColumnType::Boolean => wit::ColumnType::Boolean,
-        ColumnType::Date => wit::ColumnType::Date,
-        ColumnType::Timestamp => wit::ColumnType::Timestamp,
+        ColumnType::Text => Wit::Text,
+        ColumnType::Integer => Wit::Integer,
+        ColumnType::Double => Wit::Double,
+        ColumnType::Decimal { precision, scale } => Wit::Decimal(DecimalType { precision, scale }),
+        ColumnType::Boolean => Wit::Boolean,
+        ColumnType::Date => Wit::Date,
+        ColumnType::Timestamp => Wit::Timestamp,
     }
 }
 
-fn value(v: Value) -> wit::Value {
-    match v {
-        Value::Null => wit::Value::Null,
-        Value::Text(s) => wit::Value::Text(s),
-        Value::Integer(i) => wit::Value::Integer(i),
-        Value::Double(f) => wit::Value::Double(f),
-        Value::Decimal(d) => {
-            // 128-bit two's complement split into hi × 2^64 + lo.
-            let bits = d.unscaled as u128;
-            wit::Value::Decimal(wit::Decimal {
-                lo: bits as u64,
-                hi: (bits >> 64) as u64 as i64,
-                scale: d.scale,
+/// The script's rows appended straight to the output columns.
+struct Columns(ColumnsBuilder);
+
+impl RowSink for Columns {
+    fn rows(&self) -> usize {
+        self.0.rows()
+    }
+
+    fn push(&mut self, source: u32, values: &mut Vec<Value>) -> Result<(), SinkFault> {
+        self.0
+            .push_row(source, values.drain(..))
+            .map_err(|e| match e {
+                RowError::Fault { column, reason } => SinkFault {
+                    field: Some(column),
+                    reason,
+                },
+                // The script converts every value to its column's type, so
+                // this names a bug; the record is rejected with it rather
+                // than losing the batch.
+                RowError::Mismatch(m) => SinkFault {
+                    field: None,
+                    reason: m,
+                },
             })
-        }
-        Value::Boolean(b) => wit::Value::Boolean(b),
-        Value::Date(d) => wit::Value::Date(d),
-        Value::Timestamp(t) => wit::Value::Timestamp(t),
+    }
+
+    fn truncate(&mut self, rows: usize) {
+        self.0.truncate(rows);
     }
 }
 
-/// Builds WIT rows straight from each row's values (no intermediate row).
-struct WitRows;
-
-impl RowMaker for WitRows {
-    type Row = wit::Row;
-
-    fn make(&mut self, source: u32, values: &mut Vec<Value>) -> wit::Row {
-        wit::Row {
-            source,
-            values: values.drain(..).map(value).collect(),
-        }
-    }
-}
-
-fn not_configured() -> wit::PluginError {
-    wit::PluginError::Internal("the scripted plugin has no script: configure was not called".into())
+fn not_configured() -> PluginError {
+    PluginError::Internal("the scripted plugin has no script: configure was not called".into())
 }
 
 struct Component;
 
 impl Guest for Component {
-    fn configure(config: String) -> Result<(), wit::PluginError> {
+    fn configure(config: String) -> Result<(), PluginError> {
         let script =
-            Script::compile(&config).map_err(|e| wit::PluginError::InvalidConfig(e.to_string()))?;
-        SCRIPT.with(|s| *s.borrow_mut() = Some(script));
+            Script::compile(&config).map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
+        let columns = script
+            .schema()
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                ty: column_type(c.ty),
+                nullable: c.nullable,
+                key: c.key,
+            })
+            .collect();
+        SCRIPT.with(|s| *s.borrow_mut() = Some((script, columns)));
         Ok(())
     }
 
@@ -116,58 +111,45 @@ impl Guest for Component {
         SCRIPT.with(|s| {
             s.borrow()
                 .as_ref()
-                .map(|script| vec![script.resource().to_owned()])
+                .map(|(script, _)| vec![script.resource().to_owned()])
                 .unwrap_or_default()
         })
     }
 
-    fn schema(resource: String) -> Result<Vec<wit::Column>, wit::PluginError> {
+    fn schema(resource: String) -> Result<Vec<Column>, PluginError> {
         SCRIPT.with(|s| {
             let guard = s.borrow();
-            let script = guard.as_ref().ok_or_else(not_configured)?;
+            let (script, columns) = guard.as_ref().ok_or_else(not_configured)?;
             if script.resource() != resource {
-                return Err(wit::PluginError::UnknownResource(resource));
+                return Err(PluginError::UnknownResource(resource));
             }
-            Ok(script
-                .schema()
-                .columns
-                .iter()
-                .map(|c| wit::Column {
-                    name: c.name.clone(),
-                    ty: column_type(c.ty),
-                    nullable: c.nullable,
-                    key: c.key,
-                })
-                .collect())
+            Ok(columns.clone())
         })
     }
 
-    fn map_batch(
-        resource: String,
-        records: Vec<String>,
-    ) -> Result<wit::BatchOutput, wit::PluginError> {
+    fn map_batch(resource: String, records: Vec<String>) -> Result<BatchOutput, PluginError> {
         SCRIPT.with(|s| {
             let guard = s.borrow();
-            let script = guard.as_ref().ok_or_else(not_configured)?;
-            let (rows, rejects) = script
-                .map_batch_with(&resource, &records, &mut HostLookup, &mut WitRows)
+            let (script, columns) = guard.as_ref().ok_or_else(not_configured)?;
+            let mut sink = Columns(ColumnsBuilder::new(columns, records.len()));
+            let rejects = script
+                .map_batch_into(&resource, &records, &mut HostLookup, &mut sink)
                 .map_err(|e| match e {
-                    MapError::UnknownResource { asked, .. } => {
-                        wit::PluginError::UnknownResource(asked)
-                    }
-                    other => wit::PluginError::Internal(other.to_string()),
+                    MapError::UnknownResource { asked, .. } => PluginError::UnknownResource(asked),
+                    other => PluginError::Internal(other.to_string()),
                 })?;
-            Ok(wit::BatchOutput {
-                rows,
-                rejects: rejects
+            Ok(sink.0.finish(
+                rejects
                     .into_iter()
-                    .map(|r| wit::Reject {
+                    .map(|r| Reject {
                         index: r.index,
                         field: r.field,
                         reason: r.reason,
                     })
                     .collect(),
-            })
+            ))
         })
     }
 }
+
+mlc_plugin_sdk::bindings::export!(Component with_types_in mlc_plugin_sdk::bindings);

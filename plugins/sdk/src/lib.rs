@@ -1,7 +1,7 @@
 //! The SDK for ml-connector mapping plugins.
 //!
 //! A plugin is a WebAssembly component of the world
-//! `ml-connector:mapping/mapping@0.1.0`. With this crate it is a type that
+//! `ml-connector:mapping/mapping@0.2.0`. With this crate it is a type that
 //! implements [`Mapper`] — configuration, resources, a schema per resource,
 //! and a function that maps one record — plus one [`export_mapper!`] line:
 //!
@@ -30,7 +30,11 @@
 //! parsed with the fast borrowing [`Object`] index (no JSON tree is built),
 //! a [`Rejection`] returned for a record becomes a reject with the field
 //! named (its rows are dropped), and a [`MapError::Fail`] fails the batch.
+//! Rows go back to the host column by column ([`ColumnsBuilder`]); a row
+//! whose values do not follow the schema fails the batch with the column
+//! named.
 
+pub mod columns;
 pub mod json;
 pub mod lookup;
 pub mod value;
@@ -49,12 +53,13 @@ pub mod bindings {
 
 pub use bindings::exports::ml_connector::mapping::mapper::Guest;
 pub use bindings::ml_connector::mapping::types::{
-    BatchOutput, Column, ColumnType, Decimal as WitDecimal, DecimalType, Level, PluginError,
-    Reject, Row, Value,
+    BatchOutput, Column, ColumnData, ColumnType, ColumnValues, DecimalType, DecimalValues, Level,
+    PluginError, Reject, TextValues,
 };
+pub use columns::{ColumnsBuilder, RowError};
 pub use json::{Json, JsonError, Kind, Object};
 pub use lookup::{Lookups, log};
-pub use mlc_common::Decimal;
+pub use mlc_common::{Decimal, Value};
 pub use value::column;
 
 /// Why one record cannot be mapped: it becomes a reject, not a failure.
@@ -106,19 +111,26 @@ impl From<PluginError> for MapError {
 }
 
 /// The rows one record maps to.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Rows {
-    rows: Vec<Row>,
+    out: ColumnsBuilder,
     source: u32,
+    /// The first row that did not follow the schema, if any.
+    error: Option<RowError>,
 }
 
 impl Rows {
-    /// Adds a row (values in schema order) for the current record.
+    /// Adds a row (values in schema order) for the current record. A row
+    /// that does not follow the schema is kept out and, once the record is
+    /// mapped, rejects the record (a decimal the column cannot hold) or
+    /// fails the batch (a wrong number or type of values: a plugin bug).
     pub fn push(&mut self, values: Vec<Value>) {
-        self.rows.push(Row {
-            source: self.source,
-            values,
-        });
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.out.push_row(self.source, values) {
+            self.error = Some(e);
+        }
     }
 
     /// The index of the record being mapped.
@@ -219,49 +231,72 @@ pub mod __private {
             .ok_or_else(|| PluginError::UnknownResource(resource.to_owned()))
     }
 
-    /// `map-batch` for a mapper: one record at a time, rejects collected.
+    /// `map-batch` for a mapper: [`crate::map_records`].
     pub fn map_batch<M: Mapper>(
         m: &M,
         resource: &str,
         records: &[String],
     ) -> Result<BatchOutput, PluginError> {
-        if !m.resources().iter().any(|r| r == resource) {
-            return Err(PluginError::UnknownResource(resource.to_owned()));
-        }
-        let mut rows = Rows {
-            rows: Vec::with_capacity(records.len()),
-            source: 0,
+        crate::map_records(m, resource, records)
+    }
+}
+
+/// Maps a batch with `m`, one record at a time, rejects collected: what
+/// [`export_mapper!`]'s `map-batch` does. For plugins that implement
+/// [`Guest`] themselves and want the SDK's batch driver for some calls.
+pub fn map_records<M: Mapper>(
+    m: &M,
+    resource: &str,
+    records: &[String],
+) -> Result<BatchOutput, PluginError> {
+    let Some(schema) = m.schema(resource) else {
+        return Err(PluginError::UnknownResource(resource.to_owned()));
+    };
+    let mut rows = Rows {
+        out: ColumnsBuilder::new(&schema, records.len()),
+        source: 0,
+        error: None,
+    };
+    let mut rejects = Vec::new();
+    for (index, text) in records.iter().enumerate() {
+        let index =
+            u32::try_from(index).map_err(|_| PluginError::Internal("batch too large".into()))?;
+        rows.source = index;
+        let mark = rows.out.rows();
+        let mut result = match Object::parse(text) {
+            Ok(record) => m.map(resource, &record, &mut rows),
+            Err(e) => Err(MapError::Reject(Rejection::new(format!(
+                "the record is not a JSON object: {e}"
+            )))),
         };
-        let mut rejects = Vec::new();
-        for (index, text) in records.iter().enumerate() {
-            let index = u32::try_from(index)
-                .map_err(|_| PluginError::Internal("batch too large".into()))?;
-            rows.source = index;
-            let mark = rows.rows.len();
-            let result = match Object::parse(text) {
-                Ok(record) => m.map(resource, &record, &mut rows),
-                Err(e) => Err(MapError::Reject(Rejection::new(format!(
-                    "the record is not a JSON object: {e}"
-                )))),
-            };
-            match result {
-                Ok(()) => {}
-                Err(MapError::Reject(r)) => {
-                    rows.rows.truncate(mark);
-                    rejects.push(Reject {
-                        index,
-                        field: r.field,
-                        reason: r.reason,
-                    });
+        match rows.error.take() {
+            None => {}
+            Some(RowError::Mismatch(m)) => {
+                return Err(PluginError::Internal(format!("record {index}: {m}")));
+            }
+            Some(RowError::Fault { column, reason }) => {
+                if result.is_ok() {
+                    result = Err(MapError::Reject(Rejection {
+                        field: Some(column),
+                        reason,
+                    }));
                 }
-                Err(MapError::Fail(e)) => return Err(e),
             }
         }
-        Ok(BatchOutput {
-            rows: rows.rows,
-            rejects,
-        })
+        match result {
+            Ok(()) => {}
+            Err(MapError::Reject(r)) => {
+                rows.out.truncate(mark);
+                rejects.push(Reject {
+                    index,
+                    field: r.field,
+                    reason: r.reason,
+                });
+            }
+            Err(MapError::Fail(e)) => return Err(e),
+        }
     }
+    Ok(rows.out.finish(rejects))
 }
 
 #[cfg(test)]
@@ -283,6 +318,9 @@ mod tests {
         }
         fn map(&self, _resource: &str, rec: &Object<'_>, rows: &mut Rows) -> Result<(), MapError> {
             let id = rec.integer("Id")?;
+            if rec.get("mistyped").is_some() {
+                rows.push(vec![Value::Text("one".into()), Value::Null]);
+            }
             for part in rec.children("parts")? {
                 rows.push(vec![id.clone(), part.text("name")?]);
             }
@@ -302,8 +340,14 @@ mod tests {
             r#"{"Id": 4, "parts": {"items": [{"name": "e"}]}}"#.to_owned(),
         ];
         let out = __private::map_batch(&Demo, "things", &records).unwrap();
-        let sources: Vec<u32> = out.rows.iter().map(|r| r.source).collect();
-        assert_eq!(sources, vec![0, 0, 3]);
+        assert_eq!(out.sources, vec![0, 0, 3]);
+        assert_eq!(
+            out.columns[1].values,
+            ColumnValues::Text(TextValues {
+                text: "abe".into(),
+                ends: vec![1, 2, 3]
+            })
+        );
         assert_eq!(out.rejects.len(), 2);
         assert_eq!(out.rejects[0].index, 1);
         assert_eq!(out.rejects[0].field.as_deref(), Some("name"));
@@ -312,6 +356,22 @@ mod tests {
             out.rejects[1]
                 .reason
                 .starts_with("the record is not a JSON object")
+        );
+    }
+
+    #[test]
+    fn a_row_of_the_wrong_type_fails_the_batch_naming_the_column() {
+        let records = vec![
+            r#"{"Id": 1, "parts": []}"#.to_owned(),
+            r#"{"Id": 2, "parts": [], "mistyped": true}"#.to_owned(),
+        ];
+        let err = __private::map_batch(&Demo, "things", &records).unwrap_err();
+        assert_eq!(
+            err,
+            PluginError::Internal(
+                "record 1: column `Id` is declared integer but the plugin gave a value of type text"
+                    .into()
+            )
         );
     }
 

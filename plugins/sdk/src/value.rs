@@ -1,6 +1,6 @@
 //! Typed values and columns, and reading them from record fields.
 //!
-//! The `Object` methods here turn one field into the WIT [`Value`] a column
+//! The `Object` methods here turn one field into the [`Value`] a column
 //! wants, or into a [`Rejection`] naming the field: `rec.text("Supplier")?`,
 //! `rec.opt_decimal("AmountPaid", 18, 2)?`, `rec.boolean("CanceledFlag")?`.
 //! Required fields reject a missing or null value; `opt_` variants give
@@ -9,11 +9,9 @@
 
 use std::borrow::Cow;
 
-use mlc_common::Decimal;
+use mlc_common::{Decimal, Value};
 
-use crate::bindings::ml_connector::mapping::types::{
-    Column, ColumnType, Decimal as WitDecimal, DecimalType, Value,
-};
+use crate::bindings::ml_connector::mapping::types::{Column, ColumnType, DecimalType};
 use crate::json::{Json, Kind, Object};
 use crate::{MapError, Rejection};
 
@@ -29,7 +27,7 @@ pub fn integer(i: i64) -> Value {
 
 /// A decimal value.
 pub fn decimal(d: Decimal) -> Value {
-    Value::Decimal(to_wit(d))
+    Value::Decimal(d)
 }
 
 /// A boolean value.
@@ -52,26 +50,11 @@ pub fn opt_text(s: Option<impl Into<String>>) -> Value {
     s.map_or(Value::Null, |s| Value::Text(s.into()))
 }
 
-/// An exact decimal as the WIT record.
-pub fn to_wit(d: Decimal) -> WitDecimal {
-    WitDecimal {
-        lo: d.unscaled as u64,
-        hi: (d.unscaled >> 64) as i64,
-        scale: d.scale,
-    }
-}
-
-/// A WIT decimal as an exact decimal.
-pub fn from_wit(d: WitDecimal) -> Decimal {
-    Decimal::new((i128::from(d.hi) << 64) | i128::from(d.lo), d.scale)
-}
-
 /// Parses decimal text (`1250.00`, `-0.5`, `1.25E3`) exactly and fits it to
 /// `NUMERIC(precision, scale)`.
-pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<WitDecimal, String> {
+pub fn parse_decimal(text: &str, precision: u8, scale: u8) -> Result<Decimal, String> {
     let d = Decimal::parse(text).map_err(|e| e.to_string())?;
-    let d = d.fit(precision, scale).map_err(|e| e.to_string())?;
-    Ok(to_wit(d))
+    d.fit(precision, scale).map_err(|e| e.to_string())
 }
 
 /// Column constructors: `column::text("Supplier")`,
@@ -179,12 +162,7 @@ fn integer_of(field: &str, v: &Json<'_>) -> Result<i64, Rejection> {
         .ok_or_else(|| wrong(field, "an integer", v))
 }
 
-fn decimal_of(
-    field: &str,
-    v: &Json<'_>,
-    precision: u8,
-    scale: u8,
-) -> Result<WitDecimal, Rejection> {
+fn decimal_of(field: &str, v: &Json<'_>, precision: u8, scale: u8) -> Result<Decimal, Rejection> {
     let text = match v.kind() {
         Kind::Number => Cow::Borrowed(v.raw()),
         Kind::String => v.as_str().unwrap_or_default(),
@@ -408,12 +386,12 @@ mod tests {
         assert_eq!(r.integer("IdText").unwrap(), Value::Integer(42));
         assert_eq!(
             r.decimal("Amount", 18, 2).unwrap(),
-            Value::Decimal(to_wit(Decimal::new(125050, 2)))
+            Value::Decimal(Decimal::new(125050, 2))
         );
         let Value::Decimal(big) = r.decimal("Big", 38, 9).unwrap() else {
             panic!("not a decimal");
         };
-        assert_eq!(from_wit(big).to_string(), "12345678901234567890.123456789");
+        assert_eq!(big.to_string(), "12345678901234567890.123456789");
         assert_eq!(r.opt_decimal("Paid", 18, 2).unwrap(), Value::Null);
         assert_eq!(r.opt_decimal("Absent", 18, 2).unwrap(), Value::Null);
         assert_eq!(r.text("Cur").unwrap(), Value::Text("USD".into()));

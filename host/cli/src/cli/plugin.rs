@@ -230,7 +230,7 @@ async fn check(
         Output::Json => say!("{}", serde_json::to_string_pretty(&info_json(&info))?),
         Output::Text => {
             say!("component  {} ({} bytes)", file.display(), wasm.len());
-            say!("world      ml-connector:mapping/mapping@0.1.0: ok");
+            say!("world      {}: ok", mlc_plugin::WORLD);
             say!("version    {}", info.version.as_str());
             say!("compile    {}", describe_compile(&info));
             say!("imports    {}", info.imports.len());
@@ -291,7 +291,7 @@ fn print_schema(schema: &Schema) {
 
 fn info_json(info: &PluginInfo) -> serde_json::Value {
     json!({
-        "world": "ml-connector:mapping/mapping@0.1.0",
+        "world": mlc_plugin::WORLD,
         "version": info.version,
         "wasm_sha256": info.wasm_sha256,
         "imports": info.imports,
