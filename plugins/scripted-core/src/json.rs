@@ -89,18 +89,31 @@ pub struct Entry {
 }
 
 /// The wanted keys of one object.
+///
+/// Keys are found through a small open-addressed hash table keyed by the
+/// key's length and first eight bytes; a hit is then confirmed by comparing
+/// the whole key, so keys sharing a prefix never mix.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     /// Wanted keys, in the order they were added.
     pub entries: Vec<Entry>,
     /// (length, first eight bytes) of each entry's key, for fast matching.
     index: Vec<(usize, u64)>,
+    /// Entry position + 1 per bucket (0: empty); a power of two long, at
+    /// least four times the number of entries, so a key that is not wanted
+    /// (most keys of a record) usually ends at its first bucket.
+    buckets: Vec<u32>,
+    /// `64 - log2(buckets.len())`: the hash's top bits pick the bucket.
+    shift: u32,
 }
+
+/// Fibonacci hashing multiplier (2^64 / golden ratio, odd).
+const HASH_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl Table {
     /// The entry for `key`, created when absent.
     pub fn entry(&mut self, key: &str) -> &mut Entry {
-        let index = match self.entries.iter().position(|e| &*e.key == key) {
+        let index = match self.find(key.as_bytes()) {
             Some(index) => index,
             None => {
                 self.entries.push(Entry {
@@ -109,25 +122,77 @@ impl Table {
                     nested: None,
                 });
                 self.index.push((key.len(), prefix(key.as_bytes())));
+                if self.index.len() * 4 > self.buckets.len() {
+                    self.rehash();
+                } else {
+                    self.place(self.index.len() - 1);
+                }
                 self.entries.len() - 1
             }
         };
         &mut self.entries[index]
     }
 
+    /// Rebuilds the buckets, sized for the entries there are now.
+    fn rehash(&mut self) {
+        let size = (self.index.len() * 4).next_power_of_two().max(16);
+        self.buckets.clear();
+        self.buckets.resize(size, 0);
+        self.shift = 64 - size.trailing_zeros();
+        for position in 0..self.index.len() {
+            self.place(position);
+        }
+    }
+
+    /// Puts entry `position` into the first free bucket of its chain.
+    fn place(&mut self, position: usize) {
+        let Some(&(len, head)) = self.index.get(position) else {
+            return;
+        };
+        let mask = self.buckets.len().wrapping_sub(1);
+        let mut b = bucket(len, head, self.shift);
+        while self.buckets.get(b).is_some_and(|&taken| taken != 0) {
+            b = (b + 1) & mask;
+        }
+        if let Some(free) = self.buckets.get_mut(b) {
+            // Tables hold a script's keys, far fewer than u32::MAX.
+            *free = u32::try_from(position + 1).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// The position of `key` among the entries.
     #[inline]
     fn find(&self, key: &[u8]) -> Option<usize> {
-        let (len, head) = (key.len(), prefix(key));
-        for (i, &(l, h)) in self.index.iter().enumerate() {
-            if l == len
-                && h == head
-                && (len <= 8 || self.entries[i].key.as_bytes()[8..] == key[8..])
-            {
-                return Some(i);
-            }
-        }
-        None
+        self.find_hashed(key, prefix(key))
     }
+
+    /// [`Table::find`] with the key's first eight bytes (zero-padded)
+    /// already in hand.
+    #[inline(always)]
+    fn find_hashed(&self, key: &[u8], head: u64) -> Option<usize> {
+        let len = key.len();
+        let mask = self.buckets.len().wrapping_sub(1);
+        let mut b = bucket(len, head, self.shift);
+        loop {
+            let position = (*self.buckets.get(b)? as usize).checked_sub(1)?;
+            if let Some(&(l, h)) = self.index.get(position)
+                && l == len
+                && h == head
+                && (len <= 8
+                    || self.entries.get(position).map(|e| &e.key.as_bytes()[8..]) == key.get(8..))
+            {
+                return Some(position);
+            }
+            b = (b + 1) & mask;
+        }
+    }
+}
+
+/// The bucket of a key of `len` bytes starting with `head`, for a table of
+/// `2^(64 - shift)` buckets.
+#[inline(always)]
+fn bucket(len: usize, head: u64, shift: u32) -> usize {
+    (head.wrapping_add(len as u64).wrapping_mul(HASH_MULTIPLIER) >> shift) as usize
 }
 
 /// Scans `text` (a JSON object) with `tables[table]`, storing wanted values
@@ -242,10 +307,8 @@ fn bytes_equal(word: u64, byte: u8) -> u64 {
 #[inline(always)]
 fn find_quote_or_backslash(bytes: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut buf = [0u8; 8];
-        buf.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(buf);
-        let hits = bytes_equal(word, b'"') | bytes_equal(word, b'\\');
+        let w = word(chunk);
+        let hits = bytes_equal(w, b'"') | bytes_equal(w, b'\\');
         if hits != 0 {
             return i + (hits.trailing_zeros() / 8) as usize;
         }
@@ -253,6 +316,30 @@ fn find_quote_or_backslash(bytes: &[u8], mut i: usize) -> usize {
     }
     while let Some(&b) = bytes.get(i) {
         if b == b'"' || b == b'\\' {
+            return i;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
+
+/// The index of the first `"`, `{`, `}`, `[` or `]` at or after `i`, eight
+/// bytes at a time; `bytes.len()` when there is none.
+#[inline(always)]
+fn find_structural(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = word(chunk);
+        // Setting bit 5 folds `[` onto `{` and `]` onto `}` (and no other
+        // byte onto either); the quote is matched before folding.
+        let folded = w | (ONES * 0x20);
+        let hits = bytes_equal(w, b'"') | bytes_equal(folded, b'{') | bytes_equal(folded, b'}');
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if matches!(b, b'"' | b'{' | b'}' | b'[' | b']') {
             return i;
         }
         i += 1;
@@ -286,6 +373,64 @@ fn prefix(key: &[u8]) -> u64 {
     let n = key.len().min(8);
     buf[..n].copy_from_slice(&key[..n]);
     u64::from_le_bytes(buf)
+}
+
+/// Loads eight bytes as a little-endian word.
+#[inline(always)]
+fn word(chunk: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(chunk);
+    u64::from_le_bytes(buf)
+}
+
+/// [`prefix`] of the `len`-byte key at `bytes[start..]`, read as one word
+/// when eight bytes are available there.
+#[inline(always)]
+fn head_at(bytes: &[u8], start: usize, len: usize) -> u64 {
+    match bytes.get(start..start + 8) {
+        Some(chunk) if len >= 8 => word(chunk),
+        Some(chunk) => word(chunk) & ((1u64 << (len * 8)) - 1),
+        None => bytes.get(start..start + len).map_or(0, prefix),
+    }
+}
+
+/// Which entries of a table an object has shown so far.
+struct Seen {
+    /// The bits of a table of up to 64 entries (the common case: no
+    /// allocation).
+    small: u64,
+    /// The bits of a larger table, 64 entries a word; empty otherwise.
+    large: Vec<u64>,
+}
+
+impl Seen {
+    fn new(entries: usize) -> Self {
+        Self {
+            small: 0,
+            large: if entries > 64 {
+                vec![0; entries.div_ceil(64)]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Marks entry `index` as seen; whether it was not seen before.
+    #[inline(always)]
+    fn insert(&mut self, index: usize) -> bool {
+        let (word, bit) = if self.large.is_empty() {
+            (&mut self.small, index)
+        } else {
+            match self.large.get_mut(index / 64) {
+                Some(word) => (word, index % 64),
+                None => return true,
+            }
+        };
+        let mask = 1u64 << (bit % 64);
+        let new = *word & mask == 0;
+        *word |= mask;
+        new
+    }
 }
 
 struct Scanner<'a> {
@@ -335,14 +480,24 @@ impl<'a> Scanner<'a> {
     /// escapes; leaves `pos` after the closing quote.
     #[inline]
     fn string(&mut self) -> Result<(&'a str, bool), JsonError> {
-        self.expect(b'"', "expected a string")?;
-        let start = self.pos;
+        let (start, end, escaped) = self.string_span()?;
+        Ok((self.slice(start, end)?, escaped))
+    }
+
+    /// [`Scanner::string`] as byte offsets: (start, end, escaped) of the
+    /// text between the quotes.
+    #[inline(always)]
+    fn string_span(&mut self) -> Result<(usize, usize, bool), JsonError> {
+        if self.bytes.get(self.pos) != Some(&b'"') {
+            return Err(self.error("expected a string"));
+        }
+        let start = self.pos + 1;
         let (end, escaped) = string_end(self.bytes, start).ok_or(JsonError {
             at: start,
             what: "unterminated string",
         })?;
         self.pos = end + 1;
-        Ok((self.slice(start, end)?, escaped))
+        Ok((start, end, escaped))
     }
 
     /// Skips a string, object or array starting at `pos` by bracket
@@ -358,9 +513,10 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         let mut depth = depth;
         let mut i = self.pos;
-        while let Some(&b) = bytes.get(i) {
-            match b {
-                b'"' => match string_end(bytes, i + 1) {
+        loop {
+            i = find_structural(bytes, i);
+            match bytes.get(i) {
+                Some(b'"') => match string_end(bytes, i + 1) {
                     Some((end, _)) => i = end,
                     None => {
                         return Err(JsonError {
@@ -369,8 +525,9 @@ impl<'a> Scanner<'a> {
                         });
                     }
                 },
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => {
+                Some(b'{' | b'[') => depth += 1,
+                Some(_) => {
+                    // `}` or `]`: find_structural stops at nothing else.
                     if depth == 0 {
                         return Err(JsonError {
                             at: i,
@@ -383,14 +540,15 @@ impl<'a> Scanner<'a> {
                         return Ok(());
                     }
                 }
-                _ => {}
+                None => {
+                    return Err(JsonError {
+                        at: start,
+                        what: "unterminated object or array",
+                    });
+                }
             }
             i += 1;
         }
-        Err(JsonError {
-            at: start,
-            what: "unterminated object or array",
-        })
     }
 
     #[inline]
@@ -410,10 +568,16 @@ impl<'a> Scanner<'a> {
     #[inline]
     fn number(&mut self) -> Result<&'a str, JsonError> {
         let start = self.pos;
+        self.skip_number();
+        self.slice(start, self.pos)
+    }
+
+    /// Moves `pos` past the characters a number may hold.
+    #[inline(always)]
+    fn skip_number(&mut self) {
         while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.bytes.get(self.pos) {
             self.pos += 1;
         }
-        self.slice(start, self.pos)
     }
 
     /// Reads one value as a [`Raw`].
@@ -446,15 +610,18 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips one value without keeping it.
-    #[inline]
+    #[inline(always)]
     fn skip_value(&mut self) -> Result<(), JsonError> {
         match self.peek() {
-            Some(b'"') => self.string().map(|_| ()),
+            Some(b'"') => self.string_span().map(|_| ()),
             Some(b'{' | b'[') => self.skip_nested(),
             Some(b't') => self.literal(b"true", "bad literal"),
             Some(b'f') => self.literal(b"false", "bad literal"),
             Some(b'n') => self.literal(b"null", "bad literal"),
-            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            Some(b'-' | b'0'..=b'9') => {
+                self.skip_number();
+                Ok(())
+            }
             _ => Err(self.error("expected a value")),
         }
     }
@@ -475,20 +642,26 @@ impl<'a> Scanner<'a> {
             self.pos += 1;
             return Ok(());
         }
-        // Seen-bits allow skipping the tail once every wanted key is found.
+        // Seen-bits make the first of duplicated keys win, and allow
+        // skipping the tail once every wanted key is found.
         let total = wanted.entries.len();
-        let trackable = total <= 64;
-        let mut seen: u64 = 0;
+        let mut seen = Seen::new(total);
         let mut found = 0usize;
         loop {
             self.ws();
             let key_at = self.pos;
-            let (key, escaped) = self.string()?;
-            self.ws();
-            self.expect(b':', "expected ':' after key")?;
+            let (start, end, escaped) = self.string_span()?;
+            // Compact JSON has the colon right after the key.
+            if self.bytes.get(self.pos) == Some(&b':') {
+                self.pos += 1;
+            } else {
+                self.ws();
+                self.expect(b':', "expected ':' after key")?;
+            }
             self.ws();
             let index = if escaped {
-                match (Raw::Str { raw: key, escaped }).as_str() {
+                let raw = self.slice(start, end)?;
+                match (Raw::Str { raw, escaped }).as_str() {
                     Some(k) => wanted.find(k.as_bytes()),
                     None => {
                         return Err(JsonError {
@@ -498,18 +671,29 @@ impl<'a> Scanner<'a> {
                     }
                 }
             } else {
-                wanted.find(key.as_bytes())
+                let key = self.bytes.get(start..end).unwrap_or_default();
+                wanted.find_hashed(key, head_at(self.bytes, start, key.len()))
             };
             match index {
-                Some(index) if trackable && seen & (1u64 << index) != 0 => self.skip_value()?,
+                Some(index) if !seen.insert(index) => self.skip_value()?,
                 Some(index) => {
                     let entry = &wanted.entries[index];
-                    if trackable {
-                        seen |= 1u64 << index;
-                        found += 1;
-                    }
+                    found += 1;
                     let value_at = self.pos;
-                    let value = self.value()?;
+                    // Strings and numbers (most wanted values) are read in
+                    // place: the value stays in registers on its way to
+                    // the slot.
+                    let value = match self.bytes.get(value_at) {
+                        Some(b'"') => {
+                            let (start, end, escaped) = self.string_span()?;
+                            Raw::Str {
+                                raw: self.slice(start, end)?,
+                                escaped,
+                            }
+                        }
+                        Some(b'-' | b'0'..=b'9') => Raw::Num(self.number()?),
+                        _ => self.value()?,
+                    };
                     if let Some(slot) = entry.slot
                         && let Some(place) = slots.get_mut(slot)
                     {
@@ -531,7 +715,7 @@ impl<'a> Scanner<'a> {
             match self.peek() {
                 Some(b',') => {
                     self.pos += 1;
-                    if trackable && found == total {
+                    if found == total {
                         // Everything wanted is in hand: skip to the end.
                         return self.skip_nested_from(1);
                     }
@@ -723,6 +907,132 @@ mod tests {
         )
         .unwrap();
         assert_eq!(slots, vec![Raw::Num("1"), Raw::Num("2"), Raw::Num("3")]);
+    }
+
+    #[test]
+    fn hashed_lookup_finds_exactly_the_wanted_keys() {
+        // Many keys (the table grows and rehashes, buckets collide), keys of
+        // one length sharing their first eight bytes, short keys, and keys
+        // that differ only past byte eight.
+        let mut keys: Vec<String> = (0..150).map(|i| format!("Attribute{i}")).collect();
+        keys.extend(
+            ["a", "ab", "abcdefgh", "abcdefghi", "abcdefghj", "abcdefgi"].map(String::from),
+        );
+        keys.extend((0..30).map(|i| format!("SharedPrefix_{i:02}")));
+        let mut table = Table::default();
+        for (i, k) in keys.iter().enumerate() {
+            table.entry(k).slot = Some(i);
+        }
+        assert_eq!(table.entries.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(table.find(k.as_bytes()), Some(i), "{k}");
+            // entry() on an existing key gives that entry back.
+            assert_eq!(table.entry(k).slot, Some(i), "{k}");
+        }
+        assert_eq!(table.entries.len(), keys.len());
+        for absent in [
+            "",
+            "A",
+            "b",
+            "abc",
+            "abcdefg",
+            "abcdefghk",
+            "abcdefgh\0",
+            "Attribute150",
+            "Attribute1x",
+            "SharedPrefix_30",
+            "SharedPrefix_0",
+            "SharedPrefix_000",
+        ] {
+            assert_eq!(table.find(absent.as_bytes()), None, "{absent:?}");
+        }
+        assert_eq!(Table::default().find(b"a"), None);
+    }
+
+    #[test]
+    fn keys_are_matched_whatever_their_position_in_the_text() {
+        // The key's first word is read straight from the record: keys close
+        // to the end of the text (fewer than eight bytes left) and keys
+        // followed by look-alike bytes must match exactly.
+        let tables = table(&["k", "key", "keykeykey", "x"]);
+        for text in [
+            r#"{"k":1}"#,
+            r#"{"x":0,"k":1}"#,
+            r#"{"kk":0,"keykeykeyk":0,"keykeykey":9,"k":1}"#,
+            r#"{"key":2,"k":1}"#,
+            r#"{"ke":0,"k":1,"key":2}"#,
+        ] {
+            let mut slots = vec![Raw::Missing; 4];
+            scan_object(text, &tables, 0, &mut slots).unwrap();
+            assert_eq!(slots[0], Raw::Num("1"), "{text}");
+        }
+    }
+
+    #[test]
+    fn escaped_and_duplicated_keys_with_hashing() {
+        // An escaped spelling of a wanted key counts as that key, and its
+        // first occurrence wins whether escaped or not.
+        let tables = table(&["InvoiceAmount", "Id"]);
+        let mut slots = vec![Raw::Missing; 2];
+        let text = r#"{"Invoice\u0041mount": 1, "InvoiceAmount": 2, "I\u0064": 3, "Id": 4}"#;
+        scan_object(text, &tables, 0, &mut slots).unwrap();
+        assert_eq!(slots, vec![Raw::Num("1"), Raw::Num("3")]);
+        let text = r#"{"InvoiceAmount": 2, "Invoice\u0041mount": 1, "Id": 4, "I\u0064": 3}"#;
+        scan_object(text, &tables, 0, &mut slots).unwrap();
+        assert_eq!(slots, vec![Raw::Num("2"), Raw::Num("4")]);
+        // More than 64 wanted keys: no seen-bits, still first wins.
+        let keys: Vec<String> = (0..70).map(|i| format!("k{i}")).collect();
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let tables = table(&names);
+        let mut slots = vec![Raw::Missing; 70];
+        scan_object(r#"{"k69": 1, "k69": 2, "k0": 3}"#, &tables, 0, &mut slots).unwrap();
+        assert_eq!((slots[69], slots[0]), (Raw::Num("1"), Raw::Num("3")));
+    }
+
+    #[test]
+    fn skipped_values_are_bracket_counted_at_every_offset() {
+        // Brackets, quotes and escapes at every position around the 8-byte
+        // words of the skipping loop, inside and outside strings.
+        let pieces = [
+            r#"[]"#,
+            r#"{}"#,
+            r#"[1,[2,[3]],{"a":{"b":[]}}]"#,
+            r#"{"s":"]}[{","t":"\"]","u":"\\"}"#,
+            r#"["é{","ü]",1234567890,-1.5e3,true,null]"#,
+        ];
+        for pad in 0..17 {
+            for piece in pieces {
+                let filler = "x".repeat(pad);
+                let text = format!(
+                    r#"{{"{filler}":{piece},"skip":[{piece},"{filler}",{piece}],"want":"{filler}","tail":{{"z":{piece}}}}}"#
+                );
+                let tables = table(&["want"]);
+                let mut slots = vec![Raw::Missing];
+                scan_object(&text, &tables, 0, &mut slots).unwrap();
+                assert_eq!(
+                    slots[0],
+                    Raw::Str {
+                        raw: &filler,
+                        escaped: false
+                    },
+                    "{text}"
+                );
+                let tables = table(&["skip"]);
+                scan_object(&text, &tables, 0, &mut slots).unwrap();
+                assert_eq!(
+                    slots[0],
+                    Raw::Array(&format!(r#"[{piece},"{filler}",{piece}]"#)),
+                    "{text}"
+                );
+                // A missing closing bracket is found wherever it falls.
+                let broken = &text[..text.len() - 2];
+                let tables = table(&["want"]);
+                assert!(
+                    scan_object(&format!("{broken}}}"), &tables, 0, &mut slots).is_err(),
+                    "accepted {broken}}}"
+                );
+            }
+        }
     }
 
     #[test]
