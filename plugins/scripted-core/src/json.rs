@@ -97,14 +97,49 @@ pub struct Entry {
 pub struct Table {
     /// Wanted keys, in the order they were added.
     pub entries: Vec<Entry>,
-    /// (length, first eight bytes) of each entry's key, for fast matching.
-    index: Vec<(usize, u64)>,
+    /// Length and first sixteen bytes of each entry's key, for matching
+    /// without a byte-wise comparison.
+    index: Vec<KeyWords>,
     /// Entry position + 1 per bucket (0: empty); a power of two long, at
     /// least four times the number of entries, so a key that is not wanted
     /// (most keys of a record) usually ends at its first bucket.
     buckets: Vec<u32>,
     /// `64 - log2(buckets.len())`: the hash's top bits pick the bucket.
     shift: u32,
+}
+
+/// A key's length and first two words (zero-padded): the whole key when it
+/// has at most sixteen bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KeyWords {
+    len: usize,
+    head: u64,
+    second: u64,
+}
+
+impl KeyWords {
+    /// The words of the `len`-byte key at `bytes[start..]`.
+    #[inline(always)]
+    fn at(bytes: &[u8], start: usize, len: usize) -> Self {
+        Self {
+            len,
+            head: word_at(bytes, start, len),
+            second: 0,
+        }
+    }
+
+    /// Fills in `second` (left out until a key's head matches).
+    #[inline(always)]
+    fn with_second(self, bytes: &[u8], start: usize) -> Self {
+        Self {
+            second: if self.len > 8 {
+                word_at(bytes, start + 8, self.len - 8)
+            } else {
+                0
+            },
+            ..self
+        }
+    }
 }
 
 /// Fibonacci hashing multiplier (2^64 / golden ratio, odd).
@@ -121,7 +156,9 @@ impl Table {
                     slot: None,
                     nested: None,
                 });
-                self.index.push((key.len(), prefix(key.as_bytes())));
+                let bytes = key.as_bytes();
+                self.index
+                    .push(KeyWords::at(bytes, 0, bytes.len()).with_second(bytes, 0));
                 if self.index.len() * 4 > self.buckets.len() {
                     self.rehash();
                 } else {
@@ -146,7 +183,7 @@ impl Table {
 
     /// Puts entry `position` into the first free bucket of its chain.
     fn place(&mut self, position: usize) {
-        let Some(&(len, head)) = self.index.get(position) else {
+        let Some(&KeyWords { len, head, .. }) = self.index.get(position) else {
             return;
         };
         let mask = self.buckets.len().wrapping_sub(1);
@@ -163,23 +200,29 @@ impl Table {
     /// The position of `key` among the entries.
     #[inline]
     fn find(&self, key: &[u8]) -> Option<usize> {
-        self.find_hashed(key, prefix(key))
+        self.find_at(key, 0, key.len())
     }
 
-    /// [`Table::find`] with the key's first eight bytes (zero-padded)
-    /// already in hand.
+    /// The position of the `len`-byte key at `bytes[start..]` among the
+    /// entries. Its words are read straight from `bytes` (past the key when
+    /// there is room, masked to the key).
     #[inline(always)]
-    fn find_hashed(&self, key: &[u8], head: u64) -> Option<usize> {
-        let len = key.len();
+    fn find_at(&self, bytes: &[u8], start: usize, len: usize) -> Option<usize> {
+        let key = KeyWords::at(bytes, start, len);
         let mask = self.buckets.len().wrapping_sub(1);
-        let mut b = bucket(len, head, self.shift);
+        let mut b = bucket(len, key.head, self.shift);
         loop {
             let position = (*self.buckets.get(b)? as usize).checked_sub(1)?;
-            if let Some(&(l, h)) = self.index.get(position)
-                && l == len
-                && h == head
-                && (len <= 8
-                    || self.entries.get(position).map(|e| &e.key.as_bytes()[8..]) == key.get(8..))
+            if let Some(&wanted) = self.index.get(position)
+                && wanted.len == len
+                && wanted.head == key.head
+                && wanted == key.with_second(bytes, start)
+                && (len <= 16
+                    || self
+                        .entries
+                        .get(position)
+                        .and_then(|e| e.key.as_bytes().get(16..))
+                        == bytes.get(start + 16..start + len))
             {
                 return Some(position);
             }
@@ -323,30 +366,6 @@ fn find_quote_or_backslash(bytes: &[u8], mut i: usize) -> usize {
     bytes.len()
 }
 
-/// The index of the first `"`, `{`, `}`, `[` or `]` at or after `i`, eight
-/// bytes at a time; `bytes.len()` when there is none.
-#[inline(always)]
-fn find_structural(bytes: &[u8], mut i: usize) -> usize {
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let w = word(chunk);
-        // Setting bit 5 folds `[` onto `{` and `]` onto `}` (and no other
-        // byte onto either); the quote is matched before folding.
-        let folded = w | (ONES * 0x20);
-        let hits = bytes_equal(w, b'"') | bytes_equal(folded, b'{') | bytes_equal(folded, b'}');
-        if hits != 0 {
-            return i + (hits.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while let Some(&b) = bytes.get(i) {
-        if matches!(b, b'"' | b'{' | b'}' | b'[' | b']') {
-            return i;
-        }
-        i += 1;
-    }
-    bytes.len()
-}
-
 /// From just after an opening quote: the index of the closing quote and
 /// whether an escape was seen; `None` when the string does not end.
 #[inline(always)]
@@ -366,15 +385,6 @@ fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
     }
 }
 
-/// The first eight bytes of a key, zero-padded: a cheap first comparison.
-#[inline(always)]
-fn prefix(key: &[u8]) -> u64 {
-    let mut buf = [0u8; 8];
-    let n = key.len().min(8);
-    buf[..n].copy_from_slice(&key[..n]);
-    u64::from_le_bytes(buf)
-}
-
 /// Loads eight bytes as a little-endian word.
 #[inline(always)]
 fn word(chunk: &[u8]) -> u64 {
@@ -383,14 +393,21 @@ fn word(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(buf)
 }
 
-/// [`prefix`] of the `len`-byte key at `bytes[start..]`, read as one word
-/// when eight bytes are available there.
+/// The first eight bytes of the `len` bytes at `bytes[start..]`,
+/// zero-padded: one load when eight bytes are available there.
 #[inline(always)]
-fn head_at(bytes: &[u8], start: usize, len: usize) -> u64 {
+fn word_at(bytes: &[u8], start: usize, len: usize) -> u64 {
     match bytes.get(start..start + 8) {
         Some(chunk) if len >= 8 => word(chunk),
         Some(chunk) => word(chunk) & ((1u64 << (len * 8)) - 1),
-        None => bytes.get(start..start + len).map_or(0, prefix),
+        None => {
+            let mut buf = [0u8; 8];
+            let n = len.min(8);
+            if let (Some(to), Some(from)) = (buf.get_mut(..n), bytes.get(start..start + n)) {
+                to.copy_from_slice(from);
+            }
+            u64::from_le_bytes(buf)
+        }
     }
 }
 
@@ -451,9 +468,7 @@ impl<'a> Scanner<'a> {
 
     #[inline]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.pos) {
-            self.pos += 1;
-        }
+        self.pos = skip_ws(self.bytes, self.pos);
     }
 
     #[inline]
@@ -470,10 +485,7 @@ impl<'a> Scanner<'a> {
     /// delimiters (so always on character boundaries).
     #[inline]
     fn slice(&self, start: usize, end: usize) -> Result<&'a str, JsonError> {
-        self.text.get(start..end).ok_or(JsonError {
-            at: start,
-            what: "not on a character boundary",
-        })
+        slice(self.text, start, end)
     }
 
     /// At a `"`: returns the text between the quotes and whether it has
@@ -513,10 +525,11 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         let mut depth = depth;
         let mut i = self.pos;
-        loop {
-            i = find_structural(bytes, i);
-            match bytes.get(i) {
-                Some(b'"') => match string_end(bytes, i + 1) {
+        // Byte by byte outside strings: between strings there are mostly
+        // one or two bytes (`:`, `,`), too few for word-at-a-time search.
+        while let Some(&b) = bytes.get(i) {
+            match b {
+                b'"' => match string_end(bytes, i + 1) {
                     Some((end, _)) => i = end,
                     None => {
                         return Err(JsonError {
@@ -525,9 +538,8 @@ impl<'a> Scanner<'a> {
                         });
                     }
                 },
-                Some(b'{' | b'[') => depth += 1,
-                Some(_) => {
-                    // `}` or `]`: find_structural stops at nothing else.
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
                     if depth == 0 {
                         return Err(JsonError {
                             at: i,
@@ -540,15 +552,14 @@ impl<'a> Scanner<'a> {
                         return Ok(());
                     }
                 }
-                None => {
-                    return Err(JsonError {
-                        at: start,
-                        what: "unterminated object or array",
-                    });
-                }
+                _ => {}
             }
             i += 1;
         }
+        Err(JsonError {
+            at: start,
+            what: "unterminated object or array",
+        })
     }
 
     #[inline]
@@ -575,9 +586,7 @@ impl<'a> Scanner<'a> {
     /// Moves `pos` past the characters a number may hold.
     #[inline(always)]
     fn skip_number(&mut self) {
-        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.bytes.get(self.pos) {
-            self.pos += 1;
-        }
+        self.pos = skip_number(self.bytes, self.pos);
     }
 
     /// Reads one value as a [`Raw`].
@@ -627,6 +636,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scans an object at `pos` with `tables[table]`.
+    ///
+    /// The position is kept in a local between the calls out (which take
+    /// `self`): on wasm32 `self` lives in linear memory, and every access
+    /// through it would be a load or store.
     fn object(
         &mut self,
         tables: &[Table],
@@ -636,10 +649,17 @@ impl<'a> Scanner<'a> {
         let Some(wanted) = tables.get(table) else {
             return self.skip_nested();
         };
-        self.expect(b'{', "expected an object")?;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        let (text, bytes) = (self.text, self.bytes);
+        let mut pos = self.pos;
+        if bytes.get(pos) != Some(&b'{') {
+            return Err(JsonError {
+                at: pos,
+                what: "expected an object",
+            });
+        }
+        pos = skip_ws(bytes, pos + 1);
+        if bytes.get(pos) == Some(&b'}') {
+            self.pos = pos + 1;
             return Ok(());
         }
         // Seen-bits make the first of duplicated keys win, and allow
@@ -648,86 +668,216 @@ impl<'a> Scanner<'a> {
         let mut seen = Seen::new(total);
         let mut found = 0usize;
         loop {
-            self.ws();
-            let key_at = self.pos;
-            let (start, end, escaped) = self.string_span()?;
-            // Compact JSON has the colon right after the key.
-            if self.bytes.get(self.pos) == Some(&b':') {
-                self.pos += 1;
-            } else {
-                self.ws();
-                self.expect(b':', "expected ':' after key")?;
+            pos = skip_ws(bytes, pos);
+            let key_at = pos;
+            if bytes.get(pos) != Some(&b'"') {
+                return Err(JsonError {
+                    at: pos,
+                    what: "expected a string",
+                });
             }
-            self.ws();
-            let index = if escaped {
-                let raw = self.slice(start, end)?;
-                match (Raw::Str { raw, escaped }).as_str() {
-                    Some(k) => wanted.find(k.as_bytes()),
-                    None => {
-                        return Err(JsonError {
-                            at: key_at,
-                            what: "bad escape in key",
-                        });
-                    }
+            let start = pos + 1;
+            let Some((end, escaped)) = string_end(bytes, start) else {
+                return Err(JsonError {
+                    at: start,
+                    what: "unterminated string",
+                });
+            };
+            pos = end + 1;
+            // Compact JSON has the colon right after the key.
+            if bytes.get(pos) != Some(&b':') {
+                pos = skip_ws(bytes, pos);
+                if bytes.get(pos) != Some(&b':') {
+                    return Err(JsonError {
+                        at: pos,
+                        what: "expected ':' after key",
+                    });
                 }
+            }
+            pos = skip_ws(bytes, pos + 1);
+            let index = if escaped {
+                escaped_key(wanted, text, start, end, key_at)?
             } else {
-                let key = self.bytes.get(start..end).unwrap_or_default();
-                wanted.find_hashed(key, head_at(self.bytes, start, key.len()))
+                wanted.find_at(bytes, start, end - start)
             };
             match index {
-                Some(index) if !seen.insert(index) => self.skip_value()?,
-                Some(index) => {
-                    let entry = &wanted.entries[index];
+                Some(index) if seen.insert(index) => {
                     found += 1;
-                    let value_at = self.pos;
+                    let entry = wanted.entries.get(index);
+                    let value_at = pos;
                     // Strings and numbers (most wanted values) are read in
                     // place: the value stays in registers on its way to
                     // the slot.
-                    let value = match self.bytes.get(value_at) {
+                    let value = match bytes.get(pos) {
                         Some(b'"') => {
-                            let (start, end, escaped) = self.string_span()?;
-                            Raw::Str {
-                                raw: self.slice(start, end)?,
-                                escaped,
-                            }
+                            let Some((end, escaped)) = string_end(bytes, pos + 1) else {
+                                return Err(JsonError {
+                                    at: pos + 1,
+                                    what: "unterminated string",
+                                });
+                            };
+                            let raw = slice(text, pos + 1, end)?;
+                            pos = end + 1;
+                            Raw::Str { raw, escaped }
                         }
-                        Some(b'-' | b'0'..=b'9') => Raw::Num(self.number()?),
-                        _ => self.value()?,
+                        Some(b'-' | b'0'..=b'9') => {
+                            pos = skip_number(bytes, pos);
+                            Raw::Num(slice(text, value_at, pos)?)
+                        }
+                        _ => {
+                            self.pos = pos;
+                            let value = self.value()?;
+                            pos = self.pos;
+                            value
+                        }
                     };
-                    if let Some(slot) = entry.slot
+                    if let Some(slot) = entry.and_then(|e| e.slot)
                         && let Some(place) = slots.get_mut(slot)
                     {
                         *place = value;
                     }
-                    if let (Some(nested), Raw::Object(inner)) = (entry.nested, value) {
+                    if let (Some(nested), Raw::Object(inner)) =
+                        (entry.and_then(|e| e.nested), value)
+                    {
                         let mut sub = Scanner {
-                            text: self.text,
-                            bytes: self.bytes,
+                            text,
+                            bytes,
                             pos: value_at,
                         };
                         sub.object(tables, nested, slots)?;
                         debug_assert_eq!(sub.pos, value_at + inner.len());
                     }
                 }
-                None => self.skip_value()?,
+                // Not wanted, or wanted but seen before.
+                _ => match bytes.get(pos) {
+                    Some(b'"') => match string_end(bytes, pos + 1) {
+                        Some((end, _)) => pos = end + 1,
+                        None => {
+                            return Err(JsonError {
+                                at: pos + 1,
+                                what: "unterminated string",
+                            });
+                        }
+                    },
+                    Some(b'-' | b'0'..=b'9') => pos = skip_number(bytes, pos),
+                    _ => {
+                        self.pos = pos;
+                        self.skip_value()?;
+                        pos = self.pos;
+                    }
+                },
             }
-            self.ws();
-            match self.peek() {
+            pos = skip_ws(bytes, pos);
+            match bytes.get(pos) {
                 Some(b',') => {
-                    self.pos += 1;
+                    pos += 1;
                     if found == total {
                         // Everything wanted is in hand: skip to the end.
+                        self.pos = pos;
                         return self.skip_nested_from(1);
                     }
                 }
                 Some(b'}') => {
-                    self.pos += 1;
+                    self.pos = pos + 1;
                     return Ok(());
                 }
-                _ => return Err(self.error("expected ',' or '}' in object")),
+                _ => {
+                    return Err(JsonError {
+                        at: pos,
+                        what: "expected ',' or '}' in object",
+                    });
+                }
             }
         }
     }
+}
+
+/// The entry of a key written with escapes (rare: decoded first).
+#[cold]
+#[inline(never)]
+fn escaped_key(
+    wanted: &Table,
+    text: &str,
+    start: usize,
+    end: usize,
+    key_at: usize,
+) -> Result<Option<usize>, JsonError> {
+    let raw = slice(text, start, end)?;
+    match (Raw::Str { raw, escaped: true }).as_str() {
+        Some(key) => Ok(wanted.find(key.as_bytes())),
+        None => Err(JsonError {
+            at: key_at,
+            what: "bad escape in key",
+        }),
+    }
+}
+
+/// The index of the first byte at or after `pos` that is not JSON
+/// whitespace.
+#[inline(always)]
+fn skip_ws(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// The index of the first byte at or after `pos` that a number cannot
+/// hold, eight bytes at a time (ids and amounts have up to 20 characters).
+#[inline(always)]
+fn skip_number(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let stop = !number_bytes(word(chunk)) & HIGHS;
+        if stop != 0 {
+            return pos + (stop.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = bytes.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// High bit set in exactly the bytes of `word` that equal `byte` (unlike
+/// [`bytes_equal`], no false hits above a true one).
+#[inline(always)]
+fn bytes_equal_exact(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    !(((x & !HIGHS) + !HIGHS) | x) & HIGHS
+}
+
+/// High bit set in exactly the bytes of `word` a number may hold:
+/// `0`-`9`, `-`, `+`, `.`, `e`, `E`.
+#[inline(always)]
+fn number_bytes(word: u64) -> u64 {
+    // Digits by range on the low seven bits (no carry between bytes),
+    // then bytes with the high bit set are dropped.
+    let low = word & !HIGHS;
+    let from_zero = (low + ONES * u64::from(0x80 - b'0')) & HIGHS;
+    let past_nine = (low + ONES * u64::from(0x80 - b'9' - 1)) & HIGHS;
+    let digits = from_zero & !past_nine & !word;
+    digits
+        | bytes_equal_exact(word, b'-')
+        | bytes_equal_exact(word, b'+')
+        | bytes_equal_exact(word, b'.')
+        | bytes_equal_exact(word, b'e')
+        | bytes_equal_exact(word, b'E')
+}
+
+/// A slice of the input between two byte offsets that lie on ASCII
+/// delimiters (so always on character boundaries).
+#[inline(always)]
+fn slice(text: &str, start: usize, end: usize) -> Result<&str, JsonError> {
+    // Two splits rather than `get(start..end)`, which the wasm32 build
+    // leaves as a call.
+    text.split_at_checked(end)
+        .and_then(|(head, _)| head.split_at_checked(start))
+        .map(|(_, middle)| middle)
+        .ok_or(JsonError {
+            at: start,
+            what: "not on a character boundary",
+        })
 }
 
 /// Decodes JSON string escapes; `None` when an escape is invalid.
@@ -919,6 +1069,17 @@ mod tests {
             ["a", "ab", "abcdefgh", "abcdefghi", "abcdefghj", "abcdefgi"].map(String::from),
         );
         keys.extend((0..30).map(|i| format!("SharedPrefix_{i:02}")));
+        keys.extend(
+            [
+                "SixteenBytesKey!",
+                "SixteenBytesKey?",
+                "SixteenBytesKey!!",
+                "SixteenBytesKey!?",
+                "SixteenBytesKey!!Twenty",
+                "SixteenBytesKey!!Twentz",
+            ]
+            .map(String::from),
+        );
         let mut table = Table::default();
         for (i, k) in keys.iter().enumerate() {
             table.entry(k).slot = Some(i);
@@ -943,6 +1104,12 @@ mod tests {
             "SharedPrefix_30",
             "SharedPrefix_0",
             "SharedPrefix_000",
+            "SixteenBytesKey",
+            "SixteenBytesKey.",
+            "SixteenBytesKey!.",
+            "SixteenBytesKey!!Twent",
+            "SixteenBytesKey!!Twenty!",
+            "SixteenBytesKey!!Twentx",
         ] {
             assert_eq!(table.find(absent.as_bytes()), None, "{absent:?}");
         }
@@ -954,17 +1121,22 @@ mod tests {
         // The key's first word is read straight from the record: keys close
         // to the end of the text (fewer than eight bytes left) and keys
         // followed by look-alike bytes must match exactly.
-        let tables = table(&["k", "key", "keykeykey", "x"]);
+        let tables = table(&["k", "key", "keykeykey", "x", "a_key_over_sixteen_bytes"]);
         for text in [
             r#"{"k":1}"#,
             r#"{"x":0,"k":1}"#,
             r#"{"kk":0,"keykeykeyk":0,"keykeykey":9,"k":1}"#,
             r#"{"key":2,"k":1}"#,
             r#"{"ke":0,"k":1,"key":2}"#,
+            r#"{"a_key_over_sixteen_byteZ":0,"k":1,"a_key_over_sixteen_bytes":2}"#,
+            r#"{"k":1,"a_key_over_sixteen_bytes":2}"#,
         ] {
-            let mut slots = vec![Raw::Missing; 4];
+            let mut slots = vec![Raw::Missing; 5];
             scan_object(text, &tables, 0, &mut slots).unwrap();
             assert_eq!(slots[0], Raw::Num("1"), "{text}");
+            if text.contains("bytes\"") {
+                assert_eq!(slots[4], Raw::Num("2"), "{text}");
+            }
         }
     }
 
@@ -992,7 +1164,7 @@ mod tests {
     #[test]
     fn skipped_values_are_bracket_counted_at_every_offset() {
         // Brackets, quotes and escapes at every position around the 8-byte
-        // words of the skipping loop, inside and outside strings.
+        // words of the string search, inside and outside strings.
         let pieces = [
             r#"[]"#,
             r#"{}"#,
@@ -1033,6 +1205,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn numbers_end_at_the_first_byte_they_cannot_hold() {
+        // Every byte value right after a number, at every offset of the
+        // 8-byte words (and near the end of the text, where bytes are read
+        // one at a time), against the byte-wise definition.
+        let member = |b: u8| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E');
+        let body = b"12345678901234567-8.9e+1E";
+        for len in 0..body.len() {
+            for stop in 0..=255u8 {
+                for tail in [&b""[..], b"xxxxxxxxxxxxxxxx"] {
+                    let mut bytes = body[..len].to_vec();
+                    bytes.push(stop);
+                    bytes.extend_from_slice(tail);
+                    let expected = bytes
+                        .iter()
+                        .position(|&b| !member(b))
+                        .unwrap_or(bytes.len());
+                    assert_eq!(skip_number(&bytes, 0), expected, "{bytes:?}");
+                    let mut padded = b"ab".to_vec();
+                    padded.extend_from_slice(&bytes);
+                    assert_eq!(skip_number(&padded, 2), expected + 2, "{padded:?}");
+                }
+            }
+        }
+        assert_eq!(skip_number(b"", 0), 0);
+        assert_eq!(skip_number(b"1", 0), 1);
     }
 
     #[test]
