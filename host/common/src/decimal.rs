@@ -49,6 +49,9 @@ pub enum DecimalError {
     },
 }
 
+/// Below this a `u64` takes one more decimal digit without overflowing.
+const NARROW_LIMIT: u64 = 1_000_000_000_000_000_000;
+
 const POW10: [i128; 39] = {
     let mut t = [1i128; 39];
     let mut i = 1;
@@ -89,7 +92,10 @@ impl Decimal {
             }
             _ => false,
         };
-        let mut unscaled: i128 = 0;
+        // Digits accumulate in a u64 while they fit (wasm32 has no 128-bit
+        // multiply: every i128 step would be a library call), then in i128.
+        let mut narrow: u64 = 0;
+        let mut wide: Option<i128> = None;
         let mut digits = 0usize;
         let mut significant = 0usize;
         let mut frac_digits: i64 = 0;
@@ -99,13 +105,19 @@ impl Decimal {
             match b {
                 b'0'..=b'9' => {
                     digits += 1;
-                    if unscaled != 0 || b != b'0' {
+                    if significant != 0 || b != b'0' {
                         significant += 1;
                     }
                     if significant > usize::from(MAX_PRECISION) {
                         return Err(overflow());
                     }
-                    unscaled = unscaled * 10 + i128::from(b - b'0');
+                    let digit = b - b'0';
+                    match &mut wide {
+                        Some(w) => *w = *w * 10 + i128::from(digit),
+                        // Below 10^18 one more digit stays below 10^19 < 2^64.
+                        None if narrow < NARROW_LIMIT => narrow = narrow * 10 + u64::from(digit),
+                        None => wide = Some(i128::from(narrow) * 10 + i128::from(digit)),
+                    }
                     if seen_point {
                         frac_digits += 1;
                     }
@@ -119,6 +131,7 @@ impl Decimal {
         if digits == 0 {
             return Err(err());
         }
+        let mut unscaled = wide.unwrap_or(i128::from(narrow));
         let mut exponent: i64 = 0;
         if i < bytes.len() {
             // exponent part
@@ -162,15 +175,33 @@ impl Decimal {
         };
         if scale > self.scale {
             let factor = pow10(scale - self.scale).ok_or_else(inexact)?;
+            // 64-bit first: i128 multiplication is a library call on wasm32.
+            if let (Ok(small), Ok(f)) = (i64::try_from(self.unscaled), i64::try_from(factor))
+                && let Some(product) = small.checked_mul(f)
+            {
+                return Ok(Self {
+                    unscaled: i128::from(product),
+                    scale,
+                });
+            }
             let unscaled = self.unscaled.checked_mul(factor).ok_or_else(inexact)?;
             Ok(Self { unscaled, scale })
         } else {
             let factor = pow10(self.scale - scale).ok_or_else(inexact)?;
-            if self.unscaled % factor != 0 {
+            // 64-bit first: i128 division is a library call on wasm32.
+            let (quotient, remainder) = match (i64::try_from(self.unscaled), i64::try_from(factor))
+            {
+                (Ok(small), Ok(f)) => (i128::from(small / f), small % f),
+                _ => (
+                    self.unscaled / factor,
+                    i64::from(self.unscaled % factor != 0),
+                ),
+            };
+            if remainder != 0 {
                 return Err(inexact());
             }
             Ok(Self {
-                unscaled: self.unscaled / factor,
+                unscaled: quotient,
                 scale,
             })
         }
@@ -291,6 +322,80 @@ mod tests {
         assert!(matches!(d.rescale(0), Err(DecimalError::Inexact { .. })));
         assert_eq!(d.fit(4, 2).unwrap().unscaled, 1230);
         assert!(matches!(d.fit(3, 2), Err(DecimalError::Precision { .. })));
+    }
+
+    #[test]
+    fn long_digit_runs_cross_from_u64_to_i128_exactly() {
+        // Around 10^18 (where accumulation leaves u64), u64::MAX, and up to
+        // the 38-digit limit, signed, with points, leading zeros and
+        // exponents: the value must equal the digits read as one integer.
+        let runs = [
+            "999999999999999999",
+            "1000000000000000000",
+            "1000000000000000001",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "123456789012345678901234567890",
+            "99999999999999999999999999999999999999",
+            "0000000000000000000000000000000000000000000012",
+        ];
+        for run in runs {
+            let whole: i128 = run.parse().unwrap();
+            for sign in ["", "-", "+"] {
+                let expected = if sign == "-" { -whole } else { whole };
+                let d = Decimal::parse(&format!("{sign}{run}")).unwrap();
+                assert_eq!((d.unscaled, d.scale), (expected, 0), "{sign}{run}");
+                let point = run.len() - 3;
+                let text = format!("{sign}{}.{}", &run[..point], &run[point..]);
+                let d = Decimal::parse(&text).unwrap();
+                assert_eq!((d.unscaled, d.scale), (expected, 3), "{text}");
+                let text = format!("{sign}{run}E-2");
+                let d = Decimal::parse(&text).unwrap();
+                assert_eq!((d.unscaled, d.scale), (expected, 2), "{text}");
+            }
+        }
+        let d = Decimal::parse("-1234567890123456789.5e1").unwrap();
+        assert_eq!((d.unscaled, d.scale), (-12345678901234567895, 0));
+        assert!(matches!(
+            Decimal::parse("1234567890123456789012345678901234567e2"),
+            Err(DecimalError::Overflow(_))
+        ));
+    }
+
+    #[test]
+    fn rescale_is_exact_beyond_64_bits() {
+        // Up: within i64, just past it, and past i128's 38 digits.
+        let d = Decimal::new(-922_337_203_685_477_580, 0);
+        assert_eq!(d.rescale(1).unwrap().unscaled, -9_223_372_036_854_775_800);
+        assert_eq!(
+            d.rescale(2).unwrap().unscaled,
+            -92_233_720_368_547_758_000_i128
+        );
+        assert_eq!(
+            Decimal::new(i128::from(i64::MAX), 0)
+                .rescale(19)
+                .unwrap()
+                .unscaled,
+            i128::from(i64::MAX) * 10_i128.pow(19)
+        );
+        assert!(matches!(
+            Decimal::new(i128::from(i64::MAX), 0).rescale(20),
+            Err(DecimalError::Inexact { .. })
+        ));
+        // Down: exact and inexact, small and wide, negative.
+        let wide = Decimal::new(-123_456_789_012_345_678_901_234_500, 4);
+        assert_eq!(
+            wide.rescale(2).unwrap().unscaled,
+            -1_234_567_890_123_456_789_012_345
+        );
+        assert!(matches!(wide.rescale(1), Err(DecimalError::Inexact { .. })));
+        assert_eq!(Decimal::new(-1500, 3).rescale(1).unwrap().unscaled, -15);
+        assert!(matches!(
+            Decimal::new(-1501, 3).rescale(1),
+            Err(DecimalError::Inexact { .. })
+        ));
+        assert_eq!(Decimal::new(0, 5).rescale(0).unwrap(), Decimal::new(0, 0));
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub fn parse_timestamp(text: &str) -> Result<i64, TimeError> {
     })
 }
 
+/// Microseconds per digit of a fraction of a second (below a microsecond
+/// digits are dropped).
+const FRACTION_WEIGHTS: [i64; 6] = [100_000, 10_000, 1_000, 100, 10, 1];
+
 fn parse_ts(b: &[u8]) -> Option<i64> {
     if b.len() < 20 {
         return None;
@@ -122,10 +126,8 @@ fn parse_ts(b: &[u8]) -> Option<i64> {
         i += 1;
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
-            let digit = i64::from(b[i] - b'0');
-            let pos = i - start;
-            if pos < 6 {
-                micros += digit * 10i64.pow(5 - pos as u32);
+            if let Some(weight) = FRACTION_WEIGHTS.get(i - start) {
+                micros += i64::from(b[i] - b'0') * weight;
             }
             i += 1;
         }
@@ -247,6 +249,26 @@ mod tests {
         ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn fractions_of_every_length() {
+        let base = parse_timestamp("2023-08-07T07:42:06Z").unwrap();
+        for (fraction, micros) in [
+            ("1", 100_000),
+            ("12", 120_000),
+            ("123", 123_000),
+            ("1234", 123_400),
+            ("12345", 123_450),
+            ("123456", 123_456),
+            ("1234567", 123_456),
+            ("12345678", 123_456),
+            ("123456789", 123_456),
+        ] {
+            let text = format!("2023-08-07T07:42:06.{fraction}Z");
+            assert_eq!(parse_timestamp(&text).unwrap(), base + micros, "{text}");
+        }
+        assert!(parse_timestamp("2023-08-07T07:42:06.1234567890Z").is_err());
     }
 
     #[test]

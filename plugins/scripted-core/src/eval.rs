@@ -273,6 +273,11 @@ pub fn truth(v: &Val<'_>) -> Result<bool, Stop> {
 fn flag(v: &Val<'_>) -> Option<bool> {
     match v {
         Val::Bool(b) => Some(*b),
+        Val::Str(s) if s.len() == 1 => match s.as_bytes() {
+            [b'Y' | b'y'] => Some(true),
+            [b'N' | b'n'] => Some(false),
+            _ => None,
+        },
         Val::Str(s) => {
             let s = s.trim();
             if ["y", "yes", "true"]
@@ -619,7 +624,7 @@ fn parse_integer(text: &str) -> Option<i64> {
 pub fn convert(v: Val<'_>, ty: ColumnType) -> Result<Value, String> {
     let mismatch = |v: &Val<'_>, what: &str| format!("{} is not {what}", v.describe());
     Ok(match ty {
-        _ if v == Val::Null => Value::Null,
+        _ if matches!(v, Val::Null) => Value::Null,
         ColumnType::Text => match v {
             Val::Str(s) => Value::Text(s.into_owned()),
             Val::Json(..) => return Err(mismatch(&v, "text")),

@@ -89,18 +89,66 @@ pub struct Entry {
 }
 
 /// The wanted keys of one object.
+///
+/// Keys are found through a small open-addressed hash table keyed by the
+/// key's length and first eight bytes; a hit is then confirmed by comparing
+/// the whole key, so keys sharing a prefix never mix.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
     /// Wanted keys, in the order they were added.
     pub entries: Vec<Entry>,
-    /// (length, first eight bytes) of each entry's key, for fast matching.
-    index: Vec<(usize, u64)>,
+    /// Length and first sixteen bytes of each entry's key, for matching
+    /// without a byte-wise comparison.
+    index: Vec<KeyWords>,
+    /// Entry position + 1 per bucket (0: empty); a power of two long, at
+    /// least four times the number of entries, so a key that is not wanted
+    /// (most keys of a record) usually ends at its first bucket.
+    buckets: Vec<u32>,
+    /// `64 - log2(buckets.len())`: the hash's top bits pick the bucket.
+    shift: u32,
 }
+
+/// A key's length and first two words (zero-padded): the whole key when it
+/// has at most sixteen bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct KeyWords {
+    len: usize,
+    head: u64,
+    second: u64,
+}
+
+impl KeyWords {
+    /// The words of the `len`-byte key at `bytes[start..]`.
+    #[inline(always)]
+    fn at(bytes: &[u8], start: usize, len: usize) -> Self {
+        Self {
+            len,
+            head: word_at(bytes, start, len),
+            second: 0,
+        }
+    }
+
+    /// Fills in `second` (left out until a key's head matches).
+    #[inline(always)]
+    fn with_second(self, bytes: &[u8], start: usize) -> Self {
+        Self {
+            second: if self.len > 8 {
+                word_at(bytes, start + 8, self.len - 8)
+            } else {
+                0
+            },
+            ..self
+        }
+    }
+}
+
+/// Fibonacci hashing multiplier (2^64 / golden ratio, odd).
+const HASH_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl Table {
     /// The entry for `key`, created when absent.
     pub fn entry(&mut self, key: &str) -> &mut Entry {
-        let index = match self.entries.iter().position(|e| &*e.key == key) {
+        let index = match self.find(key.as_bytes()) {
             Some(index) => index,
             None => {
                 self.entries.push(Entry {
@@ -108,26 +156,86 @@ impl Table {
                     slot: None,
                     nested: None,
                 });
-                self.index.push((key.len(), prefix(key.as_bytes())));
+                let bytes = key.as_bytes();
+                self.index
+                    .push(KeyWords::at(bytes, 0, bytes.len()).with_second(bytes, 0));
+                if self.index.len() * 4 > self.buckets.len() {
+                    self.rehash();
+                } else {
+                    self.place(self.index.len() - 1);
+                }
                 self.entries.len() - 1
             }
         };
         &mut self.entries[index]
     }
 
+    /// Rebuilds the buckets, sized for the entries there are now.
+    fn rehash(&mut self) {
+        let size = (self.index.len() * 4).next_power_of_two().max(16);
+        self.buckets.clear();
+        self.buckets.resize(size, 0);
+        self.shift = 64 - size.trailing_zeros();
+        for position in 0..self.index.len() {
+            self.place(position);
+        }
+    }
+
+    /// Puts entry `position` into the first free bucket of its chain.
+    fn place(&mut self, position: usize) {
+        let Some(&KeyWords { len, head, .. }) = self.index.get(position) else {
+            return;
+        };
+        let mask = self.buckets.len().wrapping_sub(1);
+        let mut b = bucket(len, head, self.shift);
+        while self.buckets.get(b).is_some_and(|&taken| taken != 0) {
+            b = (b + 1) & mask;
+        }
+        if let Some(free) = self.buckets.get_mut(b) {
+            // Tables hold a script's keys, far fewer than u32::MAX.
+            *free = u32::try_from(position + 1).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// The position of `key` among the entries.
     #[inline]
     fn find(&self, key: &[u8]) -> Option<usize> {
-        let (len, head) = (key.len(), prefix(key));
-        for (i, &(l, h)) in self.index.iter().enumerate() {
-            if l == len
-                && h == head
-                && (len <= 8 || self.entries[i].key.as_bytes()[8..] == key[8..])
-            {
-                return Some(i);
-            }
-        }
-        None
+        self.find_at(key, 0, key.len())
     }
+
+    /// The position of the `len`-byte key at `bytes[start..]` among the
+    /// entries. Its words are read straight from `bytes` (past the key when
+    /// there is room, masked to the key).
+    #[inline(always)]
+    fn find_at(&self, bytes: &[u8], start: usize, len: usize) -> Option<usize> {
+        let key = KeyWords::at(bytes, start, len);
+        let mask = self.buckets.len().wrapping_sub(1);
+        let mut b = bucket(len, key.head, self.shift);
+        loop {
+            let position = (*self.buckets.get(b)? as usize).checked_sub(1)?;
+            if let Some(&wanted) = self.index.get(position)
+                && wanted.len == len
+                && wanted.head == key.head
+                && wanted == key.with_second(bytes, start)
+                && (len <= 16
+                    || self
+                        .entries
+                        .get(position)
+                        .and_then(|e| e.key.as_bytes().get(16..))
+                        == bytes.get(start + 16..start + len))
+            {
+                return Some(position);
+            }
+            b = (b + 1) & mask;
+        }
+    }
+}
+
+/// The bucket of a key of `len` bytes starting with `head`, for a table of
+/// `2^(64 - shift)` buckets.
+#[inline(always)]
+fn bucket(len: usize, head: u64, shift: u32) -> usize {
+    (head.wrapping_add(len as u64).wrapping_mul(HASH_MULTIPLIER) >> shift) as usize
 }
 
 /// Scans `text` (a JSON object) with `tables[table]`, storing wanted values
@@ -242,10 +350,8 @@ fn bytes_equal(word: u64, byte: u8) -> u64 {
 #[inline(always)]
 fn find_quote_or_backslash(bytes: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut buf = [0u8; 8];
-        buf.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(buf);
-        let hits = bytes_equal(word, b'"') | bytes_equal(word, b'\\');
+        let w = word(chunk);
+        let hits = bytes_equal(w, b'"') | bytes_equal(w, b'\\');
         if hits != 0 {
             return i + (hits.trailing_zeros() / 8) as usize;
         }
@@ -279,13 +385,69 @@ fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
     }
 }
 
-/// The first eight bytes of a key, zero-padded: a cheap first comparison.
+/// Loads eight bytes as a little-endian word.
 #[inline(always)]
-fn prefix(key: &[u8]) -> u64 {
+fn word(chunk: &[u8]) -> u64 {
     let mut buf = [0u8; 8];
-    let n = key.len().min(8);
-    buf[..n].copy_from_slice(&key[..n]);
+    buf.copy_from_slice(chunk);
     u64::from_le_bytes(buf)
+}
+
+/// The first eight bytes of the `len` bytes at `bytes[start..]`,
+/// zero-padded: one load when eight bytes are available there.
+#[inline(always)]
+fn word_at(bytes: &[u8], start: usize, len: usize) -> u64 {
+    match bytes.get(start..start + 8) {
+        Some(chunk) if len >= 8 => word(chunk),
+        Some(chunk) => word(chunk) & ((1u64 << (len * 8)) - 1),
+        None => {
+            let mut buf = [0u8; 8];
+            let n = len.min(8);
+            if let (Some(to), Some(from)) = (buf.get_mut(..n), bytes.get(start..start + n)) {
+                to.copy_from_slice(from);
+            }
+            u64::from_le_bytes(buf)
+        }
+    }
+}
+
+/// Which entries of a table an object has shown so far.
+struct Seen {
+    /// The bits of a table of up to 64 entries (the common case: no
+    /// allocation).
+    small: u64,
+    /// The bits of a larger table, 64 entries a word; empty otherwise.
+    large: Vec<u64>,
+}
+
+impl Seen {
+    fn new(entries: usize) -> Self {
+        Self {
+            small: 0,
+            large: if entries > 64 {
+                vec![0; entries.div_ceil(64)]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Marks entry `index` as seen; whether it was not seen before.
+    #[inline(always)]
+    fn insert(&mut self, index: usize) -> bool {
+        let (word, bit) = if self.large.is_empty() {
+            (&mut self.small, index)
+        } else {
+            match self.large.get_mut(index / 64) {
+                Some(word) => (word, index % 64),
+                None => return true,
+            }
+        };
+        let mask = 1u64 << (bit % 64);
+        let new = *word & mask == 0;
+        *word |= mask;
+        new
+    }
 }
 
 struct Scanner<'a> {
@@ -306,9 +468,7 @@ impl<'a> Scanner<'a> {
 
     #[inline]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.pos) {
-            self.pos += 1;
-        }
+        self.pos = skip_ws(self.bytes, self.pos);
     }
 
     #[inline]
@@ -325,24 +485,31 @@ impl<'a> Scanner<'a> {
     /// delimiters (so always on character boundaries).
     #[inline]
     fn slice(&self, start: usize, end: usize) -> Result<&'a str, JsonError> {
-        self.text.get(start..end).ok_or(JsonError {
-            at: start,
-            what: "not on a character boundary",
-        })
+        slice(self.text, start, end)
     }
 
     /// At a `"`: returns the text between the quotes and whether it has
     /// escapes; leaves `pos` after the closing quote.
     #[inline]
     fn string(&mut self) -> Result<(&'a str, bool), JsonError> {
-        self.expect(b'"', "expected a string")?;
-        let start = self.pos;
+        let (start, end, escaped) = self.string_span()?;
+        Ok((self.slice(start, end)?, escaped))
+    }
+
+    /// [`Scanner::string`] as byte offsets: (start, end, escaped) of the
+    /// text between the quotes.
+    #[inline(always)]
+    fn string_span(&mut self) -> Result<(usize, usize, bool), JsonError> {
+        if self.bytes.get(self.pos) != Some(&b'"') {
+            return Err(self.error("expected a string"));
+        }
+        let start = self.pos + 1;
         let (end, escaped) = string_end(self.bytes, start).ok_or(JsonError {
             at: start,
             what: "unterminated string",
         })?;
         self.pos = end + 1;
-        Ok((self.slice(start, end)?, escaped))
+        Ok((start, end, escaped))
     }
 
     /// Skips a string, object or array starting at `pos` by bracket
@@ -358,6 +525,8 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         let mut depth = depth;
         let mut i = self.pos;
+        // Byte by byte outside strings: between strings there are mostly
+        // one or two bytes (`:`, `,`), too few for word-at-a-time search.
         while let Some(&b) = bytes.get(i) {
             match b {
                 b'"' => match string_end(bytes, i + 1) {
@@ -410,10 +579,14 @@ impl<'a> Scanner<'a> {
     #[inline]
     fn number(&mut self) -> Result<&'a str, JsonError> {
         let start = self.pos;
-        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.bytes.get(self.pos) {
-            self.pos += 1;
-        }
+        self.skip_number();
         self.slice(start, self.pos)
+    }
+
+    /// Moves `pos` past the characters a number may hold.
+    #[inline(always)]
+    fn skip_number(&mut self) {
+        self.pos = skip_number(self.bytes, self.pos);
     }
 
     /// Reads one value as a [`Raw`].
@@ -446,20 +619,27 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips one value without keeping it.
-    #[inline]
+    #[inline(always)]
     fn skip_value(&mut self) -> Result<(), JsonError> {
         match self.peek() {
-            Some(b'"') => self.string().map(|_| ()),
+            Some(b'"') => self.string_span().map(|_| ()),
             Some(b'{' | b'[') => self.skip_nested(),
             Some(b't') => self.literal(b"true", "bad literal"),
             Some(b'f') => self.literal(b"false", "bad literal"),
             Some(b'n') => self.literal(b"null", "bad literal"),
-            Some(b'-' | b'0'..=b'9') => self.number().map(|_| ()),
+            Some(b'-' | b'0'..=b'9') => {
+                self.skip_number();
+                Ok(())
+            }
             _ => Err(self.error("expected a value")),
         }
     }
 
     /// Scans an object at `pos` with `tables[table]`.
+    ///
+    /// The position is kept in a local between the calls out (which take
+    /// `self`): on wasm32 `self` lives in linear memory, and every access
+    /// through it would be a load or store.
     fn object(
         &mut self,
         tables: &[Table],
@@ -469,81 +649,235 @@ impl<'a> Scanner<'a> {
         let Some(wanted) = tables.get(table) else {
             return self.skip_nested();
         };
-        self.expect(b'{', "expected an object")?;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
+        let (text, bytes) = (self.text, self.bytes);
+        let mut pos = self.pos;
+        if bytes.get(pos) != Some(&b'{') {
+            return Err(JsonError {
+                at: pos,
+                what: "expected an object",
+            });
+        }
+        pos = skip_ws(bytes, pos + 1);
+        if bytes.get(pos) == Some(&b'}') {
+            self.pos = pos + 1;
             return Ok(());
         }
-        // Seen-bits allow skipping the tail once every wanted key is found.
+        // Seen-bits make the first of duplicated keys win, and allow
+        // skipping the tail once every wanted key is found.
         let total = wanted.entries.len();
-        let trackable = total <= 64;
-        let mut seen: u64 = 0;
+        let mut seen = Seen::new(total);
         let mut found = 0usize;
         loop {
-            self.ws();
-            let key_at = self.pos;
-            let (key, escaped) = self.string()?;
-            self.ws();
-            self.expect(b':', "expected ':' after key")?;
-            self.ws();
-            let index = if escaped {
-                match (Raw::Str { raw: key, escaped }).as_str() {
-                    Some(k) => wanted.find(k.as_bytes()),
-                    None => {
-                        return Err(JsonError {
-                            at: key_at,
-                            what: "bad escape in key",
-                        });
-                    }
+            pos = skip_ws(bytes, pos);
+            let key_at = pos;
+            if bytes.get(pos) != Some(&b'"') {
+                return Err(JsonError {
+                    at: pos,
+                    what: "expected a string",
+                });
+            }
+            let start = pos + 1;
+            let Some((end, escaped)) = string_end(bytes, start) else {
+                return Err(JsonError {
+                    at: start,
+                    what: "unterminated string",
+                });
+            };
+            pos = end + 1;
+            // Compact JSON has the colon right after the key.
+            if bytes.get(pos) != Some(&b':') {
+                pos = skip_ws(bytes, pos);
+                if bytes.get(pos) != Some(&b':') {
+                    return Err(JsonError {
+                        at: pos,
+                        what: "expected ':' after key",
+                    });
                 }
+            }
+            pos = skip_ws(bytes, pos + 1);
+            let index = if escaped {
+                escaped_key(wanted, text, start, end, key_at)?
             } else {
-                wanted.find(key.as_bytes())
+                wanted.find_at(bytes, start, end - start)
             };
             match index {
-                Some(index) if trackable && seen & (1u64 << index) != 0 => self.skip_value()?,
-                Some(index) => {
-                    let entry = &wanted.entries[index];
-                    if trackable {
-                        seen |= 1u64 << index;
-                        found += 1;
-                    }
-                    let value_at = self.pos;
-                    let value = self.value()?;
-                    if let Some(slot) = entry.slot
+                Some(index) if seen.insert(index) => {
+                    found += 1;
+                    let entry = wanted.entries.get(index);
+                    let value_at = pos;
+                    // Strings and numbers (most wanted values) are read in
+                    // place: the value stays in registers on its way to
+                    // the slot.
+                    let value = match bytes.get(pos) {
+                        Some(b'"') => {
+                            let Some((end, escaped)) = string_end(bytes, pos + 1) else {
+                                return Err(JsonError {
+                                    at: pos + 1,
+                                    what: "unterminated string",
+                                });
+                            };
+                            let raw = slice(text, pos + 1, end)?;
+                            pos = end + 1;
+                            Raw::Str { raw, escaped }
+                        }
+                        Some(b'-' | b'0'..=b'9') => {
+                            pos = skip_number(bytes, pos);
+                            Raw::Num(slice(text, value_at, pos)?)
+                        }
+                        _ => {
+                            self.pos = pos;
+                            let value = self.value()?;
+                            pos = self.pos;
+                            value
+                        }
+                    };
+                    if let Some(slot) = entry.and_then(|e| e.slot)
                         && let Some(place) = slots.get_mut(slot)
                     {
                         *place = value;
                     }
-                    if let (Some(nested), Raw::Object(inner)) = (entry.nested, value) {
+                    if let (Some(nested), Raw::Object(inner)) =
+                        (entry.and_then(|e| e.nested), value)
+                    {
                         let mut sub = Scanner {
-                            text: self.text,
-                            bytes: self.bytes,
+                            text,
+                            bytes,
                             pos: value_at,
                         };
                         sub.object(tables, nested, slots)?;
                         debug_assert_eq!(sub.pos, value_at + inner.len());
                     }
                 }
-                None => self.skip_value()?,
+                // Not wanted, or wanted but seen before.
+                _ => match bytes.get(pos) {
+                    Some(b'"') => match string_end(bytes, pos + 1) {
+                        Some((end, _)) => pos = end + 1,
+                        None => {
+                            return Err(JsonError {
+                                at: pos + 1,
+                                what: "unterminated string",
+                            });
+                        }
+                    },
+                    Some(b'-' | b'0'..=b'9') => pos = skip_number(bytes, pos),
+                    _ => {
+                        self.pos = pos;
+                        self.skip_value()?;
+                        pos = self.pos;
+                    }
+                },
             }
-            self.ws();
-            match self.peek() {
+            pos = skip_ws(bytes, pos);
+            match bytes.get(pos) {
                 Some(b',') => {
-                    self.pos += 1;
-                    if trackable && found == total {
+                    pos += 1;
+                    if found == total {
                         // Everything wanted is in hand: skip to the end.
+                        self.pos = pos;
                         return self.skip_nested_from(1);
                     }
                 }
                 Some(b'}') => {
-                    self.pos += 1;
+                    self.pos = pos + 1;
                     return Ok(());
                 }
-                _ => return Err(self.error("expected ',' or '}' in object")),
+                _ => {
+                    return Err(JsonError {
+                        at: pos,
+                        what: "expected ',' or '}' in object",
+                    });
+                }
             }
         }
     }
+}
+
+/// The entry of a key written with escapes (rare: decoded first).
+#[cold]
+#[inline(never)]
+fn escaped_key(
+    wanted: &Table,
+    text: &str,
+    start: usize,
+    end: usize,
+    key_at: usize,
+) -> Result<Option<usize>, JsonError> {
+    let raw = slice(text, start, end)?;
+    match (Raw::Str { raw, escaped: true }).as_str() {
+        Some(key) => Ok(wanted.find(key.as_bytes())),
+        None => Err(JsonError {
+            at: key_at,
+            what: "bad escape in key",
+        }),
+    }
+}
+
+/// The index of the first byte at or after `pos` that is not JSON
+/// whitespace.
+#[inline(always)]
+fn skip_ws(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = bytes.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// The index of the first byte at or after `pos` that a number cannot
+/// hold, eight bytes at a time (ids and amounts have up to 20 characters).
+#[inline(always)]
+fn skip_number(bytes: &[u8], mut pos: usize) -> usize {
+    while let Some(chunk) = bytes.get(pos..pos + 8) {
+        let stop = !number_bytes(word(chunk)) & HIGHS;
+        if stop != 0 {
+            return pos + (stop.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = bytes.get(pos) {
+        pos += 1;
+    }
+    pos
+}
+
+/// High bit set in exactly the bytes of `word` that equal `byte` (unlike
+/// [`bytes_equal`], no false hits above a true one).
+#[inline(always)]
+fn bytes_equal_exact(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    !(((x & !HIGHS) + !HIGHS) | x) & HIGHS
+}
+
+/// High bit set in exactly the bytes of `word` a number may hold:
+/// `0`-`9`, `-`, `+`, `.`, `e`, `E`.
+#[inline(always)]
+fn number_bytes(word: u64) -> u64 {
+    // Digits by range on the low seven bits (no carry between bytes),
+    // then bytes with the high bit set are dropped.
+    let low = word & !HIGHS;
+    let from_zero = (low + ONES * u64::from(0x80 - b'0')) & HIGHS;
+    let past_nine = (low + ONES * u64::from(0x80 - b'9' - 1)) & HIGHS;
+    let digits = from_zero & !past_nine & !word;
+    digits
+        | bytes_equal_exact(word, b'-')
+        | bytes_equal_exact(word, b'+')
+        | bytes_equal_exact(word, b'.')
+        | bytes_equal_exact(word, b'e')
+        | bytes_equal_exact(word, b'E')
+}
+
+/// A slice of the input between two byte offsets that lie on ASCII
+/// delimiters (so always on character boundaries).
+#[inline(always)]
+fn slice(text: &str, start: usize, end: usize) -> Result<&str, JsonError> {
+    // Two splits rather than `get(start..end)`, which the wasm32 build
+    // leaves as a call.
+    text.split_at_checked(end)
+        .and_then(|(head, _)| head.split_at_checked(start))
+        .map(|(_, middle)| middle)
+        .ok_or(JsonError {
+            at: start,
+            what: "not on a character boundary",
+        })
 }
 
 /// Decodes JSON string escapes; `None` when an escape is invalid.
@@ -723,6 +1057,182 @@ mod tests {
         )
         .unwrap();
         assert_eq!(slots, vec![Raw::Num("1"), Raw::Num("2"), Raw::Num("3")]);
+    }
+
+    #[test]
+    fn hashed_lookup_finds_exactly_the_wanted_keys() {
+        // Many keys (the table grows and rehashes, buckets collide), keys of
+        // one length sharing their first eight bytes, short keys, and keys
+        // that differ only past byte eight.
+        let mut keys: Vec<String> = (0..150).map(|i| format!("Attribute{i}")).collect();
+        keys.extend(
+            ["a", "ab", "abcdefgh", "abcdefghi", "abcdefghj", "abcdefgi"].map(String::from),
+        );
+        keys.extend((0..30).map(|i| format!("SharedPrefix_{i:02}")));
+        keys.extend(
+            [
+                "SixteenBytesKey!",
+                "SixteenBytesKey?",
+                "SixteenBytesKey!!",
+                "SixteenBytesKey!?",
+                "SixteenBytesKey!!Twenty",
+                "SixteenBytesKey!!Twentz",
+            ]
+            .map(String::from),
+        );
+        let mut table = Table::default();
+        for (i, k) in keys.iter().enumerate() {
+            table.entry(k).slot = Some(i);
+        }
+        assert_eq!(table.entries.len(), keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(table.find(k.as_bytes()), Some(i), "{k}");
+            // entry() on an existing key gives that entry back.
+            assert_eq!(table.entry(k).slot, Some(i), "{k}");
+        }
+        assert_eq!(table.entries.len(), keys.len());
+        for absent in [
+            "",
+            "A",
+            "b",
+            "abc",
+            "abcdefg",
+            "abcdefghk",
+            "abcdefgh\0",
+            "Attribute150",
+            "Attribute1x",
+            "SharedPrefix_30",
+            "SharedPrefix_0",
+            "SharedPrefix_000",
+            "SixteenBytesKey",
+            "SixteenBytesKey.",
+            "SixteenBytesKey!.",
+            "SixteenBytesKey!!Twent",
+            "SixteenBytesKey!!Twenty!",
+            "SixteenBytesKey!!Twentx",
+        ] {
+            assert_eq!(table.find(absent.as_bytes()), None, "{absent:?}");
+        }
+        assert_eq!(Table::default().find(b"a"), None);
+    }
+
+    #[test]
+    fn keys_are_matched_whatever_their_position_in_the_text() {
+        // The key's first word is read straight from the record: keys close
+        // to the end of the text (fewer than eight bytes left) and keys
+        // followed by look-alike bytes must match exactly.
+        let tables = table(&["k", "key", "keykeykey", "x", "a_key_over_sixteen_bytes"]);
+        for text in [
+            r#"{"k":1}"#,
+            r#"{"x":0,"k":1}"#,
+            r#"{"kk":0,"keykeykeyk":0,"keykeykey":9,"k":1}"#,
+            r#"{"key":2,"k":1}"#,
+            r#"{"ke":0,"k":1,"key":2}"#,
+            r#"{"a_key_over_sixteen_byteZ":0,"k":1,"a_key_over_sixteen_bytes":2}"#,
+            r#"{"k":1,"a_key_over_sixteen_bytes":2}"#,
+        ] {
+            let mut slots = vec![Raw::Missing; 5];
+            scan_object(text, &tables, 0, &mut slots).unwrap();
+            assert_eq!(slots[0], Raw::Num("1"), "{text}");
+            if text.contains("bytes\"") {
+                assert_eq!(slots[4], Raw::Num("2"), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn escaped_and_duplicated_keys_with_hashing() {
+        // An escaped spelling of a wanted key counts as that key, and its
+        // first occurrence wins whether escaped or not.
+        let tables = table(&["InvoiceAmount", "Id"]);
+        let mut slots = vec![Raw::Missing; 2];
+        let text = r#"{"Invoice\u0041mount": 1, "InvoiceAmount": 2, "I\u0064": 3, "Id": 4}"#;
+        scan_object(text, &tables, 0, &mut slots).unwrap();
+        assert_eq!(slots, vec![Raw::Num("1"), Raw::Num("3")]);
+        let text = r#"{"InvoiceAmount": 2, "Invoice\u0041mount": 1, "Id": 4, "I\u0064": 3}"#;
+        scan_object(text, &tables, 0, &mut slots).unwrap();
+        assert_eq!(slots, vec![Raw::Num("2"), Raw::Num("4")]);
+        // More than 64 wanted keys: no seen-bits, still first wins.
+        let keys: Vec<String> = (0..70).map(|i| format!("k{i}")).collect();
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let tables = table(&names);
+        let mut slots = vec![Raw::Missing; 70];
+        scan_object(r#"{"k69": 1, "k69": 2, "k0": 3}"#, &tables, 0, &mut slots).unwrap();
+        assert_eq!((slots[69], slots[0]), (Raw::Num("1"), Raw::Num("3")));
+    }
+
+    #[test]
+    fn skipped_values_are_bracket_counted_at_every_offset() {
+        // Brackets, quotes and escapes at every position around the 8-byte
+        // words of the string search, inside and outside strings.
+        let pieces = [
+            r#"[]"#,
+            r#"{}"#,
+            r#"[1,[2,[3]],{"a":{"b":[]}}]"#,
+            r#"{"s":"]}[{","t":"\"]","u":"\\"}"#,
+            r#"["é{","ü]",1234567890,-1.5e3,true,null]"#,
+        ];
+        for pad in 0..17 {
+            for piece in pieces {
+                let filler = "x".repeat(pad);
+                let text = format!(
+                    r#"{{"{filler}":{piece},"skip":[{piece},"{filler}",{piece}],"want":"{filler}","tail":{{"z":{piece}}}}}"#
+                );
+                let tables = table(&["want"]);
+                let mut slots = vec![Raw::Missing];
+                scan_object(&text, &tables, 0, &mut slots).unwrap();
+                assert_eq!(
+                    slots[0],
+                    Raw::Str {
+                        raw: &filler,
+                        escaped: false
+                    },
+                    "{text}"
+                );
+                let tables = table(&["skip"]);
+                scan_object(&text, &tables, 0, &mut slots).unwrap();
+                assert_eq!(
+                    slots[0],
+                    Raw::Array(&format!(r#"[{piece},"{filler}",{piece}]"#)),
+                    "{text}"
+                );
+                // A missing closing bracket is found wherever it falls.
+                let broken = &text[..text.len() - 2];
+                let tables = table(&["want"]);
+                assert!(
+                    scan_object(&format!("{broken}}}"), &tables, 0, &mut slots).is_err(),
+                    "accepted {broken}}}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_end_at_the_first_byte_they_cannot_hold() {
+        // Every byte value right after a number, at every offset of the
+        // 8-byte words (and near the end of the text, where bytes are read
+        // one at a time), against the byte-wise definition.
+        let member = |b: u8| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E');
+        let body = b"12345678901234567-8.9e+1E";
+        for len in 0..body.len() {
+            for stop in 0..=255u8 {
+                for tail in [&b""[..], b"xxxxxxxxxxxxxxxx"] {
+                    let mut bytes = body[..len].to_vec();
+                    bytes.push(stop);
+                    bytes.extend_from_slice(tail);
+                    let expected = bytes
+                        .iter()
+                        .position(|&b| !member(b))
+                        .unwrap_or(bytes.len());
+                    assert_eq!(skip_number(&bytes, 0), expected, "{bytes:?}");
+                    let mut padded = b"ab".to_vec();
+                    padded.extend_from_slice(&bytes);
+                    assert_eq!(skip_number(&padded, 2), expected + 2, "{padded:?}");
+                }
+            }
+        }
+        assert_eq!(skip_number(b"", 0), 0);
+        assert_eq!(skip_number(b"1", 0), 1);
     }
 
     #[test]
