@@ -353,8 +353,12 @@ fn main() -> Result<()> {
     // MLC_BENCH_ONLY=wasm times only the sandboxed scripted path (for
     // profiling it with perf); the other columns read 0.
     let only_wasm = std::env::var("MLC_BENCH_ONLY").as_deref() == Ok("wasm");
+    // MLC_BENCH_BATCH=<n> times only that batch size.
+    let only_batch: Option<usize> = std::env::var("MLC_BENCH_BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok());
     let mut table = Vec::new();
-    for &batch in &BATCHES {
+    for &batch in BATCHES.iter().filter(|&&b| only_batch.is_none_or(|o| o == b)) {
         if only_wasm {
             let wasm = throughput(&pool, batch, round, rounds, |c| {
                 std::hint::black_box(runtime.map_batch_blocking("bench", "scripted", "invoices", c)?);

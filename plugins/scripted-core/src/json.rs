@@ -253,7 +253,35 @@ pub fn scan_object<'a>(
         pos: 0,
     };
     scanner.ws();
-    scanner.object(tables, table, slots)?;
+    scanner.object(tables, table, slots, false)?;
+    scanner.ws();
+    if scanner.pos != scanner.bytes.len() {
+        return Err(scanner.error("trailing characters after the object"));
+    }
+    Ok(())
+}
+
+/// [`scan_object`] for a record the host has already parsed as JSON (each
+/// record of a batch, each element of an expanded child collection): the
+/// scan ends as soon as every wanted key has been read, so the tail of the
+/// record (audit columns, `links`) is not read at all. What is read is
+/// still checked; a record that ends before every wanted key was seen is
+/// still checked to its end.
+pub fn scan_record<'a>(
+    text: &'a str,
+    tables: &[Table],
+    table: usize,
+    slots: &mut [Raw<'a>],
+) -> Result<(), JsonError> {
+    let mut scanner = Scanner {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    scanner.ws();
+    if scanner.object(tables, table, slots, true)? {
+        return Ok(());
+    }
     scanner.ws();
     if scanner.pos != scanner.bytes.len() {
         return Err(scanner.error("trailing characters after the object"));
@@ -640,14 +668,20 @@ impl<'a> Scanner<'a> {
     /// The position is kept in a local between the calls out (which take
     /// `self`): on wasm32 `self` lives in linear memory, and every access
     /// through it would be a load or store.
+    ///
+    /// With `stop_when_found`, the scan ends as soon as every wanted key has
+    /// been read, leaving `pos` there (the caller knows the object's extent
+    /// and that it is well formed); otherwise it goes on to the closing
+    /// brace. Returns whether it stopped early.
     fn object(
         &mut self,
         tables: &[Table],
         table: usize,
         slots: &mut [Raw<'a>],
-    ) -> Result<(), JsonError> {
+        stop_when_found: bool,
+    ) -> Result<bool, JsonError> {
         let Some(wanted) = tables.get(table) else {
-            return self.skip_nested();
+            return self.skip_nested().map(|()| false);
         };
         let (text, bytes) = (self.text, self.bytes);
         let mut pos = self.pos;
@@ -660,7 +694,7 @@ impl<'a> Scanner<'a> {
         pos = skip_ws(bytes, pos + 1);
         if bytes.get(pos) == Some(&b'}') {
             self.pos = pos + 1;
-            return Ok(());
+            return Ok(false);
         }
         // Seen-bits make the first of duplicated keys win, and allow
         // skipping the tail once every wanted key is found.
@@ -744,7 +778,7 @@ impl<'a> Scanner<'a> {
                             bytes,
                             pos: value_at,
                         };
-                        sub.object(tables, nested, slots)?;
+                        sub.object(tables, nested, slots, false)?;
                         debug_assert_eq!(sub.pos, value_at + inner.len());
                     }
                 }
@@ -772,14 +806,18 @@ impl<'a> Scanner<'a> {
                 Some(b',') => {
                     pos += 1;
                     if found == total {
-                        // Everything wanted is in hand: skip to the end.
+                        // Everything wanted is in hand: stop, or skip to
+                        // the end.
                         self.pos = pos;
-                        return self.skip_nested_from(1);
+                        if stop_when_found {
+                            return Ok(true);
+                        }
+                        return self.skip_nested_from(1).map(|()| false);
                     }
                 }
                 Some(b'}') => {
                     self.pos = pos + 1;
-                    return Ok(());
+                    return Ok(false);
                 }
                 _ => {
                     return Err(JsonError {
@@ -1138,6 +1176,28 @@ mod tests {
                 assert_eq!(slots[4], Raw::Num("2"), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn records_stop_reading_once_every_wanted_key_is_in_hand() {
+        let tables = table(&["Id", "Name"]);
+        let mut slots = vec![Raw::Missing; 2];
+        // The tail after the last wanted key is not read (the host parsed
+        // the record already): even a broken tail does not matter.
+        let text = r#"{"Id": 7, "Skip": [1, {"a": "]"}], "Name": "n", "links": [{"x": }"#;
+        scan_record(text, &tables, 0, &mut slots).unwrap();
+        assert_eq!(slots[0], Raw::Num("7"));
+        assert!(matches!(slots[1], Raw::Str { raw: "n", .. }));
+        // scan_object still reads to the end and checks it.
+        scan_object(text, &tables, 0, &mut slots).unwrap_err();
+        // A record missing a wanted key is read, and checked, to its end.
+        let mut slots = vec![Raw::Missing; 2];
+        scan_record(r#"{"Id": 7, "x": [1, 2]}"#, &tables, 0, &mut slots).unwrap();
+        assert_eq!(slots, vec![Raw::Num("7"), Raw::Missing]);
+        scan_record(r#"{"Id": 7, "x": [1, 2}"#, &tables, 0, &mut slots).unwrap_err();
+        scan_record(r#"{"Id": 7} trailing"#, &tables, 0, &mut slots).unwrap_err();
+        // What is read before the last wanted key is still checked.
+        scan_record(r#"{"Id": 7 "Name": "n", "z": 1}"#, &tables, 0, &mut slots).unwrap_err();
     }
 
     #[test]

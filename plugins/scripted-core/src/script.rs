@@ -623,7 +623,7 @@ impl Script {
             let index = index as u32;
             slots.iter_mut().for_each(|s| *s = Raw::Missing);
             let first_row = emit.sink.rows();
-            let result = match json::scan_object(
+            let result = match json::scan_record(
                 record.as_ref(),
                 &self.tables,
                 self.levels[0].table,
@@ -706,7 +706,7 @@ impl Script {
                 return Err(fault(format!("{name} holds {}, not objects", item.kind())).into());
             };
             self.clear_below(level, slots);
-            json::scan_object(text, &self.tables, self.levels[level + 1].table, slots)
+            json::scan_record(text, &self.tables, self.levels[level + 1].table, slots)
                 .map_err(|e| fault(format!("{name}: {e}")))?;
             self.walk(level + 1, index, slots, cx, rows)?;
         }
