@@ -12,5 +12,5 @@ pub mod secret;
 pub mod time;
 
 pub use decimal::{Decimal, DecimalError};
-pub use row::{Column, ColumnType, MappedBatch, Reject, Row, Schema, Value};
+pub use row::{Cell, Column, ColumnType, MappedBatch, Reject, Row, Schema, Value};
 pub use secret::Secret;

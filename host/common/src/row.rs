@@ -95,6 +95,38 @@ pub enum Value {
     Timestamp(i64),
 }
 
+/// A value on its way into an output column: text may still borrow from
+/// the record it was read from, so that a mapper can append it to a column
+/// without an allocation of its own.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell<'a> {
+    /// Text borrowed from the input.
+    Text(&'a str),
+    /// Any value.
+    Value(Value),
+}
+
+impl Cell<'_> {
+    /// Whether the cell is null.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Cell::Value(Value::Null))
+    }
+
+    /// The cell as an owned value.
+    pub fn into_value(self) -> Value {
+        match self {
+            Cell::Text(s) => Value::Text(s.to_owned()),
+            Cell::Value(v) => v,
+        }
+    }
+}
+
+impl From<Value> for Cell<'_> {
+    fn from(v: Value) -> Self {
+        Cell::Value(v)
+    }
+}
+
 impl Value {
     /// A short name of the value's kind, for error messages.
     pub fn kind(&self) -> &'static str {

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use mlc_common::time::{
     civil_from_days, format_date, format_timestamp, parse_date, parse_timestamp,
 };
-use mlc_common::{ColumnType, Decimal, Value};
+use mlc_common::{Cell, ColumnType, Decimal, Value};
 
 use crate::error::{LookupError, MapError};
 use crate::expr::{CmpOp, Expr, Func, Lit};
@@ -617,6 +617,15 @@ fn parse_integer(text: &str) -> Option<i64> {
         n = n * 10 + i64::from(b - b'0');
     }
     Some(if negative { -n } else { n })
+}
+
+/// [`convert`], keeping text that borrows from the record borrowed (no
+/// copy until it reaches the output).
+pub fn convert_cell(v: Val<'_>, ty: ColumnType) -> Result<Cell<'_>, String> {
+    match (ty, v) {
+        (ColumnType::Text, Val::Str(Cow::Borrowed(s))) => Ok(Cell::Text(s)),
+        (ty, v) => convert(v, ty).map(Cell::Value),
+    }
 }
 
 /// Converts a computed value into a column's type; null stays null (the

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use mlc_common::{Column, ColumnType, MappedBatch, Reject, Row, Schema, Value};
+use mlc_common::{Cell, Column, ColumnType, MappedBatch, Reject, Row, Schema, Value};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -45,7 +45,7 @@ pub trait RowSink {
     /// may take the values out of the vector, which is cleared before the
     /// next row. An error is a fault of the record: it is rejected with
     /// that field and reason, and its rows are dropped.
-    fn push(&mut self, source: u32, values: &mut Vec<Value>) -> Result<(), SinkFault>;
+    fn push(&mut self, source: u32, values: &mut Vec<Cell<'_>>) -> Result<(), SinkFault>;
     /// Drops every row from `rows` on.
     fn truncate(&mut self, rows: usize);
 }
@@ -64,13 +64,12 @@ impl RowSink for Vec<Row> {
         self.len()
     }
 
-    fn push(&mut self, source: u32, values: &mut Vec<Value>) -> Result<(), SinkFault> {
-        let capacity = values.len();
+    fn push(&mut self, source: u32, values: &mut Vec<Cell<'_>>) -> Result<(), SinkFault> {
         Vec::push(
             self,
             Row {
                 source,
-                values: std::mem::replace(values, Vec::with_capacity(capacity)),
+                values: values.drain(..).map(Cell::into_value).collect(),
             },
         );
         Ok(())
@@ -81,10 +80,10 @@ impl RowSink for Vec<Row> {
     }
 }
 
-/// Where rows go while a batch is mapped.
-struct Emit<'o, K: RowSink> {
+/// Where rows go while a batch is mapped; `'r` is the records' lifetime.
+struct Emit<'o, 'r, K: RowSink> {
     sink: &'o mut K,
-    scratch: &'o mut Vec<Value>,
+    scratch: &'o mut Vec<Cell<'r>>,
 }
 
 /// One object level: the record itself (0) or an expanded child.
@@ -613,7 +612,7 @@ impl Script {
         }
         let mut cx = Context::new(lookup);
         let mut rejects = Vec::new();
-        let mut scratch: Vec<Value> = Vec::with_capacity(self.columns.len());
+        let mut scratch: Vec<Cell<'_>> = Vec::with_capacity(self.columns.len());
         let mut emit = Emit {
             sink,
             scratch: &mut scratch,
@@ -657,7 +656,7 @@ impl Script {
         index: u32,
         slots: &mut Vec<Raw<'a>>,
         cx: &mut Context<'_>,
-        rows: &mut Emit<'_, K>,
+        rows: &mut Emit<'_, 'a, K>,
     ) -> Result<(), Stop> {
         let Some(child) = self.levels[level].child else {
             return self.row(index, slots, cx, rows);
@@ -722,12 +721,12 @@ impl Script {
     }
 
     /// Evaluates the filter and the columns for one output row.
-    fn row<K: RowSink>(
+    fn row<'a, K: RowSink>(
         &self,
         index: u32,
-        slots: &[Raw<'_>],
+        slots: &[Raw<'a>],
         cx: &mut Context<'_>,
-        out: &mut Emit<'_, K>,
+        out: &mut Emit<'_, 'a, K>,
     ) -> Result<(), Stop> {
         if let Some(filter) = &self.filter {
             let keep = eval::eval(filter, slots, cx)
@@ -753,12 +752,12 @@ impl Script {
         })
     }
 
-    fn column_value(
+    fn column_value<'a>(
         &self,
         column: &ColumnPlan,
-        slots: &[Raw<'_>],
+        slots: &[Raw<'a>],
         cx: &mut Context<'_>,
-    ) -> Result<Value, Stop> {
+    ) -> Result<Cell<'a>, Stop> {
         let located = |m: String| {
             Stop::Fault(Fault {
                 field: Some(column.field.clone()),
@@ -786,10 +785,10 @@ impl Script {
                 val = Val::from_lit(label);
             }
         }
-        let value = eval::convert(val, column.ty).map_err(located)?;
-        if value == Value::Null {
+        let value = eval::convert_cell(val, column.ty).map_err(located)?;
+        if value.is_null() {
             if let Some(default) = &column.default {
-                return Ok(default.clone());
+                return Ok(Cell::Value(default.clone()));
             }
             if !column.nullable {
                 return Err(located(

@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 
-use mlc_common::{ColumnType, Value};
+use mlc_common::{Cell, ColumnType};
 use mlc_plugin_sdk::bindings::ml_connector::mapping::host;
 use mlc_plugin_sdk::{
     BatchOutput, Column, ColumnsBuilder, DecimalType, Guest, PluginError, Reject, RowError,
@@ -59,7 +59,7 @@ impl RowSink for Columns {
         self.0.rows()
     }
 
-    fn push(&mut self, source: u32, values: &mut Vec<Value>) -> Result<(), SinkFault> {
+    fn push(&mut self, source: u32, values: &mut Vec<Cell<'_>>) -> Result<(), SinkFault> {
         self.0
             .push_row(source, values.drain(..))
             .map_err(|e| match e {

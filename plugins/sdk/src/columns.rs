@@ -11,7 +11,7 @@
 //! ([`RowError::Mismatch`]); a decimal that cannot be held at the column's
 //! precision and scale is a fault of the record ([`RowError::Fault`]).
 
-use mlc_common::{Decimal, Value};
+use mlc_common::{Cell, Decimal, Value};
 
 use crate::bindings::ml_connector::mapping::types::{
     BatchOutput, Column, ColumnData, ColumnType, ColumnValues, DecimalValues, Reject, TextValues,
@@ -117,12 +117,13 @@ impl ColumnsBuilder {
         self.sources.len()
     }
 
-    /// Appends a row of record `source` (values in schema order). On an
-    /// error nothing of the row is kept.
-    pub fn push_row(
+    /// Appends a row of record `source` (values in schema order: [`Value`]s,
+    /// or [`Cell`]s whose text is still borrowed). On an error nothing of the
+    /// row is kept.
+    pub fn push_row<'v, V: Into<Cell<'v>>>(
         &mut self,
         source: u32,
-        values: impl IntoIterator<Item = Value>,
+        values: impl IntoIterator<Item = V>,
     ) -> Result<(), RowError> {
         let row = self.sources.len();
         let Ok(row32) = u32::try_from(row) else {
@@ -137,7 +138,7 @@ impl ColumnsBuilder {
                 count += 1;
                 continue;
             }
-            if let Err(e) = self.append(count, row32, value) {
+            if let Err(e) = self.append(count, row32, value.into()) {
                 result = Err(e);
                 count += 1;
                 break;
@@ -163,8 +164,19 @@ impl ColumnsBuilder {
     }
 
     /// Appends one value to column `index` at row `row`.
-    fn append(&mut self, index: usize, row: u32, value: Value) -> Result<(), RowError> {
+    fn append(&mut self, index: usize, row: u32, value: Cell<'_>) -> Result<(), RowError> {
         let column = &mut self.columns[index];
+        let value = match value {
+            Cell::Text(s) => {
+                let ColumnValues::Text(t) = &mut column.values else {
+                    return Err(self.mismatch(index, "text"));
+                };
+                t.text.push_str(s);
+                t.ends.push(text_end(&t.text)?);
+                return Ok(());
+            }
+            Cell::Value(v) => v,
+        };
         match (&mut column.values, value) {
             (values, Value::Null) => {
                 column.nulls.push(row);
@@ -203,16 +215,18 @@ impl ColumnsBuilder {
                 values.lo.push(bits as u64);
                 values.hi.push((bits >> 64) as u64 as i64);
             }
-            (_, other) => {
-                return Err(RowError::Mismatch(format!(
-                    "column `{}` is declared {} but the plugin gave a value of type {}",
-                    self.names[index],
-                    type_name(&self.types[index]),
-                    value_kind(&other)
-                )));
-            }
+            (_, other) => return Err(self.mismatch(index, value_kind(&other))),
         }
         Ok(())
+    }
+
+    fn mismatch(&self, index: usize, kind: &str) -> RowError {
+        RowError::Mismatch(format!(
+            "column `{}` is declared {} but the plugin gave a value of type {}",
+            self.names[index],
+            type_name(&self.types[index]),
+            kind
+        ))
     }
 
     /// Drops every row from `rows` on.
@@ -347,8 +361,15 @@ mod tests {
     #[test]
     fn rows_become_columns_and_truncate_drops_whole_rows() {
         let mut b = ColumnsBuilder::new(&schema(), 4);
-        b.push_row(0, [Value::Integer(1), Value::Text("ab".into()), dec("1.5")])
-            .unwrap();
+        b.push_row(
+            0,
+            [
+                Cell::Value(Value::Integer(1)),
+                Cell::Text("ab"),
+                Cell::Value(dec("1.5")),
+            ],
+        )
+        .unwrap();
         b.push_row(1, [Value::Integer(2), Value::Null, Value::Null])
             .unwrap();
         b.push_row(1, [Value::Integer(3), Value::Text("cde".into()), dec("-2")])
