@@ -48,7 +48,7 @@ use std::collections::HashMap;
 
 pub use error::{LookupError, MapError, ScriptError};
 pub use eval::Lookup;
-pub use script::{RowSink, Script, SinkFault};
+pub use script::{RowSink, RowsSink, Script, SinkFault};
 
 /// Reference data held in memory: dataset → key → record (JSON object
 /// text). Used by tests, benchmarks and native runs; the guest asks the

@@ -36,17 +36,18 @@ pub struct Script {
     slot_count: usize,
 }
 
-/// Where the rows of a batch go: [`mlc_common::Row`]s (`Vec<Row>`), or the
-/// guest's columns.
+/// Where the rows of a batch go, value by value: [`mlc_common::Row`]s
+/// ([`RowsSink`]), or the guest's output columns.
 pub trait RowSink {
     /// Rows so far.
     fn rows(&self) -> usize;
-    /// Appends a row of record `source` from `values` (in schema order);
-    /// may take the values out of the vector, which is cleared before the
-    /// next row. An error is a fault of the record: it is rejected with
-    /// that field and reason, and its rows are dropped.
-    fn push(&mut self, source: u32, values: &mut Vec<Cell<'_>>) -> Result<(), SinkFault>;
-    /// Drops every row from `rows` on.
+    /// The next value (in schema order) of the row being built. An error
+    /// is a fault of the record: it is rejected with that field and reason,
+    /// and its rows are dropped.
+    fn value(&mut self, cell: Cell<'_>) -> Result<(), SinkFault>;
+    /// Ends the row being built, made from record `source`.
+    fn end_row(&mut self, source: u32) -> Result<(), SinkFault>;
+    /// Drops every row from `rows` on, and the row being built.
     fn truncate(&mut self, rows: usize);
 }
 
@@ -59,31 +60,42 @@ pub struct SinkFault {
     pub reason: String,
 }
 
-impl RowSink for Vec<Row> {
+/// Rows as [`mlc_common::Row`]s.
+#[derive(Debug, Default)]
+pub struct RowsSink {
+    /// The finished rows.
+    pub rows: Vec<Row>,
+    pending: Vec<Value>,
+}
+
+impl RowSink for RowsSink {
     fn rows(&self) -> usize {
-        self.len()
+        self.rows.len()
     }
 
-    fn push(&mut self, source: u32, values: &mut Vec<Cell<'_>>) -> Result<(), SinkFault> {
-        Vec::push(
-            self,
-            Row {
-                source,
-                values: values.drain(..).map(Cell::into_value).collect(),
-            },
-        );
+    fn value(&mut self, cell: Cell<'_>) -> Result<(), SinkFault> {
+        self.pending.push(cell.into_value());
+        Ok(())
+    }
+
+    fn end_row(&mut self, source: u32) -> Result<(), SinkFault> {
+        let capacity = self.pending.len();
+        self.rows.push(Row {
+            source,
+            values: std::mem::replace(&mut self.pending, Vec::with_capacity(capacity)),
+        });
         Ok(())
     }
 
     fn truncate(&mut self, rows: usize) {
-        Vec::truncate(self, rows);
+        self.rows.truncate(rows);
+        self.pending.clear();
     }
 }
 
-/// Where rows go while a batch is mapped; `'r` is the records' lifetime.
-struct Emit<'o, 'r, K: RowSink> {
+/// Where rows go while a batch is mapped.
+struct Emit<'o, K: RowSink> {
     sink: &'o mut K,
-    scratch: &'o mut Vec<Cell<'r>>,
 }
 
 /// One object level: the record itself (0) or an expanded child.
@@ -586,9 +598,15 @@ impl Script {
         records: &[S],
         lookup: &mut dyn Lookup,
     ) -> Result<MappedBatch, MapError> {
-        let mut rows: Vec<Row> = Vec::with_capacity(records.len());
-        let rejects = self.map_batch_into(resource, records, lookup, &mut rows)?;
-        Ok(MappedBatch { rows, rejects })
+        let mut sink = RowsSink {
+            rows: Vec::with_capacity(records.len()),
+            pending: Vec::with_capacity(self.columns.len()),
+        };
+        let rejects = self.map_batch_into(resource, records, lookup, &mut sink)?;
+        Ok(MappedBatch {
+            rows: sink.rows,
+            rejects,
+        })
     }
 
     /// [`Script::map_batch`] into the caller's [`RowSink`] (the guest
@@ -612,11 +630,7 @@ impl Script {
         }
         let mut cx = Context::new(lookup);
         let mut rejects = Vec::new();
-        let mut scratch: Vec<Cell<'_>> = Vec::with_capacity(self.columns.len());
-        let mut emit = Emit {
-            sink,
-            scratch: &mut scratch,
-        };
+        let mut emit = Emit { sink };
         let mut slots: Vec<Raw<'_>> = vec![Raw::Missing; self.slot_count];
         for (index, record) in records.iter().enumerate() {
             let index = index as u32;
@@ -656,7 +670,7 @@ impl Script {
         index: u32,
         slots: &mut Vec<Raw<'a>>,
         cx: &mut Context<'_>,
-        rows: &mut Emit<'_, 'a, K>,
+        rows: &mut Emit<'_, K>,
     ) -> Result<(), Stop> {
         let Some(child) = self.levels[level].child else {
             return self.row(index, slots, cx, rows);
@@ -726,7 +740,7 @@ impl Script {
         index: u32,
         slots: &[Raw<'a>],
         cx: &mut Context<'_>,
-        out: &mut Emit<'_, 'a, K>,
+        out: &mut Emit<'_, K>,
     ) -> Result<(), Stop> {
         if let Some(filter) = &self.filter {
             let keep = eval::eval(filter, slots, cx)
@@ -739,17 +753,20 @@ impl Script {
                 return Ok(());
             }
         }
-        out.scratch.clear();
-        for column in &self.columns {
-            let value = self.column_value(column, slots, cx)?;
-            out.scratch.push(value);
-        }
-        out.sink.push(index, out.scratch).map_err(|f| {
+        let refused = |f: SinkFault| {
             Stop::Fault(Fault {
                 field: f.field,
                 message: f.reason,
             })
-        })
+        };
+        // Each value goes to the sink as soon as it is computed; a fault
+        // half-way leaves a partial row that the batch loop drops with the
+        // record's other rows.
+        for column in &self.columns {
+            let value = self.column_value(column, slots, cx)?;
+            out.sink.value(value).map_err(refused)?;
+        }
+        out.sink.end_row(index).map_err(refused)
     }
 
     fn column_value<'a>(

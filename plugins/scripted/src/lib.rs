@@ -59,26 +59,32 @@ impl RowSink for Columns {
         self.0.rows()
     }
 
-    fn push(&mut self, source: u32, values: &mut Vec<Cell<'_>>) -> Result<(), SinkFault> {
-        self.0
-            .push_row(source, values.drain(..))
-            .map_err(|e| match e {
-                RowError::Fault { column, reason } => SinkFault {
-                    field: Some(column),
-                    reason,
-                },
-                // The script converts every value to its column's type, so
-                // this names a bug; the record is rejected with it rather
-                // than losing the batch.
-                RowError::Mismatch(m) => SinkFault {
-                    field: None,
-                    reason: m,
-                },
-            })
+    fn value(&mut self, cell: Cell<'_>) -> Result<(), SinkFault> {
+        self.0.value(cell).map_err(sink_fault)
+    }
+
+    fn end_row(&mut self, source: u32) -> Result<(), SinkFault> {
+        self.0.end_row(source).map_err(sink_fault)
     }
 
     fn truncate(&mut self, rows: usize) {
         self.0.truncate(rows);
+    }
+}
+
+fn sink_fault(e: RowError) -> SinkFault {
+    match e {
+        RowError::Fault { column, reason } => SinkFault {
+            field: Some(column),
+            reason,
+        },
+        // The script converts every value to its column's type, so this
+        // names a bug; the record is rejected with it rather than losing
+        // the batch.
+        RowError::Mismatch(m) => SinkFault {
+            field: None,
+            reason: m,
+        },
     }
 }
 

@@ -49,6 +49,8 @@ pub struct ColumnsBuilder {
     types: Vec<ColumnType>,
     sources: Vec<u32>,
     columns: Vec<ColumnData>,
+    /// Values given so far for the row being built ([`Self::value`]).
+    pending: usize,
 }
 
 fn empty_values(ty: &ColumnType, capacity: usize) -> ColumnValues {
@@ -109,6 +111,7 @@ impl ColumnsBuilder {
                     values: empty_values(&c.ty, rows),
                 })
                 .collect(),
+            pending: 0,
         }
     }
 
@@ -126,41 +129,62 @@ impl ColumnsBuilder {
         values: impl IntoIterator<Item = V>,
     ) -> Result<(), RowError> {
         let row = self.sources.len();
-        let Ok(row32) = u32::try_from(row) else {
-            return Err(RowError::Mismatch(
-                "more than 2^32 rows in one batch".into(),
-            ));
-        };
-        let mut count = 0usize;
-        let mut result = Ok(());
         for value in values {
-            if count >= self.columns.len() {
-                count += 1;
+            if self.pending >= self.columns.len() {
+                // Counted, for the error of end_row.
+                self.pending += 1;
                 continue;
             }
-            if let Err(e) = self.append(count, row32, value.into()) {
-                result = Err(e);
-                count += 1;
-                break;
+            if let Err(e) = self.value(value.into()) {
+                self.truncate(row);
+                return Err(e);
             }
-            count += 1;
         }
-        if result.is_ok() && count != self.columns.len() {
-            result = Err(RowError::Mismatch(format!(
-                "a row of record {source} has {count} values; the schema has {} columns",
+        self.end_row(source)
+    }
+
+    /// Gives the next value (in schema order) of the row being built; the
+    /// row is kept by [`Self::end_row`]. After an error the row being built
+    /// is dropped.
+    pub fn value(&mut self, cell: Cell<'_>) -> Result<(), RowError> {
+        let row = self.sources.len();
+        let index = self.pending;
+        let result = match u32::try_from(row) {
+            Ok(row32) if index < self.columns.len() => self.append(index, row32, cell),
+            Ok(_) => Err(RowError::Mismatch(format!(
+                "a row has more values than the schema's {} columns",
                 self.columns.len()
-            )));
-        }
+            ))),
+            Err(_) => Err(RowError::Mismatch(
+                "more than 2^32 rows in one batch".into(),
+            )),
+        };
         match result {
             Ok(()) => {
-                self.sources.push(source);
+                self.pending += 1;
                 Ok(())
             }
             Err(e) => {
-                self.cut(row, count.min(self.columns.len()));
+                self.truncate(row);
                 Err(e)
             }
         }
+    }
+
+    /// Ends the row being built, made from record `source`: it must have
+    /// a value for every column.
+    pub fn end_row(&mut self, source: u32) -> Result<(), RowError> {
+        let given = self.pending;
+        if given != self.columns.len() {
+            self.truncate(self.sources.len());
+            return Err(RowError::Mismatch(format!(
+                "a row of record {source} has {given} values; the schema has {} columns",
+                self.columns.len()
+            )));
+        }
+        self.pending = 0;
+        self.sources.push(source);
+        Ok(())
     }
 
     /// Appends one value to column `index` at row `row`.
@@ -229,18 +253,14 @@ impl ColumnsBuilder {
         ))
     }
 
-    /// Drops every row from `rows` on.
+    /// Drops every row from `rows` on, and the row being built.
     pub fn truncate(&mut self, rows: usize) {
-        if rows >= self.sources.len() {
+        if rows >= self.sources.len() && self.pending == 0 {
             return;
         }
+        self.pending = 0;
         self.sources.truncate(rows);
-        self.cut(rows, self.columns.len());
-    }
-
-    /// Cuts the first `columns` columns back to `rows` values.
-    fn cut(&mut self, rows: usize, columns: usize) {
-        for column in self.columns.iter_mut().take(columns) {
+        for column in &mut self.columns {
             while column.nulls.last().is_some_and(|&r| r as usize >= rows) {
                 column.nulls.pop();
             }
@@ -405,6 +425,53 @@ mod tests {
         assert_eq!(decimal_at(d, 0), Some(Decimal::new(150, 2)));
         assert_eq!(decimal_at(d, 2), Some(Decimal::new(1, 2)));
         assert_eq!(out.columns[2].nulls, vec![1]);
+    }
+
+    #[test]
+    fn rows_given_value_by_value() {
+        let mut b = ColumnsBuilder::new(&schema(), 2);
+        b.value(Cell::Value(Value::Integer(1))).unwrap();
+        b.value(Cell::Text("x")).unwrap();
+        b.value(Cell::Value(Value::Null)).unwrap();
+        b.end_row(4).unwrap();
+        // A row left half-way is dropped by truncate.
+        b.value(Cell::Value(Value::Integer(2))).unwrap();
+        b.truncate(1);
+        // Too few values: the row is refused and dropped.
+        b.value(Cell::Value(Value::Integer(3))).unwrap();
+        assert_eq!(
+            b.end_row(5).unwrap_err(),
+            RowError::Mismatch("a row of record 5 has 1 values; the schema has 3 columns".into())
+        );
+        // Too many values.
+        let err = b
+            .push_row(
+                6,
+                [
+                    Value::Integer(1),
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                ],
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            RowError::Mismatch("a row of record 6 has 5 values; the schema has 3 columns".into())
+        );
+        // Text into an integer column.
+        assert!(matches!(
+            b.value(Cell::Text("one")),
+            Err(RowError::Mismatch(_))
+        ));
+        let out = b.finish(Vec::new());
+        assert_eq!(out.sources, vec![4]);
+        assert_eq!(
+            out.rows()[0].values,
+            vec![Value::Integer(1), Value::Text("x".into()), Value::Null]
+        );
+        assert_eq!(out.columns[0].values, ColumnValues::Integer(vec![1]));
     }
 
     #[test]
