@@ -358,10 +358,15 @@ fn main() -> Result<()> {
         .ok()
         .and_then(|b| b.parse().ok());
     let mut table = Vec::new();
-    for &batch in BATCHES.iter().filter(|&&b| only_batch.is_none_or(|o| o == b)) {
+    for &batch in BATCHES
+        .iter()
+        .filter(|&&b| only_batch.is_none_or(|o| o == b))
+    {
         if only_wasm {
             let wasm = throughput(&pool, batch, round, rounds, |c| {
-                std::hint::black_box(runtime.map_batch_blocking("bench", "scripted", "invoices", c)?);
+                std::hint::black_box(
+                    runtime.map_batch_blocking("bench", "scripted", "invoices", c)?,
+                );
                 Ok(c.len())
             })?;
             table.push((batch, 0.0, 0.0, wasm, None));

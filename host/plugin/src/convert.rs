@@ -581,12 +581,12 @@ mod tests {
         .unwrap()
     }
 
+    /// One row of `schema()`: (source, id, amount unscaled, name).
+    type TestRow<'a> = (u32, Option<i64>, Option<i128>, Option<&'a str>);
+
     /// Columns for `schema()` (Id integer, Amount decimal at `scale`,
-    /// Name text) from rows of (source, id, amount, name).
-    fn output(
-        scale: u8,
-        rows: &[(u32, Option<i64>, Option<i128>, Option<&str>)],
-    ) -> wit::BatchOutput {
+    /// Name text) from rows.
+    fn output(scale: u8, rows: &[TestRow<'_>]) -> wit::BatchOutput {
         let nulls = |f: &dyn Fn(usize) -> bool| -> Vec<u32> {
             (0..rows.len())
                 .filter(|&r| f(r))
@@ -809,7 +809,7 @@ mod tests {
 
     #[test]
     fn output_caps() {
-        let rows: Vec<(u32, Option<i64>, Option<i128>, Option<&str>)> = (0..10)
+        let rows: Vec<TestRow<'_>> = (0..10)
             .map(|i| (0, Some(i), None, Some("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")))
             .collect();
         let rows_cap = PluginLimits {

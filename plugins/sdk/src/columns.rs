@@ -102,7 +102,7 @@ impl ColumnsBuilder {
     pub fn new(schema: &[Column], rows: usize) -> Self {
         Self {
             names: schema.iter().map(|c| c.name.clone()).collect(),
-            types: schema.iter().map(|c| c.ty.clone()).collect(),
+            types: schema.iter().map(|c| c.ty).collect(),
             sources: Vec::with_capacity(rows),
             columns: schema
                 .iter()

@@ -274,14 +274,14 @@ pub fn map_records<M: Mapper>(
             Some(RowError::Mismatch(m)) => {
                 return Err(PluginError::Internal(format!("record {index}: {m}")));
             }
-            Some(RowError::Fault { column, reason }) => {
-                if result.is_ok() {
-                    result = Err(MapError::Reject(Rejection {
-                        field: Some(column),
-                        reason,
-                    }));
-                }
+            Some(RowError::Fault { column, reason }) if result.is_ok() => {
+                result = Err(MapError::Reject(Rejection {
+                    field: Some(column),
+                    reason,
+                }));
             }
+            // The mapper failed on its own; its error wins.
+            Some(RowError::Fault { .. }) => {}
         }
         match result {
             Ok(()) => {}
