@@ -948,7 +948,11 @@ impl PluginRuntime {
     }
 
     /// Maps a batch of raw records (JSON object texts) with the current
-    /// version of (`tenant`, `name`). The mapping runs on a blocking thread
+    /// version of (`tenant`, `name`). The records must be JSON the caller
+    /// has parsed (as the Oracle client and `records_of` do): the contract
+    /// lets a plugin stop reading a record once it has what it needs, so a
+    /// record broken after its last used field is not noticed by the
+    /// plugin. The mapping runs on a blocking thread
     /// (`block_in_place` on a multi-threaded runtime, else `spawn_blocking`)
     /// under the tenant's limits; a failure fails this batch only.
     pub async fn map_batch(
