@@ -177,6 +177,20 @@ fn type_name(ty: ColumnType) -> String {
     }
 }
 
+/// Appends one column's values to the rows (`make` for a value, null where
+/// `is_null` says so).
+fn fill<T>(
+    rows: &mut [Row],
+    values: Vec<T>,
+    is_null: &mut impl FnMut(usize) -> bool,
+    make: impl Fn(T) -> Value,
+) {
+    for (r, (row, value)) in rows.iter_mut().zip(values).enumerate() {
+        row.values
+            .push(if is_null(r) { Value::Null } else { make(value) });
+    }
+}
+
 /// The first fault found in an output row: (column index, column, reason).
 type RowFault = (usize, String, String);
 
@@ -340,42 +354,10 @@ pub(crate) fn batch_from_wit(
                     });
                 }
             }
-            wit::ColumnValues::Integer(v) => {
-                for (r, (row, i)) in rows.iter_mut().zip(v).enumerate() {
-                    row.values.push(if is_null(r) {
-                        Value::Null
-                    } else {
-                        Value::Integer(i)
-                    });
-                }
-            }
-            wit::ColumnValues::Timestamp(v) => {
-                for (r, (row, t)) in rows.iter_mut().zip(v).enumerate() {
-                    row.values.push(if is_null(r) {
-                        Value::Null
-                    } else {
-                        Value::Timestamp(t)
-                    });
-                }
-            }
-            wit::ColumnValues::Date(v) => {
-                for (r, (row, d)) in rows.iter_mut().zip(v).enumerate() {
-                    row.values.push(if is_null(r) {
-                        Value::Null
-                    } else {
-                        Value::Date(d)
-                    });
-                }
-            }
-            wit::ColumnValues::Boolean(v) => {
-                for (r, (row, b)) in rows.iter_mut().zip(v).enumerate() {
-                    row.values.push(if is_null(r) {
-                        Value::Null
-                    } else {
-                        Value::Boolean(b)
-                    });
-                }
-            }
+            wit::ColumnValues::Integer(v) => fill(&mut rows, v, &mut is_null, Value::Integer),
+            wit::ColumnValues::Timestamp(v) => fill(&mut rows, v, &mut is_null, Value::Timestamp),
+            wit::ColumnValues::Date(v) => fill(&mut rows, v, &mut is_null, Value::Date),
+            wit::ColumnValues::Boolean(v) => fill(&mut rows, v, &mut is_null, Value::Boolean),
             wit::ColumnValues::Double(v) => {
                 for (r, (row, f)) in rows.iter_mut().zip(v).enumerate() {
                     let value = if is_null(r) {
