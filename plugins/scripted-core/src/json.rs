@@ -918,53 +918,7 @@ fn slice(text: &str, start: usize, end: usize) -> Result<&str, JsonError> {
         })
 }
 
-/// Decodes JSON string escapes; `None` when an escape is invalid.
-pub fn unescape(raw: &str) -> Option<String> {
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next()? {
-            '"' => out.push('"'),
-            '\\' => out.push('\\'),
-            '/' => out.push('/'),
-            'b' => out.push('\u{8}'),
-            'f' => out.push('\u{c}'),
-            'n' => out.push('\n'),
-            'r' => out.push('\r'),
-            't' => out.push('\t'),
-            'u' => {
-                let first = hex4(&mut chars)?;
-                let code = if (0xD800..0xDC00).contains(&first) {
-                    if chars.next()? != '\\' || chars.next()? != 'u' {
-                        return None;
-                    }
-                    let second = hex4(&mut chars)?;
-                    if !(0xDC00..0xE000).contains(&second) {
-                        return None;
-                    }
-                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
-                } else {
-                    first
-                };
-                out.push(char::from_u32(code)?);
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
-    let mut n = 0u32;
-    for _ in 0..4 {
-        n = n * 16 + chars.next()?.to_digit(16)?;
-    }
-    Some(n)
-}
+pub use mlc_common::json_text::unescape;
 
 #[cfg(test)]
 mod tests {
@@ -1293,17 +1247,6 @@ mod tests {
         }
         assert_eq!(skip_number(b"", 0), 0);
         assert_eq!(skip_number(b"1", 0), 1);
-    }
-
-    #[test]
-    fn unescapes_all_forms() {
-        assert_eq!(
-            unescape(r#"a\n\t\"\\\/\u00e9\ud83d\ude00"#).unwrap(),
-            "a\n\t\"\\/é😀"
-        );
-        assert!(unescape(r"\x").is_none());
-        assert!(unescape(r"\ud83d").is_none());
-        assert!(unescape(r"\u12").is_none());
     }
 
     #[test]

@@ -9,6 +9,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use mlc_common::json_text::unescape;
+
 /// Deepest nesting accepted.
 const MAX_DEPTH: usize = 128;
 
@@ -440,55 +442,6 @@ impl<'a> Scanner<'a> {
             None => Err(self.error("unexpected end")),
         }
     }
-}
-
-/// Decodes the escapes of a string's content (between the quotes).
-fn unescape(inner: &str) -> Option<String> {
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next()? {
-            '"' => out.push('"'),
-            '\\' => out.push('\\'),
-            '/' => out.push('/'),
-            'b' => out.push('\u{8}'),
-            'f' => out.push('\u{c}'),
-            'n' => out.push('\n'),
-            'r' => out.push('\r'),
-            't' => out.push('\t'),
-            'u' => {
-                let first = hex4(&mut chars)?;
-                let code = if (0xD800..0xDC00).contains(&first) {
-                    // a surrogate pair: \uD83D\uDE00
-                    if chars.next()? != '\\' || chars.next()? != 'u' {
-                        return None;
-                    }
-                    let second = hex4(&mut chars)?;
-                    if !(0xDC00..0xE000).contains(&second) {
-                        return None;
-                    }
-                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
-                } else {
-                    first
-                };
-                out.push(char::from_u32(code)?);
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
-    let mut n = 0;
-    for _ in 0..4 {
-        n = n * 16 + chars.next()?.to_digit(16)?;
-    }
-    Some(n)
 }
 
 #[cfg(test)]
