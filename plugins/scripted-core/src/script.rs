@@ -93,11 +93,6 @@ impl RowSink for RowsSink {
     }
 }
 
-/// Where rows go while a batch is mapped.
-struct Emit<'o, K: RowSink> {
-    sink: &'o mut K,
-}
-
 /// One object level: the record itself (0) or an expanded child.
 #[derive(Clone, Debug)]
 struct Level {
@@ -630,19 +625,18 @@ impl Script {
         }
         let mut cx = Context::new(lookup);
         let mut rejects = Vec::new();
-        let mut emit = Emit { sink };
         let mut slots: Vec<Raw<'_>> = vec![Raw::Missing; self.slot_count];
         for (index, record) in records.iter().enumerate() {
             let index = index as u32;
             slots.iter_mut().for_each(|s| *s = Raw::Missing);
-            let first_row = emit.sink.rows();
+            let first_row = sink.rows();
             let result = match json::scan_record(
                 record.as_ref(),
                 &self.tables,
                 self.levels[0].table,
                 &mut slots,
             ) {
-                Ok(()) => self.walk(0, index, &mut slots, &mut cx, &mut emit),
+                Ok(()) => self.walk(0, index, &mut slots, &mut cx, sink),
                 Err(e) => Err(Stop::Fault(Fault::new(format!(
                     "the record is not a JSON object: {e}"
                 )))),
@@ -651,7 +645,7 @@ impl Script {
                 Ok(()) => {}
                 Err(Stop::Fatal(e)) => return Err(e),
                 Err(Stop::Fault(Fault { field, message })) => {
-                    emit.sink.truncate(first_row);
+                    sink.truncate(first_row);
                     rejects.push(Reject {
                         index,
                         field,
@@ -670,7 +664,7 @@ impl Script {
         index: u32,
         slots: &mut Vec<Raw<'a>>,
         cx: &mut Context<'_>,
-        rows: &mut Emit<'_, K>,
+        rows: &mut K,
     ) -> Result<(), Stop> {
         let Some(child) = self.levels[level].child else {
             return self.row(index, slots, cx, rows);
@@ -740,7 +734,7 @@ impl Script {
         index: u32,
         slots: &[Raw<'a>],
         cx: &mut Context<'_>,
-        out: &mut Emit<'_, K>,
+        out: &mut K,
     ) -> Result<(), Stop> {
         if let Some(filter) = &self.filter {
             let keep = eval::eval(filter, slots, cx)
@@ -764,9 +758,9 @@ impl Script {
         // record's other rows.
         for column in &self.columns {
             let value = self.column_value(column, slots, cx)?;
-            out.sink.value(value).map_err(refused)?;
+            out.value(value).map_err(refused)?;
         }
-        out.sink.end_row(index).map_err(refused)
+        out.end_row(index).map_err(refused)
     }
 
     fn column_value<'a>(
