@@ -1,6 +1,47 @@
-//! JSON string escapes, shared by the guests' JSON scanners (the SDK's
+//! JSON string contents, shared by the guests' JSON scanners (the SDK's
 //! field index and the mapping-script scanner), which borrow string
-//! contents from the record and decode them only when a value is used.
+//! contents from the record, skip them eight bytes at a time and decode
+//! them only when a value is used.
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in the lowest byte of `word` equal to `byte` (bytes above
+/// it may be flagged falsely; callers use only the lowest).
+#[inline(always)]
+fn equal_bytes(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// The index of the first byte at or after `i` that ends a run of plain
+/// string content — `"` or `\\`, and with `stop_at_control` also a byte
+/// below 0x20 — eight bytes at a time; `bytes.len()` when there is none.
+/// Each test is exact for its lowest hit, so the lowest bit of their union
+/// is a real one.
+#[inline(always)]
+pub fn string_run_end(bytes: &[u8], mut i: usize, stop_at_control: bool) -> usize {
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(buf);
+        let mut hits = equal_bytes(word, b'"') | equal_bytes(word, b'\\');
+        if stop_at_control {
+            hits |= word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+        }
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || (stop_at_control && b < 0x20) {
+            return i;
+        }
+        i += 1;
+    }
+    bytes.len()
+}
 
 /// Decodes the escapes of a JSON string's content (the text between the
 /// quotes); `None` when an escape is invalid (an unknown letter, a short
@@ -56,6 +97,35 @@ fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_runs_end_where_the_bytewise_definition_says() {
+        for stop_at_control in [false, true] {
+            let special = |b: u8| b == b'"' || b == b'\\' || (stop_at_control && b < 0x20);
+            let expected = |text: &[u8], from: usize| {
+                text[from..]
+                    .iter()
+                    .position(|&c| special(c))
+                    .map_or(text.len(), |p| p + from)
+            };
+            for b in 0..=255u8 {
+                for at in 0..17 {
+                    let mut text = vec![b'a'; 20];
+                    text[at] = b;
+                    // Multi-byte UTF-8 after the hit must not be taken for one.
+                    text[19] = 0xC3;
+                    for from in [0, 3] {
+                        assert_eq!(
+                            string_run_end(&text, from, stop_at_control),
+                            expected(&text, from),
+                            "byte {b:#x} at {at} from {from}, control {stop_at_control}"
+                        );
+                    }
+                }
+            }
+            assert_eq!(string_run_end(b"", 0, stop_at_control), 0);
+        }
+    }
 
     #[test]
     fn unescapes_all_forms() {

@@ -612,14 +612,15 @@ mod tests {
     }
 
     fn convert(records: usize, output: wit::BatchOutput) -> Result<MappedBatch, PluginError> {
-        batch_from_wit(
-            &plugin(),
-            "invoices",
-            &schema(),
-            records,
-            &PluginLimits::default(),
-            output,
-        )
+        convert_within(&PluginLimits::default(), records, output)
+    }
+
+    fn convert_within(
+        limits: &PluginLimits,
+        records: usize,
+        output: wit::BatchOutput,
+    ) -> Result<MappedBatch, PluginError> {
+        batch_from_wit(&plugin(), "invoices", &schema(), records, limits, output)
     }
 
     #[test]
@@ -791,22 +792,15 @@ mod tests {
 
     #[test]
     fn output_caps() {
+        let text = "x".repeat(100);
         let rows: Vec<TestRow<'_>> = (0..10)
-            .map(|i| (0, Some(i), None, Some("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")))
+            .map(|i| (0, Some(i), None, Some(text.as_str())))
             .collect();
         let rows_cap = PluginLimits {
             max_output_rows: 9,
             ..PluginLimits::default()
         };
-        let err = batch_from_wit(
-            &plugin(),
-            "invoices",
-            &schema(),
-            1,
-            &rows_cap,
-            output(2, &rows),
-        )
-        .unwrap_err();
+        let err = convert_within(&rows_cap, 1, output(2, &rows)).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -823,15 +817,7 @@ mod tests {
             max_output_bytes: 1000,
             ..PluginLimits::default()
         };
-        let err = batch_from_wit(
-            &plugin(),
-            "invoices",
-            &schema(),
-            1,
-            &bytes_cap,
-            output(2, &rows),
-        )
-        .unwrap_err();
+        let err = convert_within(&bytes_cap, 1, output(2, &rows)).unwrap_err();
         assert!(
             matches!(
                 err,

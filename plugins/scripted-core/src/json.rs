@@ -365,35 +365,6 @@ pub fn object_members(text: &str) -> Result<Vec<(Cow<'_, str>, Raw<'_>)>, JsonEr
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// High bit set in every byte of `word` equal to `byte` (exact for the
-/// lowest such byte, which is all the callers use).
-#[inline(always)]
-fn bytes_equal(word: u64, byte: u8) -> u64 {
-    let x = word ^ (ONES * u64::from(byte));
-    x.wrapping_sub(ONES) & !x & HIGHS
-}
-
-/// The index of the first `"` or `\\` at or after `i`, eight bytes at a
-/// time; `bytes.len()` when there is none.
-#[inline(always)]
-fn find_quote_or_backslash(bytes: &[u8], mut i: usize) -> usize {
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let w = word(chunk);
-        let hits = bytes_equal(w, b'"') | bytes_equal(w, b'\\');
-        if hits != 0 {
-            return i + (hits.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while let Some(&b) = bytes.get(i) {
-        if b == b'"' || b == b'\\' {
-            return i;
-        }
-        i += 1;
-    }
-    bytes.len()
-}
-
 /// From just after an opening quote: the index of the closing quote and
 /// whether an escape was seen; `None` when the string does not end.
 #[inline(always)]
@@ -401,7 +372,7 @@ fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
     let mut i = start;
     let mut escaped = false;
     loop {
-        i = find_quote_or_backslash(bytes, i);
+        i = string_run_end(bytes, i, false);
         match bytes.get(i) {
             Some(b'"') => return Some((i, escaped)),
             Some(_) => {
@@ -918,6 +889,7 @@ fn slice(text: &str, start: usize, end: usize) -> Result<&str, JsonError> {
         })
 }
 
+use mlc_common::json_text::string_run_end;
 pub use mlc_common::json_text::unescape;
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use mlc_common::json_text::unescape;
+use mlc_common::json_text::{string_run_end, unescape};
 
 /// Deepest nesting accepted.
 const MAX_DEPTH: usize = 128;
@@ -259,38 +259,6 @@ impl<'a> Object<'a> {
     }
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// The index of the first byte at or after `i` that ends a run of plain
-/// string bytes (`"`, `\\` or a control character), eight bytes at a time;
-/// `bytes.len()` when there is none. Each test is exact for its lowest hit,
-/// so the lowest bit of their union is a real one.
-fn plain_run_end(bytes: &[u8], mut i: usize) -> usize {
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut buf = [0u8; 8];
-        buf.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(buf);
-        let quote = word ^ (ONES * u64::from(b'"'));
-        let backslash = word ^ (ONES * u64::from(b'\\'));
-        let hits = (quote.wrapping_sub(ONES) & !quote)
-            | (backslash.wrapping_sub(ONES) & !backslash)
-            | (word.wrapping_sub(ONES * 0x20) & !word);
-        let hits = hits & HIGHS;
-        if hits != 0 {
-            return i + (hits.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while let Some(&b) = bytes.get(i) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            return i;
-        }
-        i += 1;
-    }
-    bytes.len()
-}
-
 struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -335,7 +303,7 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         loop {
             // Fast path: plain bytes, eight at a time.
-            self.pos = plain_run_end(self.bytes, self.pos);
+            self.pos = string_run_end(self.bytes, self.pos, true);
             match self.peek() {
                 Some(b'"') => {
                     let end = self.pos;
@@ -474,34 +442,6 @@ impl<'a> Scanner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plain_runs_end_where_the_bytewise_definition_says() {
-        let special = |b: u8| b == b'"' || b == b'\\' || b < 0x20;
-        for b in 0..=255u8 {
-            for at in 0..17 {
-                let mut text = vec![b'a'; 20];
-                text[at] = b;
-                // Multi-byte UTF-8 around the hit must not be mistaken for one.
-                text[19] = 0xC3;
-                let expected = text.iter().position(|&c| special(c)).unwrap_or(text.len());
-                assert_eq!(plain_run_end(&text, 0), expected, "byte {b:#x} at {at}");
-                assert_eq!(
-                    plain_run_end(&text, 3),
-                    if at >= 3 {
-                        expected
-                    } else {
-                        text[3..]
-                            .iter()
-                            .position(|&c| special(c))
-                            .map_or(text.len(), |p| p + 3)
-                    },
-                    "byte {b:#x} at {at} from 3"
-                );
-            }
-        }
-        assert_eq!(plain_run_end(b"", 0), 0);
-    }
 
     #[test]
     fn indexes_top_level_fields_without_copying() {
