@@ -255,6 +255,27 @@ impl<'a> Walker<'a> {
             self.truncated = Some(path.join("."));
         }
         members.sort_by(|a, b| scratch[a.0..a.1].cmp(&scratch[b.0..b.1]));
+        // Canonical names are equal exactly when the decoded names are, and
+        // sorting put repeats side by side. A repeated member would be read
+        // one way by one reader and another way by the next (and hashed as
+        // both), so the item is refused.
+        if let Some(pair) = members
+            .windows(2)
+            .find(|w| scratch[w[0].0..w[0].1] == scratch[w[1].0..w[1].1])
+        {
+            let name = String::from_utf8_lossy(&scratch[pair[0].0..pair[0].1]).into_owned();
+            let at: Vec<String> = self
+                .path
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            let within = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" (in {})", at.join("."))
+            };
+            return Err(format!("member {name} appears twice in one object{within}"));
+        }
         out.push(b'{');
         for (n, (ks, ke, vs, ve)) in members.iter().enumerate() {
             if n > 0 {
@@ -296,6 +317,34 @@ fn scalar_text(canonical: &[u8]) -> Result<Option<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_member_is_refused_wherever_it_is() {
+        let top = r#"{"InvoiceId":1,"InvoiceAmount":1,"InvoiceAmount":2}"#;
+        let err = inspect(top, "InvoiceId", None).unwrap_err();
+        assert_eq!(
+            err, r#"member "InvoiceAmount" appears twice in one object"#,
+            "{err}"
+        );
+        // Decoded names are compared: `\u0041` is `A`.
+        let escaped = r#"{"InvoiceId":1,"A":1,"\u0041":2}"#;
+        let err = inspect(escaped, "InvoiceId", None).unwrap_err();
+        assert!(err.contains(r#""A" appears twice"#), "{err}");
+        let nested = r#"{"InvoiceId":1,"invoiceLines":[{"LineNumber":1,"LineNumber":1}]}"#;
+        let err = inspect(nested, "InvoiceId", None).unwrap_err();
+        assert_eq!(
+            err, r#"member "LineNumber" appears twice in one object (in invoiceLines)"#,
+            "{err}"
+        );
+        // The same name in sibling objects is not a repeat.
+        inspect(
+            r#"{"InvoiceId":1,"invoiceLines":[{"LineNumber":1},{"LineNumber":2}]}"#,
+            "InvoiceId",
+            None,
+        )
+        .unwrap();
+        assert!(content_hash(r#"[{"a":1,"a":1}]"#).is_err());
+    }
 
     #[test]
     fn field_order_and_links_do_not_matter() {

@@ -492,6 +492,10 @@ async fn malformed_pages_lose_nothing() {
             r#"{"items":[{"InvoiceId":7,"LastUpdateDate":"yesterday"}],"count":1,"hasMore":false}"#.to_owned(),
             "not a valid timestamp",
         ),
+        (
+            r#"{"items":[{"InvoiceId":126,"LastUpdateDate":"2024-05-03T09:02:51.077+00:00","InvoiceAmount":1,"InvoiceAmount":2}],"count":1,"hasMore":false}"#.to_owned(),
+            "member \"InvoiceAmount\" appears twice",
+        ),
     ];
     for (body, want) in bad {
         fake.script.lock().unwrap().push_back(Reply::Body(body));

@@ -137,20 +137,85 @@ impl Sample {
     }
 }
 
-/// Records of a JSON array, each an exact JSON object text.
+/// Records of a JSON array, each an exact JSON object text in which no
+/// object (at any depth) names the same member twice: the contract promises
+/// plugins records the host has parsed, and a repeated member would be read
+/// differently by different readers.
 pub fn records_of(records: Vec<Box<serde_json::value::RawValue>>) -> Result<Vec<String>, String> {
     records
         .into_iter()
         .enumerate()
         .map(|(i, raw)| {
             let text = raw.get();
-            if text.starts_with('{') {
-                Ok(text.to_owned())
-            } else {
-                Err(format!("record {i} is not a JSON object"))
+            if !text.starts_with('{') {
+                return Err(format!("record {i} is not a JSON object"));
             }
+            serde_json::from_str::<UniqueMembers>(text).map_err(|e| format!("record {i}: {e}"))?;
+            Ok(text.to_owned())
         })
         .collect()
+}
+
+/// Deserializes any JSON value, failing when an object repeats a member.
+struct UniqueMembers;
+
+impl<'de> serde::Deserialize<'de> for UniqueMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueMembersVisitor)
+    }
+}
+
+struct UniqueMembersVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueMembersVisitor {
+    type Value = UniqueMembers;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueMembers, E> {
+        Ok(UniqueMembers)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> Result<UniqueMembers, A::Error> {
+        while seq.next_element::<UniqueMembers>()?.is_some() {}
+        Ok(UniqueMembers)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<UniqueMembers, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(name) = map.next_key::<String>()? {
+            map.next_value::<UniqueMembers>()?;
+            if let Some(name) = seen.replace(name) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "member {name:?} appears twice in one object"
+                )));
+            }
+        }
+        Ok(UniqueMembers)
+    }
 }
 
 /// How to load a component.
@@ -949,7 +1014,8 @@ impl PluginRuntime {
 
     /// Maps a batch of raw records (JSON object texts) with the current
     /// version of (`tenant`, `name`). The records must be JSON the caller
-    /// has parsed (as the Oracle client and `records_of` do): the contract
+    /// has parsed, with no object repeating a member (as the Oracle client
+    /// and `records_of` check): the contract
     /// lets a plugin stop reading a record once it has what it needs, so a
     /// record broken after its last used field is not noticed by the
     /// plugin. The mapping runs on a blocking thread
@@ -1262,6 +1328,29 @@ mod tests {
             let err = Sample::from_json("s.json", bad).unwrap_err();
             assert!(matches!(err, PluginError::BadSample { .. }), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn records_repeating_a_member_are_refused_at_any_depth() {
+        for (text, member) in [
+            (r#"[{"InvoiceId": 1, "InvoiceId": 2}]"#, "InvoiceId"),
+            // The same name, once escaped: decoded names are compared.
+            (r#"[{"a": 1, "\u0061": 2}]"#, "a"),
+            (
+                r#"[{"InvoiceId": 1, "lines": [{"n": 1}, {"n": 2, "m": {"x": 1, "x": 1}}]}]"#,
+                "x",
+            ),
+        ] {
+            let err = Sample::from_json("s.json", text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("member \"{member}\" appears twice"))
+                    && err.contains("record 0")
+                    && err.contains("s.json"),
+                "{text}: {err}"
+            );
+        }
+        // Equal names in different objects are fine.
+        Sample::from_json("s.json", r#"[{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}]"#).unwrap();
     }
 
     #[test]

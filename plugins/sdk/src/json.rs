@@ -218,10 +218,11 @@ impl<'a> Object<'a> {
         Ok(Self { fields })
     }
 
-    /// The value of field `name` (`null` included); the last one wins if
-    /// the name repeats.
+    /// The value of field `name` (`null` included). The host never passes
+    /// a record that repeats a member; should a plugin's own input repeat
+    /// one, the first wins, as in the mapping-script scanner.
     pub fn get(&self, name: &str) -> Option<Json<'a>> {
-        self.fields.iter().rev().find_map(|f| {
+        self.fields.iter().find_map(|f| {
             let matches = if f.escaped {
                 unescape(f.key).is_some_and(|k| k == name)
             } else {
@@ -484,9 +485,9 @@ mod tests {
     }
 
     #[test]
-    fn last_duplicate_wins_and_empty_containers_parse() {
+    fn first_duplicate_wins_and_empty_containers_parse() {
         let obj = Object::parse(r#"{"a": 1, "a": 2, "e": {}, "l": []}"#).unwrap();
-        assert_eq!(obj.get("a").unwrap().raw(), "2");
+        assert_eq!(obj.get("a").unwrap().raw(), "1");
         assert!(obj.get("e").unwrap().as_object().unwrap().is_empty());
         assert!(obj.get("l").unwrap().as_array().unwrap().is_empty());
         assert!(Object::parse("{}").unwrap().is_empty());
