@@ -1,11 +1,12 @@
 //! `ml-connector demo`: the product's main job, once, on the embedded
 //! defaults. Starts the Oracle Fusion and Tableau sandboxes and a hyperd,
-//! loads the `scripted` plugin with every mapping script of the demo tenant,
-//! syncs reference data, then runs three cycles of every pipeline: a first
-//! full publish, an incremental upsert after changes in Oracle, and a cycle
-//! with nothing new. Finally it reads each data source back from the
-//! Tableau sandbox's `.hyper` files and checks the row counts against
-//! Oracle's own.
+//! syncs reference data, stages the `scripted` plugin with every mapping
+//! script of the demo tenant (and its sample) in a plugins directory and
+//! loads them through the runtime's watcher, each validated against its
+//! sample. Then it runs three cycles of every pipeline: a first full
+//! publish, an incremental upsert after changes in Oracle, and a cycle with
+//! nothing new. Finally it reads each data source back from the Tableau
+//! sandbox's `.hyper` files and checks the row counts against Oracle's own.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,19 +147,33 @@ impl DemoCommand {
         })
         .context("plugin runtime")?;
 
+        // The demo tenant's plugins go through the plugins directory, as an
+        // operator's would: one `scripted` component per mapping script,
+        // with the script as its configuration and the script's sample (if
+        // any) as the validation sample, loaded by the runtime's watcher.
+        eprintln!("loading the demo tenant's mappings through the plugins directory…");
+        let plugins_dir = work.join("plugins");
+        let scripts = mapping_scripts(&self.mappings)?;
+        let names = stage_plugins(&plugins_dir, &wasm, &self.mappings, &scripts)?;
+        let watcher = plugins
+            .watch(&plugins_dir)
+            .await
+            .with_context(|| format!("watching {}", plugins_dir.display()))?;
+        if let Some(refusal) = plugins.refusals().into_iter().next() {
+            bail!(
+                "plugin {}/{} ({}) was refused: {}",
+                refusal.tenant,
+                refusal.name,
+                refusal.origin.as_deref().unwrap_or("?"),
+                refusal.reason
+            );
+        }
+
         let mut pipelines = Vec::new();
-        for script in mapping_scripts(&self.mappings)? {
-            let name = script
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .context("mapping script name")?
-                .to_owned();
-            let text = std::fs::read_to_string(&script)
-                .with_context(|| format!("reading {}", script.display()))?;
+        for (name, script) in names.iter().zip(&scripts) {
             let info = plugins
-                .load(TENANT, &name, wasm.clone(), Some(text))
-                .await
-                .with_context(|| format!("loading mapping {}", script.display()))?;
+                .info(TENANT, name)
+                .with_context(|| format!("mapping {} was not loaded", script.display()))?;
             let Some(resource) = info.resources.first().cloned() else {
                 bail!("mapping {} maps no resource", script.display());
             };
@@ -169,7 +184,7 @@ impl DemoCommand {
                 name: name.clone(),
                 resource: spec,
                 plugin: name.clone(),
-                datasource: format!("Demo {}", title(&name)),
+                datasource: format!("Demo {}", title(name)),
                 max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
             }));
         }
@@ -244,6 +259,7 @@ impl DemoCommand {
             .zip(&checks)
             .find(|(r, _)| r.pipeline == "invoices")
             .map(|(_, n)| *n as u64);
+        watcher.stop();
         connectors.tableau.shutdown().await.ok();
         hyperd.shutdown().await.ok();
         tableau_sandbox.shutdown().await.ok();
@@ -362,6 +378,44 @@ fn mapping_scripts(dir: &Path) -> Result<Vec<PathBuf>> {
         bail!("no mapping scripts (*.toml) in {}", dir.display());
     }
     Ok(scripts)
+}
+
+/// Writes `<dir>/demo/<name>.wasm`, `<name>.toml` (the script) and, when
+/// `<mappings>/samples/<name>.json` exists, `<name>.sample.json`, for each
+/// script; returns the plugin names in the order of `scripts`.
+fn stage_plugins(
+    dir: &Path,
+    wasm: &[u8],
+    mappings: &Path,
+    scripts: &[PathBuf],
+) -> Result<Vec<String>> {
+    let tenant_dir = dir.join(TENANT);
+    std::fs::create_dir_all(&tenant_dir)
+        .with_context(|| format!("creating {}", tenant_dir.display()))?;
+    let mut names = Vec::with_capacity(scripts.len());
+    for script in scripts {
+        let name = script
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .with_context(|| format!("mapping script name of {}", script.display()))?
+            .to_owned();
+        let write = |file: String, bytes: &[u8]| {
+            let path = tenant_dir.join(file);
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+        };
+        write(format!("{name}.wasm"), wasm)?;
+        let text =
+            std::fs::read(script).with_context(|| format!("reading {}", script.display()))?;
+        write(format!("{name}.toml"), &text)?;
+        let sample = mappings.join("samples").join(format!("{name}.json"));
+        match std::fs::read(&sample) {
+            Ok(bytes) => write(format!("{name}.sample.json"), &bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", sample.display())),
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 /// `invoice-lines` → `Invoice Lines`, `payablesPayments` → `Payables Payments`.
