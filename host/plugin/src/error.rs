@@ -411,8 +411,13 @@ impl PluginError {
         let mut text = self.to_string();
         let mut source = std::error::Error::source(self);
         while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
+            // Several variants already show their source in their own
+            // message; a cause is added only when it says something new.
+            let cause_text = cause.to_string();
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
             source = cause.source();
         }
         text
@@ -496,6 +501,26 @@ mod tests {
             "{chain}"
         );
         assert!(chain.ends_with("ran out of fuel (10 units)"), "{chain}");
+    }
+
+    #[test]
+    fn chain_does_not_repeat_a_cause_the_message_shows() {
+        let err = PluginError::Guest {
+            plugin: plugin(),
+            error: GuestError::InvalidConfig("mapping script line 5:8: unknown type".into()),
+        };
+        assert_eq!(err.chain(), err.to_string());
+        assert_eq!(
+            err.chain().matches("unknown type").count(),
+            1,
+            "{}",
+            err.chain()
+        );
+        let io = PluginError::Io {
+            path: "/p/x.wasm".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(io.chain(), "/p/x.wasm: gone");
     }
 
     #[test]

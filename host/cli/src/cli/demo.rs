@@ -160,8 +160,13 @@ impl DemoCommand {
             .await
             .with_context(|| format!("watching {}", plugins_dir.display()))?;
         if let Some(refusal) = plugins.refusals().into_iter().next() {
+            let script = names
+                .iter()
+                .zip(&scripts)
+                .find(|(name, _)| **name == refusal.name)
+                .map_or_else(|| refusal.name.clone(), |(_, s)| s.display().to_string());
             bail!(
-                "plugin {}/{} ({}) was refused: {}",
+                "mapping {script} was refused (plugin {}/{}, staged as {}): {}",
                 refusal.tenant,
                 refusal.name,
                 refusal.origin.as_deref().unwrap_or("?"),
