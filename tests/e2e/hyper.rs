@@ -722,7 +722,7 @@ async fn upsert_replaces_by_key_last_row_wins_and_replay_adds_nothing() {
         (4, 1, 3),
         "{report:?}"
     );
-    assert_eq!(report.rejects.len(), 1);
+    assert_eq!(report.rejects.len(), 1, "{:?}", report.rejects);
     assert_eq!(report.rejects[0].field.as_deref(), Some("Amount"));
     let after = sorted_rows(&session, "ds").await;
     let want: Vec<Vec<Value>> = [

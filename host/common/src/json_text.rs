@@ -1,4 +1,4 @@
-//! JSON string contents, shared by the guests' JSON scanners (the SDK's
+//! JSON string contents (and flag texts), shared by the guests' JSON scanners (the SDK's
 //! field index and the mapping-script scanner), which borrow string
 //! contents from the record, skip them eight bytes at a time and decode
 //! them only when a value is used.
@@ -94,9 +94,44 @@ fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
     Some(n)
 }
 
+/// A yes/no flag written as text, as Oracle Fusion writes many of them:
+/// `Y`/`N`, `Yes`/`No`, `True`/`False`, in any case, surrounding spaces
+/// ignored. `None` for any other text. Both guest mappers (the SDK's
+/// `boolean` and the mapping scripts' `boolean` columns and `flag`) read
+/// flags with it.
+pub fn flag_text(text: &str) -> Option<bool> {
+    let t = text.trim();
+    if ["y", "yes", "true"]
+        .iter()
+        .any(|w| t.eq_ignore_ascii_case(w))
+    {
+        Some(true)
+    } else if ["n", "no", "false"]
+        .iter()
+        .any(|w| t.eq_ignore_ascii_case(w))
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_texts() {
+        for yes in ["Y", "y", "Yes", "YES", " yes ", "true", "True", "TRUE"] {
+            assert_eq!(flag_text(yes), Some(true), "{yes:?}");
+        }
+        for no in ["N", "n", "No", "NO", "false", "False", " N"] {
+            assert_eq!(flag_text(no), Some(false), "{no:?}");
+        }
+        for neither in ["", "1", "0", "T", "F", "ye", "nope", "Y N"] {
+            assert_eq!(flag_text(neither), None, "{neither:?}");
+        }
+    }
 
     #[test]
     fn string_runs_end_where_the_bytewise_definition_says() {

@@ -273,27 +273,7 @@ pub fn truth(v: &Val<'_>) -> Result<bool, Stop> {
 fn flag(v: &Val<'_>) -> Option<bool> {
     match v {
         Val::Bool(b) => Some(*b),
-        Val::Str(s) if s.len() == 1 => match s.as_bytes() {
-            [b'Y' | b'y'] => Some(true),
-            [b'N' | b'n'] => Some(false),
-            _ => None,
-        },
-        Val::Str(s) => {
-            let s = s.trim();
-            if ["y", "yes", "true"]
-                .iter()
-                .any(|w| s.eq_ignore_ascii_case(w))
-            {
-                Some(true)
-            } else if ["n", "no", "false"]
-                .iter()
-                .any(|w| s.eq_ignore_ascii_case(w))
-            {
-                Some(false)
-            } else {
-                None
-            }
-        }
+        Val::Str(s) => mlc_common::json_text::flag_text(s),
         _ => None,
     }
 }
@@ -919,6 +899,18 @@ mod tests {
             convert(Val::Bool(false), ColumnType::Boolean).unwrap(),
             Value::Boolean(false)
         );
+        for (text, flag) in [
+            ("Yes", true),
+            (" NO ", false),
+            ("True", true),
+            ("false", false),
+        ] {
+            assert_eq!(
+                convert(Val::Str(text.into()), ColumnType::Boolean).unwrap(),
+                Value::Boolean(flag),
+                "{text:?}"
+            );
+        }
         assert!(convert(Val::Str("maybe".into()), ColumnType::Boolean).is_err());
         assert!(convert(Val::Num("1"), ColumnType::Boolean).is_err());
         assert_eq!(

@@ -497,7 +497,7 @@ fn booleans_accept_json_and_y_n() {
             vec![Value::Null, Value::Null],
         ]
     );
-    assert_eq!(batch.rejects.len(), 1);
+    assert_eq!(batch.rejects.len(), 1, "{:?}", batch.rejects);
     assert_eq!(batch.rejects[0].index, 5);
 }
 

@@ -1,9 +1,11 @@
 //! The `scripted` guest component: a tenant's mapping script, interpreted
 //! inside the sandbox.
 //!
-//! `configure` receives the script text (TOML), compiles it once into a plan
-//! (every field path gets a slot; see `mlc_scripted_core`) and keeps it for
-//! the life of the instance. `map-batch` runs the plan over the batch: each
+//! `configure` receives the script text (TOML) and compiles it into a plan
+//! (every field path gets a slot; see `mlc_scripted_core`) kept for the
+//! life of the instance. The host gives every batch a fresh instance, so
+//! this happens once per batch (and once more when the plugin is loaded, to
+//! validate the script). `map-batch` runs the plan over the batch: each
 //! record is read by a single-pass scanner that keeps only the fields the
 //! script uses, and each output value is appended to its column
 //! (`mlc_plugin_sdk::ColumnsBuilder`, the contract's column-wise output).

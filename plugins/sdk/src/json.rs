@@ -251,7 +251,9 @@ impl<'a> Object<'a> {
     pub fn iter(&self) -> impl Iterator<Item = (Cow<'a, str>, Json<'a>)> + '_ {
         self.fields.iter().map(|f| {
             let key = if f.escaped {
-                Cow::Owned(unescape(f.key).unwrap_or_default())
+                // The scanner checked the escapes; should one still not
+                // decode, the name is shown as written.
+                unescape(f.key).map_or(Cow::Borrowed(f.key), Cow::Owned)
             } else {
                 Cow::Borrowed(f.key)
             };

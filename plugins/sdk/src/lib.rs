@@ -348,7 +348,7 @@ mod tests {
                 ends: vec![1, 2, 3]
             })
         );
-        assert_eq!(out.rejects.len(), 2);
+        assert_eq!(out.rejects.len(), 2, "{:?}", out.rejects);
         assert_eq!(out.rejects[0].index, 1);
         assert_eq!(out.rejects[0].field.as_deref(), Some("name"));
         assert_eq!(out.rejects[1].index, 2);

@@ -149,7 +149,7 @@ fn wrong(field: &str, expected: &str, v: &Json<'_>) -> Rejection {
 fn integer_of(field: &str, v: &Json<'_>) -> Result<i64, Rejection> {
     let text = match v.kind() {
         Kind::Number => Cow::Borrowed(v.raw()),
-        Kind::String => v.as_str().unwrap_or_default(),
+        Kind::String => string_of(field, v)?,
         _ => return Err(wrong(field, "an integer", v)),
     };
     if let Ok(i) = text.trim().parse::<i64>() {
@@ -165,7 +165,7 @@ fn integer_of(field: &str, v: &Json<'_>) -> Result<i64, Rejection> {
 fn decimal_of(field: &str, v: &Json<'_>, precision: u8, scale: u8) -> Result<Decimal, Rejection> {
     let text = match v.kind() {
         Kind::Number => Cow::Borrowed(v.raw()),
-        Kind::String => v.as_str().unwrap_or_default(),
+        Kind::String => string_of(field, v)?,
         _ => return Err(wrong(field, "a number", v)),
     };
     parse_decimal(text.trim(), precision, scale).map_err(|e| Rejection::field(field, e))
@@ -175,11 +175,15 @@ fn boolean_of(field: &str, v: &Json<'_>) -> Result<bool, Rejection> {
     if let Some(b) = v.as_bool() {
         return Ok(b);
     }
-    match v.as_str().as_deref() {
-        Some("Y" | "y" | "true" | "TRUE" | "True") => Ok(true),
-        Some("N" | "n" | "false" | "FALSE" | "False") => Ok(false),
-        _ => Err(wrong(field, "a boolean (true/false or \"Y\"/\"N\")", v)),
-    }
+    v.as_str()
+        .and_then(|s| mlc_common::json_text::flag_text(&s))
+        .ok_or_else(|| {
+            wrong(
+                field,
+                "a boolean (true/false, or Y/N, Yes/No, True/False)",
+                v,
+            )
+        })
 }
 
 fn date_of(field: &str, v: &Json<'_>) -> Result<i32, Rejection> {
@@ -195,7 +199,7 @@ fn timestamp_of(field: &str, v: &Json<'_>) -> Result<i64, Rejection> {
 fn double_of(field: &str, v: &Json<'_>) -> Result<f64, Rejection> {
     let text = match v.kind() {
         Kind::Number => Cow::Borrowed(v.raw()),
-        Kind::String => v.as_str().unwrap_or_default(),
+        Kind::String => string_of(field, v)?,
         _ => return Err(wrong(field, "a number", v)),
     };
     text.trim()
@@ -205,10 +209,17 @@ fn double_of(field: &str, v: &Json<'_>) -> Result<f64, Rejection> {
         .ok_or_else(|| wrong(field, "a number", v))
 }
 
+/// A string's decoded content; a string whose escapes do not decode (a
+/// lone surrogate, say) is a reject, never an empty text.
+fn string_of<'a>(field: &str, v: &Json<'a>) -> Result<Cow<'a, str>, Rejection> {
+    v.as_str()
+        .ok_or_else(|| wrong(field, "a string with valid escapes", v))
+}
+
 /// Text of any scalar: strings as they are, numbers and booleans as written.
 fn text_of(field: &str, v: &Json<'_>) -> Result<String, Rejection> {
     match v.kind() {
-        Kind::String => Ok(v.as_str().unwrap_or_default().into_owned()),
+        Kind::String => Ok(string_of(field, v)?.into_owned()),
         Kind::Number | Kind::Bool => Ok(v.raw().to_owned()),
         _ => Err(wrong(field, "text", v)),
     }
@@ -436,10 +447,29 @@ mod tests {
         let e = r.boolean("B").unwrap_err();
         assert_eq!(
             e.reason,
-            "expected a boolean (true/false or \"Y\"/\"N\"), found string \"maybe\""
+            "expected a boolean (true/false, or Y/N, Yes/No, True/False), found string \"maybe\""
         );
         let e = r.integer("I").unwrap_err();
         assert_eq!(e.reason, "expected an integer, found number 1.5");
+    }
+
+    #[test]
+    fn flags_in_words_and_undecodable_strings() {
+        let r = rec(r#"{"Y": "Yes", "N": " no ", "T": "TRUE", "S": "\ud800x"}"#);
+        assert_eq!(r.boolean("Y").unwrap(), Value::Boolean(true));
+        assert_eq!(r.boolean("N").unwrap(), Value::Boolean(false));
+        assert_eq!(r.boolean("T").unwrap(), Value::Boolean(true));
+        // A lone surrogate passes the scanner but does not decode: the
+        // record is rejected, the text is never silently emptied.
+        for e in [
+            r.text("S").unwrap_err(),
+            r.integer("S").unwrap_err(),
+            r.decimal("S", 18, 2).unwrap_err(),
+            r.double("S").unwrap_err(),
+        ] {
+            assert_eq!(e.field.as_deref(), Some("S"), "{e:?}");
+            assert!(e.reason.contains("valid escapes"), "{e:?}");
+        }
     }
 
     #[test]
