@@ -48,7 +48,8 @@ pub enum Func {
     Day,
     /// `period(x)`: `YYYY-MM`.
     Period,
-    /// `flag(x)`: `true`/`false`, `"Y"`/`"N"` as a boolean.
+    /// `flag(x)`: `true`/`false`, or the texts Y/N, Yes/No, True/False (any
+    /// case), as a boolean.
     Flag,
     /// `if(condition, then, else)`.
     If,
