@@ -313,7 +313,8 @@ impl<'a> Object<'a> {
         self.opt(field, double_of, Value::Double)
     }
 
-    /// Boolean column value: JSON `true`/`false` or Oracle's `"Y"`/`"N"`.
+    /// Boolean column value: JSON `true`/`false`, or the texts Oracle uses
+    /// (`Y`/`N`, `Yes`/`No`, `True`/`False`, any case).
     pub fn boolean(&self, field: &str) -> Result<Value, Rejection> {
         boolean_of(field, &self.required(field)?).map(Value::Boolean)
     }
