@@ -634,3 +634,69 @@ fn reference_files_must_be_objects_of_objects() {
     );
     assert!(r.add_json("companies", "[1]").is_err());
 }
+
+/// Counts the lookups that reach the reference data.
+struct Counting {
+    inner: MemoryReference,
+    calls: Vec<(String, String)>,
+}
+
+impl crate::Lookup for Counting {
+    fn lookup(&mut self, dataset: &str, key: &str) -> Result<Option<String>, crate::LookupError> {
+        self.calls.push((dataset.to_owned(), key.to_owned()));
+        self.inner.lookup(dataset, key)
+    }
+}
+
+#[test]
+fn lookups_are_asked_once_per_key_and_batch() {
+    let script = compile(
+        r#"
+resource = "invoices"
+
+[[column]]
+name = "Invoice ID"
+type = "integer"
+source = "InvoiceId"
+
+[[column]]
+name = "Supplier"
+type = "text"
+expr = "lookup('suppliers', SupplierNumber, 'Supplier')"
+
+[[column]]
+name = "Parent"
+type = "text"
+expr = "lookup('suppliers', SupplierNumber, 'ParentSupplier')"
+"#,
+    );
+    let records = [
+        r#"{"InvoiceId": 1, "SupplierNumber": "1253"}"#,
+        r#"{"InvoiceId": 2, "SupplierNumber": "1253"}"#,
+        r#"{"InvoiceId": 3, "SupplierNumber": "1000"}"#,
+        r#"{"InvoiceId": 4, "SupplierNumber": "9999"}"#,
+        r#"{"InvoiceId": 5, "SupplierNumber": "9999"}"#,
+    ];
+    let mut counting = Counting {
+        inner: reference(),
+        calls: Vec::new(),
+    };
+    let batch = script
+        .map_batch("invoices", &records, &mut counting)
+        .unwrap_or_else(|e| panic!("batch failed: {e}"));
+    assert_eq!(batch.rows.len(), 5, "{:?}", batch.rejects);
+    assert_eq!(
+        batch.rows[1].values[1],
+        Value::Text("Acme Office Supply".into())
+    );
+    assert_eq!(batch.rows[4].values[1], Value::Null);
+    // Two columns and five records, but three distinct keys: three calls,
+    // a missing key included (its absence is cached too).
+    let asked: Vec<&str> = counting.calls.iter().map(|(_, k)| k.as_str()).collect();
+    assert_eq!(asked, ["1253", "1000", "9999"], "{:?}", counting.calls);
+    // The next batch asks again: the cache lives as long as one batch.
+    script
+        .map_batch("invoices", &records[..1], &mut counting)
+        .unwrap_or_else(|e| panic!("batch failed: {e}"));
+    assert_eq!(counting.calls.len(), 4, "{:?}", counting.calls);
+}
