@@ -7,10 +7,12 @@
 //! serve reference data once it syncs it; until then (and for `plugin test`)
 //! [`JsonDirReference`] reads it from JSON files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::value::RawValue;
+
+use crate::runtime::UniqueMembers;
 
 /// Why a lookup failed. Mirrors the WIT `lookup-error`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +77,10 @@ type Dataset = HashMap<String, String>;
 /// `<dir>/<dataset>.json` is a JSON object `{ "<key>": { ...record... } }`
 /// and serves every tenant; `<dir>/<tenant>/<dataset>.json` serves only that
 /// tenant and takes precedence over a shared dataset of the same name.
-/// Record texts are kept exactly as written (numbers keep every digit).
+/// Record texts are kept exactly as written (numbers keep every digit). A
+/// file that gives a key twice, or a record that repeats a member name, is
+/// refused with the file and the key named: either would otherwise be read
+/// one way here and another way elsewhere.
 ///
 /// Datasets the demo uses: `suppliers` (keyed by SupplierNumber),
 /// `cost-centers` (segment value), `accounts` (natural-account segment
@@ -209,17 +214,58 @@ fn parse_dataset(path: &Path, text: &str) -> Result<Dataset, ReferenceError> {
         path: path.to_path_buf(),
         detail,
     };
-    let records: BTreeMap<String, Box<RawValue>> = serde_json::from_str(text)
-        .map_err(|e| format(format!("expected a JSON object of records: {e}")))?;
+    let DatasetEntries(records) = serde_json::from_str(text).map_err(|e| format(e.to_string()))?;
     let mut dataset = HashMap::with_capacity(records.len());
     for (key, record) in records {
         let raw = record.get();
         if !raw.starts_with('{') {
             return Err(format(format!("record `{key}` is not a JSON object")));
         }
+        // A record repeating a member would be read differently by
+        // different plugins, as a batch record would (`records_of`).
+        serde_json::from_str::<UniqueMembers>(raw)
+            .map_err(|e| format(format!("record `{key}`: {e}")))?;
         dataset.insert(key, raw.to_owned());
     }
     Ok(dataset)
+}
+
+/// The records of a dataset file in file order; a key given twice is an
+/// error (a JSON reader would silently keep one of the two records).
+struct DatasetEntries(Vec<(String, Box<RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for DatasetEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(DatasetVisitor)
+    }
+}
+
+struct DatasetVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DatasetVisitor {
+    type Value = DatasetEntries;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object of records")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<DatasetEntries, A::Error> {
+        let mut seen = HashSet::new();
+        let mut records = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let record = map.next_value::<Box<RawValue>>()?;
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "key {key:?} appears twice (each key must name one record)"
+                )));
+            }
+            records.push((key, record));
+        }
+        Ok(DatasetEntries(records))
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +328,77 @@ mod tests {
             err.to_string()
                 .contains("record `1253` is not a JSON object"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn refuses_a_dataset_file_repeating_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("suppliers.json");
+        std::fs::write(
+            &path,
+            "{\"1253\": {\"Name\": \"Acme\"},\n \"1300\": {\"Name\": \"Globex\"},\n \"1253\": {\"Name\": \"Acme Two\"}}",
+        )
+        .unwrap();
+        let err = JsonDirReference::open(dir.path()).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(&err, ReferenceError::Format { path: p, .. } if p == &path),
+            "{message}"
+        );
+        assert!(
+            message.starts_with(&path.display().to_string())
+                && message.contains("key \"1253\" appears twice")
+                && message.contains("line 3"),
+            "{message}"
+        );
+
+        // A tenant's file too, and an escaped spelling of the same key.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(dir.path().join("acme")).unwrap();
+        let tenant_file = dir.path().join("acme/cost-centers.json");
+        std::fs::write(
+            &tenant_file,
+            r#"{"110": {"Value": "110"}, "\u0031\u0031\u0030": {"Value": "x"}}"#,
+        )
+        .unwrap();
+        let message = JsonDirReference::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&tenant_file.display().to_string())
+                && message.contains("key \"110\" appears twice"),
+            "{message}"
+        );
+
+        // Records repeating a member are refused like batch records.
+        let mut reference = JsonDirReference::default();
+        let err = reference
+            .insert_shared(
+                "suppliers",
+                r#"{"1253": {"Name": "Acme", "Name": "Other"}}"#,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("record `1253`") && err.contains("member \"Name\" appears twice"),
+            "{err}"
+        );
+        // Equal keys in different files, and equal members in different
+        // records, are fine.
+        reference
+            .insert_shared(
+                "suppliers",
+                r#"{"1253": {"Name": "Acme"}, "1300": {"Name": "Globex"}}"#,
+            )
+            .unwrap();
+        reference
+            .insert_tenant("acme", "suppliers", r#"{"1253": {"Name": "Acme Own"}}"#)
+            .unwrap();
+        assert_eq!(
+            reference
+                .lookup("globex", "suppliers", "1300")
+                .unwrap()
+                .as_deref(),
+            Some(r#"{"Name": "Globex"}"#)
         );
     }
 

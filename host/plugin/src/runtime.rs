@@ -157,7 +157,7 @@ pub fn records_of(records: Vec<Box<serde_json::value::RawValue>>) -> Result<Vec<
 }
 
 /// Deserializes any JSON value, failing when an object repeats a member.
-struct UniqueMembers;
+pub(crate) struct UniqueMembers;
 
 impl<'de> serde::Deserialize<'de> for UniqueMembers {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
