@@ -311,9 +311,10 @@ pub struct Refusal {
     pub tenant: String,
     /// The plugin name.
     pub name: String,
-    /// The refused version.
-    pub version: VersionId,
-    /// The cause, machine-readable (`forbidden-import`, `sample`, ...).
+    /// The refused version; `None` when its files could not be read (kind
+    /// `io`), so that the version is not known.
+    pub version: Option<VersionId>,
+    /// The cause, machine-readable (`forbidden-import`, `sample`, `io`, ...).
     pub kind: &'static str,
     /// The full reason.
     pub reason: String,
@@ -567,11 +568,27 @@ impl PluginRuntime {
         wasm: Vec<u8>,
         options: LoadOptions,
     ) -> Result<PluginInfo, PluginError> {
+        self.load_from_files(tenant, name, wasm, options, None)
+            .await
+    }
+
+    /// [`PluginRuntime::load_with`] for a configuration read from
+    /// `config_file`: a refusal because of the configuration names the file.
+    pub(crate) async fn load_from_files(
+        &self,
+        tenant: &str,
+        name: &str,
+        wasm: Vec<u8>,
+        options: LoadOptions,
+        config_file: Option<String>,
+    ) -> Result<PluginInfo, PluginError> {
         let this = self.clone();
         let (tenant, name) = (tenant.to_owned(), name.to_owned());
-        tokio::task::spawn_blocking(move || this.load_blocking(&tenant, &name, &wasm, options))
-            .await
-            .map_err(|e| PluginError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            this.load_inner(&tenant, &name, &wasm, options, config_file.as_deref())
+        })
+        .await
+        .map_err(|e| PluginError::Task(e.to_string()))?
     }
 
     /// Loads on the calling thread (compiling can take a second in a debug
@@ -586,6 +603,17 @@ impl PluginRuntime {
         name: &str,
         wasm: &[u8],
         options: LoadOptions,
+    ) -> Result<PluginInfo, PluginError> {
+        self.load_inner(tenant, name, wasm, options, None)
+    }
+
+    fn load_inner(
+        &self,
+        tenant: &str,
+        name: &str,
+        wasm: &[u8],
+        options: LoadOptions,
+        config_file: Option<&str>,
     ) -> Result<PluginInfo, PluginError> {
         check_name("tenant", tenant)?;
         check_name("plugin", name)?;
@@ -618,18 +646,40 @@ impl PluginRuntime {
                 Ok(loaded.info.clone())
             }
             Err(error) => {
-                self.refuse(&plugin, origin, &error);
+                let config_file = config_file.filter(|_| {
+                    matches!(
+                        error,
+                        PluginError::Guest {
+                            error: GuestError::InvalidConfig(_),
+                            ..
+                        }
+                    )
+                });
+                self.refuse(tenant, name, Some(&version), origin, config_file, &error);
                 Err(error)
             }
         }
     }
 
-    pub(crate) fn refuse(&self, plugin: &PluginRef, origin: Option<String>, error: &PluginError) {
-        let reason = error.chain();
+    /// Records (and logs) a refused version of (`tenant`, `name`);
+    /// `config_file`, when the configuration is what was refused.
+    pub(crate) fn refuse(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&VersionId>,
+        origin: Option<String>,
+        config_file: Option<&str>,
+        error: &PluginError,
+    ) {
+        let reason = match config_file {
+            Some(file) => format!("{} (configuration file {file})", error.chain()),
+            None => error.chain(),
+        };
         tracing::warn!(
-            tenant = %plugin.tenant,
-            plugin = %plugin.plugin,
-            version = %plugin.version,
+            tenant,
+            plugin = name,
+            version = version.map(VersionId::short).unwrap_or("unknown"),
             kind = error.kind(),
             origin = origin.as_deref().unwrap_or("api"),
             reason = %reason,
@@ -640,9 +690,9 @@ impl PluginRuntime {
             refusals.remove(0);
         }
         refusals.push(Refusal {
-            tenant: plugin.tenant.to_string(),
-            name: plugin.plugin.to_string(),
-            version: plugin.version.clone(),
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            version: version.cloned(),
             kind: error.kind(),
             reason,
             origin,
@@ -1596,6 +1646,65 @@ mod tests {
         for thread in threads {
             thread.join().expect("a calling thread failed");
         }
+    }
+
+    /// Every file under `dir`, recursively.
+    fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_component_refused_for_its_imports_leaves_no_cache_entry() {
+        let cache = tempfile::tempdir().unwrap();
+        let runtime = PluginRuntime::new(RuntimeConfig {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        for (wat, kind) in [
+            (
+                r#"(component (import "wasi:sockets/tcp@0.2.6" (instance)))"#,
+                "forbidden-import",
+            ),
+            (
+                r#"(component (import "ml-connector:mapping/host@0.1.0" (instance)))"#,
+                "contract-version",
+            ),
+        ] {
+            let err = runtime
+                .load_blocking("acme", "items", wat.as_bytes(), LoadOptions::default())
+                .unwrap_err();
+            assert_eq!(err.kind(), kind, "{}", err.chain());
+            let cached = files_under(cache.path());
+            assert!(
+                cached.is_empty(),
+                "refused for `{kind}` yet in the compile cache: {cached:?}"
+            );
+        }
+        // The same cache does receive an accepted component.
+        let wasm = misbehave_wasm();
+        load_mode(&runtime, "acme", "ok");
+        let cached = files_under(cache.path());
+        let names: Vec<String> = cached
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        assert_eq!(
+            names,
+            vec![format!("{}.cwasm", sha256_hex(&wasm))],
+            "{cached:?}"
+        );
+        let kinds: Vec<&str> = runtime.refusals().iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, vec!["forbidden-import", "contract-version"]);
     }
 
     #[tokio::test]
