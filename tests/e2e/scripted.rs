@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use mlc_common::{Decimal, MappedBatch, Schema, Value};
+use mlc_common::{Decimal, Value};
+use mlc_plugin::output::batch_json;
 use mlc_plugin::{JsonDirReference, PluginError, PluginRuntime, RuntimeConfig};
-use serde_json::{Map, Value as Json, json};
+use serde_json::Value as Json;
 
 use crate::common::{init_tracing, workspace_root};
 
@@ -63,29 +64,6 @@ fn sample_records(path: &Path) -> Result<Vec<String>> {
     let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a JSON array", path.display()))?;
     Ok(items.into_iter().map(|r| r.get().to_owned()).collect())
-}
-
-/// The golden form, as `ml-connector plugin test --output json` prints it:
-/// `{"schema": [...], "rows": [{column: plain JSON}], "rejects": [...]}`
-/// (see `mappings/README.md`).
-fn golden(schema: &Schema, batch: &MappedBatch) -> Json {
-    let rows: Vec<Json> = batch
-        .rows
-        .iter()
-        .map(|row| {
-            let values: Map<String, Json> = schema
-                .columns
-                .iter()
-                .zip(&row.values)
-                .map(|(c, v)| {
-                    let plain = serde_json::to_value(v.to_plain_json()).unwrap_or(Json::Null);
-                    (c.name.clone(), plain)
-                })
-                .collect();
-            Json::Object(values)
-        })
-        .collect();
-    json!({"schema": schema.columns, "rows": rows, "rejects": batch.rejects})
 }
 
 /// Explains the first difference between two golden documents.
@@ -147,6 +125,7 @@ async fn demo_scripts_map_samples_to_the_golden_rows() -> Result<()> {
     }
     let mut failures = Vec::new();
     let mut rejects_seen = 0;
+    let mut rejects_by_script = Vec::new();
     for (path, name) in scripts.iter().zip(&names) {
         let script = std::fs::read_to_string(path)?;
         let info = runtime
@@ -161,7 +140,9 @@ async fn demo_scripts_map_samples_to_the_golden_rows() -> Result<()> {
         let schema = info
             .schema(resource)
             .with_context(|| format!("{name}: no schema for {resource}"))?;
-        let actual = golden(schema, &batch);
+        // The golden form is what `ml-connector plugin test --output json`
+        // prints (see `mappings/README.md`).
+        let actual = batch_json(schema, &batch);
         let golden_path = demo_dir().join(format!("golden/{name}.json"));
         let expected: Json = serde_json::from_str(
             &std::fs::read_to_string(&golden_path)
@@ -172,10 +153,12 @@ async fn demo_scripts_map_samples_to_the_golden_rows() -> Result<()> {
         }
         assert!(!batch.rows.is_empty(), "{name}: the sample gave no rows");
         rejects_seen += batch.rejects.len();
+        rejects_by_script.push(format!("{name}: {:?}", batch.rejects));
     }
     assert!(
         rejects_seen >= 7,
-        "the samples' deliberate bad records gave only {rejects_seen} rejects"
+        "the samples' deliberate bad records gave only {rejects_seen} rejects:\n{}",
+        rejects_by_script.join("\n")
     );
     assert!(
         failures.is_empty(),
@@ -289,9 +272,14 @@ expr = "Dr - Cr"
             &vec![d("99999999999999999999999999999.999999999"), d("0.00")],
         ]
     );
-    assert_eq!(batch.rejects.len(), 1);
-    assert_eq!(batch.rejects[0].index, 3);
-    assert_eq!(batch.rejects[0].field.as_deref(), Some("Amount"));
+    assert_eq!(batch.rejects.len(), 1, "rejects: {:?}", batch.rejects);
+    assert_eq!(batch.rejects[0].index, 3, "rejects: {:?}", batch.rejects);
+    assert_eq!(
+        batch.rejects[0].field.as_deref(),
+        Some("Amount"),
+        "rejects: {:?}",
+        batch.rejects
+    );
     assert!(
         batch.rejects[0]
             .reason

@@ -46,6 +46,7 @@ mod engine;
 mod error;
 mod host;
 mod limits;
+pub mod output;
 mod pool;
 mod reference;
 mod runtime;
