@@ -1,7 +1,11 @@
 //! `ml-connector plugin check|test|load|list|rollback`: validate and try
-//! mapping plugins locally, and manage the plugins directory a running
-//! runtime watches (`<dir>/<tenant>/<name>.wasm`, old versions kept in
-//! `<dir>/<tenant>/.versions/<name>/`).
+//! mapping plugins locally, and prepare a plugins directory:
+//! `<dir>/<tenant>/<name>.wasm` with its `.toml` configuration and
+//! `.sample.json`, old versions kept in `<dir>/<tenant>/.versions/<name>/`.
+//!
+//! `load` and `rollback` only write files. A runtime watching the directory
+//! (`mlc_plugin::PluginRuntime::watch`) loads what they wrote on its next
+//! scan; until a runtime watches it, nothing is served from it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,8 +14,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use mlc_common::{MappedBatch, Schema, Value};
 use mlc_plugin::{
-    JsonDirReference, LoadOptions, PluginInfo, PluginRuntime, RuntimeConfig, Sample, check_name,
-    records_of, version_of,
+    GuestError, JsonDirReference, LoadOptions, PluginError, PluginInfo, PluginRuntime,
+    RuntimeConfig, Sample, check_name, records_of, version_of,
 };
 use serde_json::json;
 
@@ -68,7 +72,8 @@ pub enum PluginCommand {
         #[command(flatten)]
         cache: CacheArgs,
     },
-    /// Validate a component, then install it into the plugins directory.
+    /// Validate a component, then install it into the plugins directory,
+    /// where a runtime watching that directory loads it on its next scan.
     Load {
         /// The component (.wasm).
         file: PathBuf,
@@ -85,6 +90,10 @@ pub enum PluginCommand {
         /// per resource); installed beside the component.
         #[arg(long)]
         sample: Option<PathBuf>,
+        /// Reference data the sample's lookups read: a directory of
+        /// `<dataset>.json` files (validation only; not installed).
+        #[arg(long)]
+        reference: Option<PathBuf>,
         #[command(flatten)]
         dir: DirArgs,
         #[command(flatten)]
@@ -95,7 +104,8 @@ pub enum PluginCommand {
         #[command(flatten)]
         dir: DirArgs,
     },
-    /// Restore the previously installed version (a running watcher swaps back).
+    /// Reinstall the previously installed version in the plugins directory
+    /// (a runtime watching that directory loads it on its next scan).
     Rollback {
         /// The tenant.
         #[arg(long)]
@@ -111,7 +121,8 @@ pub enum PluginCommand {
 /// Where the plugins directory is.
 #[derive(Debug, Args)]
 pub struct DirArgs {
-    /// The plugins directory a runtime watches.
+    /// The plugins directory (`<dir>/<tenant>/<name>.wasm`), the one a
+    /// runtime's watcher loads plugins from.
     #[arg(long, env = "MLC_PLUGINS_DIR", default_value = ".mlc/plugins")]
     plugins_dir: PathBuf,
 }
@@ -158,21 +169,19 @@ impl PluginCommand {
                 name,
                 config,
                 sample,
+                reference,
                 dir,
                 cache,
             } => {
-                let store = PluginDir::new(&dir.plugins_dir);
-                load(
-                    &file,
-                    &tenant,
-                    &name,
-                    config.as_deref(),
-                    sample.as_deref(),
-                    &store,
-                    &cache,
-                    output,
-                )
-                .await
+                let args = LoadArgs {
+                    file: &file,
+                    tenant: &tenant,
+                    name: &name,
+                    config: config.as_deref(),
+                    sample: sample.as_deref(),
+                    reference: reference.as_deref(),
+                };
+                load(args, &PluginDir::new(&dir.plugins_dir), &cache, output).await
             }
             Self::List { dir } => list(&PluginDir::new(&dir.plugins_dir), output),
             Self::Rollback { tenant, name, dir } => {
@@ -216,7 +225,7 @@ async fn check(
     let info = runtime
         .load_with(
             "local",
-            "check",
+            &plugin_name(file, "check"),
             wasm.clone(),
             LoadOptions {
                 config,
@@ -225,7 +234,7 @@ async fn check(
             },
         )
         .await
-        .with_context(|| refused(file, config_path))?;
+        .map_err(|e| refusal(e, file, config_path, ""))?;
     match output {
         Output::Json => say!("{}", serde_json::to_string_pretty(&info_json(&info))?),
         Output::Text => {
@@ -317,14 +326,14 @@ async fn test(args: TestArgs<'_>, cache: &CacheArgs, output: Output) -> anyhow::
     let text = read_text(args.records)?;
     let raw: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a JSON array of records", args.records.display()))?;
-    let records = records_of(raw)
-        .map_err(anyhow::Error::msg)
-        .with_context(|| args.records.display().to_string())?;
+    let records =
+        records_of(raw).map_err(|e| anyhow::anyhow!("{}: {e}", args.records.display()))?;
     let runtime = runtime(cache, args.reference)?;
+    let name = plugin_name(args.file, "test");
     let info = runtime
-        .load(args.tenant, "test", wasm, config)
+        .load(args.tenant, &name, wasm, config)
         .await
-        .with_context(|| refused(args.file, args.mapping))?;
+        .map_err(|e| refusal(e, args.file, args.mapping, ""))?;
     let resource = match (args.resource, info.resources.as_slice()) {
         (Some(r), _) => r.to_owned(),
         (None, [only]) => only.clone(),
@@ -333,43 +342,26 @@ async fn test(args: TestArgs<'_>, cache: &CacheArgs, output: Output) -> anyhow::
             several.join(", ")
         ),
     };
-    let schema = runtime.schema(args.tenant, "test", &resource)?;
+    let schema = runtime.schema(args.tenant, &name, &resource)?;
     let batch = runtime
-        .map_batch(args.tenant, "test", &resource, &records)
-        .await?;
+        .map_batch(args.tenant, &name, &resource, &records)
+        .await
+        .map_err(|e| anyhow::Error::msg(e.chain()))?;
     match output {
         Output::Json => say!(
             "{}",
-            serde_json::to_string_pretty(&batch_json(&schema, &batch))?
+            serde_json::to_string_pretty(&mlc_plugin::output::batch_json(&schema, &batch))?
         ),
         Output::Text => print_batch(&schema, &batch, records.len()),
     }
     Ok(())
 }
 
-/// `{"schema": [...], "rows": [{column: cell}...], "rejects": [...]}`.
-fn batch_json(schema: &Schema, batch: &MappedBatch) -> serde_json::Value {
-    let rows: Vec<serde_json::Value> = batch
-        .rows
-        .iter()
-        .map(|row| {
-            let cells: serde_json::Map<String, serde_json::Value> = schema
-                .columns
-                .iter()
-                .zip(&row.values)
-                .map(|(c, v)| (c.name.clone(), json!(v.to_plain_json())))
-                .collect();
-            serde_json::Value::Object(cells)
-        })
-        .collect();
-    json!({ "schema": schema, "rows": rows, "rejects": batch.rejects })
-}
-
 fn cell(value: &Value) -> String {
-    match value.to_plain_json() {
-        mlc_common::row::serde_json_lite::Json::Null => String::new(),
-        mlc_common::row::serde_json_lite::Json::String(s) => s,
-        other => serde_json::to_string(&other).unwrap_or_default(),
+    match mlc_plugin::output::cell_json(value) {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
     }
 }
 
@@ -565,8 +557,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot move {} into place", path.display()))
 }
 
-/// "FILE is refused", naming the configuration file too: a mapping script's
-/// errors carry line and column, the file name comes from here.
+/// "FILE is refused", naming the configuration file too.
 fn refused(file: &Path, config: Option<&Path>) -> String {
     match config {
         Some(config) => format!(
@@ -578,17 +569,89 @@ fn refused(file: &Path, config: Option<&Path>) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The plugin name a local `check` or `test` loads a component under, so
+/// that its errors name the file's plugin: the file stem when it is a
+/// valid plugin name, else `fallback`.
+fn plugin_name(file: &Path, fallback: &str) -> String {
+    file.file_stem()
+        .and_then(|stem| stem.to_str())
+        .filter(|stem| check_name("plugin", stem).is_ok())
+        .unwrap_or(fallback)
+        .to_owned()
+}
+
+/// Why `file` (configured with `config`) was refused, as a user reads it;
+/// `after` is appended to the refusal (e.g. "; nothing was installed").
+///
+/// - A mapping script error located as `mapping script line L:C: ...` (the
+///   form the scripted plugin reports for a script given as text) becomes
+///   `CONFIG:L:C: ...`, the form `mappings/README.md` documents.
+/// - A configuration refused when none was given says the component needs
+///   one.
+/// - Anything else keeps the runtime's error (with its causes, on one
+///   line) under "FILE is refused".
+fn refusal(error: PluginError, file: &Path, config: Option<&Path>, after: &str) -> anyhow::Error {
+    if let PluginError::Guest {
+        error: GuestError::InvalidConfig(message),
+        ..
+    } = &error
+    {
+        match config {
+            Some(config) => {
+                if let Some(located) = locate(message, config) {
+                    return anyhow::anyhow!(
+                        "{located}\n  ({} refused this configuration{after})",
+                        file.display()
+                    );
+                }
+            }
+            None => {
+                let hint = format!(
+                    "{}{after}: this component needs a configuration; \
+                     give it with --mapping FILE (for `scripted`, the mapping script)",
+                    refused(file, None)
+                );
+                return anyhow::Error::msg(error.chain()).context(hint);
+            }
+        }
+    }
+    anyhow::Error::msg(error.chain()).context(format!("{}{after}", refused(file, config)))
+}
+
+/// `mapping script line L:C: message` as `FILE:L:C: message`, or `None`
+/// when the message is not located that way.
+fn locate(message: &str, file: &Path) -> Option<String> {
+    let rest = message.strip_prefix("mapping script line ")?;
+    let (position, message) = rest.split_once(": ")?;
+    let (line, col) = position.split_once(':')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(line) && digits(col)).then(|| format!("{}:{line}:{col}: {message}", file.display()))
+}
+
+/// What `plugin load` was given.
+struct LoadArgs<'a> {
+    file: &'a Path,
+    tenant: &'a str,
+    name: &'a str,
+    config: Option<&'a Path>,
+    sample: Option<&'a Path>,
+    reference: Option<&'a Path>,
+}
+
 async fn load(
-    file: &Path,
-    tenant: &str,
-    name: &str,
-    config: Option<&Path>,
-    sample: Option<&Path>,
+    args: LoadArgs<'_>,
     dir: &PluginDir,
     cache: &CacheArgs,
     output: Output,
 ) -> anyhow::Result<()> {
+    let LoadArgs {
+        file,
+        tenant,
+        name,
+        config,
+        sample,
+        reference,
+    } = args;
     check_name("tenant", tenant)?;
     check_name("plugin", name)?;
     let files = VersionFiles {
@@ -600,7 +663,7 @@ async fn load(
         (Some(text), Some(path)) => Some(Sample::from_json(&path.display().to_string(), text)?),
         _ => None,
     };
-    let runtime = runtime(cache, None)?;
+    let runtime = runtime(cache, reference)?;
     let info = runtime
         .load_with(
             tenant,
@@ -613,7 +676,7 @@ async fn load(
             },
         )
         .await
-        .with_context(|| format!("{}; nothing was installed", refused(file, config)))?;
+        .map_err(|e| refusal(e, file, config, "; nothing was installed"))?;
     let version = info.version.as_str().to_owned();
     dir.keep(tenant, name, &version, &files)?;
     let mut history = dir.history(tenant, name)?;
@@ -651,6 +714,10 @@ async fn load(
             }
             say!("installed {} version {}", installed.display(), info.version);
             say!("{} versions kept for rollback", history.len());
+            say!(
+                "a runtime watching {} loads it on its next scan",
+                dir.root.display()
+            );
         }
     }
     Ok(())
@@ -659,7 +726,9 @@ async fn load(
 fn list(dir: &PluginDir, output: Output) -> anyhow::Result<()> {
     let mut entries = Vec::new();
     let tenants = match std::fs::read_dir(&dir.root) {
-        Ok(read) => read.collect::<Result<Vec<_>, _>>()?,
+        Ok(read) => read
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("cannot read {}", dir.root.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.root.display())),
     };
@@ -667,11 +736,16 @@ fn list(dir: &PluginDir, output: Output) -> anyhow::Result<()> {
         let Some(tenant) = tenant_entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if !tenant_entry.file_type()?.is_dir() || check_name("tenant", &tenant).is_err() {
+        let tenant_path = tenant_entry.path();
+        let file_type = tenant_entry
+            .file_type()
+            .with_context(|| format!("cannot read {}", tenant_path.display()))?;
+        if !file_type.is_dir() || check_name("tenant", &tenant).is_err() {
             continue;
         }
-        for entry in std::fs::read_dir(tenant_entry.path())? {
-            let path = entry?.path();
+        let cannot_read = || format!("cannot read {}", tenant_path.display());
+        for entry in std::fs::read_dir(&tenant_path).with_context(cannot_read)? {
+            let path = entry.with_context(cannot_read)?.path();
             let Some(name) = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -761,9 +835,10 @@ fn rollback(dir: &PluginDir, tenant: &str, name: &str, output: Output) -> anyhow
             }))?
         ),
         Output::Text => say!(
-            "plugin `{name}` of tenant `{tenant}`: restored version {} (was {}); a running runtime swaps back on its next scan",
+            "plugin `{name}` of tenant `{tenant}`: reinstalled version {} (was {}) in {}; a runtime watching that directory loads it on its next scan",
             &to[..to.len().min(12)],
-            &from[..from.len().min(12)]
+            &from[..from.len().min(12)],
+            dir.root.display()
         ),
     }
     Ok(())
@@ -784,6 +859,34 @@ mod tests {
             "scripted.wasm configured with mappings/a/invoices.toml is refused"
         );
         assert_eq!(refused(Path::new("x.wasm"), None), "x.wasm is refused");
+    }
+
+    #[test]
+    fn script_errors_are_located_in_the_configuration_file() {
+        let file = Path::new("mappings/demo/invoices.toml");
+        assert_eq!(
+            locate(
+                "mapping script line 11:8: column \"Invoice Amount\": type \"decimal(18)\"",
+                file
+            )
+            .as_deref(),
+            Some(
+                "mappings/demo/invoices.toml:11:8: column \"Invoice Amount\": type \"decimal(18)\""
+            )
+        );
+        assert_eq!(locate("missing `resource`", file), None);
+        assert_eq!(locate("mapping script line x:8: bad", file), None);
+        assert_eq!(locate("mapping script line 3: bad", file), None);
+    }
+
+    #[test]
+    fn local_plugins_are_named_after_their_file() {
+        assert_eq!(
+            plugin_name(Path::new("target/plugins/scripted.wasm"), "test"),
+            "scripted"
+        );
+        assert_eq!(plugin_name(Path::new("my plugin.wasm"), "test"), "test");
+        assert_eq!(plugin_name(Path::new(".hidden.wasm"), "check"), "check");
     }
 
     /// A directory removed on drop (this crate has no `tempfile`).
@@ -855,37 +958,5 @@ mod tests {
             .filter(|n| n.contains(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
-    }
-
-    #[test]
-    fn batch_json_has_schema_rows_and_rejects() {
-        let schema = Schema {
-            columns: vec![mlc_common::Column {
-                name: "Amount".into(),
-                ty: mlc_common::ColumnType::Decimal {
-                    precision: 38,
-                    scale: 9,
-                },
-                nullable: true,
-                key: false,
-            }],
-        };
-        let batch = MappedBatch {
-            rows: vec![mlc_common::Row {
-                source: 0,
-                values: vec![Value::Decimal(
-                    mlc_common::Decimal::parse("12345678901234567890.123456789").unwrap(),
-                )],
-            }],
-            rejects: vec![mlc_common::Reject {
-                index: 1,
-                field: Some("Amount".into()),
-                reason: "bad".into(),
-            }],
-        };
-        let json = batch_json(&schema, &batch);
-        assert_eq!(json["rows"][0]["Amount"], "12345678901234567890.123456789");
-        assert_eq!(json["schema"][0]["type"], "decimal");
-        assert_eq!(json["rejects"][0]["field"], "Amount");
     }
 }
