@@ -834,8 +834,11 @@ async fn a_bad_mapping_script_is_refused_with_its_location_and_the_previous_keep
         "{refusal:?}"
     );
     for part in [
-        "line 12:9: column \"Supplier\": in expr: unknown function \"uper\"",
-        &format!("(configuration file {})", script.display()),
+        &format!(
+            "{}:12:9: column \"Supplier\": in expr: unknown function \"uper\"",
+            script.display()
+        ),
+        "refused this configuration",
     ] {
         assert!(
             refusal.reason.contains(part),

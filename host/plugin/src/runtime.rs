@@ -673,7 +673,7 @@ impl PluginRuntime {
         error: &PluginError,
     ) {
         let reason = match config_file {
-            Some(file) => format!("{} (configuration file {file})", error.chain()),
+            Some(file) => config_refusal(error, file),
             None => error.chain(),
         };
         tracing::warn!(
@@ -1287,6 +1287,30 @@ impl PluginRuntime {
     }
 }
 
+/// The reason of a configuration refused by the plugin, naming the file it
+/// was read from. A mapping script error located as `mapping script line
+/// L:C: message` (the scripted plugin's form for a script given as text)
+/// becomes `FILE:L:C: message`, as `mappings/README.md` documents.
+fn config_refusal(error: &PluginError, file: &str) -> String {
+    let located = match error {
+        PluginError::Guest {
+            plugin,
+            error: GuestError::InvalidConfig(message),
+        } => message
+            .strip_prefix("mapping script line ")
+            .and_then(|rest| rest.split_once(": "))
+            .and_then(|(position, message)| {
+                let (line, col) = position.split_once(':')?;
+                let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+                (digits(line) && digits(col)).then(|| {
+                    format!("{file}:{line}:{col}: {message} ({plugin} refused this configuration)")
+                })
+            }),
+        _ => None,
+    };
+    located.unwrap_or_else(|| format!("{} (configuration file {file})", error.chain()))
+}
+
 /// A trap and the innermost named frames of its wasm backtrace.
 fn describe_trap(trap: &Trap, backtrace: Option<&WasmBacktrace>) -> String {
     let frames: Vec<String> = backtrace
@@ -1401,6 +1425,45 @@ mod tests {
         }
         // Equal names in different objects are fine.
         Sample::from_json("s.json", r#"[{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}]"#).unwrap();
+    }
+
+    #[test]
+    fn a_refused_configuration_names_its_file() {
+        let plugin = PluginRef {
+            tenant: "acme".into(),
+            plugin: "invoices".into(),
+            version: VersionId::from_hex("0123456789abcdef"),
+        };
+        let config = |message: &str| PluginError::Guest {
+            plugin: plugin.clone(),
+            error: GuestError::InvalidConfig(message.into()),
+        };
+        assert_eq!(
+            config_refusal(
+                &config("mapping script line 12:9: column \"Supplier\": unknown function"),
+                "/p/acme/invoices.toml"
+            ),
+            "/p/acme/invoices.toml:12:9: column \"Supplier\": unknown function \
+             (plugin `invoices` version 0123456789ab of tenant `acme` refused this configuration)"
+        );
+        // Not located: the whole error, and the file.
+        for error in [
+            config("unknown mode \"x\""),
+            config("mapping script line x:9: y"),
+            PluginError::Guest {
+                plugin: plugin.clone(),
+                error: GuestError::Internal("mapping script line 1:1: z".into()),
+            },
+        ] {
+            let reason = config_refusal(&error, "/p/acme/invoices.toml");
+            assert_eq!(
+                reason,
+                format!(
+                    "{} (configuration file /p/acme/invoices.toml)",
+                    error.chain()
+                )
+            );
+        }
     }
 
     #[test]

@@ -13,9 +13,9 @@
 //! copied is not loaded half-written; files present at start are loaded at
 //! once. Loading compiles off the async runtime, validates, and swaps
 //! atomically; a refused component is recorded with the reason
-//! ([`PluginRuntime::refusals`]; a configuration the plugin refuses, such as
-//! a mapping script with an error, is named in the reason) and the previous
-//! version keeps serving. A refused set is not retried until one of its
+//! ([`PluginRuntime::refusals`]; a configuration the plugin refuses is named
+//! in the reason, a mapping script error as `FILE:LINE:COL: message`) and
+//! the previous version keeps serving. A refused set is not retried until one of its
 //! files changes. Removing a `.wasm` file does not unload the plugin: the
 //! last version keeps serving.
 //!
