@@ -288,7 +288,7 @@ impl Watcher {
         }
         for path in self.faults.keys() {
             if !now.contains_key(path) {
-                tracing::info!(path = %path.display(), "readable again");
+                tracing::info!(path = %path.display(), "no longer fails to read (readable again, or gone)");
             }
         }
         self.faults = now;
@@ -307,23 +307,18 @@ impl Watcher {
             return;
         };
         let message = failure.error.to_string();
-        let attempts = match &tracked.unreadable {
-            Some(last)
-                if last.fingerprint == fingerprint
-                    && last.path == failure.path
-                    && last.error == message =>
-            {
-                last.attempts + 1
-            }
-            _ => 0,
-        };
+        // The same failure of the same files: recorded already.
+        let repeated = tracked.unreadable.as_ref().filter(|last| {
+            last.fingerprint == fingerprint && last.path == failure.path && last.error == message
+        });
+        let attempts = repeated.map_or(1, |last| last.attempts + 1);
         tracked.unreadable = Some(Unreadable {
             fingerprint,
             path: failure.path.clone(),
             error: message.clone(),
-            attempts: attempts.max(1),
+            attempts,
         });
-        if attempts > 0 {
+        if attempts > 1 {
             tracing::debug!(
                 tenant = %plugin.tenant,
                 plugin = %plugin.name,
