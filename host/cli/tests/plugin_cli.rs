@@ -583,17 +583,23 @@ fn load_list_and_rollback_manage_the_plugins_directory() {
         "{}",
         run.dump()
     );
-    assert_eq!(
-        installed(&env, "demo", "invoices"),
-        (
-            scripted.clone(),
-            Some(first_script.clone()),
-            Some(sample.clone())
-        ),
+    // (assert!, not assert_eq!: a failure should not print the wasm bytes)
+    assert!(
+        installed(&env, "demo", "invoices")
+            == (
+                scripted.clone(),
+                Some(first_script.clone()),
+                Some(sample.clone())
+            ),
         "the installed files are not what was loaded\n{}",
         run.dump()
     );
-    assert_eq!(history(&env, "demo", "invoices"), [first_version.as_str()]);
+    assert_eq!(
+        history(&env, "demo", "invoices"),
+        [first_version.as_str()],
+        "{}",
+        run.dump()
+    );
 
     // A second version: the same component with another script (text output).
     let second_script = first_script.replace("name = \"Invoice ID\"", "name = \"Invoice Id\"");
@@ -615,9 +621,9 @@ fn load_list_and_rollback_manage_the_plugins_directory() {
     );
     let versions = history(&env, "demo", "invoices");
     assert_eq!(versions.len(), 2, "{versions:?}\n{}", run.dump());
-    assert_eq!(versions[0], first_version);
+    assert_eq!(versions[0], first_version, "{}", run.dump());
     let second_version = versions[1].clone();
-    assert_ne!(second_version, first_version);
+    assert_ne!(second_version, first_version, "{}", run.dump());
     run.expect(out, &second_version[..12]);
     let serving = installed(&env, "demo", "invoices");
 
@@ -654,7 +660,12 @@ fn load_list_and_rollback_manage_the_plugins_directory() {
         "a refused load changed the installed plugin\n{}",
         run.dump()
     );
-    assert_eq!(history(&env, "demo", "invoices"), versions);
+    assert_eq!(
+        history(&env, "demo", "invoices"),
+        versions,
+        "a refused load changed the history\n{}",
+        run.dump()
+    );
 
     // list shows the installed version.
     let run = env.plugin(&["list"]);
@@ -710,7 +721,12 @@ fn load_list_and_rollback_manage_the_plugins_directory() {
         "rollback did not reinstall the first version's files\n{}",
         run.dump()
     );
-    assert_eq!(history(&env, "demo", "invoices"), [first_version.as_str()]);
+    assert_eq!(
+        history(&env, "demo", "invoices"),
+        [first_version.as_str()],
+        "{}",
+        run.dump()
+    );
     let run = env.plugin(&["--output", "json", "list"]);
     assert_eq!(run.json()[0]["version"], first_version, "{}", run.dump());
     let run = env.plugin(&["rollback", "--tenant", "demo", "--name", "invoices"]);
