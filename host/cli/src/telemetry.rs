@@ -5,8 +5,10 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. Logs go to stderr so that commands which
 /// print machine-readable output on stdout keep it clean.
 pub fn init(verbose: u8) {
+    // At the default level the runtime's refusal warning is left out: the
+    // commands report a refusal themselves, as their error.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,mlc_plugin::runtime=error",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -15,5 +17,6 @@ pub fn init(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

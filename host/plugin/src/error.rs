@@ -424,6 +424,18 @@ impl PluginError {
     }
 }
 
+/// A configuration error located as `FILE:LINE:COL: message`, the form
+/// editors and terminals link to, when `message` carries a position as the
+/// scripted mapper reports it (`mapping script line L:C: ...`); `None`
+/// otherwise.
+pub fn locate_config_error(message: &str, file: &str) -> Option<String> {
+    let rest = message.strip_prefix("mapping script line ")?;
+    let (position, message) = rest.split_once(": ")?;
+    let (line, col) = position.split_once(':')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(line) && digits(col)).then(|| format!("{file}:{line}:{col}: {message}"))
+}
+
 /// Turns a wasmtime error into a boxed source, keeping its context chain.
 pub(crate) fn boxed(error: wasmtime::Error) -> BoxError {
     Box::new(WasmtimeError(format!("{error:#}")))
@@ -521,6 +533,29 @@ mod tests {
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
         };
         assert_eq!(io.chain(), "/p/x.wasm: gone");
+    }
+
+    #[test]
+    fn script_errors_are_located_in_the_configuration_file() {
+        let file = "mappings/demo/invoices.toml";
+        assert_eq!(
+            locate_config_error(
+                "mapping script line 11:8: column \"Invoice Amount\": type \"decimal(18)\"",
+                file
+            )
+            .as_deref(),
+            Some(
+                "mappings/demo/invoices.toml:11:8: column \"Invoice Amount\": type \"decimal(18)\""
+            )
+        );
+        for unlocated in [
+            "missing `resource`",
+            "mapping script line x:8: bad",
+            "mapping script line 3: bad",
+            "mapping script line :8: bad",
+        ] {
+            assert_eq!(locate_config_error(unlocated, file), None, "{unlocated}");
+        }
     }
 
     #[test]

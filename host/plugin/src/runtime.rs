@@ -1296,16 +1296,8 @@ fn config_refusal(error: &PluginError, file: &str) -> String {
         PluginError::Guest {
             plugin,
             error: GuestError::InvalidConfig(message),
-        } => message
-            .strip_prefix("mapping script line ")
-            .and_then(|rest| rest.split_once(": "))
-            .and_then(|(position, message)| {
-                let (line, col) = position.split_once(':')?;
-                let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-                (digits(line) && digits(col)).then(|| {
-                    format!("{file}:{line}:{col}: {message} ({plugin} refused this configuration)")
-                })
-            }),
+        } => crate::error::locate_config_error(message, file)
+            .map(|located| format!("{located} ({plugin} refused this configuration)")),
         _ => None,
     };
     located.unwrap_or_else(|| format!("{} (configuration file {file})", error.chain()))

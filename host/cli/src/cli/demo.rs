@@ -165,12 +165,18 @@ impl DemoCommand {
                 .zip(&scripts)
                 .find(|(name, _)| **name == refusal.name)
                 .map_or_else(|| refusal.name.clone(), |(_, s)| s.display().to_string());
+            // A located script error names the staged copy; name the file
+            // the user edits instead.
+            let staged = plugins_dir
+                .join(TENANT)
+                .join(format!("{}.toml", refusal.name));
+            let reason = refusal
+                .reason
+                .replace(&staged.display().to_string(), &script);
             bail!(
-                "mapping {script} was refused (plugin {}/{}, staged as {}): {}",
+                "mapping {script} was refused (plugin {}/{}): {reason}",
                 refusal.tenant,
                 refusal.name,
-                refusal.origin.as_deref().unwrap_or("?"),
-                refusal.reason
             );
         }
 

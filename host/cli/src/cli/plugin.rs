@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
 use mlc_common::{MappedBatch, Schema, Value};
 use mlc_plugin::{
     GuestError, JsonDirReference, LoadOptions, PluginError, PluginInfo, PluginRuntime,
-    RuntimeConfig, Sample, check_name, records_of, version_of,
+    RuntimeConfig, Sample, check_name, locate_config_error, records_of, version_of,
 };
 use serde_json::json;
 
@@ -598,7 +598,7 @@ fn refusal(error: PluginError, file: &Path, config: Option<&Path>, after: &str) 
     {
         match config {
             Some(config) => {
-                if let Some(located) = locate(message, config) {
+                if let Some(located) = locate_config_error(message, &config.display().to_string()) {
                     return anyhow::anyhow!(
                         "{located}\n  ({} refused this configuration{after})",
                         file.display()
@@ -620,14 +620,6 @@ fn refusal(error: PluginError, file: &Path, config: Option<&Path>, after: &str) 
 
 /// `mapping script line L:C: message` as `FILE:L:C: message`, or `None`
 /// when the message is not located that way.
-fn locate(message: &str, file: &Path) -> Option<String> {
-    let rest = message.strip_prefix("mapping script line ")?;
-    let (position, message) = rest.split_once(": ")?;
-    let (line, col) = position.split_once(':')?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (digits(line) && digits(col)).then(|| format!("{}:{line}:{col}: {message}", file.display()))
-}
-
 /// What `plugin load` was given.
 struct LoadArgs<'a> {
     file: &'a Path,
@@ -859,24 +851,6 @@ mod tests {
             "scripted.wasm configured with mappings/a/invoices.toml is refused"
         );
         assert_eq!(refused(Path::new("x.wasm"), None), "x.wasm is refused");
-    }
-
-    #[test]
-    fn script_errors_are_located_in_the_configuration_file() {
-        let file = Path::new("mappings/demo/invoices.toml");
-        assert_eq!(
-            locate(
-                "mapping script line 11:8: column \"Invoice Amount\": type \"decimal(18)\"",
-                file
-            )
-            .as_deref(),
-            Some(
-                "mappings/demo/invoices.toml:11:8: column \"Invoice Amount\": type \"decimal(18)\""
-            )
-        );
-        assert_eq!(locate("missing `resource`", file), None);
-        assert_eq!(locate("mapping script line x:8: bad", file), None);
-        assert_eq!(locate("mapping script line 3: bad", file), None);
     }
 
     #[test]
