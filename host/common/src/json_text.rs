@@ -99,7 +99,14 @@ fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
 /// ignored. `None` for any other text. Both guest mappers (the SDK's
 /// `boolean` and the mapping scripts' `boolean` columns and `flag`) read
 /// flags with it.
+#[inline]
 pub fn flag_text(text: &str) -> Option<bool> {
+    // Oracle's own `Y`/`N` first, without trimming or comparing words.
+    match text.as_bytes() {
+        [b'Y' | b'y'] => return Some(true),
+        [b'N' | b'n'] => return Some(false),
+        _ => {}
+    }
     let t = text.trim();
     if ["y", "yes", "true"]
         .iter()
