@@ -646,15 +646,6 @@ impl PluginRuntime {
                 Ok(loaded.info.clone())
             }
             Err(error) => {
-                let config_file = config_file.filter(|_| {
-                    matches!(
-                        error,
-                        PluginError::Guest {
-                            error: GuestError::InvalidConfig(_),
-                            ..
-                        }
-                    )
-                });
                 self.refuse(tenant, name, Some(&version), origin, config_file, &error);
                 Err(error)
             }
@@ -662,7 +653,7 @@ impl PluginRuntime {
     }
 
     /// Records (and logs) a refused version of (`tenant`, `name`);
-    /// `config_file`, when the configuration is what was refused.
+    /// `config_file` is where its configuration was read from, if a file.
     pub(crate) fn refuse(
         &self,
         tenant: &str,
@@ -1287,20 +1278,22 @@ impl PluginRuntime {
     }
 }
 
-/// The reason of a configuration refused by the plugin, naming the file it
-/// was read from. A mapping script error located as `mapping script line
-/// L:C: message` (the scripted plugin's form for a script given as text)
-/// becomes `FILE:L:C: message`, as `mappings/README.md` documents.
+/// The reason of a refusal when the configuration was read from `file`:
+/// a configuration the plugin refused names the file, and a mapping script
+/// error located as `mapping script line L:C: message` (the scripted
+/// plugin's form for a script given as text) becomes `FILE:L:C: message`,
+/// as `mappings/README.md` documents. Any other refusal keeps its chain.
 fn config_refusal(error: &PluginError, file: &str) -> String {
-    let located = match error {
+    match error {
         PluginError::Guest {
             plugin,
             error: GuestError::InvalidConfig(message),
-        } => crate::error::locate_config_error(message, file)
-            .map(|located| format!("{located} ({plugin} refused this configuration)")),
-        _ => None,
-    };
-    located.unwrap_or_else(|| format!("{} (configuration file {file})", error.chain()))
+        } => crate::error::locate_config_error(message, file).map_or_else(
+            || format!("{} (configuration file {file})", error.chain()),
+            |located| format!("{located} ({plugin} refused this configuration)"),
+        ),
+        _ => error.chain(),
+    }
 }
 
 /// A trap and the innermost named frames of its wasm backtrace.
@@ -1438,14 +1431,10 @@ mod tests {
             "/p/acme/invoices.toml:12:9: column \"Supplier\": unknown function \
              (plugin `invoices` version 0123456789ab of tenant `acme` refused this configuration)"
         );
-        // Not located: the whole error, and the file.
+        // Refused but not located: the whole error, and the file.
         for error in [
             config("unknown mode \"x\""),
             config("mapping script line x:9: y"),
-            PluginError::Guest {
-                plugin: plugin.clone(),
-                error: GuestError::Internal("mapping script line 1:1: z".into()),
-            },
         ] {
             let reason = config_refusal(&error, "/p/acme/invoices.toml");
             assert_eq!(
@@ -1456,6 +1445,15 @@ mod tests {
                 )
             );
         }
+        // Not a refusal of the configuration: the error as it is.
+        let internal = PluginError::Guest {
+            plugin: plugin.clone(),
+            error: GuestError::Internal("mapping script line 1:1: z".into()),
+        };
+        assert_eq!(
+            config_refusal(&internal, "/p/acme/invoices.toml"),
+            internal.chain()
+        );
     }
 
     #[test]
