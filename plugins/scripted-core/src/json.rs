@@ -247,18 +247,7 @@ pub fn scan_object<'a>(
     table: usize,
     slots: &mut [Raw<'a>],
 ) -> Result<(), JsonError> {
-    let mut scanner = Scanner {
-        text,
-        bytes: text.as_bytes(),
-        pos: 0,
-    };
-    scanner.ws();
-    scanner.object(tables, table, slots, false)?;
-    scanner.ws();
-    if scanner.pos != scanner.bytes.len() {
-        return Err(scanner.error("trailing characters after the object"));
-    }
-    Ok(())
+    scan(text, tables, table, slots, false)
 }
 
 /// [`scan_object`] for a record the host has already parsed as JSON (each
@@ -273,13 +262,25 @@ pub fn scan_record<'a>(
     table: usize,
     slots: &mut [Raw<'a>],
 ) -> Result<(), JsonError> {
+    scan(text, tables, table, slots, true)
+}
+
+/// Scans one object; with `stop_when_found`, a scan that has every wanted
+/// key ends there, unchecked past that point.
+fn scan<'a>(
+    text: &'a str,
+    tables: &[Table],
+    table: usize,
+    slots: &mut [Raw<'a>],
+    stop_when_found: bool,
+) -> Result<(), JsonError> {
     let mut scanner = Scanner {
         text,
         bytes: text.as_bytes(),
         pos: 0,
     };
     scanner.ws();
-    if scanner.object(tables, table, slots, true)? {
+    if scanner.object(tables, table, slots, stop_when_found)? {
         return Ok(());
     }
     scanner.ws();
