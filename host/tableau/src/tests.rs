@@ -267,6 +267,9 @@ struct Site {
     webhooks: Mutex<Vec<(String, String, String)>>,
     /// Token of the sessions to treat as expired.
     expire_token_now: Mutex<bool>,
+    /// Expire the session once the Nth chunk PUT (1-based) is received:
+    /// the next authenticated call finds it gone.
+    expire_after_chunk: AtomicU32,
     /// Answer every authenticated call with 401002, whatever the token.
     reject_all_tokens: std::sync::atomic::AtomicBool,
     /// Answer the next N authenticated calls with 503.
@@ -388,6 +391,9 @@ impl Site {
         if req.method == "PUT" && req.path.contains("/sites/site-1/fileUploads/") {
             let id = req.path.rsplit('/').next().unwrap().to_owned();
             let n = self.chunk_puts.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == self.expire_after_chunk.load(Ordering::SeqCst) {
+                *self.expire_token_now.lock().unwrap() = true;
+            }
             if n == self.fail_chunk_number.load(Ordering::SeqCst) {
                 return error(500, "500000", "Internal error");
             }
@@ -925,22 +931,13 @@ async fn session_expiry_mid_upload_is_survived() {
     client.sign_in().await.unwrap();
     let content = b"0123456789abcdef".to_vec();
     let file = temp_file(&content);
-    // Expire the session as the second chunk arrives.
-    let s2 = site.clone();
-    let watcher = tokio::spawn(async move {
-        loop {
-            if s2.chunk_puts.load(Ordering::SeqCst) >= 1 {
-                *s2.expire_token_now.lock().unwrap() = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
+    // The session expires once the first chunk is in: the second chunk
+    // finds it gone.
+    site.expire_after_chunk.store(1, Ordering::SeqCst);
     client
         .publish("orders", file.path(), PublishMode::Overwrite)
         .await
         .unwrap();
-    watcher.await.unwrap();
     assert_eq!(site.signins.load(Ordering::SeqCst), 2);
     let uploads = site.uploads.lock().unwrap();
     assert_eq!(
