@@ -2,16 +2,37 @@
 
 use std::fmt;
 
+use zeroize::Zeroizing;
+
 /// A secret value. `Debug` and `Display` print `***`; the value is reachable
 /// only through [`Secret::expose`], so every use is easy to find in review.
-#[derive(Clone, PartialEq, Eq, Default, serde::Deserialize)]
+/// Its memory is wiped when it is dropped, and two secrets compare in time
+/// that does not depend on where they differ.
+#[derive(Clone, Default, serde::Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(Zeroizing<String>);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
+
+impl Eq for Secret {}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
 
 impl Secret {
     /// Wraps a value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(Zeroizing::new(value.into()))
     }
 
     /// The clear value, for the one place that must send it.
@@ -27,13 +48,13 @@ impl Secret {
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
-        Self(value)
+        Self(Zeroizing::new(value))
     }
 }
 
 impl From<&str> for Secret {
     fn from(value: &str) -> Self {
-        Self(value.to_owned())
+        Self(Zeroizing::new(value.to_owned()))
     }
 }
 
@@ -59,5 +80,8 @@ mod tests {
         assert_eq!(format!("{s:?}"), "Secret(***)");
         assert_eq!(format!("{s}"), "***");
         assert_eq!(s.expose(), "hunter2");
+        assert_eq!(s, Secret::new("hunter2"));
+        assert_ne!(s, Secret::new("hunter3"));
+        assert_ne!(s, Secret::new("hunter"));
     }
 }

@@ -1,0 +1,33 @@
+//! The embedded store of ml-connector (redb).
+//!
+//! - [`TenantStore`]: one file per tenant (`<data-dir>/tenants/<id>.redb`)
+//!   with its definition, sealed secrets, pipeline state, the batch journal
+//!   ([`Batch`], [`BatchState`]), every raw record version a batch carried
+//!   (lz4-compressed), each record's latest version, rejects and reference
+//!   datasets. A tenant's state moves, backs up and is deleted as one file;
+//!   redb's file lock lets one process run a tenant at a time.
+//! - [`seal`]: AES-256-GCM sealing of secrets under the operator's
+//!   [`MasterKey`], with the tenant and secret name as associated data.
+//!
+//! Every state change is one write transaction; a newer schema than this
+//! binary knows is refused without touching the file.
+
+pub mod batch;
+mod error;
+pub mod seal;
+mod tenant;
+
+pub use batch::{Batch, BatchKind, BatchState, Change, Position};
+pub use error::StoreError;
+pub use seal::{KeyId, MASTER_KEY_ENV, MasterKey, SealError};
+pub use tenant::{PipelineState, SCHEMA_VERSION, StoredRecord, TenantStore, VersionInfo};
+
+/// Now, as RFC 3339 text (UTC).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,992 @@
+//! One tenant's redb file: its definition, sealed secrets, pipeline state,
+//! the batch journal, raw records and reference data.
+//!
+//! Every table is defined and encoded here and nowhere else. Each state
+//! change is one write transaction: recording a page stores its raw records,
+//! moves the record's latest version and the batch's pull position
+//! together; confirming a batch moves the batch, the pipeline's cursor and
+//! (through the confirmed sequence) the record index together.
+//!
+//! redb calls block; async callers run them with `spawn_blocking` or
+//! `block_in_place`, never directly on a runtime worker.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Batch, BatchKind, BatchState, Change, Position};
+use crate::{MasterKey, StoreError};
+use mlc_common::Secret;
+
+/// The newest schema version this binary writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Cache of one tenant file: small, so fifty tenants stay small.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+const PIPELINES: TableDefinition<&str, &[u8]> = TableDefinition::new("pipelines");
+const BATCHES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("batches");
+/// (pipeline, seq, key): the keys a batch carries.
+const BATCH_KEYS: TableDefinition<(&str, u64, &str), ()> = TableDefinition::new("batch_keys");
+/// (pipeline, key, seq): a record's version as the batch `seq` recorded it.
+const RAW: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("raw");
+/// (pipeline, key): the batch whose version is the latest seen.
+const LATEST: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest");
+/// (pipeline, seq, key): why a record of a batch was refused.
+const REJECTS: TableDefinition<(&str, u64, &str), &str> = TableDefinition::new("rejects");
+/// (dataset, key): a reference record as JSON.
+const REFERENCE: TableDefinition<(&str, &str), &str> = TableDefinition::new("reference");
+
+const SCHEMA_KEY: &str = "schema_version";
+const INSTANCE_KEY: &str = "instance";
+const DEFINITION_KEY: &str = "definition";
+
+/// A pipeline's durable state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineState {
+    /// Paused pipelines are not run by the scheduler.
+    pub paused: bool,
+    /// The cursor of the last confirmed batch.
+    pub cursor: Option<Position>,
+    /// The Tableau data source, once published.
+    pub datasource_id: Option<String>,
+    /// The schema of the last publish (JSON), to notice a change.
+    pub schema: Option<String>,
+    /// The next batch's sequence number.
+    pub next_seq: u64,
+    /// The last confirmed batch's sequence number (0: none).
+    pub confirmed_seq: u64,
+}
+
+/// One version of a record, as a batch recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The key.
+    pub key: String,
+    /// `LastUpdateDate` in microseconds UTC, when the resource has one.
+    pub last_update: Option<i64>,
+    /// SHA-256 of the canonical content.
+    pub content_hash: [u8; 32],
+    /// The item as Oracle sent it.
+    pub json: String,
+}
+
+/// A version of a record: which batch carried it, when it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionInfo {
+    /// The batch (sequence) that carried it.
+    pub seq: u64,
+    /// `LastUpdateDate` in microseconds UTC.
+    pub last_update: Option<i64>,
+    /// The content hash, hex.
+    pub content_hash: String,
+}
+
+/// One tenant's store file, open and locked by this process.
+pub struct TenantStore {
+    db: Database,
+    path: PathBuf,
+    tenant: String,
+    instance: String,
+}
+
+impl std::fmt::Debug for TenantStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TenantStore({})", self.path.display())
+    }
+}
+
+impl TenantStore {
+    /// Opens (creating it if absent) the file of `tenant` at `path`,
+    /// migrating an older schema and refusing a newer one unchanged.
+    pub fn open(path: &Path, tenant: &str) -> Result<Self, StoreError> {
+        if path.exists() {
+            check_schema_read_only(path)?;
+        }
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        let mut store = Self {
+            db,
+            path: path.to_path_buf(),
+            tenant: tenant.to_owned(),
+            instance: String::new(),
+        };
+        store.instance = store.migrate()?;
+        Ok(store)
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err<E: Into<redb::Error>>(&self, what: &str) -> impl FnOnce(E) -> StoreError + '_ {
+        let what = what.to_owned();
+        move |e| StoreError::Database {
+            path: self.path.clone(),
+            what,
+            source: Box::new(e.into()),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            table,
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Creates the tables of a new file, or checks and upgrades an old one;
+    /// returns the file's instance id.
+    fn migrate(&self) -> Result<String, StoreError> {
+        let tx = self.db.begin_write().map_err(self.err("opening"))?;
+        let instance;
+        {
+            let mut meta = tx.open_table(META).map_err(self.err("opening meta"))?;
+            let found = match meta.get(SCHEMA_KEY).map_err(self.err("reading meta"))? {
+                Some(v) => {
+                    let bytes: [u8; 4] = v.value().try_into().map_err(|_| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        reason: "schema version is not 4 bytes".into(),
+                    })?;
+                    u32::from_le_bytes(bytes)
+                }
+                None => 0,
+            };
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::NewerSchema {
+                    path: self.path.clone(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            let existing = meta
+                .get(INSTANCE_KEY)
+                .map_err(self.err("reading meta"))?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+            instance = match existing {
+                Some(id) => id,
+                None => {
+                    let id = format!("{:08x}", rand::random::<u32>());
+                    meta.insert(INSTANCE_KEY, id.as_bytes())
+                        .map_err(self.err("writing meta"))?;
+                    id
+                }
+            };
+            // Version 0 → 1: the tables below. Later versions add steps here.
+            meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_le_bytes().as_slice())
+                .map_err(self.err("writing meta"))?;
+        }
+        tx.open_table(SECRETS)
+            .map_err(self.err("creating tables"))?;
+        tx.open_table(PIPELINES)
+            .map_err(self.err("creating tables"))?;
+        tx.open_table(BATCHES)
+            .map_err(self.err("creating tables"))?;
+        tx.open_table(BATCH_KEYS)
+            .map_err(self.err("creating tables"))?;
+        tx.open_table(RAW).map_err(self.err("creating tables"))?;
+        tx.open_table(LATEST).map_err(self.err("creating tables"))?;
+        tx.open_table(REJECTS)
+            .map_err(self.err("creating tables"))?;
+        tx.open_table(REFERENCE)
+            .map_err(self.err("creating tables"))?;
+        tx.commit().map_err(self.err("committing the schema"))?;
+        Ok(instance)
+    }
+
+    // ------------------------------------------------------------ definition
+
+    /// Stores the tenant's definition (the TOML text applied).
+    pub fn put_definition(&self, text: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(self.err("writing"))?;
+        {
+            let mut meta = tx.open_table(META).map_err(self.err("opening meta"))?;
+            meta.insert(DEFINITION_KEY, text.as_bytes())
+                .map_err(self.err("writing the definition"))?;
+        }
+        tx.commit().map_err(self.err("committing the definition"))
+    }
+
+    /// The tenant's definition, if one was applied.
+    pub fn definition(&self) -> Result<Option<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let meta = tx.open_table(META).map_err(self.err("opening meta"))?;
+        let value = meta.get(DEFINITION_KEY).map_err(self.err("reading meta"))?;
+        Ok(value.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+    }
+
+    // --------------------------------------------------------------- secrets
+
+    /// Seals and stores secret `name`.
+    pub fn set_secret(
+        &self,
+        key: &MasterKey,
+        name: &str,
+        value: &Secret,
+    ) -> Result<(), StoreError> {
+        let sealed = key.seal(&self.tenant, name, value);
+        let tx = self.db.begin_write().map_err(self.err("writing"))?;
+        {
+            let mut t = tx
+                .open_table(SECRETS)
+                .map_err(self.err("opening secrets"))?;
+            t.insert(name, sealed.as_slice())
+                .map_err(self.err("writing a secret"))?;
+        }
+        tx.commit().map_err(self.err("committing a secret"))
+    }
+
+    /// Opens secret `name`.
+    pub fn secret(&self, key: &MasterKey, name: &str) -> Result<Secret, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx
+            .open_table(SECRETS)
+            .map_err(self.err("opening secrets"))?;
+        let sealed = t
+            .get(name)
+            .map_err(self.err("reading a secret"))?
+            .ok_or_else(|| StoreError::NotFound {
+                path: self.path.clone(),
+                what: "secret",
+                name: name.to_owned(),
+            })?;
+        Ok(key.open(&self.tenant, name, sealed.value())?)
+    }
+
+    /// The names of the stored secrets (never their values).
+    pub fn secret_names(&self) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx
+            .open_table(SECRETS)
+            .map_err(self.err("opening secrets"))?;
+        let mut names = Vec::new();
+        for entry in t.iter().map_err(self.err("listing secrets"))? {
+            let (k, _) = entry.map_err(self.err("listing secrets"))?;
+            names.push(k.value().to_owned());
+        }
+        Ok(names)
+    }
+
+    /// Re-seals every secret sealed under `old` with `new`, in one
+    /// transaction; secrets already under `new` are left (so an interrupted
+    /// rotation resumes). Returns how many were re-sealed.
+    pub fn reseal(&self, old: &MasterKey, new: &MasterKey) -> Result<usize, StoreError> {
+        let tx = self.db.begin_write().map_err(self.err("writing"))?;
+        let mut count = 0;
+        {
+            let mut t = tx
+                .open_table(SECRETS)
+                .map_err(self.err("opening secrets"))?;
+            let mut entries = Vec::new();
+            for entry in t.iter().map_err(self.err("listing secrets"))? {
+                let (k, v) = entry.map_err(self.err("listing secrets"))?;
+                entries.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            for (name, sealed) in entries {
+                if crate::seal::sealed_key_id(&sealed) == Some(new.id()) {
+                    continue;
+                }
+                let value = old.open(&self.tenant, &name, &sealed)?;
+                let resealed = new.seal(&self.tenant, &name, &value);
+                t.insert(name.as_str(), resealed.as_slice())
+                    .map_err(self.err("writing a secret"))?;
+                count += 1;
+            }
+        }
+        tx.commit().map_err(self.err("committing the rotation"))?;
+        Ok(count)
+    }
+
+    // ------------------------------------------------------------- pipelines
+
+    /// A pipeline's state (the default for one never run).
+    pub fn pipeline(&self, pipeline: &str) -> Result<PipelineState, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx
+            .open_table(PIPELINES)
+            .map_err(self.err("opening pipelines"))?;
+        match t.get(pipeline).map_err(self.err("reading a pipeline"))? {
+            Some(v) => self.decode("pipelines", pipeline, v.value()),
+            None => Ok(PipelineState::default()),
+        }
+    }
+
+    /// Pauses or resumes a pipeline.
+    pub fn set_paused(&self, pipeline: &str, paused: bool) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(self.err("writing"))?;
+        {
+            let mut t = tx
+                .open_table(PIPELINES)
+                .map_err(self.err("opening pipelines"))?;
+            let mut state: PipelineState = match t.get(pipeline).map_err(self.err("reading"))? {
+                Some(v) => self.decode("pipelines", pipeline, v.value())?,
+                None => PipelineState::default(),
+            };
+            state.paused = paused;
+            let bytes = json(&state);
+            t.insert(pipeline, bytes.as_slice())
+                .map_err(self.err("writing a pipeline"))?;
+        }
+        tx.commit().map_err(self.err("committing a pipeline"))
+    }
+
+    // --------------------------------------------------------------- batches
+
+    /// Opens a new batch of `kind` with the pipeline's next sequence number
+    /// (never reused). A replay or re-export copies its key set now and
+    /// starts `pulled`; a pulling batch starts `pulling`.
+    pub fn create_batch(
+        &self,
+        pipeline: &str,
+        kind: BatchKind,
+        keys: &[String],
+    ) -> Result<Batch, StoreError> {
+        let tx = self.db.begin_write().map_err(self.err("writing"))?;
+        let batch;
+        {
+            let mut pipes = tx
+                .open_table(PIPELINES)
+                .map_err(self.err("opening pipelines"))?;
+            let mut state: PipelineState = match pipes.get(pipeline).map_err(self.err("reading"))? {
+                Some(v) => self.decode("pipelines", pipeline, v.value())?,
+                None => PipelineState::default(),
+            };
+            let seq = state.next_seq.max(state.confirmed_seq) + 1;
+            state.next_seq = seq;
+            let bytes = json(&state);
+            pipes
+                .insert(pipeline, bytes.as_slice())
+                .map_err(self.err("writing a pipeline"))?;
+            let start = if kind.pulls() {
+                BatchState::Pulling { position: None }
+            } else {
+                BatchState::Pulled { end: None }
+            };
+            let mut keys_table = tx
+                .open_table(BATCH_KEYS)
+                .map_err(self.err("opening batch keys"))?;
+            for key in keys {
+                keys_table
+                    .insert((pipeline, seq, key.as_str()), ())
+                    .map_err(self.err("writing batch keys"))?;
+            }
+            batch = Batch {
+                pipeline: pipeline.to_owned(),
+                seq,
+                id: format!("{}.{}.{}.{seq:06}", self.tenant, pipeline, self.instance),
+                kind,
+                history: vec![change(&start)],
+                state: start,
+                failed_jobs: 0,
+                failures: 0,
+                records: keys.len() as u64,
+            };
+            let mut batches = tx
+                .open_table(BATCHES)
+                .map_err(self.err("opening batches"))?;
+            let bytes = json(&batch);
+            batches
+                .insert((pipeline, seq), bytes.as_slice())
+                .map_err(self.err("writing a batch"))?;
+        }
+        tx.commit().map_err(self.err("committing a new batch"))?;
+        Ok(batch)
+    }
+
+    /// A batch.
+    pub fn batch(&self, pipeline: &str, seq: u64) -> Result<Batch, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx
+            .open_table(BATCHES)
+            .map_err(self.err("opening batches"))?;
+        let v = t
+            .get((pipeline, seq))
+            .map_err(self.err("reading a batch"))?
+            .ok_or_else(|| StoreError::NotFound {
+                path: self.path.clone(),
+                what: "batch",
+                name: format!("{pipeline}/{seq}"),
+            })?;
+        self.decode("batches", &format!("{pipeline}/{seq}"), v.value())
+    }
+
+    /// The batches of a pipeline, oldest first.
+    pub fn batches(&self, pipeline: &str) -> Result<Vec<Batch>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx
+            .open_table(BATCHES)
+            .map_err(self.err("opening batches"))?;
+        let mut out = Vec::new();
+        for entry in t
+            .range((pipeline, 0)..=(pipeline, u64::MAX))
+            .map_err(self.err("listing batches"))?
+        {
+            let (k, v) = entry.map_err(self.err("listing batches"))?;
+            let (_, seq) = k.value();
+            out.push(self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The pipeline's unfinished batch, if any (at most one: a pipeline
+    /// never moves past a batch that is not confirmed).
+    pub fn open_batch(&self, pipeline: &str) -> Result<Option<Batch>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx
+            .open_table(BATCHES)
+            .map_err(self.err("opening batches"))?;
+        let mut range = t
+            .range((pipeline, 0)..=(pipeline, u64::MAX))
+            .map_err(self.err("listing batches"))?;
+        while let Some(entry) = range.next_back() {
+            let (k, v) = entry.map_err(self.err("listing batches"))?;
+            let (_, seq) = k.value();
+            let batch: Batch = self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?;
+            if !batch.state.is_final() {
+                return Ok(Some(batch));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Moves a batch to `next` in one transaction, checked against the
+    /// journal's rules.
+    pub fn transition(&self, batch: &mut Batch, next: BatchState) -> Result<(), StoreError> {
+        self.write_batch(batch, next, |_| Ok(None))
+    }
+
+    /// Marks the batch failed with `error`, keeping where it resumes;
+    /// `job_failed` says Tableau ran its job and applied nothing (the next
+    /// attempt gets fresh `RequestID`s).
+    pub fn fail(&self, batch: &mut Batch, error: &str, job_failed: bool) -> Result<(), StoreError> {
+        let resume = match &batch.state {
+            BatchState::Failed { resume, .. } => resume.clone(),
+            other => Box::new(other.clone()),
+        };
+        batch.failures += 1;
+        if job_failed {
+            batch.failed_jobs += 1;
+        }
+        self.transition(
+            batch,
+            BatchState::Failed {
+                error: error.to_owned(),
+                resume,
+            },
+        )
+    }
+
+    fn write_batch(
+        &self,
+        batch: &mut Batch,
+        next: BatchState,
+        extra: impl FnOnce(&redb::WriteTransaction) -> Result<Option<u64>, StoreError>,
+    ) -> Result<(), StoreError> {
+        if !batch.state.allows(&next) {
+            return Err(StoreError::Transition {
+                batch: batch.id.clone(),
+                from: batch.state.name(),
+                to: next.name(),
+            });
+        }
+        let mut updated = batch.clone();
+        if updated.state.name() != next.name() || matches!(next, BatchState::Failed { .. }) {
+            updated.history.push(change(&next));
+        }
+        updated.state = next;
+        let tx = self.db.begin_write().map_err(self.err("writing"))?;
+        if let Some(records) = extra(&tx)? {
+            updated.records = records;
+        }
+        {
+            let mut t = tx
+                .open_table(BATCHES)
+                .map_err(self.err("opening batches"))?;
+            let bytes = json(&updated);
+            t.insert((batch.pipeline.as_str(), batch.seq), bytes.as_slice())
+                .map_err(self.err("writing a batch"))?;
+        }
+        tx.commit().map_err(self.err("committing a batch change"))?;
+        *batch = updated;
+        Ok(())
+    }
+
+    /// Records one page of a pulling batch in one transaction: each
+    /// record's version, the record's latest version, the batch's key set,
+    /// and the batch's position (where a resumed pull continues).
+    pub fn record_page(
+        &self,
+        batch: &mut Batch,
+        records: &[StoredRecord],
+        position: Option<Position>,
+    ) -> Result<(), StoreError> {
+        let pipeline = batch.pipeline.clone();
+        let (seq, before) = (batch.seq, batch.records);
+        let path = self.path.clone();
+        self.write_batch(batch, BatchState::Pulling { position }, move |tx| {
+            let db = |what: &'static str| {
+                let path = path.clone();
+                move |e: redb::Error| StoreError::Database {
+                    path,
+                    what: what.to_owned(),
+                    source: Box::new(e),
+                }
+            };
+            let mut raw = tx
+                .open_table(RAW)
+                .map_err(|e| db("opening raw")(e.into()))?;
+            let mut latest = tx
+                .open_table(LATEST)
+                .map_err(|e| db("opening latest")(e.into()))?;
+            let mut keys = tx
+                .open_table(BATCH_KEYS)
+                .map_err(|e| db("opening batch keys")(e.into()))?;
+            let mut added = 0u64;
+            for r in records {
+                let fresh = keys
+                    .insert((pipeline.as_str(), seq, r.key.as_str()), ())
+                    .map_err(|e| db("writing batch keys")(e.into()))?
+                    .is_none();
+                added += u64::from(fresh);
+                let encoded = encode_version(r.last_update, &r.content_hash, &r.json);
+                raw.insert((pipeline.as_str(), r.key.as_str(), seq), encoded.as_slice())
+                    .map_err(|e| db("writing raw records")(e.into()))?;
+                let pointer = encode_latest(seq, r.last_update, &r.content_hash);
+                latest
+                    .insert((pipeline.as_str(), r.key.as_str()), pointer.as_slice())
+                    .map_err(|e| db("writing latest versions")(e.into()))?;
+            }
+            Ok(Some(before + added))
+        })
+    }
+
+    /// Confirms a batch: the batch, the pipeline's cursor, data source,
+    /// schema and confirmed sequence (which makes every version the batch
+    /// recorded count as exported) change in one transaction.
+    pub fn confirm(
+        &self,
+        batch: &mut Batch,
+        jobs: Vec<String>,
+        datasource_id: &str,
+        schema: &str,
+    ) -> Result<(), StoreError> {
+        let (rows, end) = match &batch.state {
+            BatchState::Submitted { rows, end, .. } => (*rows, end.clone()),
+            other => {
+                return Err(StoreError::Transition {
+                    batch: batch.id.clone(),
+                    from: other.name(),
+                    to: "confirmed",
+                });
+            }
+        };
+        let pipeline = batch.pipeline.clone();
+        let seq = batch.seq;
+        let pulls_cursor = batch.kind == BatchKind::Incremental || batch.kind == BatchKind::Full;
+        let path = self.path.clone();
+        let tenant_path = self.path.clone();
+        let next = BatchState::Confirmed {
+            rows,
+            jobs,
+            datasource_id: datasource_id.to_owned(),
+        };
+        self.write_batch(batch, next, move |tx| {
+            let db = |e: redb::Error| StoreError::Database {
+                path: path.clone(),
+                what: "confirming".into(),
+                source: Box::new(e),
+            };
+            let mut pipes = tx.open_table(PIPELINES).map_err(|e| db(e.into()))?;
+            let mut state: PipelineState = match pipes
+                .get(pipeline.as_str())
+                .map_err(|e| db(e.into()))?
+            {
+                Some(v) => serde_json::from_slice(v.value()).map_err(|e| StoreError::Decode {
+                    path: tenant_path.clone(),
+                    table: "pipelines",
+                    key: pipeline.clone(),
+                    reason: e.to_string(),
+                })?,
+                None => PipelineState::default(),
+            };
+            if pulls_cursor && end.is_some() {
+                state.cursor = end;
+            }
+            state.confirmed_seq = state.confirmed_seq.max(seq);
+            state.datasource_id = Some(datasource_id.to_owned());
+            state.schema = Some(schema.to_owned());
+            let bytes = json(&state);
+            pipes
+                .insert(pipeline.as_str(), bytes.as_slice())
+                .map_err(|e| db(e.into()))?;
+            Ok(None)
+        })
+    }
+
+    // --------------------------------------------------------------- records
+
+    /// True unless exactly this version of the record was exported by a
+    /// confirmed batch of `pipeline` (the record index).
+    pub fn is_new(
+        &self,
+        pipeline: &str,
+        key: &str,
+        last_update: Option<i64>,
+        hash: &[u8; 32],
+        confirmed_seq: u64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
+        let Some(v) = t.get((pipeline, key)).map_err(self.err("reading latest"))? else {
+            return Ok(true);
+        };
+        let (seq, lu, h) = decode_latest(v.value()).ok_or_else(|| self.bad("latest", key))?;
+        Ok(!(seq <= confirmed_seq && lu == last_update && &h == hash))
+    }
+
+    fn bad(&self, table: &'static str, key: &str) -> StoreError {
+        StoreError::Decode {
+            path: self.path.clone(),
+            table,
+            key: key.to_owned(),
+            reason: "truncated entry".into(),
+        }
+    }
+
+    /// Up to `limit` keys of a batch after `after`, in key order.
+    pub fn batch_keys(
+        &self,
+        pipeline: &str,
+        seq: u64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx
+            .open_table(BATCH_KEYS)
+            .map_err(self.err("opening batch keys"))?;
+        let start = (pipeline, seq, after.unwrap_or(""));
+        let mut out = Vec::with_capacity(limit);
+        for entry in t.range(start..).map_err(self.err("reading batch keys"))? {
+            let (k, _) = entry.map_err(self.err("reading batch keys"))?;
+            let (p, s, key) = k.value();
+            if p != pipeline || s != seq {
+                break;
+            }
+            if after == Some(key) {
+                continue;
+            }
+            out.push(key.to_owned());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` keys with a latest version after `after`, in key order.
+    pub fn latest_keys(
+        &self,
+        pipeline: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
+        let mut out = Vec::with_capacity(limit);
+        for entry in t
+            .range((pipeline, after.unwrap_or(""))..)
+            .map_err(self.err("reading latest"))?
+        {
+            let (k, _) = entry.map_err(self.err("reading latest"))?;
+            let (p, key) = k.value();
+            if p != pipeline {
+                break;
+            }
+            if after == Some(key) {
+                continue;
+            }
+            out.push(key.to_owned());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest stored version of each key (keys without one are left
+    /// out).
+    pub fn latest_records(
+        &self,
+        pipeline: &str,
+        keys: &[String],
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let latest = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
+        let raw = tx.open_table(RAW).map_err(self.err("opening raw"))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(v) = latest
+                .get((pipeline, key.as_str()))
+                .map_err(self.err("reading latest"))?
+            else {
+                continue;
+            };
+            let (seq, _, _) = decode_latest(v.value()).ok_or_else(|| self.bad("latest", key))?;
+            let r = raw
+                .get((pipeline, key.as_str(), seq))
+                .map_err(self.err("reading raw"))?
+                .ok_or_else(|| self.bad("raw", key))?;
+            let (last_update, content_hash, json) =
+                decode_version(r.value()).ok_or_else(|| self.bad("raw", key))?;
+            out.push(StoredRecord {
+                key: key.clone(),
+                last_update,
+                content_hash,
+                json,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every stored version of a record, oldest batch first.
+    pub fn versions(&self, pipeline: &str, key: &str) -> Result<Vec<VersionInfo>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let raw = tx.open_table(RAW).map_err(self.err("opening raw"))?;
+        let mut out = Vec::new();
+        for entry in raw
+            .range((pipeline, key, 0)..=(pipeline, key, u64::MAX))
+            .map_err(self.err("reading raw"))?
+        {
+            let (k, v) = entry.map_err(self.err("reading raw"))?;
+            let (_, _, seq) = k.value();
+            let (last_update, hash, _) =
+                decode_version(v.value()).ok_or_else(|| self.bad("raw", key))?;
+            out.push(VersionInfo {
+                seq,
+                last_update,
+                content_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Stores the rejects of a batch (key → reason), replacing earlier ones
+    /// of the same keys.
+    pub fn put_rejects(
+        &self,
+        pipeline: &str,
+        seq: u64,
+        rejects: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.begin_write().map_err(self.err("writing"))?;
+        {
+            let mut t = tx
+                .open_table(REJECTS)
+                .map_err(self.err("opening rejects"))?;
+            for (key, reason) in rejects {
+                t.insert((pipeline, seq, key.as_str()), reason.as_str())
+                    .map_err(self.err("writing rejects"))?;
+            }
+        }
+        tx.commit().map_err(self.err("committing rejects"))
+    }
+
+    /// The rejects of a batch.
+    pub fn rejects(&self, pipeline: &str, seq: u64) -> Result<Vec<(String, String)>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx
+            .open_table(REJECTS)
+            .map_err(self.err("opening rejects"))?;
+        let mut out = Vec::new();
+        for entry in t
+            .range((pipeline, seq, "")..)
+            .map_err(self.err("reading rejects"))?
+        {
+            let (k, v) = entry.map_err(self.err("reading rejects"))?;
+            let (p, s, key) = k.value();
+            if p != pipeline || s != seq {
+                break;
+            }
+            out.push((key.to_owned(), v.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------- reference
+
+    /// Replaces a reference dataset in one transaction.
+    pub fn replace_dataset(
+        &self,
+        dataset: &str,
+        records: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(self.err("writing"))?;
+        {
+            let mut t = tx
+                .open_table(REFERENCE)
+                .map_err(self.err("opening reference"))?;
+            let old: Vec<String> = {
+                let mut keys = Vec::new();
+                for entry in t
+                    .range((dataset, "")..)
+                    .map_err(self.err("reading reference"))?
+                {
+                    let (k, _) = entry.map_err(self.err("reading reference"))?;
+                    let (d, key) = k.value();
+                    if d != dataset {
+                        break;
+                    }
+                    keys.push(key.to_owned());
+                }
+                keys
+            };
+            for key in &old {
+                t.remove((dataset, key.as_str()))
+                    .map_err(self.err("writing reference"))?;
+            }
+            for (key, json) in records {
+                t.insert((dataset, key.as_str()), json.as_str())
+                    .map_err(self.err("writing reference"))?;
+            }
+        }
+        tx.commit().map_err(self.err("committing reference data"))
+    }
+
+    /// One reference record.
+    pub fn lookup(&self, dataset: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx
+            .open_table(REFERENCE)
+            .map_err(self.err("opening reference"))?;
+        Ok(t.get((dataset, key))
+            .map_err(self.err("reading reference"))?
+            .map(|v| v.value().to_owned()))
+    }
+}
+
+/// Reads an existing file's schema version without writing to it, so a
+/// file of a newer ml-connector is refused exactly as it was.
+fn check_schema_read_only(path: &Path) -> Result<(), StoreError> {
+    let db = redb::Builder::new()
+        .open_read_only(path)
+        .map_err(|e| open_error(path, e))?;
+    let db_err = |e: redb::Error| StoreError::Database {
+        path: path.to_path_buf(),
+        what: "reading the schema version".into(),
+        source: Box::new(e),
+    };
+    let tx = db.begin_read().map_err(|e| db_err(e.into()))?;
+    let meta = match tx.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(db_err(e.into())),
+    };
+    let Some(v) = meta.get(SCHEMA_KEY).map_err(|e| db_err(e.into()))? else {
+        return Ok(());
+    };
+    let found = <[u8; 4]>::try_from(v.value())
+        .map(u32::from_le_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "schema version is not 4 bytes".into(),
+        })?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+            path: path.to_path_buf(),
+        },
+        other => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn change(state: &BatchState) -> Change {
+    Change {
+        at: crate::now_rfc3339(),
+        state: state.name().to_owned(),
+        error: match state {
+            BatchState::Failed { error, .. } => Some(error.clone()),
+            _ => None,
+        },
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our own plain data types always serialize.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// A version: flag (1 = has a timestamp), timestamp, hash, lz4 of the JSON.
+fn encode_version(last_update: Option<i64>, hash: &[u8; 32], json: &str) -> Vec<u8> {
+    let compressed = lz4_flex::compress_prepend_size(json.as_bytes());
+    let mut out = Vec::with_capacity(41 + compressed.len());
+    out.push(u8::from(last_update.is_some()));
+    out.extend_from_slice(&last_update.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(hash);
+    out.extend_from_slice(&compressed);
+    out
+}
+
+fn decode_version(bytes: &[u8]) -> Option<(Option<i64>, [u8; 32], String)> {
+    let flag = *bytes.first()?;
+    let lu = i64::from_le_bytes(bytes.get(1..9)?.try_into().ok()?);
+    let hash: [u8; 32] = bytes.get(9..41)?.try_into().ok()?;
+    let json = lz4_flex::decompress_size_prepended(bytes.get(41..)?).ok()?;
+    Some((
+        (flag == 1).then_some(lu),
+        hash,
+        String::from_utf8(json).ok()?,
+    ))
+}
+
+/// Latest pointer: seq, flag, timestamp, hash.
+fn encode_latest(seq: u64, last_update: Option<i64>, hash: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(49);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.push(u8::from(last_update.is_some()));
+    out.extend_from_slice(&last_update.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(hash);
+    out
+}
+
+fn decode_latest(bytes: &[u8]) -> Option<(u64, Option<i64>, [u8; 32])> {
+    let seq = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+    let flag = *bytes.get(8)?;
+    let lu = i64::from_le_bytes(bytes.get(9..17)?.try_into().ok()?);
+    let hash: [u8; 32] = bytes.get(17..49)?.try_into().ok()?;
+    Some((seq, (flag == 1).then_some(lu), hash))
+}

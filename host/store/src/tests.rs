@@ -1,0 +1,311 @@
+//! The store's own tests: secrets, the journal, records and the file.
+
+use mlc_common::Secret;
+
+use crate::*;
+
+fn key(byte: u8) -> MasterKey {
+    MasterKey::from_bytes([byte; 32])
+}
+
+fn record(key: &str, lu: i64, body: &str) -> StoredRecord {
+    StoredRecord {
+        key: key.into(),
+        last_update: Some(lu),
+        content_hash: [lu as u8; 32],
+        json: format!(r#"{{"Id":{key},"Body":"{body}"}}"#),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> TenantStore {
+    TenantStore::open(&dir.path().join("acme.redb"), "acme").unwrap()
+}
+
+#[test]
+fn secrets_are_sealed_in_the_file_and_open_with_their_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("acme.redb");
+    {
+        let store = TenantStore::open(&path, "acme").unwrap();
+        store
+            .set_secret(&key(1), "pat", &Secret::new("s3cr3t-value-123"))
+            .unwrap();
+        assert_eq!(store.secret_names().unwrap(), vec!["pat".to_owned()]);
+        assert_eq!(
+            store.secret(&key(1), "pat").unwrap().expose(),
+            "s3cr3t-value-123"
+        );
+        let err = store.secret(&key(2), "pat").unwrap_err();
+        assert!(err.to_string().contains(MASTER_KEY_ENV), "{err}");
+        assert!(matches!(
+            store.secret(&key(1), "absent"),
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        !bytes.windows(16).any(|w| w == b"s3cr3t-value-123"),
+        "the secret is in the store file in clear"
+    );
+}
+
+#[test]
+fn rotation_reseals_every_secret_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for name in ["a", "b"] {
+        store
+            .set_secret(&key(1), name, &Secret::new(format!("value-{name}")))
+            .unwrap();
+    }
+    assert_eq!(store.reseal(&key(1), &key(2)).unwrap(), 2);
+    // Run again (an interrupted rotation): nothing left to do.
+    assert_eq!(store.reseal(&key(1), &key(2)).unwrap(), 0);
+    assert_eq!(store.secret(&key(2), "b").unwrap().expose(), "value-b");
+    assert!(store.secret(&key(1), "a").is_err());
+}
+
+#[test]
+fn a_second_open_of_one_file_is_refused_as_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(&dir);
+    let err = TenantStore::open(&dir.path().join("acme.redb"), "acme").unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+}
+
+#[test]
+fn garbage_is_refused_as_corrupt_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("acme.redb");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    let err = TenantStore::open(&path, "acme").unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(
+        std::fs::read(&path).unwrap() == vec![0x42u8; 8192],
+        "the file changed"
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused_without_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("acme.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+                .unwrap();
+            meta.insert("schema_version", 99u32.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = TenantStore::open(&path, "acme").unwrap_err();
+    assert!(
+        matches!(err, StoreError::NewerSchema { found: 99, .. }),
+        "{err:?}"
+    );
+    assert!(std::fs::read(&path).unwrap() == before, "the file changed");
+}
+
+#[test]
+fn a_batch_records_pages_and_confirms_in_one_step_with_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut batch = store.create_batch("inv", BatchKind::Full, &[]).unwrap();
+    assert_eq!(batch.seq, 1);
+    assert!(batch.id.starts_with("acme.inv."), "{}", batch.id);
+    let pos = |lu: i64, k: &str| Position {
+        last_update: lu,
+        key: k.into(),
+    };
+    store
+        .record_page(
+            &mut batch,
+            &[record("1", 10, "a"), record("2", 11, "b")],
+            Some(pos(11, "2")),
+        )
+        .unwrap();
+    // A page read again after a resume records nothing twice.
+    store
+        .record_page(
+            &mut batch,
+            &[record("2", 11, "b"), record("3", 12, "c")],
+            Some(pos(12, "3")),
+        )
+        .unwrap();
+    assert_eq!(batch.records, 3);
+    assert_eq!(
+        store.batch_keys("inv", 1, None, 10).unwrap(),
+        vec!["1", "2", "3"]
+    );
+    assert_eq!(store.batch_keys("inv", 1, Some("1"), 1).unwrap(), vec!["2"]);
+    // Not exported before confirmation.
+    assert!(store.is_new("inv", "1", Some(10), &[10; 32], 0).unwrap());
+
+    let end = Some(pos(12, "3"));
+    store
+        .transition(&mut batch, BatchState::Pulled { end: end.clone() })
+        .unwrap();
+    assert!(
+        store
+            .record_page(&mut batch, &[record("4", 13, "d")], None)
+            .is_err(),
+        "a pulled batch took another page"
+    );
+    store
+        .transition(
+            &mut batch,
+            BatchState::Submitted {
+                end: end.clone(),
+                rows: 3,
+                extract: "x.hyper".into(),
+                request_ids: vec![],
+                jobs: vec![],
+            },
+        )
+        .unwrap();
+    store
+        .confirm(&mut batch, vec!["job-1".into()], "ds-1", "{}")
+        .unwrap();
+    let state = store.pipeline("inv").unwrap();
+    assert_eq!(state.cursor, end);
+    assert_eq!(state.confirmed_seq, 1);
+    assert_eq!(state.datasource_id.as_deref(), Some("ds-1"));
+    assert!(!store.is_new("inv", "1", Some(10), &[10; 32], 1).unwrap());
+    assert!(store.is_new("inv", "1", Some(20), &[20; 32], 1).unwrap());
+    assert!(store.open_batch("inv").unwrap().is_none());
+    assert!(
+        store
+            .transition(&mut batch, BatchState::Pulled { end: None })
+            .is_err(),
+        "a confirmed batch moved"
+    );
+    let history: Vec<&str> = batch.history.iter().map(|c| c.state.as_str()).collect();
+    assert_eq!(history, ["pulling", "pulled", "submitted", "confirmed"]);
+}
+
+#[test]
+fn latest_versions_win_and_every_version_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut first = store
+        .create_batch("inv", BatchKind::Incremental, &[])
+        .unwrap();
+    store
+        .record_page(&mut first, &[record("7", 10, "old")], None)
+        .unwrap();
+    let mut second = store
+        .create_batch("inv", BatchKind::Incremental, &[])
+        .unwrap();
+    assert_eq!(second.seq, 2, "sequence numbers are never reused");
+    store
+        .record_page(&mut second, &[record("7", 20, "new")], None)
+        .unwrap();
+    let latest = store
+        .latest_records("inv", &["7".into(), "8".into()])
+        .unwrap();
+    assert_eq!(latest.len(), 1);
+    assert!(latest[0].json.contains("new"), "{}", latest[0].json);
+    let versions = store.versions("inv", "7").unwrap();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.seq, v.last_update))
+            .collect::<Vec<_>>(),
+        vec![(1, Some(10)), (2, Some(20))]
+    );
+    assert_eq!(store.latest_keys("inv", None, 10).unwrap(), vec!["7"]);
+    // A replay copies its key set and starts pulled.
+    let replay = store
+        .create_batch("inv", BatchKind::Replay { of: 1 }, &["7".into()])
+        .unwrap();
+    assert_eq!(replay.state, BatchState::Pulled { end: None });
+    assert_eq!(
+        store.batch_keys("inv", replay.seq, None, 10).unwrap(),
+        vec!["7"]
+    );
+}
+
+#[test]
+fn a_failed_batch_keeps_where_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut batch = store
+        .create_batch("inv", BatchKind::Incremental, &[])
+        .unwrap();
+    store
+        .transition(&mut batch, BatchState::Pulled { end: None })
+        .unwrap();
+    store.fail(&mut batch, "Tableau said no", true).unwrap();
+    store
+        .fail(&mut batch, "Tableau said no again", false)
+        .unwrap();
+    let stored = store.batch("inv", batch.seq).unwrap();
+    assert_eq!((stored.failures, stored.failed_jobs), (2, 1));
+    match &stored.state {
+        BatchState::Failed { error, resume } => {
+            assert_eq!(error, "Tableau said no again");
+            assert_eq!(**resume, BatchState::Pulled { end: None });
+        }
+        other => panic!("not failed: {other:?}"),
+    }
+    assert_eq!(
+        store.open_batch("inv").unwrap().map(|b| b.seq),
+        Some(batch.seq)
+    );
+    store
+        .put_rejects("inv", batch.seq, &[("9".into(), "bad date".into())])
+        .unwrap();
+    assert_eq!(
+        store.rejects("inv", batch.seq).unwrap(),
+        vec![("9".to_owned(), "bad date".to_owned())]
+    );
+}
+
+#[test]
+fn reference_datasets_are_replaced_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store
+        .replace_dataset(
+            "suppliers",
+            &[("A".into(), "{\"n\":1}".into()), ("B".into(), "{}".into())],
+        )
+        .unwrap();
+    store
+        .replace_dataset("suppliers", &[("B".into(), "{\"n\":2}".into())])
+        .unwrap();
+    assert_eq!(store.lookup("suppliers", "A").unwrap(), None);
+    assert_eq!(
+        store.lookup("suppliers", "B").unwrap().as_deref(),
+        Some("{\"n\":2}")
+    );
+}
+
+#[test]
+fn state_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = open(&dir);
+        store.put_definition("id = \"acme\"").unwrap();
+        store.set_paused("inv", true).unwrap();
+        store.create_batch("inv", BatchKind::Full, &[]).unwrap().id
+    };
+    let store = open(&dir);
+    assert_eq!(
+        store.definition().unwrap().as_deref(),
+        Some("id = \"acme\"")
+    );
+    assert!(store.pipeline("inv").unwrap().paused);
+    let next = store.create_batch("inv", BatchKind::Full, &[]).unwrap();
+    assert_eq!(next.seq, 2);
+    // The instance part of the id is kept with the file.
+    assert_eq!(
+        id.rsplit_once('.').map(|p| p.0),
+        next.id.rsplit_once('.').map(|p| p.0)
+    );
+}
