@@ -328,3 +328,139 @@ async fn a_large_change_set_is_spread_over_capped_batches() {
     assert_eq!(sizes[3], 0, "rows per capped batch: {sizes:?}");
     assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
 }
+
+// ------------------------------------------------------- durable cycles
+
+fn durable_spec() -> PipelineSpec {
+    PipelineSpec {
+        tenant: TENANT.into(),
+        name: "invoices".into(),
+        resource: ResourceSpec::invoices(),
+        plugin: "invoices".into(),
+        datasource: DATASOURCE.into(),
+        max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
+    }
+}
+
+/// Opens the tenant's store file, as a restarted process would.
+fn reopen(path: &std::path::Path) -> Arc<mlc_store::TenantStore> {
+    Arc::new(mlc_store::TenantStore::open(path, TENANT).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_cycles_survive_restarts_and_keep_tableau_equal_to_oracle() {
+    let w = world(150).await;
+    let path = w._dir.path().join("acme.redb");
+    let spec = durable_spec();
+
+    let store = reopen(&path);
+    let first = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
+        .await
+        .unwrap();
+    assert!(
+        matches!(first.action, CycleAction::Published { .. }),
+        "{first:?}"
+    );
+    assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
+    let cursor = store.pipeline("invoices").unwrap().cursor;
+    assert!(cursor.is_some(), "a confirmed full load sets the cursor");
+    drop(store);
+
+    // A restart: the store file alone carries the pipeline on.
+    w.oracle.mutate(9, 3);
+    let store = reopen(&path);
+    let second = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
+        .await
+        .unwrap();
+    let CycleAction::Upserted { request_ids, .. } = &second.action else {
+        panic!("the second cycle must upsert: {second:?}");
+    };
+    assert_eq!(request_ids, &vec![second.batch_id.clone()]);
+    assert_ne!(
+        first.batch_id, second.batch_id,
+        "batch ids are never reused"
+    );
+    assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
+    drop(store);
+
+    // Nothing changed: the batch is empty, nothing goes to Tableau.
+    let store = reopen(&path);
+    let third = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
+        .await
+        .unwrap();
+    assert_eq!(third.action, CycleAction::NothingNew, "{third:?}");
+    assert_eq!(third.records, 0, "{third:?}");
+    let batches = store.batches("invoices").unwrap();
+    assert_eq!(batches.len(), 3);
+    assert!(
+        batches.iter().all(|b| b.state.is_final()),
+        "{:?}",
+        batches.iter().map(|b| b.state.name()).collect::<Vec<_>>()
+    );
+    // Every version seen is kept with the batch that carried it.
+    let changed = batches[1].records;
+    assert!(changed > 0, "the second batch recorded nothing");
+    let key = store
+        .batch_keys("invoices", batches[1].seq, None, 1)
+        .unwrap();
+    let versions = store.versions("invoices", &key[0]).unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.seq).collect::<Vec<_>>(),
+        vec![batches[0].seq, batches[1].seq],
+        "{versions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_durable_batch_resumes_from_the_store_without_pulling_again() {
+    let w = world(60).await;
+    let path = w._dir.path().join("acme.redb");
+    let spec = durable_spec();
+    let store = reopen(&path);
+    mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
+        .await
+        .unwrap();
+
+    w.oracle.mutate(4, 2);
+    w.tableau
+        .faults()
+        .fail_next_job("simulated backend failure");
+    let error = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
+        .await
+        .unwrap_err();
+    let open = store
+        .open_batch("invoices")
+        .unwrap()
+        .expect("a failed batch stays open");
+    let mlc_store::BatchState::Failed {
+        error: text,
+        resume,
+    } = &open.state
+    else {
+        panic!("not failed: {:?}", open.state);
+    };
+    assert!(
+        text.contains("simulated backend failure"),
+        "the job's notes must be kept with the batch: {text} ({error})"
+    );
+    assert_eq!(resume.name(), "submitted", "{resume:?}");
+    assert_eq!(open.failed_jobs, 1);
+    let cursor_before = store.pipeline("invoices").unwrap().cursor;
+    drop(store);
+
+    // Restart: the batch resumes from the store and is not read from Oracle
+    // again (no request to Oracle at all), with fresh RequestIDs after the
+    // failed job.
+    let store = reopen(&path);
+    let retry = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
+        .await
+        .unwrap();
+    assert_eq!(retry.batch_id, open.id);
+    assert_eq!(retry.oracle_requests, 0, "{retry:?}");
+    let CycleAction::Upserted { request_ids, .. } = &retry.action else {
+        panic!("the retry must upsert: {retry:?}");
+    };
+    assert_eq!(request_ids, &vec![format!("{}.a1", open.id)]);
+    assert_ne!(store.pipeline("invoices").unwrap().cursor, cursor_before);
+    assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
+}

@@ -60,6 +60,15 @@ pub enum SyncError {
         /// What went wrong.
         reason: String,
     },
+    /// The store failed.
+    #[error("pipeline {pipeline}: the store failed")]
+    Store {
+        /// `tenant/name`.
+        pipeline: String,
+        /// The store's error.
+        #[source]
+        source: mlc_store::StoreError,
+    },
     /// A local file operation failed.
     #[error("pipeline {pipeline}: {what}")]
     Io {

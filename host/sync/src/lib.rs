@@ -15,10 +15,12 @@
 #![warn(missing_docs)]
 
 mod error;
+mod journal;
 mod pipeline;
 mod reference;
 
 pub use error::SyncError;
+pub use journal::run_durable_cycle;
 pub use pipeline::{
     Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, Pipeline, PipelineSpec,
 };
