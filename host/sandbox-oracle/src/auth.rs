@@ -8,7 +8,7 @@
 //! code flow's scope includes `offline_access`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,10 +28,12 @@ const CODE_TTL: Duration = Duration::from_secs(600);
 /// The scope that asks for a refresh token in the code flow.
 const OFFLINE_ACCESS: &str = "offline_access";
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct TokenInfo {
     expires: Instant,
     generation: u64,
+    /// The OAuth client the token was issued to (throttling is per client).
+    client: Arc<str>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +76,7 @@ impl TokenProblem {
 /// Clients, tokens, codes.
 #[derive(Debug)]
 pub(crate) struct Auth {
-    client_id: String,
+    client_id: Arc<str>,
     client_secret: Secret,
     scope: String,
     ttl: Mutex<Duration>,
@@ -104,7 +106,7 @@ impl Auth {
         ttl: Duration,
     ) -> Self {
         Self {
-            client_id,
+            client_id: client_id.into(),
             client_secret,
             scope,
             ttl: Mutex::new(ttl),
@@ -154,8 +156,9 @@ impl Auth {
         }
     }
 
-    /// Checks an `Authorization` header value.
-    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), TokenProblem> {
+    /// Checks an `Authorization` header value; returns the OAuth client id
+    /// the token was issued to.
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<Arc<str>, TokenProblem> {
         let value = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -167,7 +170,7 @@ impl Auth {
             .trim();
         let info = lock(&self.tokens)
             .get(token)
-            .copied()
+            .cloned()
             .ok_or(TokenProblem::Unknown)?;
         if info.generation != self.generation.load(Ordering::SeqCst) {
             return Err(TokenProblem::Revoked);
@@ -175,7 +178,7 @@ impl Auth {
         if Instant::now() >= info.expires {
             return Err(TokenProblem::Expired);
         }
-        Ok(())
+        Ok(info.client)
     }
 
     fn issue(&self, scope: &str) -> (String, u64) {
@@ -185,8 +188,8 @@ impl Auth {
             .map_or(0, |d| d.as_secs());
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT","kid":"SIGNING_KEY"}"#);
         let claims = serde_json::json!({
-            "sub": self.client_id,
-            "client_id": self.client_id,
+            "sub": &*self.client_id,
+            "client_id": &*self.client_id,
             "scope": scope,
             "iss": "https://identity.oraclecloud.com/",
             "iat": now,
@@ -204,6 +207,7 @@ impl Auth {
             TokenInfo {
                 expires: Instant::now() + ttl,
                 generation,
+                client: Arc::clone(&self.client_id),
             },
         );
         (token, ttl.as_secs())
@@ -219,7 +223,7 @@ impl Auth {
     }
 
     fn client_ok(&self, id: &str, secret: &str) -> bool {
-        id == self.client_id && secret == self.client_secret.expose()
+        id == &*self.client_id && secret == self.client_secret.expose()
     }
 }
 
@@ -378,7 +382,7 @@ pub(crate) async fn authorize(
 ) -> Response {
     let auth = &shared.auth;
     let client_id = params.get("client_id").map(String::as_str).unwrap_or("");
-    if client_id != auth.client_id {
+    if client_id != &*auth.client_id {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_client",
@@ -467,7 +471,7 @@ mod tests {
         let (t, ttl) = a.issue(a.scope());
         assert_eq!(ttl, 3600);
         assert!(t.starts_with("eyJ"), "{t}");
-        assert_eq!(a.check(&bearer(&t)), Ok(()));
+        assert_eq!(a.check(&bearer(&t)).as_deref(), Ok("client"));
         a.expire_all();
         assert_eq!(a.check(&bearer(&t)), Err(TokenProblem::Expired));
         let (t2, _) = a.issue(a.scope());

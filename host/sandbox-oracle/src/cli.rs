@@ -1,5 +1,6 @@
 //! `ml-connector sandbox oracle`: flags, the one-line JSON start message,
-//! and serving until SIGINT/SIGTERM.
+//! and serving until SIGINT/SIGTERM. Durations are written with a unit:
+//! `250ms`, `1s`, `1.5s`, `800us`, `2m` (a bare `0` is zero).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -63,6 +64,27 @@ pub struct OracleSandboxArgs {
     /// Delay every resource response by this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub slow_ms: u64,
+    /// Latency model: every resource answer takes at least this long
+    /// (e.g. 1s; a Fusion pod answers a 499-row page in a second or more).
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    pub latency: Duration,
+    /// Latency model: added per record returned (e.g. 1ms).
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    pub latency_per_record: Duration,
+    /// Latency model: added per expanded child row (e.g. 200us).
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    pub latency_per_child: Duration,
+    /// Throttling: resource requests in flight at once per OAuth client;
+    /// more answer 429 (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_in_flight: u32,
+    /// Throttling: resource requests per OAuth client in any 60 seconds;
+    /// more answer 429 (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub requests_per_minute: u32,
+    /// Retry-After seconds of a 429 for too many requests in flight.
+    #[arg(long, default_value_t = 1)]
+    pub throttle_retry_after: u64,
     /// Drop the connection mid-response on every nth resource request.
     #[arg(long, default_value_t = 0)]
     pub drop_every: u64,
@@ -92,12 +114,58 @@ impl OracleSandboxArgs {
             error_every: self.error_every,
             error_status: self.error_status,
             slow: Duration::from_millis(self.slow_ms),
+            latency: self.latency,
+            latency_per_record: self.latency_per_record,
+            latency_per_child: self.latency_per_child,
+            max_in_flight_per_client: self.max_in_flight,
+            requests_per_minute_per_client: self.requests_per_minute,
+            throttle_retry_after_secs: self.throttle_retry_after,
             drop_every: self.drop_every,
             revoke_every: (self.revoke_tokens_every > 0)
                 .then(|| Duration::from_secs(self.revoke_tokens_every)),
             ..SandboxConfig::default()
         }
     }
+}
+
+/// A duration flag that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a number followed by a unit.
+    #[error("{0:?} is not a duration: write a number and a unit (ns, us, ms, s, m), e.g. 250ms")]
+    Syntax(String),
+    /// Too long to represent.
+    #[error("{0:?} is too long")]
+    Overflow(String),
+}
+
+/// Reads `250ms`, `1s`, `1.5s`, `800us` (or `µs`), `100ns`, `2m`; a bare
+/// `0` is zero.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| DurationError::Syntax(text.to_owned()))?;
+    let (number, unit) = t.split_at(split);
+    let nanos_per_unit: f64 = match unit.trim() {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" | "min" => 60e9,
+        _ => return Err(DurationError::Syntax(text.to_owned())),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| DurationError::Syntax(text.to_owned()))?;
+    let nanos = (value * nanos_per_unit).round();
+    if !nanos.is_finite() || nanos > u64::MAX as f64 {
+        return Err(DurationError::Overflow(text.to_owned()));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
 /// The start line: where to connect and with which credentials.
@@ -187,6 +255,18 @@ mod tests {
             "250",
             "--drop-every",
             "11",
+            "--latency",
+            "1s",
+            "--latency-per-record",
+            "1ms",
+            "--latency-per-child",
+            "250us",
+            "--max-in-flight",
+            "8",
+            "--requests-per-minute",
+            "600",
+            "--throttle-retry-after",
+            "2",
             "--revoke-tokens-every",
             "30",
         ])
@@ -202,6 +282,22 @@ mod tests {
         assert_eq!((c.error_every, c.error_status), (7, 504));
         assert_eq!(c.slow, Duration::from_millis(250));
         assert_eq!(c.drop_every, 11);
+        assert_eq!(
+            (c.latency, c.latency_per_record, c.latency_per_child),
+            (
+                Duration::from_secs(1),
+                Duration::from_millis(1),
+                Duration::from_micros(250)
+            )
+        );
+        assert_eq!(
+            (
+                c.max_in_flight_per_client,
+                c.requests_per_minute_per_client,
+                c.throttle_retry_after_secs
+            ),
+            (8, 600, 2)
+        );
         assert_eq!(c.revoke_every, Some(Duration::from_secs(30)));
         assert!(c.client_secret.is_none(), "random secret unless given");
 
@@ -214,5 +310,38 @@ mod tests {
         assert_eq!(defaults.listen.port(), 0);
         assert_eq!(defaults.token_ttl, Duration::from_secs(3600));
         assert_eq!(defaults.revoke_every, None);
+        assert_eq!(defaults.latency, Duration::ZERO, "no latency by default");
+        assert_eq!(defaults.latency_per_record, Duration::ZERO);
+        assert_eq!(defaults.latency_per_child, Duration::ZERO);
+        assert_eq!(defaults.max_in_flight_per_client, 0, "no throttling");
+        assert_eq!(defaults.requests_per_minute_per_client, 0);
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        let ok = |t: &str| parse_duration(t).unwrap();
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("0ms"), Duration::ZERO);
+        assert_eq!(ok("1s"), Duration::from_secs(1));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("250ms"), Duration::from_millis(250));
+        assert_eq!(ok("800us"), Duration::from_micros(800));
+        assert_eq!(ok("800µs"), Duration::from_micros(800));
+        assert_eq!(ok("100ns"), Duration::from_nanos(100));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        for bad in ["", "5", "ms", "1 parsec", "1.2.3s", "-1s"] {
+            assert!(
+                matches!(parse_duration(bad), Err(DurationError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse_duration("1e400s"),
+            Err(DurationError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse_duration("99999999999999999999999m"),
+            Err(DurationError::Overflow(_))
+        ));
     }
 }

@@ -1,6 +1,7 @@
-//! Live behaviour switches: injected failures, slowness, dropped
-//! connections, and the rates of background changes. Every switch can be
-//! set at start (CLI flags) and changed while the sandbox runs (tests).
+//! Live behaviour switches: injected failures, slowness, the latency
+//! model, throttling limits, dropped connections, and the rates of
+//! background changes. Every switch can be set at start (CLI flags) and
+//! changed while the sandbox runs (tests).
 //!
 //! Faults apply to resource requests under `/fscmRestApi`, not to the
 //! token endpoint, so a test can make data requests fail while tokens keep
@@ -8,6 +9,8 @@
 
 use std::sync::Mutex;
 use std::time::Duration;
+
+use crate::throttle::{Gate, Latency, Throttling};
 
 /// What to do to one incoming resource request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +38,7 @@ struct State {
     malformed_next: u32,
     wrong_envelope_next: u32,
     slow: Duration,
+    latency: Latency,
     mutate_between_pages: u32,
     fail_every: Option<(u64, u16)>,
     rate_limit_every: Option<(u64, u64)>,
@@ -50,6 +54,7 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Faults {
     state: Mutex<State>,
+    gate: Gate,
 }
 
 impl Faults {
@@ -76,6 +81,31 @@ impl Faults {
     /// Delays every resource response by `delay` (zero turns it off).
     pub fn slow(&self, delay: Duration) {
         self.lock().slow = delay;
+    }
+
+    /// The latency model of resource answers from now on
+    /// (`Latency::default()` turns it off). Each request sleeps on the
+    /// runtime's timer, never holding a thread, so slow answers do not
+    /// delay each other.
+    pub fn set_latency(&self, latency: Latency) {
+        self.lock().latency = latency;
+    }
+
+    /// The latency model in force.
+    pub fn latency(&self) -> Latency {
+        self.lock().latency
+    }
+
+    /// Throttling limits per OAuth client from now on
+    /// (`Throttling::default()` turns throttling off); the counters of
+    /// [`crate::OracleSandbox::stats`] are kept.
+    pub fn set_throttling(&self, limits: Throttling) {
+        self.gate.set_limits(limits);
+    }
+
+    /// The throttling limits in force.
+    pub fn throttling(&self) -> Throttling {
+        self.gate.limits()
     }
 
     /// The next `count` resource requests get a 200 whose body stops
@@ -139,9 +169,16 @@ impl Faults {
         self.lock().late_commit_secs = secs;
     }
 
-    /// Turns every switch off.
+    /// Turns every switch off (latency and throttling too; the counters
+    /// of [`crate::OracleSandbox::stats`] are kept).
     pub fn clear(&self) {
         *self.lock() = State::default();
+        self.gate.set_limits(Throttling::default());
+    }
+
+    /// The throttle and its counters.
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     /// Decides the fate of one incoming resource request.

@@ -8,6 +8,8 @@
 //! journal lines book to existing combinations and balance per header;
 //! every combination's segment values exist in their value sets.
 
+use std::borrow::Cow;
+
 use mlc_common::time::days_from_civil;
 
 use crate::model::{Rec, V};
@@ -223,6 +225,71 @@ const ITEMS: [&str; 8] = [
     "Software license",
 ];
 
+/// Where the attributes of one generated row go, in wire order: a
+/// [`Rec`], or JSON text written at once (`render`'s fast path, which
+/// never builds the record).
+pub(crate) trait Row {
+    /// One attribute.
+    fn push(&mut self, field: (&'static str, V));
+
+    /// Several attributes, in order.
+    fn fields<const N: usize>(&mut self, fields: [(&'static str, V); N]) {
+        for f in fields {
+            self.push(f);
+        }
+    }
+}
+
+impl Row for Rec {
+    fn push(&mut self, field: (&'static str, V)) {
+        Vec::push(self, field);
+    }
+}
+
+/// Where the rows of a child collection go, one after the other.
+pub(crate) trait Rows {
+    /// A row's destination.
+    type Row: Row + ?Sized;
+
+    /// Starts the next row.
+    fn row(&mut self) -> &mut Self::Row;
+}
+
+impl Rows for Vec<Rec> {
+    type Row = Rec;
+
+    fn row(&mut self) -> &mut Rec {
+        self.push(Vec::with_capacity(16));
+        let last = self.len() - 1;
+        &mut self[last]
+    }
+}
+
+/// The integer attributes of a parent row (grandchildren are generated
+/// from their parent's keys).
+pub(crate) trait Fields {
+    /// The integer attribute `name`, if there is one.
+    fn int(&self, name: &str) -> Option<i64>;
+}
+
+impl Fields for Rec {
+    fn int(&self, name: &str) -> Option<i64> {
+        match crate::model::get(self, name) {
+            Some(V::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+/// The most account combinations a sandbox has.
+const MAX_COMBINATIONS: u64 = 20_000;
+
+/// `entity-department-account-subAccount-location` of every combination
+/// any sandbox can have (they do not depend on the seed), built once per
+/// process on first use: invoices and journals name them on every record,
+/// borrowed, never copied.
+static COMBINATIONS: std::sync::OnceLock<Box<[String]>> = std::sync::OnceLock::new();
+
 /// Record counts, all derived from the number of invoices.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sizes {
@@ -252,7 +319,7 @@ impl Sizes {
             purchase_orders: (invoices / 4).max(3),
             receivables: (invoices / 2).max(3),
             batches: (invoices / 10).max(3),
-            combinations: (invoices / 10).clamp(50, 20_000),
+            combinations: (invoices / 10).clamp(50, MAX_COMBINATIONS),
         }
     }
 }
@@ -275,10 +342,6 @@ pub(crate) struct Gen {
     seed: u64,
     sizes: Sizes,
     same_ts: u64,
-    /// `entity-department-account-subAccount-location` of every
-    /// combination, built once (invoices and journals name them on every
-    /// record).
-    combos: std::sync::Arc<[String]>,
 }
 
 impl std::fmt::Debug for Gen {
@@ -337,6 +400,28 @@ fn period_name(days: i32) -> String {
     )
 }
 
+/// Appends the decimal digits of `n`, zero-padded to `width` (what
+/// `format!("{n:0width$}")` writes, without the formatting machinery:
+/// every invoice names a few numbers).
+fn push_number(text: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for _ in digits.len() - at..width {
+        text.push('0');
+    }
+    for &d in &digits[at..] {
+        text.push(char::from(d));
+    }
+}
+
 fn dec(cents: i64) -> V {
     V::cents(cents)
 }
@@ -354,14 +439,10 @@ impl Gen {
     /// A generator for `seed` with `sizes`; `same_ts` records share each
     /// base timestamp (1 = every record its own).
     pub(crate) fn new(seed: u64, sizes: Sizes, same_ts: u64) -> Self {
-        let combos = (0..sizes.combinations)
-            .map(Self::build_combination_string)
-            .collect();
         Self {
             seed,
             sizes,
             same_ts: same_ts.max(1),
-            combos,
         }
     }
 
@@ -498,15 +579,24 @@ impl Gen {
         let b = NAME_B[((s / 16) % 12) as usize];
         let c = NAME_C[((s / 192) % 4) as usize];
         let round = s / 768;
-        if round == 0 {
-            format!("{a} {b} {c}")
-        } else {
-            format!("{a} {b} {c} {}", round + 1)
+        let mut name = String::with_capacity(a.len() + b.len() + c.len() + 24);
+        for (i, part) in [a, b, c].into_iter().enumerate() {
+            if i > 0 {
+                name.push(' ');
+            }
+            name.push_str(part);
         }
+        if round > 0 {
+            name.push(' ');
+            push_number(&mut name, round + 1, 0);
+        }
+        name
     }
 
     fn supplier_number(s: u64) -> String {
-        (1000 + s).to_string()
+        let mut number = String::with_capacity(20);
+        push_number(&mut number, 1000 + s, 0);
+        number
     }
 
     fn supplier_site_count(&self, s: u64) -> u64 {
@@ -515,7 +605,12 @@ impl Gen {
 
     fn site_name(s: u64, k: u64) -> String {
         const SITES: [&str; 3] = ["US1 MAIN", "US1 REMIT", "UK1 MAIN"];
-        format!("{} {}", SITES[(k % 3) as usize], 1000 + s)
+        let site = SITES[(k % 3) as usize];
+        let mut name = String::with_capacity(site.len() + 21);
+        name.push_str(site);
+        name.push(' ');
+        push_number(&mut name, 1000 + s, 0);
+        name
     }
 
     fn combination(c: u64) -> Combination {
@@ -632,10 +727,15 @@ impl Gen {
     }
 
     /// `entity-department-account-subAccount-location` of combination `c`.
-    pub(crate) fn combination_string(&self, c: u64) -> String {
-        match usize::try_from(c).ok().and_then(|i| self.combos.get(i)) {
-            Some(s) => s.clone(),
-            None => Self::build_combination_string(c),
+    pub(crate) fn combination_string(&self, c: u64) -> Cow<'static, str> {
+        let all = COMBINATIONS.get_or_init(|| {
+            (0..MAX_COMBINATIONS)
+                .map(Self::build_combination_string)
+                .collect()
+        });
+        match usize::try_from(c).ok().and_then(|i| all.get(i)) {
+            Some(s) => Cow::Borrowed(s.as_str()),
+            None => Cow::Owned(Self::build_combination_string(c)),
         }
     }
 
@@ -723,6 +823,20 @@ impl Gen {
     /// The top-level record `index` of `kind` at `ver`.
     pub(crate) fn record(&self, kind: Kind, index: u64, ver: Ver, millis: bool) -> Rec {
         let mut r: Rec = Vec::with_capacity(32);
+        self.record_into(kind, index, ver, millis, &mut r);
+        r
+    }
+
+    /// The attributes of [`record`](Self::record), in wire order, into `r`
+    /// (a record, or JSON text straight away).
+    pub(crate) fn record_into<R: Row + ?Sized>(
+        &self,
+        kind: Kind,
+        index: u64,
+        ver: Ver,
+        millis: bool,
+        r: &mut R,
+    ) {
         let key = self.int_key(kind, index);
         let h = |k: u64| self.h(kind, index, k);
         let v = ver.version;
@@ -737,7 +851,10 @@ impl Gen {
                 let entity = if cur == "EUR" { 1 } else { 0 };
                 let inv_day = created_day - (h(6) % 10) as i32;
                 r.push(("InvoiceId", V::Int(key)));
-                r.push(("InvoiceNumber", V::str(format!("INV-{:09}", index + 1))));
+                let mut number = String::with_capacity(24);
+                number.push_str("INV-");
+                push_number(&mut number, index + 1, 9);
+                r.push(("InvoiceNumber", V::str(number)));
                 r.push(("InvoiceAmount", dec(total)));
                 r.push(("AmountPaid", dec(if paid { total } else { 0 })));
                 r.push(("InvoiceCurrency", V::str(cur)));
@@ -778,7 +895,10 @@ impl Gen {
                         h(7),
                     )),
                 ));
-                let mut desc = format!("{} order", pick(&ITEMS, h(8)));
+                let item = pick(&ITEMS, h(8));
+                let mut desc = String::with_capacity(item.len() + 24);
+                desc.push_str(item);
+                desc.push_str(" order");
                 if v > 0 {
                     desc.push_str(&format!(" (revision {v})"));
                 }
@@ -811,7 +931,7 @@ impl Gen {
                     "LiabilityDistribution",
                     V::str(self.combination_string(entity)),
                 ));
-                self.audit(&mut r, ver, millis, "AP.CLERK", "AP.MANAGER");
+                self.audit(r, ver, millis, "AP.CLERK", "AP.MANAGER");
             }
             Kind::Payments => {
                 let i = self.payment_invoice(index.min(self.sizes.payments.saturating_sub(1)));
@@ -863,7 +983,7 @@ impl Gen {
                         "Unaccounted"
                     }),
                 ));
-                self.audit(&mut r, ver, millis, "AP.PAYMENTS", "AP.MANAGER");
+                self.audit(r, ver, millis, "AP.PAYMENTS", "AP.MANAGER");
             }
             Kind::Suppliers => {
                 let parent = (index >= 5 && h(1) % 4 == 0).then(|| h(2) % index);
@@ -907,7 +1027,7 @@ impl Gen {
                 ));
                 r.push(("TaxpayerCountry", V::str("United States")));
                 r.push(("OneTimeSupplierFlag", V::Bool(h(7) % 30 == 0)));
-                self.audit(&mut r, ver, millis, "PROC.ADMIN", "PROC.ADMIN");
+                self.audit(r, ver, millis, "PROC.ADMIN", "PROC.ADMIN");
             }
             Kind::PurchaseOrders => {
                 let s = self.h(kind, index, 1) % self.sizes.suppliers.max(1);
@@ -940,7 +1060,7 @@ impl Gen {
                 }
                 r.push(("Description", V::str(desc)));
                 r.push(("PaymentTerms", V::str(pick(&TERMS, h(5)))));
-                self.audit(&mut r, ver, millis, "PROC.BUYER", "PROC.BUYER");
+                self.audit(r, ver, millis, "PROC.BUYER", "PROC.BUYER");
             }
             Kind::ReceivablesInvoices => {
                 let cust = (h(1) % CUSTOMERS.len() as u64) as usize;
@@ -977,7 +1097,7 @@ impl Gen {
                         V::Null
                     },
                 ));
-                self.audit(&mut r, ver, millis, "AR.CLERK", "AR.MANAGER");
+                self.audit(r, ver, millis, "AR.CLERK", "AR.MANAGER");
             }
             Kind::JournalBatches => {
                 let (dr, _) = self.batch_totals(index);
@@ -1018,7 +1138,7 @@ impl Gen {
                 r.push(("RunningTotalAccountedCr", dec(dr)));
                 r.push(("ReversalFlag", V::str("N")));
                 r.push(("ReversalPeriod", V::Null));
-                self.audit(&mut r, ver, millis, "GL.ACCOUNTANT", "GL.ACCOUNTANT");
+                self.audit(r, ver, millis, "GL.ACCOUNTANT", "GL.ACCOUNTANT");
             }
             Kind::AccountCombinations => {
                 let x = Self::combination(index);
@@ -1082,12 +1202,11 @@ impl Gen {
                 r.push(("MaximumLength", V::Int(25)));
             }
         }
-        r
     }
 
-    fn audit(
+    fn audit<R: Row + ?Sized>(
         &self,
-        r: &mut Rec,
+        r: &mut R,
         ver: Ver,
         millis: bool,
         creator: &'static str,
@@ -1185,19 +1304,42 @@ impl Gen {
         parent: Option<&Rec>,
         child: &str,
     ) -> Vec<Rec> {
+        let mut rows = Vec::new();
+        self.children_into(
+            kind,
+            index,
+            ver,
+            millis,
+            parent.map(|p| p as &dyn Fields),
+            child,
+            &mut rows,
+        );
+        rows
+    }
+
+    /// The rows of [`children`](Self::children), in order, into `rows`
+    /// (records, or JSON text straight away); `parent` answers the integer
+    /// attributes of the child row the collection hangs from.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn children_into<R: Rows + ?Sized>(
+        &self,
+        kind: Kind,
+        index: u64,
+        ver: Ver,
+        millis: bool,
+        parent: Option<&dyn Fields>,
+        child: &str,
+        rows: &mut R,
+    ) {
         let key = self.int_key(kind, index);
         let day = day_of(ver.created);
-        let pint = |f: &str| match parent.and_then(|p| crate::model::get(p, f)) {
-            Some(V::Int(i)) => Some(*i),
-            _ => None,
-        };
-        let mut rows = Vec::new();
+        let pint = |f: &str| parent.and_then(|p| p.int(f));
         match (kind, child) {
             (Kind::Invoices, "invoiceLines") => {
                 for l in 0..self.invoice_lines(index) {
                     let cents = self.invoice_line_cents(index, l);
                     let qty = 1 + (self.h(kind, index, 200 + l) % 5) as i64;
-                    let mut r: Rec = Vec::with_capacity(14);
+                    let r = rows.row();
                     r.push(("InvoiceId", V::Int(key)));
                     r.push(("LineNumber", V::Int(l as i64 + 1)));
                     r.push(("LineType", V::str("Item")));
@@ -1216,8 +1358,7 @@ impl Gen {
                     // authoritative figure.
                     r.push(("UnitPrice", V::Dec(cents * 100 / qty, 4)));
                     r.push(("CanceledFlag", V::Bool(false)));
-                    self.audit(&mut r, ver, millis, "AP.CLERK", "AP.MANAGER");
-                    rows.push(r);
+                    self.audit(r, ver, millis, "AP.CLERK", "AP.MANAGER");
                 }
             }
             (Kind::Invoices, "invoiceDistributions") => {
@@ -1226,7 +1367,7 @@ impl Gen {
                     if only_line.is_some_and(|n| n != l as i64 + 1) {
                         continue;
                     }
-                    let mut r: Rec = Vec::with_capacity(12);
+                    let r = rows.row();
                     r.push((
                         "InvoiceDistributionId",
                         V::Int(ID_INVOICE_DIST + index as i64 * 8 + l as i64),
@@ -1244,8 +1385,7 @@ impl Gen {
                         "Description",
                         V::str(pick(&ITEMS, self.h(kind, index, 300 + l))),
                     ));
-                    self.audit(&mut r, ver, millis, "AP.CLERK", "AP.MANAGER");
-                    rows.push(r);
+                    self.audit(r, ver, millis, "AP.CLERK", "AP.MANAGER");
                 }
             }
             (Kind::Invoices, "invoiceInstallments") => {
@@ -1256,20 +1396,19 @@ impl Gen {
                 for k in 0..n {
                     let gross = if k + 1 == n { left } else { total / 2 };
                     left -= gross;
-                    let mut r: Rec = Vec::with_capacity(10);
+                    let r = rows.row();
                     r.push(("InvoiceId", V::Int(key)));
                     r.push(("InstallmentNumber", V::Int(k as i64 + 1)));
                     r.push(("DueDate", V::Date(day + 30 * (k as i32 + 1))));
                     r.push(("GrossAmount", dec(gross)));
                     r.push(("UnpaidAmount", dec(if paid { 0 } else { gross })));
                     r.push(("HoldFlag", V::Bool(false)));
-                    self.audit(&mut r, ver, millis, "AP.CLERK", "AP.MANAGER");
-                    rows.push(r);
+                    self.audit(r, ver, millis, "AP.CLERK", "AP.MANAGER");
                 }
             }
             (Kind::Payments, "relatedInvoices") if index < self.sizes.payments => {
                 let i = self.payment_invoice(index);
-                rows.push(vec![
+                rows.row().fields([
                     (
                         "InvoicePaymentId",
                         V::Int(ID_INVOICE_PAYMENT + index as i64),
@@ -1283,7 +1422,7 @@ impl Gen {
             }
             (Kind::Suppliers, "sites") => {
                 for k in 0..self.supplier_site_count(index) {
-                    let mut r: Rec = Vec::with_capacity(15);
+                    let r = rows.row();
                     r.push((
                         "SupplierSiteId",
                         V::Int(ID_SUPPLIER_SITE + index as i64 * 4 + k as i64),
@@ -1312,14 +1451,13 @@ impl Gen {
                         V::str(pick(&TERMS, self.h(kind, index, 50 + k))),
                     ));
                     r.push(("InactiveDate", V::Null));
-                    self.audit(&mut r, ver, millis, "PROC.ADMIN", "PROC.ADMIN");
-                    rows.push(r);
+                    self.audit(r, ver, millis, "PROC.ADMIN", "PROC.ADMIN");
                 }
             }
             (Kind::PurchaseOrders, "lines") => {
                 for l in 0..self.po_lines(index) {
                     let (q, c) = self.po_line(index, l);
-                    rows.push(vec![
+                    rows.row().fields([
                         ("POLineId", V::Int(ID_PO_LINE + index as i64 * 4 + l as i64)),
                         ("LineNumber", V::Int(l as i64 + 1)),
                         (
@@ -1338,7 +1476,7 @@ impl Gen {
                 if let Some(line_id) = pint("POLineId") {
                     let l = (line_id - ID_PO_LINE - index as i64 * 4).max(0) as u64;
                     let (q, _) = self.po_line(index, l);
-                    rows.push(vec![
+                    rows.row().fields([
                         (
                             "LineLocationId",
                             V::Int(ID_PO_SCHEDULE + index as i64 * 4 + l as i64),
@@ -1353,7 +1491,7 @@ impl Gen {
             (Kind::ReceivablesInvoices, "receivablesInvoiceLines") => {
                 for l in 0..self.ar_lines(index) {
                     let (q, c) = self.ar_line(index, l);
-                    rows.push(vec![
+                    rows.row().fields([
                         (
                             "CustomerTransactionLineId",
                             V::Int(ID_AR_LINE + index as i64 * 4 + l as i64),
@@ -1373,7 +1511,7 @@ impl Gen {
                 let period = period_name(day);
                 for hd in 0..self.batch_headers(index) {
                     let t = self.header_total(index, hd);
-                    let mut r: Rec = Vec::with_capacity(15);
+                    let r = rows.row();
                     r.push((
                         "JeHeaderId",
                         V::Int(ID_HEADER + index as i64 * 4 + hd as i64),
@@ -1398,7 +1536,6 @@ impl Gen {
                     r.push(("ExternalReference", V::Null));
                     r.push(("CreationDate", Self::ts(ver.created, millis)));
                     r.push(("LastUpdateDate", Self::ts(ver.lud, millis)));
-                    rows.push(r);
                 }
             }
             (Kind::JournalBatches, "journalLines") => {
@@ -1420,7 +1557,8 @@ impl Gen {
                         } else {
                             (dec(amount), V::Null)
                         };
-                        let mut r: Rec = vec![
+                        let r = rows.row();
+                        r.fields([
                             ("JeHeaderId", V::Int(header_id)),
                             ("JeLineNumber", V::Int(l as i64 + 1)),
                             ("AccountCombination", V::str(self.combination_string(combo))),
@@ -1431,7 +1569,7 @@ impl Gen {
                             ("CurrencyCode", V::str("USD")),
                             ("Description", V::str(format!("Accrual line {}", l + 1))),
                             ("Reference1", V::str(format!("ACR-{}", key % 1_000_000))),
-                        ];
+                        ]);
                         for name in [
                             "Reference2",
                             "Reference3",
@@ -1445,15 +1583,14 @@ impl Gen {
                         ] {
                             r.push((name, V::Null));
                         }
-                        rows.push(r);
-                    }
+                        }
                 }
             }
             (Kind::ValueSets, "values") => {
                 let set = (index as usize).min(VALUE_SETS.len() - 1);
                 for k in 0..VALUE_SETS[set].count {
                     let (code, desc, _) = Self::segment_value(set, k);
-                    rows.push(vec![
+                    rows.row().fields([
                         (
                             "ValueId",
                             V::Int(ID_VALUE + set as i64 * 100_000 + k as i64),
@@ -1470,7 +1607,6 @@ impl Gen {
             }
             _ => {}
         }
-        rows
     }
 
     fn invoice_dist_combination(&self, i: u64, l: u64) -> u64 {

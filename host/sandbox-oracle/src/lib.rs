@@ -13,7 +13,11 @@
 //! invoices starts at once and holds only its changes in memory. Live
 //! behaviour (changes while a client pages, late commits, deletes, 429,
 //! 5xx, slowness, dropped connections, token revocation) is switchable at
-//! start and while running.
+//! start and while running, and so is the realism of a real pod: a latency
+//! model (a base delay per request plus a cost per record and per expanded
+//! child row) and throttling per OAuth client (requests in flight at once,
+//! requests per minute), with counters a test reads
+//! ([`OracleSandbox::stats`]).
 //!
 //! | path | key in the path | children | size for `invoices = N` |
 //! |---|---|---|---|
@@ -56,6 +60,7 @@ mod render;
 mod resources;
 mod server;
 mod store;
+mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +71,7 @@ use mlc_common::Secret;
 
 pub use error::SandboxError;
 pub use faults::Faults;
+pub use throttle::{ClientStats, Latency, SandboxStats, Throttling};
 
 use crate::generator::{Gen, Sizes};
 use crate::server::Shared;
@@ -115,6 +121,26 @@ pub struct SandboxConfig {
     pub error_status: u16,
     /// Delay before every resource response.
     pub slow: Duration,
+    /// Latency model, base: every resource request answers no sooner than
+    /// this after its arrival (default 0). On a timer: concurrent requests
+    /// wait side by side.
+    pub latency: Duration,
+    /// Latency model, added per record returned (collection items, or 1
+    /// for an item; default 0).
+    pub latency_per_record: Duration,
+    /// Latency model, added per child row inlined by `expand`/`fields`, at
+    /// any depth (default 0).
+    pub latency_per_child: Duration,
+    /// Throttling: resource requests in flight at once per OAuth client;
+    /// one more answers 429 (default 0: no limit).
+    pub max_in_flight_per_client: u32,
+    /// Throttling: resource requests per OAuth client in any 60 seconds;
+    /// one more answers 429 with `Retry-After` until a slot frees
+    /// (default 0: no limit).
+    pub requests_per_minute_per_client: u32,
+    /// `Retry-After` seconds of a 429 for too many requests in flight
+    /// (default 1).
+    pub throttle_retry_after_secs: u64,
     /// Every nth resource request has its connection dropped mid-body.
     pub drop_every: u64,
     /// Revoke every token at this interval (`None`: never).
@@ -142,6 +168,12 @@ impl Default for SandboxConfig {
             error_every: 0,
             error_status: 503,
             slow: Duration::ZERO,
+            latency: Duration::ZERO,
+            latency_per_record: Duration::ZERO,
+            latency_per_child: Duration::ZERO,
+            max_in_flight_per_client: 0,
+            requests_per_minute_per_client: 0,
+            throttle_retry_after_secs: 1,
             drop_every: 0,
             revoke_every: None,
         }
@@ -195,6 +227,16 @@ impl OracleSandbox {
         faults.rate_limit_every(config.rate_limit_every, config.retry_after_secs);
         faults.fail_every(config.error_every, config.error_status);
         faults.slow(config.slow);
+        faults.set_latency(Latency {
+            base: config.latency,
+            per_record: config.latency_per_record,
+            per_child: config.latency_per_child,
+        });
+        faults.set_throttling(Throttling {
+            max_in_flight: config.max_in_flight_per_client,
+            per_minute: config.requests_per_minute_per_client,
+            retry_after_secs: config.throttle_retry_after_secs,
+        });
         faults.drop_every(config.drop_every);
         let shared = Arc::new(Shared {
             store: Store::new(data),
@@ -422,6 +464,19 @@ impl OracleSandbox {
     /// Sets [`request_count`](Self::request_count) back to 0.
     pub fn reset_request_count(&self) {
         self.shared.requests.store(0, Ordering::Relaxed);
+    }
+
+    /// Throttling counters since start or the last
+    /// [`reset_stats`](Self::reset_stats): requests served and throttled,
+    /// and per OAuth client the most requests in flight at once (a client
+    /// test asserts its concurrency cap with it).
+    pub fn stats(&self) -> SandboxStats {
+        self.shared.faults.gate().stats()
+    }
+
+    /// Zeroes [`stats`](Self::stats) (requests in flight stay counted).
+    pub fn reset_stats(&self) {
+        self.shared.faults.gate().reset_stats();
     }
 
     /// Token endpoint requests served since start.

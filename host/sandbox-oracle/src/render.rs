@@ -7,9 +7,12 @@
 //! framework versions 1 and 2 and collection objects from version 3.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
-use crate::generator::{Gen, Ver};
-use crate::model::{Rec, V, get, write_json, write_str};
+use crate::generator::{Fields, Gen, Row, Rows, Ver};
+use crate::model::{
+    Out, Rec, Recent, V, get, into_text, push_fixed, write_int, write_json, write_key, write_str,
+};
 use crate::resources::{Node, PathKey, RESOURCES, Resource, encode_uniq};
 
 /// Which attributes and children of a node to write.
@@ -19,6 +22,33 @@ pub(crate) struct Shape {
     pub fields: Option<Vec<&'static str>>,
     /// Children to inline, each with its own shape.
     pub children: Vec<(&'static Node, Shape)>,
+    /// The node's attribute keys in wire order, ready to copy (empty:
+    /// keys are written one piece at a time).
+    keys: Vec<Key>,
+}
+
+/// The longest `,"Name":` kept ready.
+const KEY_LEN: usize = 48;
+
+/// `,"Name":` of one attribute, copied with one fixed-size move: rows
+/// repeat their keys, and this is a tenth of the text.
+#[derive(Clone, Copy, Debug)]
+struct Key {
+    name: &'static str,
+    text: [u8; KEY_LEN],
+    len: usize,
+}
+
+impl Key {
+    fn new(name: &'static str) -> Option<Key> {
+        let len = name.len() + 4;
+        let mut text = [0u8; KEY_LEN];
+        text.get_mut(..len)?;
+        text[..2].copy_from_slice(b",\"");
+        text[2..len - 2].copy_from_slice(name.as_bytes());
+        text[len - 2..len].copy_from_slice(b"\":");
+        Some(Key { name, text, len })
+    }
 }
 
 /// Why `fields` or `expand` was refused (a 400).
@@ -26,6 +56,21 @@ pub(crate) struct Shape {
 pub(crate) struct ShapeError(pub String);
 
 impl Shape {
+    /// Makes the keys of `node` and of every child, ready to copy.
+    fn with_keys(mut self, node: &'static Node) -> Shape {
+        self.keys = node
+            .fields
+            .iter()
+            .map(|f| Key::new(f.name))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        self.children = std::mem::take(&mut self.children)
+            .into_iter()
+            .map(|(child, shape)| (child, shape.with_keys(child)))
+            .collect();
+        self
+    }
+
     fn child_mut(&mut self, node: &'static Node) -> &mut Shape {
         if let Some(pos) = self
             .children
@@ -100,7 +145,7 @@ impl Shape {
                 }
                 target.fields = Some(names);
             }
-            return Ok(shape);
+            return Ok(shape.with_keys(root));
         }
         if let Some(expand) = expand {
             for item in expand.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -114,7 +159,7 @@ impl Shape {
                 }
             }
         }
-        Ok(shape)
+        Ok(shape.with_keys(root))
     }
 }
 
@@ -196,30 +241,30 @@ impl<'a> Link<'a> {
     }
 }
 
-fn link(out: &mut String, first: &mut bool, opts: &Opts, l: &Link<'_>) {
+fn link(out: &mut Out, first: &mut bool, opts: &Opts, l: &Link<'_>) {
     if let Some(keep) = &opts.links
         && !keep.iter().any(|k| k == l.rel)
     {
         return;
     }
     if !*first {
-        out.push(',');
+        out.push(b',');
     }
     *first = false;
-    out.push_str("{\"rel\":");
+    out.extend_from_slice(b"{\"rel\":");
     write_str(out, l.rel);
-    out.push_str(",\"href\":");
+    out.extend_from_slice(b",\"href\":");
     write_str(out, l.href);
-    out.push_str(",\"name\":");
+    out.extend_from_slice(b",\"name\":");
     write_str(out, l.name);
-    out.push_str(",\"kind\":");
+    out.extend_from_slice(b",\"kind\":");
     write_str(out, l.kind);
     if let Some(ci) = l.change_indicator {
-        out.push_str(",\"properties\":{\"changeIndicator\":");
+        out.extend_from_slice(b",\"properties\":{\"changeIndicator\":");
         write_str(out, ci);
-        out.push('}');
+        out.push(b'}');
     }
-    out.push('}');
+    out.push(b'}');
 }
 
 /// Where one item is written: its URL, its parent item (URL and
@@ -235,18 +280,24 @@ pub(crate) struct Place<'a> {
     pub is_top: bool,
 }
 
-/// Writes one item at `place`.
+/// Writes one item at `place`; returns how many child rows it inlined (at
+/// any depth). With `onlyData=true` no link is written: the item goes
+/// through [`write_data_item`], and `place.href` may be empty.
 pub(crate) fn write_item(
-    out: &mut String,
+    out: &mut Out,
     at: &At<'_>,
     node: &'static Node,
     rec: &Rec,
     shape: &Shape,
     opts: &Opts,
     place: Place<'_>,
-) {
+) -> u64 {
+    if opts.only_data {
+        return write_data_item(out, at, Some(rec), shape, opts.version, place.is_top);
+    }
     let href = place.href;
-    out.push('{');
+    let mut inlined = 0u64;
+    out.push(b'{');
     let mut first = true;
     for (name, v) in rec {
         if let Some(keep) = &shape.fields
@@ -255,11 +306,10 @@ pub(crate) fn write_item(
             continue;
         }
         if !first {
-            out.push(',');
+            out.push(b',');
         }
         first = false;
-        write_str(out, name);
-        out.push(':');
+        write_key(out, name);
         write_json(out, v);
     }
     for (child, child_shape) in &shape.children {
@@ -272,21 +322,33 @@ pub(crate) fn write_item(
             child.name,
         );
         if !first {
-            out.push(',');
+            out.push(b',');
         }
         first = false;
-        write_str(out, child.name);
-        out.push(':');
-        let coll_href = format!("{href}/child/{}", child.name);
-        let mut items = String::new();
-        items.push('[');
+        write_key(out, child.name);
+        let coll_href = if opts.only_data {
+            String::new()
+        } else {
+            format!("{href}/child/{}", child.name)
+        };
+        // Children go straight into `out`: `[…]` before version 3, a
+        // collection object from version 3.
+        out.extend_from_slice(if opts.version >= 3 {
+            b"{\"items\":["
+        } else {
+            b"["
+        });
+        let mut row_href = String::new();
         for (i, row) in rows.iter().enumerate() {
             if i > 0 {
-                items.push(',');
+                out.push(b',');
             }
-            let row_href = format!("{coll_href}/{}", key_segment(child, row));
-            write_item(
-                &mut items,
+            if !opts.only_data {
+                row_href.clear();
+                let _ = write!(row_href, "{coll_href}/{}", key_segment(child, row));
+            }
+            inlined += 1 + write_item(
+                out,
                 at,
                 child,
                 row,
@@ -299,15 +361,13 @@ pub(crate) fn write_item(
                 },
             );
         }
-        items.push(']');
+        out.push(b']');
         if opts.version >= 3 {
-            let _ = write!(
-                out,
-                "{{\"items\":{items},\"count\":{},\"hasMore\":false,\"limit\":25,\"offset\":0",
-                rows.len()
-            );
+            out.extend_from_slice(b",\"count\":");
+            write_int(out, i64::try_from(rows.len()).unwrap_or(i64::MAX));
+            out.extend_from_slice(b",\"hasMore\":false,\"limit\":25,\"offset\":0");
             if !opts.only_data {
-                out.push_str(",\"links\":[");
+                out.extend_from_slice(b",\"links\":[");
                 let mut f = true;
                 link(
                     out,
@@ -315,18 +375,16 @@ pub(crate) fn write_item(
                     opts,
                     &Link::new("self", &coll_href, child.name, "collection"),
                 );
-                out.push(']');
+                out.push(b']');
             }
-            out.push('}');
-        } else {
-            out.push_str(&items);
+            out.push(b'}');
         }
     }
     if !opts.only_data {
         if !first {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str("\"links\":[");
+        out.extend_from_slice(b"\"links\":[");
         let mut f = true;
         let ci = change_indicator(at, href);
         link(
@@ -352,8 +410,10 @@ pub(crate) fn write_item(
                 &Link::new("parent", phref, pname, "item"),
             );
         }
+        let mut chref = String::new();
         for c in node.children {
-            let chref = format!("{href}/child/{}", c.name);
+            chref.clear();
+            let _ = write!(chref, "{href}/child/{}", c.name);
             link(
                 out,
                 &mut f,
@@ -361,9 +421,260 @@ pub(crate) fn write_item(
                 &Link::new("child", &chref, c.name, "collection"),
             );
         }
-        out.push(']');
+        out.push(b']');
     }
-    out.push('}');
+    out.push(b'}');
+    inlined
+}
+
+/// Whether two attribute names are the same, compared 8 bytes at a time
+/// (names are short; a general comparison is a call).
+fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut at = 0;
+    while at + 8 <= n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    at == n || word(a, n - 8) == word(b, n - 8)
+}
+
+/// The integer attributes of the row being written, kept for its
+/// grandchildren (which are generated from their parent's keys).
+#[derive(Debug, Default)]
+struct Ints(Vec<(&'static str, i64)>);
+
+impl Fields for Ints {
+    fn int(&self, name: &str) -> Option<i64> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, i)| *i)
+    }
+}
+
+/// The `onlyData=true` fast path: the rows of one collection (or one
+/// top-level record) written as JSON the moment the generator makes them,
+/// never becoming records. The text is the one [`write_item`] writes
+/// without links: attributes in order (those `fields` keeps), then each
+/// expanded child collection.
+struct JsonRows<'a> {
+    out: &'a mut Out,
+    recent: &'a mut Recent,
+    at: &'a At<'a>,
+    shape: &'a Shape,
+    version: u8,
+    /// Rows of a top-level record: their children hang from the record.
+    top: bool,
+    /// A row is open (its `}` not yet written).
+    open: bool,
+    /// No attribute written yet in the open row.
+    first: bool,
+    /// Attributes of the open row so far.
+    pos: usize,
+    /// Rows started.
+    rows: u64,
+    /// Child rows inlined into them, at any depth.
+    inlined: u64,
+    /// Integer attributes of the open row, when its children need them.
+    ints: Option<Ints>,
+}
+
+impl<'a> JsonRows<'a> {
+    fn new(
+        out: &'a mut Out,
+        recent: &'a mut Recent,
+        at: &'a At<'a>,
+        shape: &'a Shape,
+        version: u8,
+        top: bool,
+    ) -> Self {
+        let ints = (!top && !shape.children.is_empty()).then(Ints::default);
+        Self {
+            out,
+            recent,
+            at,
+            shape,
+            version,
+            top,
+            open: false,
+            first: true,
+            pos: 0,
+            rows: 0,
+            inlined: 0,
+            ints,
+        }
+    }
+
+    /// One attribute of the open row.
+    fn field(&mut self, name: &'static str, v: &V) {
+        let pos = self.pos;
+        self.pos += 1;
+        if let (Some(ints), V::Int(i)) = (&mut self.ints, v) {
+            ints.0.push((name, *i));
+        }
+        if let Some(keep) = &self.shape.fields
+            && !keep.contains(&name)
+        {
+            return;
+        }
+        if self.first {
+            self.first = false;
+            write_key(self.out, name);
+        } else {
+            match self.shape.keys.get(pos) {
+                // Rows come in wire order; the name check keeps any other
+                // order right, only slower.
+                Some(key) if same_name(key.name, name) => {
+                    push_fixed(self.out, &key.text, key.len);
+                }
+                _ => {
+                    self.out.push(b',');
+                    write_key(self.out, name);
+                }
+            }
+        }
+        self.recent.write_json(self.out, v);
+    }
+
+    /// Writes the open row's expanded children and its `}`.
+    fn close(&mut self) {
+        if !self.open {
+            return;
+        }
+        self.open = false;
+        let shape = self.shape;
+        for (child, child_shape) in &shape.children {
+            if !self.first {
+                self.out.push(b',');
+            }
+            self.first = false;
+            write_key(self.out, child.name);
+            let parent = if self.top {
+                None
+            } else {
+                self.ints.as_ref().map(|i| i as &dyn Fields)
+            };
+            self.inlined += write_data_children(
+                self.out,
+                self.recent,
+                self.at,
+                child,
+                child_shape,
+                self.version,
+                parent,
+            );
+        }
+        self.out.push(b'}');
+    }
+
+    /// Closes the last row; returns `(rows, child rows inlined)`.
+    fn finish(mut self) -> (u64, u64) {
+        self.close();
+        (self.rows, self.inlined)
+    }
+}
+
+impl Row for JsonRows<'_> {
+    fn push(&mut self, (name, v): (&'static str, V)) {
+        self.field(name, &v);
+    }
+}
+
+impl Rows for JsonRows<'_> {
+    type Row = Self;
+
+    fn row(&mut self) -> &mut Self {
+        self.close();
+        if self.rows > 0 {
+            self.out.push(b',');
+        }
+        self.out.push(b'{');
+        self.rows += 1;
+        self.open = true;
+        self.first = true;
+        self.pos = 0;
+        if let Some(ints) = &mut self.ints {
+            ints.0.clear();
+        }
+        self
+    }
+}
+
+/// Writes the expanded collection `child` of the item `at` (of the row
+/// whose integer attributes `parent` answers, below the top level) for
+/// `onlyData=true`: `[…]` before version 3, a collection object from
+/// version 3. Returns the rows written, at any depth.
+fn write_data_children(
+    out: &mut Out,
+    recent: &mut Recent,
+    at: &At<'_>,
+    child: &'static Node,
+    shape: &Shape,
+    version: u8,
+    parent: Option<&dyn Fields>,
+) -> u64 {
+    out.extend_from_slice(if version >= 3 {
+        b"{\"items\":["
+    } else {
+        b"["
+    });
+    let mut rows = JsonRows::new(out, recent, at, shape, version, false);
+    at.g.children_into(
+        at.res.kind,
+        at.index,
+        at.ver,
+        at.res.ts_millis,
+        parent,
+        child.name,
+        &mut rows,
+    );
+    let (count, inlined) = rows.finish();
+    out.push(b']');
+    if version >= 3 {
+        out.extend_from_slice(b",\"count\":");
+        write_int(out, i64::try_from(count).unwrap_or(i64::MAX));
+        out.extend_from_slice(b",\"hasMore\":false,\"limit\":25,\"offset\":0}");
+    }
+    count + inlined
+}
+
+/// Writes one item for `onlyData=true` (no links): from `rec` when the
+/// caller has it, else straight from the generator (a top-level record
+/// at `at`). Returns how many child rows it inlined, at any depth.
+pub(crate) fn write_data_item(
+    out: &mut Out,
+    at: &At<'_>,
+    rec: Option<&Rec>,
+    shape: &Shape,
+    version: u8,
+    is_top: bool,
+) -> u64 {
+    let mut recent = Recent::default();
+    let mut rows = JsonRows::new(out, &mut recent, at, shape, version, is_top);
+    let row = rows.row();
+    match rec {
+        Some(rec) => {
+            for (name, v) in rec {
+                row.field(name, v);
+            }
+        }
+        None => at
+            .g
+            .record_into(at.res.kind, at.index, at.ver, at.res.ts_millis, row),
+    }
+    rows.finish().1
 }
 
 /// The members of a collection envelope besides `items`.
@@ -385,15 +696,20 @@ pub(crate) struct Envelope<'a> {
     pub name: &'a str,
 }
 
-/// Writes a collection envelope around already-written items. Collection
+/// Starts a collection envelope: the caller writes the items (comma
+/// separated) after this, then calls [`end_collection`].
+pub(crate) fn begin_collection(out: &mut Out) {
+    out.extend_from_slice(b"{\"items\":[");
+}
+
+/// Ends a collection envelope begun with [`begin_collection`]. Collection
 /// `links` stay even with `onlyData=true`: the reference lists `links` as a
 /// required envelope member. A `next` link is UNCONFIRMED and not sent
 /// (clients page with `offset += count`). Claims that `hasMore` or
 /// `totalResults` go wrong at non-zero offsets are UNCONFIRMED: here they
 /// are always right (`totalResults` may over-estimate, never under).
-pub(crate) fn write_collection(out: &mut String, items: &str, env: &Envelope<'_>) {
-    out.push_str("{\"items\":");
-    out.push_str(items);
+pub(crate) fn end_collection(out: &mut Out, env: &Envelope<'_>) {
+    out.push(b']');
     if let Some(t) = env.total {
         let _ = write!(out, ",\"totalResults\":{t}");
     }
@@ -402,26 +718,25 @@ pub(crate) fn write_collection(out: &mut String, items: &str, env: &Envelope<'_>
         ",\"count\":{},\"hasMore\":{},\"limit\":{},\"offset\":{},\"links\":[",
         env.count, env.has_more, env.limit, env.offset
     );
-    out.push_str("{\"rel\":\"self\",\"href\":");
+    out.extend_from_slice(b"{\"rel\":\"self\",\"href\":");
     write_str(out, env.href);
-    out.push_str(",\"name\":");
+    out.extend_from_slice(b",\"name\":");
     write_str(out, env.name);
-    out.push_str(",\"kind\":\"collection\"}]}");
+    out.extend_from_slice(b",\"kind\":\"collection\"}]}");
 }
 
 /// A record's attributes as a JSON object (no links, no children).
 pub(crate) fn record_json(rec: &Rec) -> String {
-    let mut out = String::from("{");
+    let mut out = Out::from(b"{");
     for (i, (name, v)) in rec.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        write_str(&mut out, name);
-        out.push(':');
+        write_key(&mut out, name);
         write_json(&mut out, v);
     }
-    out.push('}');
-    out
+    out.push(b'}');
+    into_text(out)
 }
 
 fn describe_node(node: &Node, href: &str, finders: &[(&str, Vec<&str>)]) -> serde_json::Value {

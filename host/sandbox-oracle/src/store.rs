@@ -50,8 +50,9 @@ pub(crate) struct Item {
     pub index: u64,
     /// Version state.
     pub ver: Ver,
-    /// Attributes.
-    pub rec: Rec,
+    /// Attributes: always with [`Select::records`], else only when the
+    /// filter had to generate them anyway.
+    pub rec: Option<Rec>,
 }
 
 /// What to read.
@@ -66,6 +67,9 @@ pub(crate) struct Select<'a> {
     pub limit: u64,
     /// Compute `totalResults`.
     pub total: bool,
+    /// Generate every item's attributes (`false`: the caller generates
+    /// what it needs itself, e.g. straight to JSON).
+    pub records: bool,
 }
 
 /// One page.
@@ -296,6 +300,7 @@ impl Table {
             ov: &ov,
             pred: sel.pred,
             pure: pred_pure,
+            records: sel.records,
         };
         if timeline_order {
             cx.timeline_page(sel)
@@ -313,6 +318,8 @@ struct Scan<'a> {
     ov: &'a Overlay,
     pred: Option<&'a Pred>,
     pure: bool,
+    /// [`Select::records`].
+    records: bool,
 }
 
 /// Iterates `(LastUpdateDate, index)` in order over base and overlay.
@@ -453,7 +460,10 @@ impl Scan<'_> {
         Item {
             index,
             ver,
-            rec: rec.unwrap_or_else(|| self.t.record(self.g, index, ver)),
+            rec: match rec {
+                None if self.records => Some(self.t.record(self.g, index, ver)),
+                rec => rec,
+            },
         }
     }
 
@@ -784,6 +794,7 @@ mod tests {
                     offset,
                     limit,
                     total: true,
+                    records: true,
                 },
             );
             let total = p.total.unwrap();
@@ -791,7 +802,7 @@ mod tests {
             if p.items.is_empty() {
                 assert!(!p.has_more);
             }
-            out.extend(p.items.iter().map(|i| ident(&i.rec)));
+            out.extend(p.items.iter().map(|i| ident(i.rec.as_ref().unwrap())));
             offset += p.items.len() as u64;
             if !p.has_more {
                 assert_eq!(total, offset, "exact total for this shape of query");
@@ -869,6 +880,7 @@ mod tests {
             offset: 0,
             limit: 25,
             total: true,
+            records: true,
         };
         let p = vs.page(&s.data, &sel);
         assert_eq!(p.items.len(), 1);
@@ -884,6 +896,7 @@ mod tests {
                 offset: 2,
                 limit: 25,
                 total: true,
+                records: true,
             },
         );
         assert_eq!(p.total, Some(9));
@@ -904,6 +917,7 @@ mod tests {
                 offset: 4_999_990,
                 limit: 25,
                 total: true,
+                records: true,
             },
         );
         assert_eq!(p.items.len(), 10);
@@ -919,6 +933,7 @@ mod tests {
                 offset: 4_999_998,
                 limit: 25,
                 total: true,
+                records: true,
             },
         );
         assert_eq!(p.items.len(), 2);
