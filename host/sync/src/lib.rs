@@ -14,6 +14,7 @@
 //! process), the scheduler and the webhook receiver.
 #![warn(missing_docs)]
 
+pub mod definition;
 mod error;
 mod journal;
 mod pipeline;
