@@ -3,12 +3,15 @@
 //! token endpoint and its error bodies, 401s, both `q` dialects and their
 //! quirks, the 499 cap, envelope invariants, `orderBy`, `fields`,
 //! `expand`, finders, 404s, `describe`, generator determinism and
-//! consistency, fault switches and live changes.
+//! consistency, fault switches and live changes, and the realism of a real
+//! pod: the latency model (base, per record, per child row; concurrent
+//! requests wait side by side) and throttling per OAuth client (in flight
+//! at once, per minute) with the counters a client test reads.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
+use mlc_sandbox_oracle::{Latency, OracleSandbox, SandboxConfig, Throttling};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -1494,6 +1497,252 @@ async fn background_mutation_rate_changes_data() {
     assert!(after.len() > before.len(), "inserts arrived");
     let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();
     assert!(changed > 0, "updates arrived");
+}
+
+// ------------------------------------------------- latency, throttling
+
+/// `n` GETs of `path` sent at once; each answer's status, `Retry-After`,
+/// body and time taken.
+async fn concurrently(
+    e: &Env,
+    n: usize,
+    path: &str,
+) -> Vec<(StatusCode, Option<String>, Value, Duration)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (http, token) = (e.http.clone(), e.token.clone());
+        let url = format!("{}/{path}", e.sb.base_url());
+        tasks.spawn(async move {
+            let started = std::time::Instant::now();
+            let resp = http.get(url).bearer_auth(token).send().await.unwrap();
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let text = resp.text().await.unwrap();
+            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            (status, retry_after, body, started.elapsed())
+        });
+    }
+    tasks.join_all().await
+}
+
+#[tokio::test]
+async fn latency_base_delay_applies_to_every_resource_request() {
+    let e = env(SandboxConfig {
+        invoices: 50,
+        latency: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    })
+    .await;
+    for path in ["invoices?limit=1", "invoices/describe", "nope"] {
+        let started = std::time::Instant::now();
+        let (status, _, body) = e.get(path, &[], None).await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300),
+            "{path}: {status} after {took:?}: {body}"
+        );
+    }
+    // Switched at run time, like the faults.
+    e.sb.faults().set_latency(Latency {
+        base: Duration::from_millis(150),
+        ..Latency::default()
+    });
+    assert_eq!(e.sb.faults().latency().base, Duration::from_millis(150));
+    let started = std::time::Instant::now();
+    e.ok("invoices", &[("limit", "1")], None).await;
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    e.sb.faults().set_latency(Latency::default());
+    assert_eq!(e.sb.faults().latency(), Latency::default(), "off again");
+}
+
+#[tokio::test]
+async fn latency_grows_with_records_and_expanded_child_rows() {
+    let e = env(SandboxConfig {
+        invoices: 100,
+        latency_per_record: Duration::from_millis(15),
+        ..SandboxConfig::default()
+    })
+    .await;
+    for limit in [1u64, 20] {
+        let started = std::time::Instant::now();
+        let page = e
+            .ok("invoices", &[("limit", &limit.to_string())], None)
+            .await;
+        let took = started.elapsed();
+        assert_eq!(page["count"], limit);
+        assert!(
+            took >= Duration::from_millis(15) * limit as u32,
+            "{limit} records took {took:?}"
+        );
+    }
+    let started = std::time::Instant::now();
+    e.ok("invoices/300100000000003", &[], None).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(15),
+        "an item is one record"
+    );
+
+    e.sb.faults().set_latency(Latency {
+        per_child: Duration::from_millis(20),
+        ..Latency::default()
+    });
+    let started = std::time::Instant::now();
+    let page = e
+        .ok(
+            "invoices",
+            &[
+                ("limit", "5"),
+                ("onlyData", "true"),
+                ("expand", "invoiceLines,invoiceLines.invoiceDistributions"),
+            ],
+            Some(3),
+        )
+        .await;
+    let took = started.elapsed();
+    let mut children = 0u32;
+    for item in page["items"].as_array().unwrap() {
+        for line in item["invoiceLines"]["items"].as_array().unwrap() {
+            children += 1 + line["invoiceDistributions"]["items"]
+                .as_array()
+                .unwrap()
+                .len() as u32;
+        }
+    }
+    assert!(
+        children >= 10,
+        "every invoice has a line and its distribution"
+    );
+    assert!(
+        took >= Duration::from_millis(20) * children,
+        "{children} child rows (lines and their distributions) took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn latency_does_not_serialize_concurrent_requests() {
+    let e = env(SandboxConfig {
+        invoices: 50,
+        latency: Duration::from_millis(200),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let n = 8;
+    let started = std::time::Instant::now();
+    let answers = concurrently(&e, n, "invoices?limit=2").await;
+    let took = started.elapsed();
+    for (status, _, body, each) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert!(*each >= Duration::from_millis(200), "{each:?}");
+    }
+    assert!(
+        took < Duration::from_millis(200) * n as u32 / 2,
+        "{n} requests of 200 ms each took {took:?} together: they must wait side by side"
+    );
+    let stats = e.sb.stats();
+    assert_eq!(stats.served, n as u64, "{stats:?}");
+    assert_eq!(stats.throttled, 0);
+    assert_eq!(
+        stats.max_in_flight, n as u32,
+        "all were in flight at once: {stats:?}"
+    );
+    let client = &stats.clients[&e.sb.client_id()];
+    assert_eq!(
+        (client.served, client.in_flight, client.max_in_flight),
+        (n as u64, 0, n as u32)
+    );
+
+    // A client that keeps to 2 at a time is seen at 2.
+    e.sb.reset_stats();
+    for _ in 0..3 {
+        concurrently(&e, 2, "invoices?limit=1").await;
+    }
+    let stats = e.sb.stats();
+    assert_eq!((stats.served, stats.max_in_flight), (6, 2), "{stats:?}");
+}
+
+#[tokio::test]
+async fn too_many_requests_in_flight_per_client_answer_429() {
+    let e = env(SandboxConfig {
+        invoices: 50,
+        latency: Duration::from_millis(400),
+        max_in_flight_per_client: 2,
+        throttle_retry_after_secs: 3,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let answers = concurrently(&e, 5, "invoices?limit=1").await;
+    let ok = answers.iter().filter(|a| a.0 == StatusCode::OK).count();
+    assert_eq!(ok, 2, "{answers:?}");
+    for (status, retry_after, body, _) in answers.iter().filter(|a| a.0 != StatusCode::OK) {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert_eq!(retry_after.as_deref(), Some("3"));
+        assert!(error_detail(body).contains("Retry-After"), "{body}");
+        assert_eq!(body["status"], "429");
+        assert_eq!(body["o:errorDetails"][0]["o:errorCode"], "429");
+    }
+    let stats = e.sb.stats();
+    assert_eq!((stats.served, stats.throttled), (2, 3), "{stats:?}");
+    assert_eq!(
+        stats.max_in_flight, 3,
+        "two in flight, and each refused arrival made a third: {stats:?}"
+    );
+    // Once the two are done, a request is admitted again; turning the
+    // limit off at run time admits all.
+    e.ok("invoices", &[("limit", "1")], None).await;
+    e.sb.faults().set_throttling(Throttling::default());
+    assert_eq!(e.sb.faults().throttling(), Throttling::default());
+    let answers = concurrently(&e, 5, "invoices?limit=1").await;
+    assert!(answers.iter().all(|a| a.0 == StatusCode::OK), "{answers:?}");
+    assert_eq!(e.sb.stats().throttled, 3);
+}
+
+#[tokio::test]
+async fn the_per_minute_budget_per_client_answers_429_with_retry_after() {
+    let e = env(SandboxConfig {
+        invoices: 50,
+        requests_per_minute_per_client: 3,
+        ..SandboxConfig::default()
+    })
+    .await;
+    for _ in 0..3 {
+        e.ok("invoices", &[("limit", "1")], None).await;
+    }
+    let (status, headers, body) = e.get("invoices", &[("limit", "1")], None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        (1..=60).contains(&wait),
+        "seconds until the oldest request leaves the minute: {wait}"
+    );
+    assert!(error_detail(&body).contains("Retry-After"), "{body}");
+    // The budget belongs to the OAuth client, not to one token.
+    let other = token_for(&e.http, &e.sb).await;
+    assert_ne!(other, e.token);
+    let resp = e
+        .http
+        .get(format!("{}/invoices?limit=1", e.sb.base_url()))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let stats = e.sb.stats();
+    assert_eq!((stats.served, stats.throttled), (3, 2), "{stats:?}");
+    assert_eq!(stats.clients[&e.sb.client_id()].throttled, 2);
+    // Raised at run time: the window already holds 3, so 2 more fit.
+    e.sb.faults().set_throttling(Throttling {
+        per_minute: 5,
+        ..Throttling::default()
+    });
+    e.ok("invoices", &[("limit", "1")], None).await;
+    e.ok("invoices", &[("limit", "1")], None).await;
+    assert_eq!(
+        e.get("invoices", &[("limit", "1")], None).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[test]

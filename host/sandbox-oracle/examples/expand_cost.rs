@@ -209,7 +209,12 @@ fn measure(invoices: u64, rounds: u32, modes: &str) -> Result<()> {
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     let start: Value = serde_json::from_str(&line).context("start line")?;
-    let s = |k: &str| start[k].as_str().map(str::to_owned).context("start line member");
+    let s = |k: &str| {
+        start[k]
+            .as_str()
+            .map(str::to_owned)
+            .context("start line member")
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

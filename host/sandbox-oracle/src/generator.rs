@@ -287,8 +287,9 @@ const MAX_COMBINATIONS: u64 = 20_000;
 /// `entity-department-account-subAccount-location` of every combination
 /// any sandbox can have (they do not depend on the seed), built once per
 /// process on first use: invoices and journals name them on every record,
-/// borrowed, never copied.
-static COMBINATIONS: std::sync::OnceLock<Box<[String]>> = std::sync::OnceLock::new();
+/// borrowed, never copied. One text and the end of each combination in
+/// it: the ones a sandbox uses sit together in memory.
+static COMBINATIONS: std::sync::OnceLock<(String, Vec<usize>)> = std::sync::OnceLock::new();
 
 /// Record counts, all derived from the number of invoices.
 #[derive(Clone, Copy, Debug)]
@@ -728,13 +729,21 @@ impl Gen {
 
     /// `entity-department-account-subAccount-location` of combination `c`.
     pub(crate) fn combination_string(&self, c: u64) -> Cow<'static, str> {
-        let all = COMBINATIONS.get_or_init(|| {
-            (0..MAX_COMBINATIONS)
-                .map(Self::build_combination_string)
-                .collect()
+        let (text, ends) = COMBINATIONS.get_or_init(|| {
+            let mut text = String::new();
+            let mut ends = Vec::with_capacity(MAX_COMBINATIONS as usize);
+            for c in 0..MAX_COMBINATIONS {
+                text.push_str(&Self::build_combination_string(c));
+                ends.push(text.len());
+            }
+            (text, ends)
         });
-        match usize::try_from(c).ok().and_then(|i| all.get(i)) {
-            Some(s) => Cow::Borrowed(s.as_str()),
+        let span = usize::try_from(c).ok().and_then(|i| {
+            let start = if i == 0 { 0 } else { *ends.get(i - 1)? };
+            text.get(start..*ends.get(i)?)
+        });
+        match span {
+            Some(s) => Cow::Borrowed(s),
             None => Cow::Owned(Self::build_combination_string(c)),
         }
     }
@@ -1583,7 +1592,7 @@ impl Gen {
                         ] {
                             r.push((name, V::Null));
                         }
-                        }
+                    }
                 }
             }
             (Kind::ValueSets, "values") => {
@@ -1645,6 +1654,37 @@ mod tests {
                 assert_eq!(names(row), want, "{}/{}", node.name, child.name);
                 check_node(g, kind, index, ver, child, Some(row));
             }
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_as_format_writes_them() {
+        for (n, width) in [
+            (0, 0),
+            (7, 0),
+            (1087, 0),
+            (1, 9),
+            (123_456_789, 9),
+            (u64::MAX, 9),
+            (5, 25),
+        ] {
+            let mut text = String::from("x");
+            push_number(&mut text, n, width);
+            assert_eq!(text, format!("x{n:0width$}"));
+        }
+        for s in [0, 15, 16, 767, 768, 5_000, 250_000] {
+            let (a, b, c) = (
+                NAME_A[(s % 16) as usize],
+                NAME_B[((s / 16) % 12) as usize],
+                NAME_C[((s / 192) % 4) as usize],
+            );
+            let want = match s / 768 {
+                0 => format!("{a} {b} {c}"),
+                round => format!("{a} {b} {c} {}", round + 1),
+            };
+            assert_eq!(Gen::supplier_name(s), want);
+            assert_eq!(Gen::supplier_number(s), (1000 + s).to_string());
+            assert_eq!(Gen::site_name(s, 4), format!("US1 REMIT {}", 1000 + s));
         }
     }
 

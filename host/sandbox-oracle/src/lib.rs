@@ -78,7 +78,8 @@ use crate::server::Shared;
 use crate::store::Store;
 
 /// How to start a sandbox. `SandboxConfig::default()` is small and fast:
-/// 1,000 invoices, seed 1, hour-long tokens, no live behaviour.
+/// 1,000 invoices, seed 1, hour-long tokens, no live behaviour, no
+/// latency, no throttling.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     /// Address to listen on (port 0 picks a free port).

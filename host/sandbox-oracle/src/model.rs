@@ -633,6 +633,89 @@ mod tests {
         assert_eq!(json(&V::Dec(-7, 4)), "-0.0007");
     }
 
+    /// What `write_str` wrote before it worked 8 bytes at a time.
+    fn escaped_plainly(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn strings_are_escaped_wherever_the_byte_sits() {
+        // Every byte JSON escapes, and neighbours that must not be, at
+        // every position of strings around the 8-byte word size.
+        let specials = [
+            '"', '\\', '\n', '\r', '\t', '\u{1}', '\u{1f}', ' ', '!', '#', '[', ']', 'é', '\u{7f}',
+            '€',
+        ];
+        for len in 0..=19 {
+            for at in 0..len.max(1) {
+                for c in specials {
+                    let s: String = (0..len)
+                        .map(|i| {
+                            if i == at {
+                                c
+                            } else {
+                                (b'a' + (i % 26) as u8) as char
+                            }
+                        })
+                        .collect();
+                    let mut out = Out::new();
+                    write_str(&mut out, &s);
+                    assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        escaped_plainly(&s),
+                        "{s:?}"
+                    );
+                }
+            }
+        }
+        for s in [
+            "",
+            "plain text of some length",
+            "tab\there",
+            "ü and \"quotes\" \\ back",
+        ] {
+            let mut out = Out::new();
+            write_str(&mut out, s);
+            assert_eq!(String::from_utf8(out).unwrap(), escaped_plainly(s));
+        }
+    }
+
+    #[test]
+    fn recent_values_are_written_as_written_first() {
+        let mut recent = Recent::default();
+        let values = [
+            V::Ts(1_691_394_126_138_000, true),
+            V::Ts(1_691_394_126_138_000, false),
+            V::Date(19_000),
+            V::Ts(1_704_067_200_000_000, true),
+            V::Date(19_000),
+            V::Date(2_932_897),
+            V::Ts(253_402_300_800_000_000, true),
+            V::Ts(1_691_394_126_138_000, true),
+            V::Int(5),
+        ];
+        for _ in 0..3 {
+            for v in &values {
+                let mut out = Out::new();
+                recent.write_json(&mut out, v);
+                assert_eq!(String::from_utf8(out).unwrap(), json(v), "{v:?}");
+            }
+        }
+    }
+
     #[test]
     fn strings_are_escaped() {
         assert_eq!(json(&V::str("a\"b\\c\n")), "\"a\\\"b\\\\c\\n\"");

@@ -5,6 +5,15 @@
 //! `canonical`, `parent` for child items, one `child` per child
 //! collection) unless `onlyData=true`. Expanded children are arrays under
 //! framework versions 1 and 2 and collection objects from version 3.
+//!
+//! Speed: a first load reads every record once, so nothing is cached
+//! across requests; each item is cheap to write instead. With
+//! `onlyData=true` (what clients pulling data send) rows go from the
+//! generator straight to JSON text ([`write_data_item`]) and never become
+//! records; keys are copied ready-made ([`Shape`] keeps them per request),
+//! and the timestamps and dates a record shares with its child rows are
+//! written once ([`Recent`]). Items with links go through records
+//! ([`write_item`]).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -40,10 +49,13 @@ struct Key {
 }
 
 impl Key {
+    /// `None` for a name too long to keep ready.
     fn new(name: &'static str) -> Option<Key> {
         let len = name.len() + 4;
+        if len > KEY_LEN {
+            return None;
+        }
         let mut text = [0u8; KEY_LEN];
-        text.get_mut(..len)?;
         text[..2].copy_from_slice(b",\"");
         text[2..len - 2].copy_from_slice(name.as_bytes());
         text[len - 2..len].copy_from_slice(b"\":");
@@ -280,9 +292,9 @@ pub(crate) struct Place<'a> {
     pub is_top: bool,
 }
 
-/// Writes one item at `place`; returns how many child rows it inlined (at
-/// any depth). With `onlyData=true` no link is written: the item goes
-/// through [`write_data_item`], and `place.href` may be empty.
+/// Writes one item at `place`, links included; returns how many child
+/// rows it inlined (at any depth). With `onlyData=true` (no links) the
+/// item goes through [`write_data_item`], and `place.href` may be empty.
 pub(crate) fn write_item(
     out: &mut Out,
     at: &At<'_>,
@@ -326,11 +338,7 @@ pub(crate) fn write_item(
         }
         first = false;
         write_key(out, child.name);
-        let coll_href = if opts.only_data {
-            String::new()
-        } else {
-            format!("{href}/child/{}", child.name)
-        };
+        let coll_href = format!("{href}/child/{}", child.name);
         // Children go straight into `out`: `[…]` before version 3, a
         // collection object from version 3.
         out.extend_from_slice(if opts.version >= 3 {
@@ -343,10 +351,8 @@ pub(crate) fn write_item(
             if i > 0 {
                 out.push(b',');
             }
-            if !opts.only_data {
-                row_href.clear();
-                let _ = write!(row_href, "{coll_href}/{}", key_segment(child, row));
-            }
+            row_href.clear();
+            let _ = write!(row_href, "{coll_href}/{}", key_segment(child, row));
             inlined += 1 + write_item(
                 out,
                 at,
@@ -365,64 +371,58 @@ pub(crate) fn write_item(
         if opts.version >= 3 {
             out.extend_from_slice(b",\"count\":");
             write_int(out, i64::try_from(rows.len()).unwrap_or(i64::MAX));
-            out.extend_from_slice(b",\"hasMore\":false,\"limit\":25,\"offset\":0");
-            if !opts.only_data {
-                out.extend_from_slice(b",\"links\":[");
-                let mut f = true;
-                link(
-                    out,
-                    &mut f,
-                    opts,
-                    &Link::new("self", &coll_href, child.name, "collection"),
-                );
-                out.push(b']');
-            }
-            out.push(b'}');
-        }
-    }
-    if !opts.only_data {
-        if !first {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"\"links\":[");
-        let mut f = true;
-        let ci = change_indicator(at, href);
-        link(
-            out,
-            &mut f,
-            opts,
-            &Link {
-                change_indicator: Some(&ci),
-                ..Link::new("self", href, node.name, "item")
-            },
-        );
-        link(
-            out,
-            &mut f,
-            opts,
-            &Link::new("canonical", href, node.name, "item"),
-        );
-        if let Some((phref, pname)) = place.parent {
+            out.extend_from_slice(b",\"hasMore\":false,\"limit\":25,\"offset\":0,\"links\":[");
+            let mut f = true;
             link(
                 out,
                 &mut f,
                 opts,
-                &Link::new("parent", phref, pname, "item"),
+                &Link::new("self", &coll_href, child.name, "collection"),
             );
+            out.extend_from_slice(b"]}");
         }
-        let mut chref = String::new();
-        for c in node.children {
-            chref.clear();
-            let _ = write!(chref, "{href}/child/{}", c.name);
-            link(
-                out,
-                &mut f,
-                opts,
-                &Link::new("child", &chref, c.name, "collection"),
-            );
-        }
-        out.push(b']');
     }
+    if !first {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"links\":[");
+    let mut f = true;
+    let ci = change_indicator(at, href);
+    link(
+        out,
+        &mut f,
+        opts,
+        &Link {
+            change_indicator: Some(&ci),
+            ..Link::new("self", href, node.name, "item")
+        },
+    );
+    link(
+        out,
+        &mut f,
+        opts,
+        &Link::new("canonical", href, node.name, "item"),
+    );
+    if let Some((phref, pname)) = place.parent {
+        link(
+            out,
+            &mut f,
+            opts,
+            &Link::new("parent", phref, pname, "item"),
+        );
+    }
+    let mut chref = String::new();
+    for c in node.children {
+        chref.clear();
+        let _ = write!(chref, "{href}/child/{}", c.name);
+        link(
+            out,
+            &mut f,
+            opts,
+            &Link::new("child", &chref, c.name, "collection"),
+        );
+    }
+    out.push(b']');
     out.push(b'}');
     inlined
 }
@@ -625,11 +625,7 @@ fn write_data_children(
     version: u8,
     parent: Option<&dyn Fields>,
 ) -> u64 {
-    out.extend_from_slice(if version >= 3 {
-        b"{\"items\":["
-    } else {
-        b"["
-    });
+    out.extend_from_slice(if version >= 3 { b"{\"items\":[" } else { b"[" });
     let mut rows = JsonRows::new(out, recent, at, shape, version, false);
     at.g.children_into(
         at.res.kind,
@@ -670,9 +666,9 @@ pub(crate) fn write_data_item(
                 row.field(name, v);
             }
         }
-        None => at
-            .g
-            .record_into(at.res.kind, at.index, at.ver, at.res.ts_millis, row),
+        None => {
+            at.g.record_into(at.res.kind, at.index, at.ver, at.res.ts_millis, row)
+        }
     }
     rows.finish().1
 }
@@ -839,7 +835,163 @@ pub(crate) fn describe(base: &str, only: Option<&'static Resource>) -> serde_jso
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generator::Sizes;
     use crate::resources::resource;
+
+    /// The `onlyData` text of an item, the plain way: records first, then
+    /// JSON (what the sandbox wrote before its fast path).
+    fn reference(at: &At<'_>, rec: &Rec, shape: &Shape, version: u8, is_top: bool) -> String {
+        let mut out = String::from("{");
+        let mut first = true;
+        for (name, v) in rec {
+            if shape
+                .fields
+                .as_ref()
+                .is_some_and(|keep| !keep.contains(name))
+            {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let mut value = Out::new();
+            write_json(&mut value, v);
+            out.push_str(&format!("\"{name}\":{}", String::from_utf8(value).unwrap()));
+        }
+        for (child, child_shape) in &shape.children {
+            let rows = at.g.children(
+                at.res.kind,
+                at.index,
+                at.ver,
+                at.res.ts_millis,
+                if is_top { None } else { Some(rec) },
+                child.name,
+            );
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let items: Vec<String> = rows
+                .iter()
+                .map(|row| reference(at, row, child_shape, version, false))
+                .collect();
+            let items = format!("[{}]", items.join(","));
+            if version >= 3 {
+                out.push_str(&format!(
+                    "\"{}\":{{\"items\":{items},\"count\":{},\"hasMore\":false,\"limit\":25,\"offset\":0}}",
+                    child.name,
+                    rows.len()
+                ));
+            } else {
+                out.push_str(&format!("\"{}\":{items}", child.name));
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    /// Child rows an item inlines, at any depth.
+    fn inlined_rows(at: &At<'_>, rec: &Rec, shape: &Shape, is_top: bool) -> u64 {
+        shape
+            .children
+            .iter()
+            .map(|(child, child_shape)| {
+                let parent = if is_top { None } else { Some(rec) };
+                at.g.children(
+                    at.res.kind,
+                    at.index,
+                    at.ver,
+                    at.res.ts_millis,
+                    parent,
+                    child.name,
+                )
+                .iter()
+                .map(|row| 1 + inlined_rows(at, row, child_shape, false))
+                .sum::<u64>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn the_only_data_fast_path_writes_what_records_give() {
+        let g = Gen::new(11, Sizes::for_invoices(400), 1);
+        let shapes = [
+            (None, Some("all")),
+            (None, None),
+            (
+                None,
+                Some("invoiceLines,invoiceLines.invoiceDistributions,invoiceInstallments"),
+            ),
+            (None, Some("lines.schedules")),
+            (None, Some("journalHeaders.journalLines")),
+            (
+                Some(
+                    "InvoiceId,InvoiceAmount;invoiceLines:LineNumber,LineAmount;invoiceLines.invoiceDistributions:DistributionAmount",
+                ),
+                None,
+            ),
+        ];
+        let mut compared = 0;
+        for res in crate::resources::RESOURCES {
+            for (fields, expand) in shapes {
+                let Ok(shape) = Shape::parse(&res.node, fields, expand) else {
+                    continue;
+                };
+                for index in 0..g.base_count(res.kind).min(25) {
+                    for version in [0, 3] {
+                        let ver = Ver {
+                            version,
+                            ..g.base_ver(res.kind, index, res.ts_millis)
+                        };
+                        let at = At {
+                            g: &g,
+                            res,
+                            index,
+                            ver,
+                        };
+                        let rec = g.record(res.kind, index, ver, res.ts_millis);
+                        for fv in [1, 3] {
+                            let want = reference(&at, &rec, &shape, fv, true);
+                            for from_rec in [Some(&rec), None] {
+                                let mut out = Out::new();
+                                let inlined =
+                                    write_data_item(&mut out, &at, from_rec, &shape, fv, true);
+                                assert_eq!(
+                                    String::from_utf8(out).unwrap(),
+                                    want,
+                                    "{} {index} v{version} fv{fv} {fields:?} {expand:?}",
+                                    res.node.name
+                                );
+                                assert_eq!(inlined, inlined_rows(&at, &rec, &shape, true));
+                            }
+                            compared += 1;
+                        }
+                    }
+                }
+                // A child row written on its own (a child collection's
+                // item) takes its grandchildren from itself.
+                if let Some((child, child_shape)) = shape.children.first() {
+                    let ver = g.base_ver(res.kind, 0, res.ts_millis);
+                    let at = At {
+                        g: &g,
+                        res,
+                        index: 0,
+                        ver,
+                    };
+                    for row in g.children(res.kind, 0, ver, res.ts_millis, None, child.name) {
+                        let mut out = Out::new();
+                        write_data_item(&mut out, &at, Some(&row), child_shape, 3, false);
+                        assert_eq!(
+                            String::from_utf8(out).unwrap(),
+                            reference(&at, &row, child_shape, 3, false)
+                        );
+                    }
+                }
+            }
+        }
+        assert!(compared > 500, "{compared}");
+    }
 
     #[test]
     fn fields_and_expand_shapes() {

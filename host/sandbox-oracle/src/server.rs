@@ -297,6 +297,14 @@ fn with_served(mut resp: Response, records: u64, children: u64) -> Response {
     resp
 }
 
+/// When an answer `delay` after `arrival` is due (a delay past any clock's
+/// range waits a year).
+fn due(arrival: tokio::time::Instant, delay: std::time::Duration) -> tokio::time::Instant {
+    arrival
+        .checked_add(delay)
+        .unwrap_or_else(|| arrival + std::time::Duration::from_secs(365 * 86_400))
+}
+
 /// `GET /fscmRestApi/resources/{version}/{*path}`: throttling, faults,
 /// authentication, the answer, then the latency model (a timer: the
 /// request holds no thread while it waits).
@@ -329,7 +337,7 @@ async fn resource(
     }
     if let Some(resp) = fault_response(fault) {
         tracing::debug!(?fault, %path, "sandbox fault injected");
-        tokio::time::sleep_until(arrival + latency.base).await;
+        tokio::time::sleep_until(due(arrival, latency.base)).await;
         return resp;
     }
     let resp = match auth {
@@ -352,8 +360,12 @@ async fn resource(
             }
         }
     };
-    let served = resp.extensions().get::<Served>().copied().unwrap_or_default();
-    tokio::time::sleep_until(arrival + latency.delay(served.records, served.children)).await;
+    let served = resp
+        .extensions()
+        .get::<Served>()
+        .copied()
+        .unwrap_or_default();
+    tokio::time::sleep_until(due(arrival, latency.delay(served.records, served.children))).await;
     match fault {
         Fault::Drop => drop_midway(resp).await,
         Fault::Malformed | Fault::WrongEnvelope => corrupt(resp, fault).await,

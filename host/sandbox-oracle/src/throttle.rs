@@ -215,7 +215,10 @@ impl Gate {
             match c.window.front() {
                 Some(oldest) if c.window.len() >= limits.per_minute as usize => {
                     let wait = (*oldest + WINDOW).saturating_duration_since(now);
-                    Some((wait.as_secs_f64().ceil().max(1.0) as u64, Refusal::PerMinute))
+                    Some((
+                        wait.as_secs_f64().ceil().max(1.0) as u64,
+                        Refusal::PerMinute,
+                    ))
                 }
                 _ => {
                     c.window.push_back(now);
@@ -337,7 +340,10 @@ mod tests {
         let s = g.stats();
         assert_eq!((s.served, s.throttled, s.max_in_flight), (5, 1, 3));
         let a = s.clients["a"];
-        assert_eq!((a.served, a.throttled, a.in_flight, a.max_in_flight), (3, 1, 1, 3));
+        assert_eq!(
+            (a.served, a.throttled, a.in_flight, a.max_in_flight),
+            (3, 1, 1, 3)
+        );
         drop(b);
         assert_eq!(g.stats().clients["a"].in_flight, 0);
         g.reset_stats();
