@@ -57,7 +57,7 @@ impl RecordIndex for StoreIndex<'_> {
     }
 }
 
-fn position(cursor: &Cursor) -> Position {
+fn to_position(cursor: &Cursor) -> Position {
     Position {
         last_update: cursor.last_update,
         key: cursor.key.clone(),
@@ -336,7 +336,7 @@ async fn pull(
             })
             .collect();
         report.records += records.len() as u64;
-        let at = pull.cursor().map(position_of).or(resume_position.clone());
+        let at = pull.cursor().map(to_position).or(resume_position.clone());
         blocking(|| store.record_page(batch, &records, at)).map_err(st)?;
         if incremental && batch.records as usize >= spec.max_records_per_batch {
             tracing::info!(
@@ -351,14 +351,10 @@ async fn pull(
     report.duplicates_skipped += stats.duplicates_skipped;
     let end = pull
         .cursor()
-        .map(position_of)
+        .map(to_position)
         .or(resume_position)
         .or(pipeline_state.cursor.clone());
     blocking(|| store.transition(batch, BatchState::Pulled { end })).map_err(st)
-}
-
-fn position_of(c: &Cursor) -> Position {
-    position(c)
 }
 
 /// Maps the batch's keys (every key, for a full batch) from their latest
