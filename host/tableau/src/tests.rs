@@ -1162,6 +1162,9 @@ async fn neither_pat_secret_nor_token_is_logged_or_in_errors() {
         .with_writer(move || sink.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Another test thread may have registered these callsites while no
+    // subscriber wanted them; make them ask again now that ours is here.
+    tracing::callsite::rebuild_interest_cache();
 
     let site = new_site("3.25");
     let base = serve(site.clone()).await;
