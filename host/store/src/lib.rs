@@ -6,6 +6,8 @@
 //!   (lz4-compressed), each record's latest version, rejects and reference
 //!   datasets. A tenant's state moves, backs up and is deleted as one file;
 //!   redb's file lock lets one process run a tenant at a time.
+//! - [`RuntimeStore`]: the data directory's runtime file (the tenant list
+//!   and the hash-chained admin audit log); [`DataDir`] owns the layout.
 //! - [`seal`]: AES-256-GCM sealing of secrets under the operator's
 //!   [`MasterKey`], with the tenant and secret name as associated data.
 //!
@@ -14,11 +16,15 @@
 
 pub mod batch;
 mod error;
+mod runtime;
 pub mod seal;
 mod tenant;
 
 pub use batch::{Batch, BatchKind, BatchState, Change, Position};
 pub use error::StoreError;
+pub use runtime::{
+    AuditEntry, ChainBreak, DataDir, RUNTIME_SCHEMA_VERSION, RuntimeStore, TenantEntry,
+};
 pub use seal::{KeyId, MASTER_KEY_ENV, MasterKey, SealError};
 pub use tenant::{PipelineState, SCHEMA_VERSION, StoredRecord, TenantStore, VersionInfo};
 

@@ -870,8 +870,23 @@ impl TenantStore {
                 t.insert((dataset, key.as_str()), json.as_str())
                     .map_err(self.err("writing reference"))?;
             }
+            let mut meta = tx.open_table(META).map_err(self.err("opening meta"))?;
+            let count = (records.len() as u64).to_le_bytes();
+            meta.insert(format!("dataset:{dataset}").as_str(), count.as_slice())
+                .map_err(self.err("writing meta"))?;
         }
         tx.commit().map_err(self.err("committing reference data"))
+    }
+
+    /// True when the reference dataset was ever synced (it may be empty).
+    pub fn has_dataset(&self, dataset: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let meta = tx.open_table(META).map_err(self.err("opening meta"))?;
+        let key = format!("dataset:{dataset}");
+        Ok(meta
+            .get(key.as_str())
+            .map_err(self.err("reading meta"))?
+            .is_some())
     }
 
     /// One reference record.
@@ -922,7 +937,7 @@ fn check_schema_read_only(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+pub(crate) fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
             path: path.to_path_buf(),

@@ -23,6 +23,31 @@ use mlc_tableau::{CHANGES_TABLE, EXTRACT_SCHEMA, PayloadPart, PublishMode, Updat
 
 use crate::{Connectors, CycleAction, CycleReport, PipelineSpec, SyncError};
 
+/// What a cycle reports as it goes (progress bars, metrics).
+pub trait Progress: Send + Sync {
+    /// The cycle entered `stage`; `done` counts its work so far (records
+    /// pulled, rows written; 0 for the upload).
+    fn update(&self, stage: Stage, done: u64);
+}
+
+/// A stage of a cycle, for [`Progress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Pulling from Oracle: records recorded so far.
+    Pull,
+    /// Mapping and writing the extract: rows written so far.
+    Write,
+    /// Publishing or upserting into Tableau and waiting for the job.
+    Upload,
+}
+
+/// No progress reporting.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn update(&self, _stage: Stage, _done: u64) {}
+}
+
 /// Records read from the store and mapped at a time.
 const MAP_CHUNK: usize = 500;
 
@@ -79,6 +104,16 @@ pub async fn run_durable_cycle(
     store: &Arc<TenantStore>,
     c: &Connectors,
 ) -> Result<CycleReport, SyncError> {
+    run_durable_cycle_with(spec, store, c, &Quiet).await
+}
+
+/// [`run_durable_cycle`], reporting its stages to `progress`.
+pub async fn run_durable_cycle_with(
+    spec: &PipelineSpec,
+    store: &Arc<TenantStore>,
+    c: &Connectors,
+    progress: &dyn Progress,
+) -> Result<CycleReport, SyncError> {
     let label = format!("{}/{}", spec.tenant, spec.name);
     let st = |source: StoreError| SyncError::Store {
         pipeline: label.clone(),
@@ -111,7 +146,7 @@ pub async fn run_durable_cycle(
         rejected_by_writer: 0,
         action: CycleAction::NothingNew,
     };
-    match drive(spec, store, c, &mut batch, &state, &mut report).await {
+    match drive(spec, store, c, &mut batch, &state, &mut report, progress).await {
         Ok(()) => Ok(report),
         Err(error) => {
             let job_failed = matches!(&error, SyncError::Publish { source, .. }
@@ -143,6 +178,7 @@ async fn drive(
     batch: &mut Batch,
     pipeline_state: &mlc_store::PipelineState,
     report: &mut CycleReport,
+    progress: &dyn Progress,
 ) -> Result<(), SyncError> {
     let label = format!("{}/{}", spec.tenant, spec.name);
     let st = |source: StoreError| SyncError::Store {
@@ -158,7 +194,17 @@ async fn drive(
     loop {
         match batch.state.clone() {
             BatchState::Pulling { position } => {
-                pull(spec, store, c, batch, pipeline_state, position, report).await?;
+                pull(
+                    spec,
+                    store,
+                    c,
+                    batch,
+                    pipeline_state,
+                    position,
+                    report,
+                    progress,
+                )
+                .await?;
             }
             BatchState::Pulled { end } | BatchState::Mapped { end, .. } => {
                 if batch.records == 0 && !batch.kind.is_full() {
@@ -177,12 +223,12 @@ async fn drive(
                     blocking(|| store.confirm(batch, Vec::new(), &ds, &schema)).map_err(st)?;
                     return Ok(());
                 }
-                write(spec, store, c, batch, end, report).await?;
+                write(spec, store, c, batch, end, report, progress).await?;
             }
             BatchState::Written { end, rows, extract } => {
                 if !std::path::Path::new(&extract).exists() {
                     // The work directory lost it: write it again from the store.
-                    write(spec, store, c, batch, end, report).await?;
+                    write(spec, store, c, batch, end, report, progress).await?;
                     continue;
                 }
                 let request_ids = if batch.kind.is_full() {
@@ -205,10 +251,11 @@ async fn drive(
                         BatchState::Submitted { end, .. } => end.clone(),
                         _ => None,
                     };
-                    write(spec, store, c, batch, end, report).await?;
+                    write(spec, store, c, batch, end, report, progress).await?;
                     continue;
                 }
                 report.rows_written = rows;
+                progress.update(Stage::Upload, 0);
                 let schema = c
                     .plugins
                     .schema(&spec.tenant, &spec.plugin, &spec.resource.path)
@@ -293,6 +340,7 @@ async fn pull(
     pipeline_state: &mlc_store::PipelineState,
     position: Option<Position>,
     report: &mut CycleReport,
+    progress: &dyn Progress,
 ) -> Result<(), SyncError> {
     let label = format!("{}/{}", spec.tenant, spec.name);
     let st = |source: StoreError| SyncError::Store {
@@ -338,6 +386,7 @@ async fn pull(
         report.records += records.len() as u64;
         let at = pull.cursor().map(to_position).or(resume_position.clone());
         blocking(|| store.record_page(batch, &records, at)).map_err(st)?;
+        progress.update(Stage::Pull, batch.records);
         if incremental && batch.records as usize >= spec.max_records_per_batch {
             tracing::info!(
                 records = batch.records,
@@ -366,6 +415,7 @@ async fn write(
     batch: &mut Batch,
     end: Option<Position>,
     report: &mut CycleReport,
+    progress: &dyn Progress,
 ) -> Result<(), SyncError> {
     let label = format!("{}/{}", spec.tenant, spec.name);
     let st = |source: StoreError| SyncError::Store {
@@ -458,6 +508,7 @@ async fn write(
         rejects += refused.len() as u64;
         rows += mapped.rows.len() as u64 - written.rejects.len() as u64;
         blocking(|| store.put_rejects(&spec.name, batch.seq, &refused)).map_err(st)?;
+        progress.update(Stage::Write, rows);
     }
     let mapped = BatchState::Mapped {
         end: end.clone(),

@@ -1,13 +1,15 @@
 //! Reference data that mappings look up: suppliers with their parent,
 //! segment values (companies, cost centers, accounts), account
-//! combinations. Read from Oracle Fusion in full and kept per tenant in
-//! memory (the redb store will keep it once it exists).
+//! combinations. Read from Oracle Fusion in full and kept per tenant: in
+//! each tenant's store for the durable runtime ([`StoreReference`]), or in
+//! memory ([`ReferenceStore`]).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use mlc_oracle::{NothingExported, OracleClient, ResourceSpec};
 use mlc_plugin::{LookupError, ReferenceData};
+use mlc_store::TenantStore;
 use serde_json::{Map, Value};
 
 use crate::SyncError;
@@ -25,7 +27,8 @@ pub struct ReferenceSources {
     pub combination_segments: Vec<String>,
 }
 
-type Dataset = HashMap<String, String>;
+/// A dataset: key → record JSON.
+pub type Dataset = HashMap<String, String>;
 
 /// Tenant-scoped reference data in memory.
 #[derive(Debug, Default)]
@@ -67,43 +70,139 @@ impl ReferenceStore {
         oracle: &OracleClient,
         sources: &ReferenceSources,
     ) -> Result<(), SyncError> {
-        if sources.suppliers {
-            let items = read_all(tenant, oracle, &ResourceSpec::suppliers(), "suppliers").await?;
-            self.replace(tenant, "suppliers", suppliers_dataset(&items));
-        }
-        for (code, dataset) in &sources.value_sets {
-            let spec = ResourceSpec::value_set_values(code);
-            let items = read_all(tenant, oracle, &spec, dataset).await?;
-            let mut records = Dataset::new();
-            for item in items {
-                if let Some(value) = item.get("Value").and_then(text) {
-                    records.insert(value, Value::Object(item).to_string());
-                }
-            }
-            self.replace(tenant, dataset, records);
-        }
-        if !sources.combination_segments.is_empty() {
-            let items = read_all(
-                tenant,
-                oracle,
-                &ResourceSpec::account_combinations(),
-                "account-combinations",
-            )
-            .await?;
-            let mut records = Dataset::new();
-            for item in items {
-                let parts: Option<Vec<String>> = sources
-                    .combination_segments
-                    .iter()
-                    .map(|s| item.get(s).and_then(text))
-                    .collect();
-                if let Some(parts) = parts {
-                    records.insert(parts.join("-"), Value::Object(item).to_string());
-                }
-            }
-            self.replace(tenant, "account-combinations", records);
+        for (dataset, records) in read_reference(tenant, oracle, sources).await? {
+            self.replace(tenant, &dataset, records);
         }
         Ok(())
+    }
+}
+
+/// Reads the datasets `sources` names from Oracle Fusion in full: (dataset
+/// name, key → record JSON) each.
+pub async fn read_reference(
+    tenant: &str,
+    oracle: &OracleClient,
+    sources: &ReferenceSources,
+) -> Result<Vec<(String, Dataset)>, SyncError> {
+    let mut out = Vec::new();
+    if sources.suppliers {
+        let items = read_all(tenant, oracle, &ResourceSpec::suppliers(), "suppliers").await?;
+        out.push(("suppliers".to_owned(), suppliers_dataset(&items)));
+    }
+    for (code, dataset) in &sources.value_sets {
+        let spec = ResourceSpec::value_set_values(code);
+        let items = read_all(tenant, oracle, &spec, dataset).await?;
+        let mut records = Dataset::new();
+        for item in items {
+            if let Some(value) = item.get("Value").and_then(text) {
+                records.insert(value, Value::Object(item).to_string());
+            }
+        }
+        out.push((dataset.clone(), records));
+    }
+    if !sources.combination_segments.is_empty() {
+        let items = read_all(
+            tenant,
+            oracle,
+            &ResourceSpec::account_combinations(),
+            "account-combinations",
+        )
+        .await?;
+        let mut records = Dataset::new();
+        for item in items {
+            let parts: Option<Vec<String>> = sources
+                .combination_segments
+                .iter()
+                .map(|s| item.get(s).and_then(text))
+                .collect();
+            if let Some(parts) = parts {
+                records.insert(parts.join("-"), Value::Object(item).to_string());
+            }
+        }
+        out.push(("account-combinations".to_owned(), records));
+    }
+    Ok(out)
+}
+
+/// Reference data read from each tenant's store: what mappings look up in
+/// the durable runtime. Tenants are registered as their stores open.
+#[derive(Debug, Default)]
+pub struct StoreReference {
+    stores: RwLock<HashMap<String, Arc<TenantStore>>>,
+}
+
+impl StoreReference {
+    /// No tenants yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes a tenant's store the source of its lookups.
+    pub fn register(&self, store: Arc<TenantStore>) {
+        let mut guard = self
+            .stores
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.insert(store.tenant().to_owned(), store);
+    }
+
+    /// Forgets a tenant (its store is closing).
+    pub fn unregister(&self, tenant: &str) {
+        let mut guard = self
+            .stores
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.remove(tenant);
+    }
+
+    fn store(&self, tenant: &str) -> Option<Arc<TenantStore>> {
+        let guard = self
+            .stores
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.get(tenant).cloned()
+    }
+}
+
+/// Reads the tenant's reference data from Oracle and replaces each dataset
+/// in its store, one transaction per dataset; returns (dataset, records).
+pub async fn sync_reference_into_store(
+    store: &TenantStore,
+    oracle: &OracleClient,
+    sources: &ReferenceSources,
+) -> Result<Vec<(String, usize)>, SyncError> {
+    let tenant = store.tenant().to_owned();
+    let mut counts = Vec::new();
+    for (dataset, records) in read_reference(&tenant, oracle, sources).await? {
+        let mut rows: Vec<(String, String)> = records.into_iter().collect();
+        rows.sort();
+        tokio::task::block_in_place(|| store.replace_dataset(&dataset, &rows)).map_err(
+            |source| SyncError::Store {
+                pipeline: format!("{tenant}/reference:{dataset}"),
+                source,
+            },
+        )?;
+        counts.push((dataset, rows.len()));
+    }
+    Ok(counts)
+}
+
+impl ReferenceData for StoreReference {
+    fn lookup(
+        &self,
+        tenant: &str,
+        dataset: &str,
+        key: &str,
+    ) -> Result<Option<String>, LookupError> {
+        let Some(store) = self.store(tenant) else {
+            return Err(LookupError::UnknownDataset(dataset.to_owned()));
+        };
+        let unavailable = |e: mlc_store::StoreError| LookupError::Unavailable(e.to_string());
+        match store.lookup(dataset, key).map_err(unavailable)? {
+            Some(json) => Ok(Some(json)),
+            None if store.has_dataset(dataset).map_err(unavailable)? => Ok(None),
+            None => Err(LookupError::UnknownDataset(dataset.to_owned())),
+        }
     }
 }
 

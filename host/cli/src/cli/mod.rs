@@ -4,9 +4,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 #[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "runtime")]
+mod ops;
 #[cfg(feature = "plugin")]
 mod plugin;
+#[cfg(feature = "runtime")]
+mod runtime;
 mod sandbox;
+#[cfg(feature = "runtime")]
+mod sync;
+#[cfg(feature = "runtime")]
+mod tenant;
 
 /// Keeps Tableau data sources current with Oracle Fusion Cloud ERP.
 #[derive(Debug, Parser)]
@@ -19,6 +27,10 @@ pub struct Cli {
     /// Output format of commands that print results.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text, env = "MLC_OUTPUT")]
     pub output: Output,
+
+    #[cfg(feature = "runtime")]
+    #[command(flatten)]
+    runtime: runtime::RuntimeArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -46,6 +58,34 @@ enum Command {
     /// Run the Oracle Fusion or Tableau sandbox.
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
+    /// Apply, list, show and remove tenants.
+    #[cfg(feature = "runtime")]
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+    /// Store a tenant's secrets (sealed under the master key).
+    #[cfg(feature = "runtime")]
+    #[command(subcommand)]
+    Secret(tenant::SecretCommand),
+    /// Generate or rotate the master key.
+    #[cfg(feature = "runtime")]
+    #[command(subcommand)]
+    Keys(tenant::KeysCommand),
+    /// Run a tenant's pipelines now (one durable cycle each).
+    #[cfg(feature = "runtime")]
+    Sync(sync::SyncCommand),
+    /// Export again from the store: a batch, a failed batch, a record, or all.
+    #[cfg(feature = "runtime")]
+    Replay(sync::ReplayCommand),
+    /// List, pause and resume pipelines.
+    #[cfg(feature = "runtime")]
+    #[command(subcommand)]
+    Pipeline(ops::PipelineCommand),
+    /// List a tenant's batches.
+    #[cfg(feature = "runtime")]
+    Batches(ops::BatchesCommand),
+    /// The audit trail: records, batches, the admin log.
+    #[cfg(feature = "runtime")]
+    Audit(ops::AuditCommand),
 }
 
 impl Cli {
@@ -57,6 +97,22 @@ impl Cli {
             #[cfg(feature = "demo")]
             Command::Demo(cmd) => cmd.run(self.output).await,
             Command::Sandbox(cmd) => cmd.run().await,
+            #[cfg(feature = "runtime")]
+            Command::Tenant(cmd) => cmd.run(&self.runtime, self.output).await,
+            #[cfg(feature = "runtime")]
+            Command::Secret(cmd) => cmd.run(&self.runtime, self.output).await,
+            #[cfg(feature = "runtime")]
+            Command::Keys(cmd) => cmd.run(&self.runtime, self.output).await,
+            #[cfg(feature = "runtime")]
+            Command::Sync(cmd) => cmd.run(&self.runtime, self.output).await,
+            #[cfg(feature = "runtime")]
+            Command::Replay(cmd) => cmd.run(&self.runtime, self.output).await,
+            #[cfg(feature = "runtime")]
+            Command::Pipeline(cmd) => cmd.run(&self.runtime, self.output).await,
+            #[cfg(feature = "runtime")]
+            Command::Batches(cmd) => cmd.run(&self.runtime, self.output).await,
+            #[cfg(feature = "runtime")]
+            Command::Audit(cmd) => cmd.run(&self.runtime, self.output).await,
         }
     }
 }

@@ -1,0 +1,257 @@
+//! What the commands over the store share: the global options naming the
+//! data directory, master key, mappings and plugins; opening the runtime
+//! file and a tenant's store; `TENANT[/PIPELINE[/KEY]]` targets; the
+//! audit actor; printing one result as text or JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use mlc_store::{DataDir, MasterKey, RuntimeStore, TenantStore};
+use mlc_sync::{Host, HostConfig};
+
+use super::Output;
+
+/// Where the runtime keeps and finds things (global options).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// The data directory: runtime file, one store file per tenant.
+    #[arg(
+        long,
+        global = true,
+        env = "ML_CONNECTOR_DATA",
+        default_value = ".mlc/data"
+    )]
+    pub data_dir: PathBuf,
+    /// A file holding the master key (base64 of 32 bytes); default: the
+    /// ML_CONNECTOR_MASTER_KEY variable.
+    #[arg(long, global = true, env = "ML_CONNECTOR_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// Mapping scripts, as `<dir>/<tenant>/<file>.toml`.
+    #[arg(
+        long,
+        global = true,
+        env = "ML_CONNECTOR_MAPPINGS",
+        default_value = "mappings"
+    )]
+    pub mappings_dir: PathBuf,
+    /// Plugins, as `<dir>/<tenant>/<name>.wasm`.
+    #[arg(long, global = true, env = "ML_CONNECTOR_PLUGINS")]
+    pub plugins_dir: Option<PathBuf>,
+    /// The scripted mapper component (default: target/plugins/scripted.wasm,
+    /// built by `cargo xtask build-plugins`).
+    #[arg(long, global = true, env = "ML_CONNECTOR_SCRIPTED_WASM")]
+    pub scripted: Option<PathBuf>,
+    /// The hyperd binary (default: from the tableauhyperapi Python package).
+    #[arg(long, global = true, env = "ML_CONNECTOR_HYPERD")]
+    pub hyperd: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// The data directory.
+    pub fn data(&self) -> DataDir {
+        DataDir::new(&self.data_dir)
+    }
+
+    /// The master key, or an error saying what to set.
+    pub fn master_key(&self) -> Result<MasterKey> {
+        MasterKey::from_env_or_file(self.master_key_file.as_deref()).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n  set {} to the base64 of 32 random bytes, or pass --master-key-file FILE \
+                 (a new key: `ml-connector keys generate`)",
+                mlc_store::MASTER_KEY_ENV
+            )
+        })
+    }
+
+    /// Opens the runtime file.
+    pub fn runtime(&self) -> Result<RuntimeStore> {
+        Ok(RuntimeStore::open(&self.data())?)
+    }
+
+    /// Opens a tenant's store; the tenant must be listed.
+    pub fn tenant_store(&self, runtime: &RuntimeStore, tenant: &str) -> Result<Arc<TenantStore>> {
+        if runtime.tenant(tenant)?.is_none() {
+            bail!(
+                "tenant `{tenant}` is not in {}: apply it with `ml-connector tenant apply FILE`",
+                self.data_dir.display()
+            );
+        }
+        let path = self.data().tenant_file(tenant);
+        Ok(Arc::new(TenantStore::open(&path, tenant)?))
+    }
+
+    /// Starts the host parts (plugin runtime, hyperd, watcher).
+    pub async fn host(&self, key: MasterKey) -> Result<Host> {
+        let scripted = match &self.scripted {
+            Some(p) => p.clone(),
+            None => {
+                let staged = std::env::var_os("MLC_PLUGINS_BUILT")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("target/plugins"));
+                staged.join("scripted.wasm")
+            }
+        };
+        if !scripted.exists() {
+            bail!(
+                "the scripted mapper {} is missing: build it with `cargo xtask build-plugins`, or pass --scripted FILE",
+                scripted.display()
+            );
+        }
+        let config = HostConfig {
+            data: self.data(),
+            mappings_dir: self.mappings_dir.clone(),
+            plugins_dir: self.plugins_dir.clone(),
+            scripted_wasm: scripted,
+            hyperd: self.hyperd.clone(),
+        };
+        Ok(Host::start(config, key).await?)
+    }
+}
+
+/// Who an audit entry names for a CLI call.
+pub fn actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+/// `TENANT[/PIPELINE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The tenant.
+    pub tenant: String,
+    /// The pipeline, when named.
+    pub pipeline: Option<String>,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(2, '/');
+        let tenant = parts.next().unwrap_or_default();
+        if tenant.is_empty() {
+            return Err("expected TENANT or TENANT/PIPELINE".into());
+        }
+        let pipeline = parts.next().map(str::to_owned);
+        if pipeline.as_deref() == Some("") {
+            return Err("expected TENANT/PIPELINE, the pipeline is empty".into());
+        }
+        Ok(Self {
+            tenant: tenant.to_owned(),
+            pipeline,
+        })
+    }
+}
+
+impl Target {
+    /// The pipeline, or an error for a command that needs one.
+    pub fn pipeline(&self) -> Result<&str> {
+        self.pipeline
+            .as_deref()
+            .with_context(|| format!("expected {}/PIPELINE", self.tenant))
+    }
+}
+
+/// `TENANT/PIPELINE/KEY` (the key may contain `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordTarget {
+    /// The tenant.
+    pub tenant: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The record's key.
+    pub key: String,
+}
+
+impl std::str::FromStr for RecordTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(t), Some(p), Some(k)) if !t.is_empty() && !p.is_empty() && !k.is_empty() => {
+                Ok(Self {
+                    tenant: t.to_owned(),
+                    pipeline: p.to_owned(),
+                    key: k.to_owned(),
+                })
+            }
+            _ => Err("expected TENANT/PIPELINE/KEY".into()),
+        }
+    }
+}
+
+/// A batch id `tenant.pipeline.instance.seq` split into its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRef {
+    /// The tenant.
+    pub tenant: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The sequence number.
+    pub seq: u64,
+}
+
+impl std::str::FromStr for BatchRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a batch id (tenant.pipeline.instance.sequence)");
+        let mut right = s.rsplitn(3, '.');
+        let seq = right.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+        let _instance = right.next().ok_or_else(bad)?;
+        let rest = right.next().ok_or_else(bad)?;
+        let (tenant, pipeline) = rest.split_once('.').ok_or_else(bad)?;
+        if tenant.is_empty() || pipeline.is_empty() {
+            return Err(bad());
+        }
+        Ok(Self {
+            tenant: tenant.to_owned(),
+            pipeline: pipeline.to_owned(),
+            seq,
+        })
+    }
+}
+
+/// Prints `value` as JSON, or `text` for people.
+pub fn print(output: Output, value: &serde_json::Value, text: impl FnOnce() -> String) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        ),
+        Output::Text => {
+            let t = text();
+            if !t.is_empty() {
+                println!("{}", t.trim_end());
+            }
+        }
+    }
+}
+
+/// Runs a blocking store call off the async workers.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        let t: Target = "acme/ap-invoices".parse().expect("target");
+        assert_eq!(t.pipeline.as_deref(), Some("ap-invoices"));
+        assert!("".parse::<Target>().is_err());
+        assert!("acme/".parse::<Target>().is_err());
+        let r: RecordTarget = "acme/ap/INV/2".parse().expect("record");
+        assert_eq!(r.key, "INV/2");
+        assert!("acme/ap".parse::<RecordTarget>().is_err());
+        let b: BatchRef = "acme.ap-invoices.0a1b2c3d.000012".parse().expect("batch");
+        assert_eq!(
+            (b.tenant.as_str(), b.pipeline.as_str(), b.seq),
+            ("acme", "ap-invoices", 12)
+        );
+        assert!("acme.000012".parse::<BatchRef>().is_err());
+    }
+}

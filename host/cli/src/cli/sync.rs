@@ -1,0 +1,320 @@
+//! `sync TENANT[/PIPELINE] --once` and `replay`: durable cycles in the
+//! foreground, with progress bars on a terminal and a summary. A replay
+//! opens a batch from the store (never from Oracle) and runs it through
+//! the same cycle.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mlc_store::{BatchKind, BatchState, TenantStore};
+use mlc_sync::{CycleAction, CycleReport, Progress, Stage};
+use serde_json::json;
+
+use super::Output;
+use super::runtime::{BatchRef, RecordTarget, RuntimeArgs, Target, actor, blocking, print};
+use super::tenant::stored_definition;
+
+/// Run pipelines now, in the foreground.
+#[derive(Debug, clap::Args)]
+pub struct SyncCommand {
+    /// `TENANT` (every pipeline that is not paused) or `TENANT/PIPELINE`.
+    target: Target,
+    /// Run one cycle of each pipeline and exit (the scheduler is `serve`).
+    #[arg(long, required = true)]
+    once: bool,
+}
+
+/// Export again from the store, without asking Oracle.
+#[derive(Debug, clap::Args)]
+#[group(id = "what", required = true, multiple = false)]
+pub struct ReplayCommand {
+    /// Re-export the keys of this batch (their latest stored versions).
+    #[arg(long, group = "what", value_name = "BATCH_ID")]
+    batch: Option<BatchRef>,
+    /// Retry the pipeline's failed batch now.
+    #[arg(long, group = "what", value_name = "TENANT/PIPELINE")]
+    failed: Option<Target>,
+    /// Re-export one record (its latest stored version).
+    #[arg(long, group = "what", value_name = "TENANT/PIPELINE/KEY")]
+    record: Option<RecordTarget>,
+    /// Re-publish the whole pipeline (Overwrite) from the stored latest versions.
+    #[arg(long, group = "what", value_name = "TENANT/PIPELINE")]
+    full: Option<Target>,
+}
+
+impl SyncCommand {
+    pub async fn run(self, args: &RuntimeArgs, output: Output) -> Result<()> {
+        let _ = self.once;
+        let key = args.master_key()?;
+        let store = {
+            let runtime = args.runtime()?;
+            args.tenant_store(&runtime, &self.target.tenant)?
+        };
+        let def = stored_definition(&store)?;
+        let names: Vec<String> = match &self.target.pipeline {
+            Some(p) => {
+                if def.pipeline(p).is_none() {
+                    bail!(
+                        "tenant {} has no pipeline `{p}` (it has: {})",
+                        def.id,
+                        def.pipelines
+                            .iter()
+                            .map(|p| p.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                vec![p.clone()]
+            }
+            None => {
+                let mut names = Vec::new();
+                for p in &def.pipelines {
+                    if blocking(|| store.pipeline(&p.id))?.paused {
+                        eprintln!("pipeline {}/{} is paused: skipped", def.id, p.id);
+                    } else {
+                        names.push(p.id.clone());
+                    }
+                }
+                names
+            }
+        };
+        run_cycles(args, key, store, &names, output, true).await
+    }
+}
+
+impl ReplayCommand {
+    pub async fn run(self, args: &RuntimeArgs, output: Output) -> Result<()> {
+        let key = args.master_key()?;
+        let runtime = args.runtime()?;
+        let (tenant, pipeline) = match (&self.batch, &self.failed, &self.record, &self.full) {
+            (Some(b), ..) => (b.tenant.clone(), b.pipeline.clone()),
+            (_, Some(t), ..) | (.., Some(t)) => (t.tenant.clone(), t.pipeline()?.to_owned()),
+            (_, _, Some(r), _) => (r.tenant.clone(), r.pipeline.clone()),
+            _ => bail!("say what to replay: --batch, --failed, --record or --full"),
+        };
+        let store = args.tenant_store(&runtime, &tenant)?;
+        let def = stored_definition(&store)?;
+        if def.pipeline(&pipeline).is_none() {
+            bail!("tenant {tenant} has no pipeline `{pipeline}`");
+        }
+        let open = blocking(|| store.open_batch(&pipeline))?;
+        let (action, detail) = if self.failed.is_some() {
+            match &open {
+                Some(b) if matches!(b.state, BatchState::Failed { .. }) => (
+                    "replay.failed",
+                    json!({"pipeline": pipeline, "batch": b.id}),
+                ),
+                Some(b) => bail!(
+                    "batch {} of {tenant}/{pipeline} is {}, not failed: `ml-connector sync {tenant}/{pipeline} --once` continues it",
+                    b.id,
+                    b.state.name()
+                ),
+                None => bail!("{tenant}/{pipeline} has no failed batch"),
+            }
+        } else {
+            if let Some(b) = &open {
+                bail!(
+                    "{tenant}/{pipeline} has an unfinished batch {} ({}): finish it first with `ml-connector replay --failed {tenant}/{pipeline}` or `ml-connector sync {tenant}/{pipeline} --once`",
+                    b.id,
+                    b.state.name()
+                );
+            }
+            let state = blocking(|| store.pipeline(&pipeline))?;
+            if state.datasource_id.is_none() {
+                bail!(
+                    "{tenant}/{pipeline} was never published: run `ml-connector sync {tenant}/{pipeline} --once` first"
+                );
+            }
+            let (kind, keys, action) = if let Some(b) = &self.batch {
+                let original = blocking(|| store.batch(&pipeline, b.seq))?;
+                let keys = all_batch_keys(&store, &pipeline, original.seq)?;
+                (BatchKind::Replay { of: original.seq }, keys, "replay.batch")
+            } else if let Some(r) = &self.record {
+                if blocking(|| store.versions(&pipeline, &r.key))?.is_empty() {
+                    bail!(
+                        "{tenant}/{pipeline} has no stored version of record `{}`",
+                        r.key
+                    );
+                }
+                (BatchKind::Records, vec![r.key.clone()], "replay.record")
+            } else {
+                (BatchKind::Reexport, Vec::new(), "replay.full")
+            };
+            let batch = blocking(|| store.create_batch(&pipeline, kind.clone(), &keys))?;
+            (
+                action,
+                json!({"pipeline": pipeline, "batch": batch.id, "kind": kind, "keys": keys.len()}),
+            )
+        };
+        runtime.audit(&actor(), action, Some(&tenant), detail)?;
+        drop(runtime);
+        run_cycles(args, key, store, &[pipeline], output, false).await
+    }
+}
+
+fn all_batch_keys(store: &TenantStore, pipeline: &str, seq: u64) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = blocking(|| store.batch_keys(pipeline, seq, after.as_deref(), 10_000))?;
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        after = Some(last);
+        keys.extend(page);
+    }
+    Ok(keys)
+}
+
+/// A pipeline's spinner.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn update(&self, stage: Stage, done: u64) {
+        self.0.set_message(match stage {
+            Stage::Pull => format!("pulling from Oracle: {done} records"),
+            Stage::Write => format!("mapping and writing: {done} rows"),
+            Stage::Upload => "uploading to Tableau".to_owned(),
+        });
+    }
+}
+
+async fn run_cycles(
+    args: &RuntimeArgs,
+    key: mlc_store::MasterKey,
+    store: std::sync::Arc<TenantStore>,
+    names: &[String],
+    output: Output,
+    reference: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    let host = args.host(key).await?;
+    let tenant = host.tenant(store).await?;
+    let bars = MultiProgress::with_draw_target(
+        if std::io::stderr().is_terminal() && output == Output::Text {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    let style = ProgressStyle::with_template("{spinner} {prefix:<28} {msg} ({elapsed})")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    if reference && !tenant.definition.reference.is_empty() {
+        let bar = bars.add(ProgressBar::new_spinner().with_style(style.clone()));
+        bar.set_prefix("reference data");
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let counts = tenant.sync_reference().await.with_context(|| {
+            format!("tenant {}: syncing reference data from Oracle", tenant.id())
+        })?;
+        bar.finish_with_message(
+            counts
+                .iter()
+                .map(|(d, n)| format!("{d} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    let mut results: Vec<(String, Result<CycleReport, String>, Duration)> = Vec::new();
+    for name in names {
+        let Some(spec) = tenant.pipeline(name).cloned() else {
+            bail!("tenant {} has no pipeline `{name}`", tenant.id());
+        };
+        let bar = bars.add(ProgressBar::new_spinner().with_style(style.clone()));
+        bar.set_prefix(format!("{}/{}", tenant.id(), name));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let t = Instant::now();
+        let outcome = tenant.run_once(&spec, &Bar(bar.clone())).await;
+        match &outcome {
+            Ok(r) => bar.finish_with_message(action_text(r)),
+            Err(_) => bar.abandon_with_message("failed"),
+        }
+        results.push((
+            name.clone(),
+            outcome.map_err(|e| format!("{:#}", anyhow::Error::new(e))),
+            t.elapsed(),
+        ));
+    }
+    tenant.connectors.tableau.shutdown().await.ok();
+    host.shutdown().await;
+
+    let failed = results.iter().filter(|(_, r, _)| r.is_err()).count();
+    let doc = json!({
+        "tenant": tenant.definition.id,
+        "seconds": started.elapsed().as_secs_f64(),
+        "pipelines": results.iter().map(|(name, r, took)| match r {
+            Ok(r) => json!({"pipeline": name, "ok": true, "seconds": took.as_secs_f64(),
+                            "report": report_json(r)}),
+            Err(e) => json!({"pipeline": name, "ok": false, "seconds": took.as_secs_f64(), "error": e}),
+        }).collect::<Vec<_>>(),
+    });
+    print(output, &doc, || {
+        let mut t = format!(
+            "{:<24} {:<30} {:>9} {:>9} {:>8} {:>7}  {}\n",
+            "pipeline", "batch", "records", "rows", "rejects", "secs", "result"
+        );
+        for (name, r, took) in &results {
+            match r {
+                Ok(r) => t.push_str(&format!(
+                    "{:<24} {:<30} {:>9} {:>9} {:>8} {:>7.1}  {}\n",
+                    name,
+                    r.batch_id,
+                    r.records,
+                    r.rows_written,
+                    r.rejected_by_mapping + r.rejected_by_writer,
+                    took.as_secs_f64(),
+                    action_text(r)
+                )),
+                Err(e) => t.push_str(&format!(
+                    "{:<24} {:<30} {:>9} {:>9} {:>8} {:>7.1}  FAILED: {e}\n",
+                    name,
+                    "",
+                    "",
+                    "",
+                    "",
+                    took.as_secs_f64()
+                )),
+            }
+        }
+        t
+    });
+    if failed > 0 {
+        bail!(
+            "{failed} of {} pipelines failed; the failed batches resume at the next `sync` (see `ml-connector batches {} --state failed`)",
+            results.len(),
+            tenant.definition.id
+        );
+    }
+    Ok(())
+}
+
+fn action_text(r: &CycleReport) -> String {
+    match &r.action {
+        CycleAction::NothingNew => "nothing new".into(),
+        CycleAction::Published { .. } => format!("published {} rows", r.rows_written),
+        CycleAction::Upserted { .. } => format!("upserted {} rows", r.rows_written),
+    }
+}
+
+fn report_json(r: &CycleReport) -> serde_json::Value {
+    let action = match &r.action {
+        CycleAction::NothingNew => json!({"type": "nothing-new"}),
+        CycleAction::Published { datasource_id } => {
+            json!({"type": "published", "datasource_id": datasource_id})
+        }
+        CycleAction::Upserted { request_ids, jobs } => {
+            json!({"type": "upserted", "request_ids": request_ids, "jobs": jobs})
+        }
+    };
+    json!({
+        "batch": r.batch_id,
+        "records": r.records,
+        "duplicates_skipped": r.duplicates_skipped,
+        "oracle_requests": r.oracle_requests,
+        "rows_written": r.rows_written,
+        "rejected_by_mapping": r.rejected_by_mapping,
+        "rejected_by_writer": r.rejected_by_writer,
+        "action": action,
+    })
+}

@@ -1,0 +1,464 @@
+//! The composition root: one place builds what a tenant's pipelines run
+//! on. [`Host`] holds the process's shared parts (the plugin runtime with
+//! lookups over the tenants' stores, one `hyperd`, the master key and the
+//! directories); [`Host::tenant`] builds a tenant's connectors and
+//! pipelines from the definition stored in its file: the Oracle and
+//! Tableau clients with their secrets opened, each pipeline's mapping
+//! loaded (a script of `<mappings-dir>/<tenant>/` through the `scripted`
+//! mapper as plugin `<pipeline>`, or a plugin of `<plugins-dir>/<tenant>/`).
+//!
+//! The CLI (`sync`, `replay`), the demo and the tests build tenants here;
+//! nothing else wires clients by hand.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mlc_hyper::{Hyperd, HyperdConfig};
+use mlc_oracle::{OracleClient, OracleConfig};
+use mlc_plugin::{LoadOptions, PluginRuntime, RuntimeConfig, Sample, WatchHandle};
+use mlc_store::{DataDir, MasterKey, StoreError, TenantStore};
+use mlc_tableau::{TableauClient, TableauConfig};
+
+use crate::definition::{self, Grant, Mapping, SecretRef, TenantDefinition};
+use crate::reference::{StoreReference, sync_reference_into_store};
+use crate::{Connectors, CycleReport, PipelineSpec, SyncError};
+
+/// Where the host finds what tenants need.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// The data directory (runtime file, tenant stores, scratch).
+    pub data: DataDir,
+    /// Mapping scripts: `<mappings-dir>/<tenant>/<file>.toml`, samples in
+    /// `<mappings-dir>/<tenant>/samples/<file-stem>.json`.
+    pub mappings_dir: PathBuf,
+    /// Plugins: `<plugins-dir>/<tenant>/<name>.wasm`, watched while the host
+    /// runs; `None` when no tenant uses `plugin = "…"`.
+    pub plugins_dir: Option<PathBuf>,
+    /// The `scripted` mapper component that runs mapping scripts.
+    pub scripted_wasm: PathBuf,
+    /// The hyperd binary (default: from the tableauhyperapi package).
+    pub hyperd: Option<PathBuf>,
+}
+
+/// Why a host or a tenant could not be built. Each names the tenant and
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// The tenant's store could not be opened or read.
+    #[error("tenant {tenant}: the store failed")]
+    Store {
+        /// The tenant.
+        tenant: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// The tenant was never applied.
+    #[error(
+        "tenant {tenant} has no definition in {}: apply one with `ml-connector tenant apply FILE`",
+        .path.display()
+    )]
+    NoDefinition {
+        /// The tenant.
+        tenant: String,
+        /// Its store file.
+        path: PathBuf,
+    },
+    /// The stored definition does not parse any more (a newer binary wrote it).
+    #[error("tenant {tenant}: the stored definition is refused: {source}")]
+    Definition {
+        /// The tenant.
+        tenant: String,
+        /// The parser's error.
+        #[source]
+        source: definition::DefinitionError,
+    },
+    /// A secret the definition names is not stored.
+    #[error(
+        "tenant {tenant}: secret `{name}` is not set: run `ml-connector secret set {tenant} {name}` (the value is read from stdin)"
+    )]
+    MissingSecret {
+        /// The tenant.
+        tenant: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// A stored secret could not be opened (wrong master key, damage).
+    #[error("tenant {tenant}: secret `{name}` cannot be opened")]
+    Secret {
+        /// The tenant.
+        tenant: String,
+        /// The secret's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// The tenant uses a grant this build cannot run yet.
+    #[error(
+        "tenant {tenant}: [oracle] grant = \"{grant}\" is not supported by this build; use grant = \"client_credentials\""
+    )]
+    UnsupportedGrant {
+        /// The tenant.
+        tenant: String,
+        /// The grant.
+        grant: &'static str,
+    },
+    /// A mapping script or the scripted mapper could not be read.
+    #[error("tenant {tenant}: reading {}", .path.display())]
+    Read {
+        /// The tenant.
+        tenant: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A pipeline's mapping was refused.
+    #[error("tenant {tenant}: pipeline {pipeline}: mapping {mapping} was refused")]
+    Mapping {
+        /// The tenant.
+        tenant: String,
+        /// The pipeline.
+        pipeline: String,
+        /// The script file or plugin name.
+        mapping: String,
+        /// The runtime's error.
+        #[source]
+        source: mlc_plugin::PluginError,
+    },
+    /// A client could not be built from the definition.
+    #[error("tenant {tenant}: {what}: {reason}")]
+    Client {
+        /// The tenant.
+        tenant: String,
+        /// `Oracle client` or `Tableau client`.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A shared part (plugin runtime, hyperd, watcher) failed to start.
+    #[error("starting {what}: {reason}")]
+    Start {
+        /// What.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The process's shared parts.
+pub struct Host {
+    config: HostConfig,
+    key: MasterKey,
+    plugins: PluginRuntime,
+    hyperd: Arc<Hyperd>,
+    reference: Arc<StoreReference>,
+    _watcher: Option<WatchHandle>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tenant ready to run: its definition, store, connectors and pipelines.
+pub struct Tenant {
+    /// The definition, as stored.
+    pub definition: TenantDefinition,
+    /// The tenant's store.
+    pub store: Arc<TenantStore>,
+    /// Its clients, the plugin runtime and hyperd.
+    pub connectors: Connectors,
+    /// Its pipelines, in the definition's order.
+    pub pipelines: Vec<PipelineSpec>,
+}
+
+impl Host {
+    /// Starts the plugin runtime (lookups read the tenants' stores), hyperd
+    /// and, with a plugins directory, its watcher.
+    pub async fn start(config: HostConfig, key: MasterKey) -> Result<Self, ComposeError> {
+        let start = |what: &'static str| {
+            move |e: &dyn std::fmt::Display| ComposeError::Start {
+                what,
+                reason: e.to_string(),
+            }
+        };
+        config
+            .data
+            .prepare()
+            .map_err(|e| start("the data directory")(&e))?;
+        let reference = Arc::new(StoreReference::new());
+        let plugins = PluginRuntime::new(RuntimeConfig {
+            cache_dir: Some(config.data.root().join("plugin-cache")),
+            reference: reference.clone(),
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| start("the plugin runtime")(&e))?;
+        let hyperd = Hyperd::start(HyperdConfig {
+            binary: config.hyperd.clone(),
+            log_dir: config.data.root().join("hyperd-logs"),
+            ..HyperdConfig::default()
+        })
+        .await
+        .map_err(|e| start("hyperd")(&e))?;
+        let watcher = match &config.plugins_dir {
+            Some(dir) if dir.is_dir() => Some(
+                plugins
+                    .watch(dir)
+                    .await
+                    .map_err(|e| start("the plugins directory watcher")(&e))?,
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            config,
+            key,
+            plugins,
+            hyperd: Arc::new(hyperd),
+            reference,
+            _watcher: watcher,
+        })
+    }
+
+    /// The plugin runtime.
+    pub fn plugins(&self) -> &PluginRuntime {
+        &self.plugins
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> &DataDir {
+        &self.config.data
+    }
+
+    /// Opens (and locks) a tenant's store.
+    pub fn open_store(&self, tenant: &str) -> Result<Arc<TenantStore>, ComposeError> {
+        let path = self.config.data.tenant_file(tenant);
+        tokio::task::block_in_place(|| TenantStore::open(&path, tenant))
+            .map(Arc::new)
+            .map_err(|source| ComposeError::Store {
+                tenant: tenant.to_owned(),
+                source,
+            })
+    }
+
+    /// Builds a tenant from the definition in its store.
+    pub async fn tenant(&self, store: Arc<TenantStore>) -> Result<Tenant, ComposeError> {
+        let tenant = store.tenant().to_owned();
+        let store_err = |source| ComposeError::Store {
+            tenant: tenant.clone(),
+            source,
+        };
+        let text = tokio::task::block_in_place(|| store.definition())
+            .map_err(store_err)?
+            .ok_or_else(|| ComposeError::NoDefinition {
+                tenant: tenant.clone(),
+                path: store.path().to_path_buf(),
+            })?;
+        let definition =
+            definition::parse(&format!("{tenant} (stored)"), &text).map_err(|source| {
+                ComposeError::Definition {
+                    tenant: tenant.clone(),
+                    source,
+                }
+            })?;
+        if definition.oracle.grant != Grant::ClientCredentials {
+            return Err(ComposeError::UnsupportedGrant {
+                tenant,
+                grant: definition.oracle.grant.name(),
+            });
+        }
+        let secret = |r: &SecretRef| self.secret(&store, r);
+        let o = &definition.oracle;
+        let mut oracle_config = OracleConfig::new(
+            o.base_url(),
+            o.token_url.clone(),
+            o.client_id.clone(),
+            match &o.client_secret {
+                Some(r) => secret(r)?,
+                None => mlc_common::Secret::new(String::new()),
+            },
+            o.scope.clone(),
+        );
+        oracle_config.page_size = o.page_size;
+        oracle_config.overlap_secs = o.overlap_secs;
+        let client_err = |what: &'static str| {
+            let tenant = tenant.clone();
+            move |e: &dyn std::fmt::Display| ComposeError::Client {
+                tenant,
+                what,
+                reason: e.to_string(),
+            }
+        };
+        let oracle = OracleClient::new(tenant.as_str(), oracle_config)
+            .map_err(|e| client_err("Oracle client")(&e))?;
+        let t = &definition.tableau;
+        let mut tableau_config = TableauConfig::new(
+            t.url.clone(),
+            t.site.clone(),
+            t.pat_name.clone(),
+            secret(&t.pat_secret)?,
+            t.project.clone(),
+        );
+        tableau_config.api_version = t.api_version;
+        let tableau = TableauClient::new(tenant.as_str(), tableau_config)
+            .map_err(|e| client_err("Tableau client")(&e))?;
+
+        self.reference.register(store.clone());
+        let mut pipelines = Vec::with_capacity(definition.pipelines.len());
+        for p in &definition.pipelines {
+            let plugin = match &p.mapping {
+                Mapping::Script(file) => {
+                    self.load_script(&tenant, &p.id, file).await?;
+                    p.id.clone()
+                }
+                Mapping::Plugin(name) => {
+                    self.plugins
+                        .info(&tenant, name)
+                        .map_err(|source| ComposeError::Mapping {
+                            tenant: tenant.clone(),
+                            pipeline: p.id.clone(),
+                            mapping: format!("plugin {name}"),
+                            source,
+                        })?;
+                    name.clone()
+                }
+            };
+            pipelines.push(PipelineSpec {
+                tenant: tenant.clone(),
+                name: p.id.clone(),
+                resource: p.resource_spec(),
+                plugin,
+                datasource: p.datasource.clone(),
+                max_records_per_batch: p.max_records_per_batch,
+            });
+        }
+        let connectors = Connectors {
+            oracle,
+            tableau,
+            plugins: self.plugins.clone(),
+            hyperd: self.hyperd.clone(),
+            work_dir: self.config.data.work_dir(&tenant),
+        };
+        Ok(Tenant {
+            definition,
+            store,
+            connectors,
+            pipelines,
+        })
+    }
+
+    fn secret(
+        &self,
+        store: &TenantStore,
+        r: &SecretRef,
+    ) -> Result<mlc_common::Secret, ComposeError> {
+        let tenant = store.tenant().to_owned();
+        match tokio::task::block_in_place(|| store.secret(&self.key, r.name())) {
+            Ok(s) => Ok(s),
+            Err(StoreError::NotFound { .. }) => Err(ComposeError::MissingSecret {
+                tenant,
+                name: r.name().to_owned(),
+            }),
+            Err(source) => Err(ComposeError::Secret {
+                tenant,
+                name: r.name().to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Loads `<mappings-dir>/<tenant>/<file>` through the scripted mapper as
+    /// plugin `<pipeline>`, validated against its sample when there is one.
+    async fn load_script(
+        &self,
+        tenant: &str,
+        pipeline: &str,
+        file: &str,
+    ) -> Result<(), ComposeError> {
+        let dir = self.config.mappings_dir.join(tenant);
+        let path = dir.join(file);
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| ComposeError::Read {
+                tenant: tenant.to_owned(),
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let script = String::from_utf8_lossy(&read(&path)?).into_owned();
+        let wasm = read(&self.config.scripted_wasm)?;
+        let refused = |source| ComposeError::Mapping {
+            tenant: tenant.to_owned(),
+            pipeline: pipeline.to_owned(),
+            mapping: path.display().to_string(),
+            source,
+        };
+        let stem = Path::new(file)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(file);
+        let sample_path = dir.join("samples").join(format!("{stem}.json"));
+        let sample = match std::fs::read_to_string(&sample_path) {
+            Ok(text) => Some(
+                Sample::from_json(&sample_path.display().to_string(), &text).map_err(refused)?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(ComposeError::Read {
+                    tenant: tenant.to_owned(),
+                    path: sample_path,
+                    source,
+                });
+            }
+        };
+        let options = LoadOptions {
+            config: Some(script),
+            sample,
+            origin: Some(path.display().to_string()),
+        };
+        self.plugins
+            .load_with(tenant, pipeline, wasm, options)
+            .await
+            .map_err(refused)?;
+        Ok(())
+    }
+
+    /// Stops hyperd.
+    pub async fn shutdown(self) {
+        if let Some(hyperd) = Arc::into_inner(self.hyperd) {
+            hyperd.shutdown().await.ok();
+        }
+    }
+}
+
+impl Tenant {
+    /// The tenant id.
+    pub fn id(&self) -> &str {
+        &self.definition.id
+    }
+
+    /// A pipeline by id.
+    pub fn pipeline(&self, id: &str) -> Option<&PipelineSpec> {
+        self.pipelines.iter().find(|p| p.name == id)
+    }
+
+    /// Reads the reference datasets the definition names from Oracle into
+    /// the store (before the pipelines whose mappings look them up).
+    pub async fn sync_reference(&self) -> Result<Vec<(String, usize)>, SyncError> {
+        let sources = self.definition.reference.sources();
+        sync_reference_into_store(&self.store, &self.connectors.oracle, &sources).await
+    }
+
+    /// One durable cycle of a pipeline, reporting to `progress`.
+    pub async fn run_once(
+        &self,
+        pipeline: &PipelineSpec,
+        progress: &dyn crate::Progress,
+    ) -> Result<CycleReport, SyncError> {
+        crate::run_durable_cycle_with(pipeline, &self.store, &self.connectors, progress).await
+    }
+}
