@@ -19,8 +19,9 @@ pub struct TableauSandboxArgs {
     pub listen: SocketAddr,
     /// Directory for the stored .hyper files, uploads and hyperd logs
     /// (default: a new directory under the system temp dir, removed on exit).
+    /// Not `--data-dir`: that names ml-connector's own data directory.
     #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    pub sandbox_dir: Option<PathBuf>,
     /// Session lifetime after sign-in, in minutes.
     #[arg(long, default_value_t = 240)]
     pub session_ttl_minutes: u64,
@@ -92,7 +93,7 @@ impl TableauSandboxArgs {
             pat_secret: self.pat_secret.clone().unwrap_or_default(),
             ..TableauSandboxConfig::default()
         };
-        match &self.data_dir {
+        match &self.sandbox_dir {
             Some(dir) => config.data_dir = dir.clone(),
             None => config.remove_data_dir_on_shutdown = true,
         }
@@ -172,7 +173,7 @@ mod tests {
             "sandbox",
             "--listen",
             "127.0.0.1:8123",
-            "--data-dir",
+            "--sandbox-dir",
             "/tmp/x",
             "--session-ttl-minutes",
             "120",

@@ -189,6 +189,10 @@ pub struct Batch {
     pub failures: u32,
     /// Records recorded into it.
     pub records: u64,
+    /// Of those, versions that differ from the latest stored before (a
+    /// full refresh that changed nothing has none).
+    #[serde(default)]
+    pub changed: u64,
     /// Every state change.
     pub history: Vec<Change>,
 }

@@ -398,6 +398,7 @@ impl TenantStore {
                 failed_jobs: 0,
                 failures: 0,
                 records: keys.len() as u64,
+                changed: 0,
             };
             let mut batches = tx
                 .open_table(BATCHES)
@@ -470,7 +471,7 @@ impl TenantStore {
     /// Moves a batch to `next` in one transaction, checked against the
     /// journal's rules.
     pub fn transition(&self, batch: &mut Batch, next: BatchState) -> Result<(), StoreError> {
-        self.write_batch(batch, next, |_| Ok(None))
+        self.write_batch(batch, next, |_, _| Ok(()))
     }
 
     /// Marks the batch failed with `error`, keeping where it resumes;
@@ -498,7 +499,7 @@ impl TenantStore {
         &self,
         batch: &mut Batch,
         next: BatchState,
-        extra: impl FnOnce(&redb::WriteTransaction) -> Result<Option<u64>, StoreError>,
+        extra: impl FnOnce(&redb::WriteTransaction, &mut Batch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         if !batch.state.allows(&next) {
             return Err(StoreError::Transition {
@@ -513,9 +514,7 @@ impl TenantStore {
         }
         updated.state = next;
         let tx = self.db.begin_write().map_err(self.err("writing"))?;
-        if let Some(records) = extra(&tx)? {
-            updated.records = records;
-        }
+        extra(&tx, &mut updated)?;
         {
             let mut t = tx
                 .open_table(BATCHES)
@@ -541,41 +540,58 @@ impl TenantStore {
         let pipeline = batch.pipeline.clone();
         let (seq, before) = (batch.seq, batch.records);
         let path = self.path.clone();
-        self.write_batch(batch, BatchState::Pulling { position }, move |tx| {
-            let db = |what: &'static str| {
-                let path = path.clone();
-                move |e: redb::Error| StoreError::Database {
-                    path,
-                    what: what.to_owned(),
-                    source: Box::new(e),
+        self.write_batch(
+            batch,
+            BatchState::Pulling { position },
+            move |tx, updated| {
+                let db = |what: &'static str| {
+                    let path = path.clone();
+                    move |e: redb::Error| StoreError::Database {
+                        path,
+                        what: what.to_owned(),
+                        source: Box::new(e),
+                    }
+                };
+                let mut raw = tx
+                    .open_table(RAW)
+                    .map_err(|e| db("opening raw")(e.into()))?;
+                let mut latest = tx
+                    .open_table(LATEST)
+                    .map_err(|e| db("opening latest")(e.into()))?;
+                let mut keys = tx
+                    .open_table(BATCH_KEYS)
+                    .map_err(|e| db("opening batch keys")(e.into()))?;
+                let (mut added, mut changed) = (0u64, 0u64);
+                for r in records {
+                    let fresh = keys
+                        .insert((pipeline.as_str(), seq, r.key.as_str()), ())
+                        .map_err(|e| db("writing batch keys")(e.into()))?
+                        .is_none();
+                    added += u64::from(fresh);
+                    // A version identical to the latest stored one (a full
+                    // refresh that found it unchanged) is not stored again.
+                    let same = latest
+                        .get((pipeline.as_str(), r.key.as_str()))
+                        .map_err(|e| db("reading latest versions")(e.into()))?
+                        .and_then(|v| decode_latest(v.value()))
+                        .is_some_and(|(_, lu, h)| lu == r.last_update && h == r.content_hash);
+                    if same {
+                        continue;
+                    }
+                    changed += 1;
+                    let encoded = encode_version(r.last_update, &r.content_hash, &r.json);
+                    raw.insert((pipeline.as_str(), r.key.as_str(), seq), encoded.as_slice())
+                        .map_err(|e| db("writing raw records")(e.into()))?;
+                    let pointer = encode_latest(seq, r.last_update, &r.content_hash);
+                    latest
+                        .insert((pipeline.as_str(), r.key.as_str()), pointer.as_slice())
+                        .map_err(|e| db("writing latest versions")(e.into()))?;
                 }
-            };
-            let mut raw = tx
-                .open_table(RAW)
-                .map_err(|e| db("opening raw")(e.into()))?;
-            let mut latest = tx
-                .open_table(LATEST)
-                .map_err(|e| db("opening latest")(e.into()))?;
-            let mut keys = tx
-                .open_table(BATCH_KEYS)
-                .map_err(|e| db("opening batch keys")(e.into()))?;
-            let mut added = 0u64;
-            for r in records {
-                let fresh = keys
-                    .insert((pipeline.as_str(), seq, r.key.as_str()), ())
-                    .map_err(|e| db("writing batch keys")(e.into()))?
-                    .is_none();
-                added += u64::from(fresh);
-                let encoded = encode_version(r.last_update, &r.content_hash, &r.json);
-                raw.insert((pipeline.as_str(), r.key.as_str(), seq), encoded.as_slice())
-                    .map_err(|e| db("writing raw records")(e.into()))?;
-                let pointer = encode_latest(seq, r.last_update, &r.content_hash);
-                latest
-                    .insert((pipeline.as_str(), r.key.as_str()), pointer.as_slice())
-                    .map_err(|e| db("writing latest versions")(e.into()))?;
-            }
-            Ok(Some(before + added))
-        })
+                updated.records = before + added;
+                updated.changed += changed;
+                Ok(())
+            },
+        )
     }
 
     /// Confirms a batch: the batch, the pipeline's cursor, data source,
@@ -601,6 +617,10 @@ impl TenantStore {
         let pipeline = batch.pipeline.clone();
         let seq = batch.seq;
         let pulls_cursor = batch.kind == BatchKind::Incremental || batch.kind == BatchKind::Full;
+        // A full read from Oracle is the whole resource: keys it did not
+        // return are gone from Oracle and leave the latest versions (their
+        // history stays).
+        let prune = batch.kind == BatchKind::Full;
         let path = self.path.clone();
         let tenant_path = self.path.clone();
         let next = BatchState::Confirmed {
@@ -608,12 +628,39 @@ impl TenantStore {
             jobs,
             datasource_id: datasource_id.to_owned(),
         };
-        self.write_batch(batch, next, move |tx| {
+        self.write_batch(batch, next, move |tx, _| {
             let db = |e: redb::Error| StoreError::Database {
                 path: path.clone(),
                 what: "confirming".into(),
                 source: Box::new(e),
             };
+            if prune {
+                let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
+                let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;
+                let mut gone = Vec::new();
+                for entry in latest
+                    .range((pipeline.as_str(), "")..)
+                    .map_err(|e| db(e.into()))?
+                {
+                    let (k, _) = entry.map_err(|e| db(e.into()))?;
+                    let (p, key) = k.value();
+                    if p != pipeline {
+                        break;
+                    }
+                    if keys
+                        .get((pipeline.as_str(), seq, key))
+                        .map_err(|e| db(e.into()))?
+                        .is_none()
+                    {
+                        gone.push(key.to_owned());
+                    }
+                }
+                for key in &gone {
+                    latest
+                        .remove((pipeline.as_str(), key.as_str()))
+                        .map_err(|e| db(e.into()))?;
+                }
+            }
             let mut pipes = tx.open_table(PIPELINES).map_err(|e| db(e.into()))?;
             let mut state: PipelineState = match pipes
                 .get(pipeline.as_str())
@@ -637,7 +684,7 @@ impl TenantStore {
             pipes
                 .insert(pipeline.as_str(), bytes.as_slice())
                 .map_err(|e| db(e.into()))?;
-            Ok(None)
+            Ok(())
         })
     }
 
@@ -669,6 +716,25 @@ impl TenantStore {
             key: key.to_owned(),
             reason: "truncated entry".into(),
         }
+    }
+
+    /// How many keys of `pipeline` have a latest version (records not
+    /// known to be gone from Oracle).
+    pub fn latest_count(&self, pipeline: &str) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(self.err("reading"))?;
+        let t = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
+        let mut n = 0;
+        for entry in t
+            .range((pipeline, "")..)
+            .map_err(self.err("reading latest"))?
+        {
+            let (k, _) = entry.map_err(self.err("reading latest"))?;
+            if k.value().0 != pipeline {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Up to `limit` keys of a batch after `after`, in key order.

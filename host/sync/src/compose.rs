@@ -138,6 +138,15 @@ pub enum ComposeError {
         /// Why.
         reason: String,
     },
+    /// The tenant's reference data could not be read from Oracle.
+    #[error("tenant {tenant}: reading reference data from Oracle failed")]
+    Reference {
+        /// The tenant.
+        tenant: String,
+        /// The cycle's error.
+        #[source]
+        source: Box<SyncError>,
+    },
     /// A shared part (plugin runtime, hyperd, watcher) failed to start.
     #[error("starting {what}: {reason}")]
     Start {
@@ -176,6 +185,23 @@ pub struct Tenant {
     pub connectors: Connectors,
     /// Its pipelines, in the definition's order.
     pub pipelines: Vec<PipelineSpec>,
+    /// True when building the tenant just read its reference data from
+    /// Oracle (its first start), so a caller need not read it again.
+    pub reference_fresh: bool,
+}
+
+/// The reference datasets a definition names.
+fn reference_names(definition: &TenantDefinition) -> Vec<String> {
+    let r = &definition.reference;
+    let mut names: Vec<String> = Vec::new();
+    if r.suppliers {
+        names.push("suppliers".into());
+    }
+    names.extend(r.value_sets.keys().cloned());
+    if !r.account_combination_segments.is_empty() {
+        names.push("account-combinations".into());
+    }
+    names
 }
 
 impl Host {
@@ -309,6 +335,29 @@ impl Host {
             .map_err(|e| client_err("Tableau client")(&e))?;
 
         self.reference.register(store.clone());
+        // Mappings are validated against samples that look reference data
+        // up: a tenant's first start reads it before loading them.
+        let sources = definition.reference.sources();
+        let names: Vec<String> = reference_names(&definition);
+        let mut missing = false;
+        for name in &names {
+            missing |=
+                !tokio::task::block_in_place(|| store.has_dataset(name)).map_err(|source| {
+                    ComposeError::Store {
+                        tenant: tenant.clone(),
+                        source,
+                    }
+                })?;
+        }
+        let reference_fresh = missing;
+        if missing {
+            sync_reference_into_store(&store, &oracle, &sources)
+                .await
+                .map_err(|source| ComposeError::Reference {
+                    tenant: tenant.clone(),
+                    source: Box::new(source),
+                })?;
+        }
         let mut pipelines = Vec::with_capacity(definition.pipelines.len());
         for p in &definition.pipelines {
             let plugin = match &p.mapping {
@@ -349,6 +398,7 @@ impl Host {
             store,
             connectors,
             pipelines,
+            reference_fresh,
         })
     }
 

@@ -126,7 +126,26 @@ pub async fn run_durable_cycle_with(
             batch
         }
         None => {
-            let kind = if spec.resource.is_incremental() && state.datasource_id.is_some() {
+            // A mapping whose schema changed since the last publish needs
+            // the whole data source again: re-exported from the store.
+            let schema_changed = match (
+                &state.schema,
+                c.plugins
+                    .schema(&spec.tenant, &spec.plugin, &spec.resource.path),
+            ) {
+                (Some(old), Ok(now)) if !old.is_empty() => {
+                    serde_json::to_string(&now).is_ok_and(|now| &now != old)
+                }
+                _ => false,
+            };
+            let kind = if state.datasource_id.is_none() {
+                BatchKind::Full
+            } else if schema_changed {
+                tracing::info!(
+                    "the mapping's schema changed: re-exporting the data source from the store"
+                );
+                BatchKind::Reexport
+            } else if spec.resource.is_incremental() {
                 BatchKind::Incremental
             } else {
                 BatchKind::Full
@@ -207,7 +226,17 @@ async fn drive(
                 .await?;
             }
             BatchState::Pulled { end } | BatchState::Mapped { end, .. } => {
-                if batch.records == 0 && !batch.kind.is_full() {
+                let unchanged_refresh = batch.kind == BatchKind::Full
+                    && pipeline_state.datasource_id.is_some()
+                    && batch.changed == 0
+                    && blocking(|| store.latest_count(&spec.name)).map_err(st)? == batch.records;
+                if unchanged_refresh {
+                    tracing::info!(
+                        records = batch.records,
+                        "full refresh unchanged: nothing sent"
+                    );
+                }
+                if (batch.records == 0 && !batch.kind.is_full()) || unchanged_refresh {
                     // Nothing new: confirm at once so the cursor moves past
                     // the overlap that was read.
                     let ds = pipeline_state.datasource_id.clone().unwrap_or_default();
@@ -459,7 +488,7 @@ async fn write(
     let mut after: Option<String> = None;
     loop {
         let keys = blocking(|| {
-            if full {
+            if batch.kind == BatchKind::Reexport {
                 store.latest_keys(&spec.name, after.as_deref(), MAP_CHUNK)
             } else {
                 store.batch_keys(&spec.name, batch.seq, after.as_deref(), MAP_CHUNK)

@@ -201,7 +201,7 @@ async fn run_cycles(
     );
     let style = ProgressStyle::with_template("{spinner} {prefix:<28} {msg} ({elapsed})")
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    if reference && !tenant.definition.reference.is_empty() {
+    if reference && !tenant.reference_fresh && !tenant.definition.reference.is_empty() {
         let bar = bars.add(ProgressBar::new_spinner().with_style(style.clone()));
         bar.set_prefix("reference data");
         bar.enable_steady_tick(Duration::from_millis(120));
@@ -251,13 +251,13 @@ async fn run_cycles(
     });
     print(output, &doc, || {
         let mut t = format!(
-            "{:<24} {:<30} {:>9} {:>9} {:>8} {:>7}  {}\n",
+            "{:<24} {:<40} {:>9} {:>9} {:>8} {:>7}  {}\n",
             "pipeline", "batch", "records", "rows", "rejects", "secs", "result"
         );
         for (name, r, took) in &results {
             match r {
                 Ok(r) => t.push_str(&format!(
-                    "{:<24} {:<30} {:>9} {:>9} {:>8} {:>7.1}  {}\n",
+                    "{:<24} {:<40} {:>9} {:>9} {:>8} {:>7.1}  {}\n",
                     name,
                     r.batch_id,
                     r.records,
@@ -267,7 +267,7 @@ async fn run_cycles(
                     action_text(r)
                 )),
                 Err(e) => t.push_str(&format!(
-                    "{:<24} {:<30} {:>9} {:>9} {:>8} {:>7.1}  FAILED: {e}\n",
+                    "{:<24} {:<40} {:>9} {:>9} {:>8} {:>7.1}  FAILED: {e}\n",
                     name,
                     "",
                     "",
