@@ -1,0 +1,346 @@
+//! What the durable-runtime CLI tests share: both sandboxes started in the
+//! test process (real HTTP over loopback, the real hyperd behind the
+//! Tableau sandbox), a scratch data directory, a master key, the demo
+//! mapping scripts copied under `<scratch>/mappings/<tenant>/`, a tenant
+//! file written for the sandboxes, and the real `ml-connector` binary run
+//! as a child process against them.
+//!
+//! Each test file `mod support;`s this; not every file uses every helper.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
+use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
+
+/// Every pipeline of the demo tenant: (id, resource, script file).
+pub const ALL_PIPELINES: [(&str, &str, &str); 8] = [
+    ("invoices", "invoices", "invoices.toml"),
+    ("invoice-lines", "invoices", "invoice-lines.toml"),
+    ("payments", "payablesPayments", "payablesPayments.toml"),
+    ("suppliers", "suppliers", "suppliers.toml"),
+    ("purchase-orders", "purchaseOrders", "purchaseOrders.toml"),
+    (
+        "receivables",
+        "receivablesInvoices",
+        "receivablesInvoices.toml",
+    ),
+    ("journals", "journalBatches", "journalBatches.toml"),
+    (
+        "accounts",
+        "accountCombinationsLOV",
+        "accountCombinationsLOV.toml",
+    ),
+];
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("workspace root: {e}"))
+}
+
+/// The staged `scripted` mapper.
+pub fn scripted_wasm() -> PathBuf {
+    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/plugins"));
+    let path = dir.join("scripted.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask build-plugins` (or set MLC_PLUGINS_BUILT)",
+        path.display()
+    );
+    path
+}
+
+/// Status, stdout and stderr of a finished command, for assertion messages.
+pub fn explain(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One test's world: sandboxes, a data directory, a key, mappings.
+pub struct World {
+    /// Scratch directory (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// The Oracle Fusion sandbox.
+    pub oracle: OracleSandbox,
+    /// The Tableau sandbox.
+    pub tableau: TableauSandbox,
+    /// The master key (base64), given to the CLI in its environment.
+    pub master_key: String,
+}
+
+impl World {
+    /// Starts both sandboxes with these configurations (the Tableau data
+    /// directory is placed in the scratch directory).
+    pub async fn start(oracle: SandboxConfig, tableau: TableauSandboxConfig) -> Self {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let oracle = OracleSandbox::start(oracle)
+            .await
+            .unwrap_or_else(|e| panic!("starting the Oracle sandbox: {e}"));
+        let tableau = TableauSandbox::start(TableauSandboxConfig {
+            data_dir: dir.path().join("tableau"),
+            ..tableau
+        })
+        .await
+        .unwrap_or_else(|e| panic!("starting the Tableau sandbox: {e}"));
+        let master_key = mlc_store::MasterKey::generate_base64().expose().to_owned();
+        Self {
+            dir,
+            oracle,
+            tableau,
+            master_key,
+        }
+    }
+
+    /// The data directory the CLI uses.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The mappings directory the CLI uses.
+    pub fn mappings_dir(&self) -> PathBuf {
+        self.dir.path().join("mappings")
+    }
+
+    /// Copies the demo mapping scripts (and samples) as `tenant`'s.
+    pub fn copy_demo_mappings(&self, tenant: &str) {
+        let from = workspace().join("mappings/demo");
+        let to = self.mappings_dir().join(tenant);
+        std::fs::create_dir_all(to.join("samples")).expect("mappings dir");
+        for sub in ["", "samples"] {
+            for entry in std::fs::read_dir(from.join(sub)).expect("demo mappings") {
+                let path = entry.expect("entry").path();
+                if path.is_file() {
+                    let name = path.file_name().expect("name");
+                    std::fs::copy(&path, to.join(sub).join(name)).expect("copy mapping");
+                }
+            }
+        }
+    }
+
+    /// The text of a tenant file for the sandboxes, with the demo's
+    /// reference datasets and `pipelines` (id, resource, script).
+    pub fn tenant_toml(&self, tenant: &str, pipelines: &[(&str, &str, &str)]) -> String {
+        let base = self.oracle.base_url();
+        let url = base
+            .split("/fscmRestApi")
+            .next()
+            .unwrap_or(&base)
+            .to_owned();
+        let mut s = format!(
+            r#"id = "{tenant}"
+
+[oracle]
+url = "{url}"
+token_url = "{token}"
+client_id = "{client}"
+client_secret = "secret:oracle-client-secret"
+scope = "{scope}"
+
+[tableau]
+url = "{tab}"
+site = "{site}"
+project = "{project}"
+pat_name = "{pat}"
+pat_secret = "secret:tableau-pat"
+
+[reference]
+suppliers = true
+account_combination_segments = ["entity", "department", "account", "subAccount", "location"]
+
+[reference.value_sets]
+companies = "CORP_ENTITY"
+cost-centers = "CORP_COST_CENTER"
+accounts = "CORP_ACCOUNT"
+"#,
+            token = self.oracle.token_url(),
+            client = self.oracle.client_id(),
+            scope = self.oracle.scope(),
+            tab = self.tableau.server_url(),
+            site = self.tableau.site_content_url(),
+            project = self.tableau.project_name(),
+            pat = self.tableau.pat_name(),
+        );
+        for (id, resource, script) in pipelines {
+            s.push_str(&format!(
+                "\n[[pipeline]]\nid = \"{id}\"\nresource = \"{resource}\"\ndatasource = \"{}\"\nmapping = \"{script}\"\n",
+                datasource_name(tenant, id)
+            ));
+        }
+        s
+    }
+
+    /// Writes the tenant file, copies the demo mappings, applies it and sets
+    /// both secrets, each step asserted.
+    pub fn setup_tenant(&self, tenant: &str, pipelines: &[(&str, &str, &str)]) -> PathBuf {
+        self.copy_demo_mappings(tenant);
+        let file = self.dir.path().join(format!("{tenant}.toml"));
+        std::fs::write(&file, self.tenant_toml(tenant, pipelines)).expect("tenant file");
+        self.ok(&["tenant", "apply", file.to_str().expect("utf-8 path")]);
+        let oracle_secret = self.oracle.client_secret().expose().to_owned();
+        let pat = self.tableau.pat_secret().expose().to_owned();
+        self.ok_with_stdin(
+            &["secret", "set", tenant, "oracle-client-secret"],
+            &oracle_secret,
+        );
+        self.ok_with_stdin(&["secret", "set", tenant, "tableau-pat"], &pat);
+        file
+    }
+
+    /// The CLI with this world's environment (no stdin).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ml-connector"));
+        c.current_dir(self.dir.path())
+            .env("ML_CONNECTOR_DATA", self.data_dir())
+            .env("ML_CONNECTOR_MASTER_KEY", &self.master_key)
+            .env("ML_CONNECTOR_MAPPINGS", self.mappings_dir())
+            .env("ML_CONNECTOR_SCRIPTED_WASM", scripted_wasm())
+            .env_remove("ML_CONNECTOR_MASTER_KEY_FILE")
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs the CLI to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running ml-connector {args:?}: {e}"))
+    }
+
+    /// Runs the CLI with `stdin` as its input.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running ml-connector {args:?}: {e}"));
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("writing stdin");
+        child.wait_with_output().expect("waiting")
+    }
+
+    /// Runs the CLI and asserts it succeeded; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ml-connector {args:?}: {}",
+            explain(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`World::ok`] with stdin.
+    pub fn ok_with_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.run_with_stdin(args, stdin);
+        assert!(
+            out.status.success(),
+            "ml-connector {args:?}: {}",
+            explain(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the CLI with `--output json` and parses its stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let text = self.ok(&all);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {text}"))
+    }
+
+    /// The tenant's store file.
+    pub fn store_file(&self, tenant: &str) -> PathBuf {
+        self.data_dir()
+            .join("tenants")
+            .join(format!("{tenant}.redb"))
+    }
+}
+
+/// The data source a pipeline of [`World::tenant_toml`] writes.
+pub fn datasource_name(tenant: &str, pipeline: &str) -> String {
+    format!("{tenant} {pipeline}")
+}
+
+/// Oracle's invoices: id → (number, LastUpdateDate in µs).
+pub fn oracle_invoices(world: &World) -> std::collections::BTreeMap<i64, (String, i64)> {
+    world
+        .oracle
+        .snapshot("invoices")
+        .expect("Oracle snapshot")
+        .into_iter()
+        .map(|item| {
+            let id = item["InvoiceId"].as_i64().expect("InvoiceId");
+            let number = item["InvoiceNumber"].as_str().expect("number").to_owned();
+            let updated = mlc_common::time::parse_timestamp(
+                item["LastUpdateDate"].as_str().expect("LastUpdateDate"),
+            )
+            .expect("timestamp");
+            (id, (number, updated))
+        })
+        .collect()
+}
+
+/// What a dashboard sees in `<tenant> invoices`: id → (number, last
+/// updated), failing on a duplicate key.
+pub async fn tableau_invoices(
+    world: &World,
+    tenant: &str,
+) -> std::collections::BTreeMap<i64, (String, i64)> {
+    use mlc_common::Value;
+    let rows = world
+        .tableau
+        .datasource_rows(&datasource_name(tenant, "invoices"), &["Invoice ID"])
+        .await
+        .expect("reading the data source")
+        .expect("the data source exists");
+    // Column order is the mapping's: find the three compared.
+    let script = std::fs::read_to_string(workspace().join("mappings/demo/invoices.toml"))
+        .expect("invoices.toml");
+    let names: Vec<String> = script
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .collect();
+    let at = |n: &str| names.iter().position(|c| c == n).expect("column");
+    let (id, number, updated) = (at("Invoice ID"), at("Invoice Number"), at("Last Updated"));
+    let mut state = std::collections::BTreeMap::new();
+    for row in rows {
+        let (Value::Integer(k), Value::Text(n), Value::Timestamp(t)) =
+            (&row[id], &row[number], &row[updated])
+        else {
+            panic!("unexpected row shape: {row:?}");
+        };
+        let previous = state.insert(*k, (n.clone(), *t));
+        assert!(previous.is_none(), "invoice {k} is in Tableau twice");
+    }
+    state
+}
+
+/// Rows of any data source of the tenant.
+pub async fn row_count(world: &World, tenant: &str, pipeline: &str) -> usize {
+    world
+        .tableau
+        .datasource_rows(&datasource_name(tenant, pipeline), &[])
+        .await
+        .expect("reading the data source")
+        .map_or(0, |r| r.len())
+}
