@@ -4,52 +4,79 @@
 //! state after every cycle.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use mlc_common::Value;
 use mlc_common::time::parse_timestamp;
-use mlc_hyper::{Hyperd, HyperdConfig};
-use mlc_oracle::{OracleClient, OracleConfig, ResourceSpec};
-use mlc_plugin::{PluginRuntime, RuntimeConfig};
 use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
 use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
-use mlc_sync::{
-    Connectors, CycleAction, DEFAULT_MAX_RECORDS_PER_BATCH, Pipeline, PipelineSpec,
-    ReferenceSources, ReferenceStore,
-};
-use mlc_tableau::{TableauClient, TableauConfig};
+use mlc_store::{DataDir, MasterKey, RuntimeStore};
+use mlc_sync::template::{self, Endpoints, PipelineTemplate};
+use mlc_sync::{CycleAction, CycleReport, Host, HostConfig, Quiet, SyncError, Tenant};
 
 use crate::common::{init_tracing, workspace_root};
 
 const TENANT: &str = "acme";
 const DATASOURCE: &str = "AP Invoices";
 
-fn scripted_wasm() -> Vec<u8> {
+fn scripted_wasm() -> std::path::PathBuf {
     let dir = std::env::var_os("MLC_PLUGINS_BUILT")
-        .map(PathBuf::from)
+        .map(std::path::PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/plugins"));
     let path = dir.join("scripted.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build the guests first with `cargo xtask build-plugins`",
-            path.display()
-        )
-    })
+    assert!(
+        path.is_file(),
+        "{} is missing; build the guests first with `cargo xtask build-plugins`",
+        path.display()
+    );
+    path
 }
 
+/// Both sandboxes and the tenant `acme` with one `invoices` pipeline,
+/// built by the composition root from an applied definition.
 struct World {
     oracle: OracleSandbox,
     tableau: TableauSandbox,
-    connectors: Connectors,
+    host: Host,
+    tenant: Option<Tenant>,
     _dir: tempfile::TempDir,
 }
 
-async fn world(invoices: u64) -> World {
-    world_paged(invoices, None).await
+impl World {
+    fn tenant(&self) -> &Tenant {
+        self.tenant.as_ref().expect("the tenant is open")
+    }
+
+    /// One durable cycle of the `invoices` pipeline.
+    async fn cycle(&self) -> Result<CycleReport, SyncError> {
+        let t = self.tenant();
+        let spec = t
+            .pipeline("invoices")
+            .expect("the invoices pipeline")
+            .clone();
+        t.run_once(&spec, &Quiet).await
+    }
+
+    /// Closes the tenant and builds it again from its store file, as a
+    /// restarted process would.
+    async fn restart(&mut self) {
+        if let Some(t) = self.tenant.take() {
+            self.host.close(t).await;
+        }
+        let store = self.host.open_store(TENANT).unwrap();
+        self.tenant = Some(self.host.tenant(store).await.unwrap());
+    }
+
+    fn store(&self) -> &mlc_store::TenantStore {
+        &self.tenant().store
+    }
 }
 
-async fn world_paged(invoices: u64, page_size: Option<u32>) -> World {
+async fn world(invoices: u64) -> World {
+    world_with(invoices, |text| text).await
+}
+
+/// A world whose definition text `tweak` may change (page size, caps).
+async fn world_with(invoices: u64, tweak: impl Fn(String) -> String) -> World {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let oracle = OracleSandbox::start(SandboxConfig {
@@ -65,98 +92,77 @@ async fn world_paged(invoices: u64, page_size: Option<u32>) -> World {
     })
     .await
     .unwrap();
-    let hyperd = Hyperd::start(HyperdConfig {
-        log_dir: dir.path().join("hyperd"),
-        ..HyperdConfig::default()
-    })
-    .await
-    .unwrap();
-    let mut oracle_config = OracleConfig::new(
-        oracle.base_url(),
-        oracle.token_url(),
-        oracle.client_id(),
-        oracle.client_secret(),
-        oracle.scope(),
-    );
-    if let Some(size) = page_size {
-        oracle_config.page_size = size;
-    }
-    let oracle_client = OracleClient::new(TENANT, oracle_config).unwrap();
-    let tableau_client = TableauClient::new(
-        TENANT,
-        TableauConfig::new(
-            tableau.server_url(),
-            tableau.site_content_url(),
-            tableau.pat_name(),
-            tableau.pat_secret().clone(),
-            tableau.project_name(),
-        ),
+    let mappings = dir.path().join("mappings");
+    let scripts = mappings.join(TENANT);
+    std::fs::create_dir_all(scripts.join("samples")).unwrap();
+    let demo = workspace_root().join("mappings/demo");
+    std::fs::copy(demo.join("invoices.toml"), scripts.join("invoices.toml")).unwrap();
+    std::fs::copy(
+        demo.join("samples/invoices.json"),
+        scripts.join("samples/invoices.json"),
     )
     .unwrap();
-    let reference = Arc::new(ReferenceStore::new());
-    reference
-        .sync_from_oracle(
-            TENANT,
-            &oracle_client,
-            &ReferenceSources {
-                suppliers: true,
-                value_sets: vec![
-                    ("CORP_ENTITY".into(), "companies".into()),
-                    ("CORP_COST_CENTER".into(), "cost-centers".into()),
-                    ("CORP_ACCOUNT".into(), "accounts".into()),
-                ],
-                combination_segments: Vec::new(),
-            },
-        )
-        .await
+    let base = oracle.base_url();
+    let endpoints = Endpoints {
+        oracle_url: base.split("/fscmRestApi").next().unwrap().to_owned(),
+        token_url: oracle.token_url(),
+        client_id: oracle.client_id().to_owned(),
+        scope: oracle.scope().to_owned(),
+        tableau_url: tableau.server_url(),
+        site: tableau.site_content_url().to_owned(),
+        project: tableau.project_name().to_owned(),
+        pat_name: tableau.pat_name().to_owned(),
+    };
+    let pipelines = [PipelineTemplate {
+        id: "invoices".into(),
+        resource: "invoices".into(),
+        datasource: DATASOURCE.into(),
+        script: "invoices.toml".into(),
+    }];
+    let text = tweak(template::definition_text(
+        TENANT, &endpoints, true, &pipelines,
+    ));
+    let data = DataDir::new(dir.path().join("data"));
+    let runtime = RuntimeStore::open(&data).unwrap();
+    let applied = mlc_sync::apply_definition(&data, &runtime, "test", &text, "test").unwrap();
+    drop(runtime);
+    let key = MasterKey::from_base64(MasterKey::generate_base64().expose(), "test").unwrap();
+    let store = mlc_store::TenantStore::open(&applied.store, TENANT).unwrap();
+    store
+        .set_secret(&key, template::ORACLE_SECRET, &oracle.client_secret())
         .unwrap();
-    assert!(
-        reference.len(TENANT, "suppliers") > 0,
-        "no suppliers synced"
-    );
-    assert!(
-        reference.len(TENANT, "cost-centers") > 0,
-        "no cost centers synced"
-    );
-    let plugins = PluginRuntime::new(RuntimeConfig {
-        cache_dir: Some(workspace_root().join("target/plugin-cache")),
-        reference,
-        ..RuntimeConfig::default()
-    })
+    store
+        .set_secret(&key, template::TABLEAU_SECRET, tableau.pat_secret())
+        .unwrap();
+    drop(store);
+    let host = Host::start(
+        HostConfig {
+            data,
+            mappings_dir: mappings,
+            plugins_dir: None,
+            scripted_wasm: scripted_wasm(),
+            hyperd: None,
+        },
+        key,
+    )
+    .await
     .unwrap();
-    let script =
-        std::fs::read_to_string(workspace_root().join("mappings/demo/invoices.toml")).unwrap();
-    plugins
-        .load(TENANT, "invoices", scripted_wasm(), Some(script))
-        .await
-        .unwrap();
-    World {
+    let mut w = World {
         oracle,
         tableau,
-        connectors: Connectors {
-            oracle: oracle_client,
-            tableau: tableau_client,
-            plugins,
-            hyperd: Arc::new(hyperd),
-            work_dir: dir.path().join("batches"),
-        },
+        host,
+        tenant: None,
         _dir: dir,
+    };
+    w.restart().await;
+    let store = w.store();
+    for dataset in ["suppliers", "cost-centers", "account-combinations"] {
+        assert!(
+            store.has_dataset(dataset).unwrap(),
+            "reference dataset {dataset} was not synced into the store"
+        );
     }
-}
-
-fn pipeline() -> Pipeline {
-    capped_pipeline(DEFAULT_MAX_RECORDS_PER_BATCH)
-}
-
-fn capped_pipeline(max_records_per_batch: usize) -> Pipeline {
-    Pipeline::new(PipelineSpec {
-        tenant: TENANT.into(),
-        name: "invoices".into(),
-        resource: ResourceSpec::invoices(),
-        plugin: "invoices".into(),
-        datasource: DATASOURCE.into(),
-        max_records_per_batch,
-    })
+    w
 }
 
 /// Oracle's invoices: id -> (number, LastUpdateDate in µs).
@@ -208,9 +214,8 @@ async fn tableau_state(sandbox: &TableauSandbox) -> BTreeMap<i64, (String, i64)>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_then_upserts_keep_tableau_equal_to_oracle() {
     let w = world(120).await;
-    let mut p = pipeline();
 
-    let first = p.run_cycle(&w.connectors).await.unwrap();
+    let first = w.cycle().await.unwrap();
     assert!(
         matches!(first.action, CycleAction::Published { .. }),
         "first cycle must publish: {first:?}"
@@ -224,7 +229,7 @@ async fn publish_then_upserts_keep_tableau_equal_to_oracle() {
 
     // Changes in Oracle: updated and new invoices arrive as one upsert.
     let touched = w.oracle.mutate(7, 4);
-    let second = p.run_cycle(&w.connectors).await.unwrap();
+    let second = w.cycle().await.unwrap();
     let CycleAction::Upserted { request_ids, .. } = &second.action else {
         panic!("second cycle must upsert: {second:?}");
     };
@@ -234,7 +239,7 @@ async fn publish_then_upserts_keep_tableau_equal_to_oracle() {
     assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
 
     // Nothing changed: one request to Oracle, nothing to Tableau.
-    let third = p.run_cycle(&w.connectors).await.unwrap();
+    let third = w.cycle().await.unwrap();
     assert_eq!(third.action, CycleAction::NothingNew, "{third:?}");
     assert_eq!(third.oracle_requests, 1, "{third:?}");
     assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
@@ -243,15 +248,14 @@ async fn publish_then_upserts_keep_tableau_equal_to_oracle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_upsert_is_retried_next_cycle_without_loss_or_duplicates() {
     let w = world(40).await;
-    let mut p = pipeline();
-    p.run_cycle(&w.connectors).await.unwrap();
-    let cursor_before = p.cursor().cloned();
+    w.cycle().await.unwrap();
+    let cursor_before = w.store().pipeline("invoices").unwrap().cursor;
 
     w.oracle.mutate(3, 2);
     w.tableau
         .faults()
         .fail_next_job("simulated backend failure");
-    let error = p.run_cycle(&w.connectors).await.unwrap_err();
+    let error = w.cycle().await.unwrap_err();
     let text = format!("{error:#}");
     let chain: Vec<String> =
         std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
@@ -264,13 +268,13 @@ async fn a_failed_upsert_is_retried_next_cycle_without_loss_or_duplicates() {
         "the job's notes must reach the error: {text} / {chain:?}"
     );
     assert_eq!(
-        p.cursor().cloned(),
+        w.store().pipeline("invoices").unwrap().cursor,
         cursor_before,
         "a failed batch must not move the cursor"
     );
 
     // The next cycle reads the same changes again and applies them once.
-    let retry = p.run_cycle(&w.connectors).await.unwrap();
+    let retry = w.cycle().await.unwrap();
     let CycleAction::Upserted { request_ids, .. } = &retry.action else {
         panic!("the retry must upsert: {retry:?}");
     };
@@ -286,9 +290,14 @@ async fn a_failed_upsert_is_retried_next_cycle_without_loss_or_duplicates() {
 async fn a_large_change_set_is_spread_over_capped_batches() {
     // Pages of 4 records, batches capped at 5: 11 changed invoices arrive
     // in at least two batches, then nothing.
-    let w = world_paged(30, Some(4)).await;
-    let mut p = capped_pipeline(5);
-    let first = p.run_cycle(&w.connectors).await.unwrap();
+    let w = world_with(30, |text| {
+        format!(
+            "{}max_records_per_batch = 5\n",
+            text.replace("[oracle]\n", "[oracle]\npage_size = 4\n")
+        )
+    })
+    .await;
+    let first = w.cycle().await.unwrap();
     assert!(
         matches!(first.action, CycleAction::Published { .. }),
         "{first:?}"
@@ -306,7 +315,7 @@ async fn a_large_change_set_is_spread_over_capped_batches() {
     assert_eq!(inserted.len(), 3, "{inserted:?}");
     let mut sizes = Vec::new();
     for _ in 0..4 {
-        let report = p.run_cycle(&w.connectors).await.unwrap();
+        let report = w.cycle().await.unwrap();
         sizes.push(report.rows_written);
     }
     // Whole pages are taken until the batch holds at least 5 new records,
@@ -329,49 +338,25 @@ async fn a_large_change_set_is_spread_over_capped_batches() {
     assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
 }
 
-// ------------------------------------------------------- durable cycles
-
-fn durable_spec() -> PipelineSpec {
-    PipelineSpec {
-        tenant: TENANT.into(),
-        name: "invoices".into(),
-        resource: ResourceSpec::invoices(),
-        plugin: "invoices".into(),
-        datasource: DATASOURCE.into(),
-        max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
-    }
-}
-
-/// Opens the tenant's store file, as a restarted process would.
-fn reopen(path: &std::path::Path) -> Arc<mlc_store::TenantStore> {
-    Arc::new(mlc_store::TenantStore::open(path, TENANT).unwrap())
-}
+// ------------------------------------------------------- restarts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_cycles_survive_restarts_and_keep_tableau_equal_to_oracle() {
-    let w = world(150).await;
-    let path = w._dir.path().join("acme.redb");
-    let spec = durable_spec();
+    let mut w = world(150).await;
 
-    let store = reopen(&path);
-    let first = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
-        .await
-        .unwrap();
+    let first = w.cycle().await.unwrap();
     assert!(
         matches!(first.action, CycleAction::Published { .. }),
         "{first:?}"
     );
     assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
-    let cursor = store.pipeline("invoices").unwrap().cursor;
+    let cursor = w.store().pipeline("invoices").unwrap().cursor;
     assert!(cursor.is_some(), "a confirmed full load sets the cursor");
-    drop(store);
 
     // A restart: the store file alone carries the pipeline on.
     w.oracle.mutate(9, 3);
-    let store = reopen(&path);
-    let second = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
-        .await
-        .unwrap();
+    w.restart().await;
+    let second = w.cycle().await.unwrap();
     let CycleAction::Upserted { request_ids, .. } = &second.action else {
         panic!("the second cycle must upsert: {second:?}");
     };
@@ -381,15 +366,13 @@ async fn durable_cycles_survive_restarts_and_keep_tableau_equal_to_oracle() {
         "batch ids are never reused"
     );
     assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
-    drop(store);
 
     // Nothing changed: the batch is empty, nothing goes to Tableau.
-    let store = reopen(&path);
-    let third = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
-        .await
-        .unwrap();
+    w.restart().await;
+    let third = w.cycle().await.unwrap();
     assert_eq!(third.action, CycleAction::NothingNew, "{third:?}");
     assert_eq!(third.records, 0, "{third:?}");
+    let store = w.store();
     let batches = store.batches("invoices").unwrap();
     assert_eq!(batches.len(), 3);
     assert!(
@@ -413,22 +396,16 @@ async fn durable_cycles_survive_restarts_and_keep_tableau_equal_to_oracle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_durable_batch_resumes_from_the_store_without_pulling_again() {
-    let w = world(60).await;
-    let path = w._dir.path().join("acme.redb");
-    let spec = durable_spec();
-    let store = reopen(&path);
-    mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
-        .await
-        .unwrap();
+    let mut w = world(60).await;
+    w.cycle().await.unwrap();
 
     w.oracle.mutate(4, 2);
     w.tableau
         .faults()
         .fail_next_job("simulated backend failure");
-    let error = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
-        .await
-        .unwrap_err();
-    let open = store
+    let error = w.cycle().await.unwrap_err();
+    let open = w
+        .store()
         .open_batch("invoices")
         .unwrap()
         .expect("a failed batch stays open");
@@ -445,22 +422,22 @@ async fn a_failed_durable_batch_resumes_from_the_store_without_pulling_again() {
     );
     assert_eq!(resume.name(), "submitted", "{resume:?}");
     assert_eq!(open.failed_jobs, 1);
-    let cursor_before = store.pipeline("invoices").unwrap().cursor;
-    drop(store);
+    let cursor_before = w.store().pipeline("invoices").unwrap().cursor;
 
     // Restart: the batch resumes from the store and is not read from Oracle
     // again (no request to Oracle at all), with fresh RequestIDs after the
     // failed job.
-    let store = reopen(&path);
-    let retry = mlc_sync::run_durable_cycle(&spec, &store, &w.connectors)
-        .await
-        .unwrap();
+    w.restart().await;
+    let retry = w.cycle().await.unwrap();
     assert_eq!(retry.batch_id, open.id);
     assert_eq!(retry.oracle_requests, 0, "{retry:?}");
     let CycleAction::Upserted { request_ids, .. } = &retry.action else {
         panic!("the retry must upsert: {retry:?}");
     };
     assert_eq!(request_ids, &vec![format!("{}.a1", open.id)]);
-    assert_ne!(store.pipeline("invoices").unwrap().cursor, cursor_before);
+    assert_ne!(
+        w.store().pipeline("invoices").unwrap().cursor,
+        cursor_before
+    );
     assert_eq!(tableau_state(&w.tableau).await, oracle_state(&w.oracle));
 }

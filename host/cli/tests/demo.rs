@@ -85,13 +85,13 @@ fn demo_publishes_every_pipeline_then_upserts_then_sends_nothing() {
     assert_eq!(
         names,
         [
-            "accountCombinationsLOV",
+            "account-combinations-lov",
             "invoice-lines",
             "invoices",
-            "journalBatches",
-            "payablesPayments",
-            "purchaseOrders",
-            "receivablesInvoices",
+            "journal-batches",
+            "payables-payments",
+            "purchase-orders",
+            "receivables-invoices",
             "suppliers"
         ],
         "{doc:#}"
@@ -103,8 +103,7 @@ fn demo_publishes_every_pipeline_then_upserts_then_sends_nothing() {
         assert_eq!(cycles.len(), 3, "{p:#}");
         assert_eq!(cycles[0]["action"]["type"], "published", "{p:#}");
         // Nothing is sent in the quiet cycle. (A resource read whole every
-        // cycle still writes its rows into a local extract, which is
-        // compared with the last one published and dropped.)
+        // cycle finds every version unchanged in the store.)
         assert_eq!(cycles[2]["action"]["type"], "nothing-new", "{p:#}");
         for c in cycles {
             assert_eq!(c["rejected_by_mapping"], 0, "{p:#}");
@@ -126,10 +125,15 @@ fn demo_publishes_every_pipeline_then_upserts_then_sends_nothing() {
     assert_eq!(upserted["action"]["type"], "upserted", "{upserted:#}");
     let rows = upserted["rows_written"].as_u64().unwrap_or(0);
     assert!((3..=9).contains(&rows), "{upserted:#}");
-    // The plugins went through the plugins directory.
-    for file in ["invoices.wasm", "invoices.toml", "invoices.sample.json"] {
-        let path = work.join("plugins/demo").join(file);
-        assert!(path.is_file(), "{} was not staged", path.display());
+    // The tenant went through a data directory and the mappings directory.
+    for file in [
+        "data/runtime.redb",
+        "data/tenants/demo.redb",
+        "mappings/demo/invoices.toml",
+        "mappings/demo/samples/invoices.json",
+    ] {
+        let path = work.join(file);
+        assert!(path.is_file(), "{} was not written", path.display());
     }
     std::fs::remove_dir_all(&work).ok();
 }
@@ -150,10 +154,16 @@ fn demo_stops_with_the_reason_when_a_mapping_is_refused() {
     let out = demo(&work.join("run"), &mappings, &["--invoices", "10"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{}", explain(&out));
+    // The staged copy under the run's mappings directory is named, with the
+    // line, column and column name of the mistake.
+    let staged = work.join("run/mappings/demo/broken.toml");
     assert!(
         stderr.contains(&format!(
-            "mapping {0} was refused (plugin demo/broken): {0}:5:8: column \"Invoice Id\": unknown type \"integr\"",
-            mappings.join("broken.toml").display()
+            "pipeline broken: mapping {} was refused",
+            staged.display()
+        )) && stderr.contains(&format!(
+            "{}:5:8: column \"Invoice Id\": unknown type \"integr\"",
+            staged.display()
         )),
         "{}",
         explain(&out)

@@ -573,8 +573,9 @@ impl PluginRuntime {
     }
 
     /// [`PluginRuntime::load_with`] for a configuration read from
-    /// `config_file`: a refusal because of the configuration names the file.
-    pub(crate) async fn load_from_files(
+    /// `config_file`: a refusal because of the configuration names the file
+    /// (a mapping script's error as `FILE:LINE:COL: message`).
+    pub async fn load_from_files(
         &self,
         tenant: &str,
         name: &str,

@@ -360,8 +360,7 @@ impl RuntimeStore {
         let tx = self.db.begin_read().map_err(self.err("reading"))?;
         let log = tx.open_table(AUDIT).map_err(self.err("opening audit"))?;
         let mut prev = "0".repeat(64);
-        let mut expected_seq = 1;
-        for entry in log.iter().map_err(self.err("reading audit"))? {
+        for (expected_seq, entry) in (1u64..).zip(log.iter().map_err(self.err("reading audit"))?) {
             let (k, v) = entry.map_err(self.err("reading audit"))?;
             let seq = k.value();
             let e: AuditEntry = match serde_json::from_slice(v.value()) {
@@ -384,7 +383,6 @@ impl RuntimeStore {
                 return broken("its content does not match its hash".into());
             }
             prev = e.hash;
-            expected_seq += 1;
         }
         Ok(None)
     }

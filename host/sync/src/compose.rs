@@ -51,7 +51,7 @@ pub enum ComposeError {
         tenant: String,
         /// The store's error.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// The tenant was never applied.
     #[error(
@@ -92,7 +92,7 @@ pub enum ComposeError {
         name: String,
         /// Why.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// The tenant uses a grant this build cannot run yet.
     #[error(
@@ -116,7 +116,7 @@ pub enum ComposeError {
         source: std::io::Error,
     },
     /// A pipeline's mapping was refused.
-    #[error("tenant {tenant}: pipeline {pipeline}: mapping {mapping} was refused")]
+    #[error("tenant {tenant}: pipeline {pipeline}: mapping {mapping} was refused: {reason}")]
     Mapping {
         /// The tenant.
         tenant: String,
@@ -124,9 +124,9 @@ pub enum ComposeError {
         pipeline: String,
         /// The script file or plugin name.
         mapping: String,
-        /// The runtime's error.
-        #[source]
-        source: mlc_plugin::PluginError,
+        /// Why, as the plugin runtime recorded it (a script error as
+        /// `FILE:LINE:COL: message`).
+        reason: String,
     },
     /// A client could not be built from the definition.
     #[error("tenant {tenant}: {what}: {reason}")]
@@ -268,7 +268,7 @@ impl Host {
             .map(Arc::new)
             .map_err(|source| ComposeError::Store {
                 tenant: tenant.to_owned(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -277,7 +277,7 @@ impl Host {
         let tenant = store.tenant().to_owned();
         let store_err = |source| ComposeError::Store {
             tenant: tenant.clone(),
-            source,
+            source: Box::new(source),
         };
         let text = tokio::task::block_in_place(|| store.definition())
             .map_err(store_err)?
@@ -345,7 +345,7 @@ impl Host {
                 !tokio::task::block_in_place(|| store.has_dataset(name)).map_err(|source| {
                     ComposeError::Store {
                         tenant: tenant.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
         }
@@ -368,11 +368,11 @@ impl Host {
                 Mapping::Plugin(name) => {
                     self.plugins
                         .info(&tenant, name)
-                        .map_err(|source| ComposeError::Mapping {
+                        .map_err(|e| ComposeError::Mapping {
                             tenant: tenant.clone(),
                             pipeline: p.id.clone(),
                             mapping: format!("plugin {name}"),
-                            source,
+                            reason: e.chain(),
                         })?;
                     name.clone()
                 }
@@ -417,7 +417,7 @@ impl Host {
             Err(source) => Err(ComposeError::Secret {
                 tenant,
                 name: r.name().to_owned(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -441,11 +441,21 @@ impl Host {
         };
         let script = String::from_utf8_lossy(&read(&path)?).into_owned();
         let wasm = read(&self.config.scripted_wasm)?;
-        let refused = |source| ComposeError::Mapping {
-            tenant: tenant.to_owned(),
-            pipeline: pipeline.to_owned(),
-            mapping: path.display().to_string(),
-            source,
+        let refused = |e: mlc_plugin::PluginError| {
+            // The runtime's record names the script file and line.
+            let reason = self
+                .plugins
+                .refusals()
+                .into_iter()
+                .rev()
+                .find(|r| r.tenant == tenant && r.name == pipeline)
+                .map_or_else(|| e.chain(), |r| r.reason);
+            ComposeError::Mapping {
+                tenant: tenant.to_owned(),
+                pipeline: pipeline.to_owned(),
+                mapping: path.display().to_string(),
+                reason,
+            }
         };
         let stem = Path::new(file)
             .file_stem()
@@ -471,10 +481,23 @@ impl Host {
             origin: Some(path.display().to_string()),
         };
         self.plugins
-            .load_with(tenant, pipeline, wasm, options)
+            .load_from_files(
+                tenant,
+                pipeline,
+                wasm,
+                options,
+                Some(path.display().to_string()),
+            )
             .await
             .map_err(refused)?;
         Ok(())
+    }
+
+    /// Closes a tenant: its lookups stop, its store file is released once
+    /// the last clone of its store is dropped (here, normally).
+    pub async fn close(&self, tenant: Tenant) {
+        self.reference.unregister(tenant.id());
+        tenant.connectors.tableau.shutdown().await.ok();
     }
 
     /// Stops hyperd.

@@ -48,6 +48,26 @@ impl Progress for Quiet {
     fn update(&self, _stage: Stage, _done: u64) {}
 }
 
+/// What every stage of one cycle works with.
+struct Cycle<'a> {
+    spec: &'a PipelineSpec,
+    store: &'a Arc<TenantStore>,
+    c: &'a Connectors,
+    progress: &'a dyn Progress,
+    /// `tenant/pipeline`, for errors.
+    label: String,
+}
+
+impl Cycle<'_> {
+    /// A store error of this cycle's pipeline.
+    fn st(&self) -> impl Fn(StoreError) -> SyncError + Copy + '_ {
+        move |source| SyncError::Store {
+            pipeline: self.label.clone(),
+            source,
+        }
+    }
+}
+
 /// Records read from the store and mapped at a time.
 const MAP_CHUNK: usize = 500;
 
@@ -165,7 +185,14 @@ pub async fn run_durable_cycle_with(
         rejected_by_writer: 0,
         action: CycleAction::NothingNew,
     };
-    match drive(spec, store, c, &mut batch, &state, &mut report, progress).await {
+    let cx = Cycle {
+        spec,
+        store,
+        c,
+        progress,
+        label: label.clone(),
+    };
+    match drive(&cx, &mut batch, &state, &mut report).await {
         Ok(()) => Ok(report),
         Err(error) => {
             let job_failed = matches!(&error, SyncError::Publish { source, .. }
@@ -191,19 +218,13 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 async fn drive(
-    spec: &PipelineSpec,
-    store: &Arc<TenantStore>,
-    c: &Connectors,
+    cx: &Cycle<'_>,
     batch: &mut Batch,
     pipeline_state: &mlc_store::PipelineState,
     report: &mut CycleReport,
-    progress: &dyn Progress,
 ) -> Result<(), SyncError> {
-    let label = format!("{}/{}", spec.tenant, spec.name);
-    let st = |source: StoreError| SyncError::Store {
-        pipeline: label.clone(),
-        source,
-    };
+    let (spec, store, c, progress, label) = (cx.spec, cx.store, cx.c, cx.progress, &cx.label);
+    let st = cx.st();
     if let BatchState::Failed { resume, .. } = &batch.state {
         // A retry: back to the state the failure left, as a journal entry.
         let resume = (**resume).clone();
@@ -213,17 +234,7 @@ async fn drive(
     loop {
         match batch.state.clone() {
             BatchState::Pulling { position } => {
-                pull(
-                    spec,
-                    store,
-                    c,
-                    batch,
-                    pipeline_state,
-                    position,
-                    report,
-                    progress,
-                )
-                .await?;
+                pull(cx, batch, pipeline_state, position, report).await?;
             }
             BatchState::Pulled { end } | BatchState::Mapped { end, .. } => {
                 let unchanged_refresh = batch.kind == BatchKind::Full
@@ -252,12 +263,12 @@ async fn drive(
                     blocking(|| store.confirm(batch, Vec::new(), &ds, &schema)).map_err(st)?;
                     return Ok(());
                 }
-                write(spec, store, c, batch, end, report, progress).await?;
+                write(cx, batch, end, report).await?;
             }
             BatchState::Written { end, rows, extract } => {
                 if !std::path::Path::new(&extract).exists() {
                     // The work directory lost it: write it again from the store.
-                    write(spec, store, c, batch, end, report, progress).await?;
+                    write(cx, batch, end, report).await?;
                     continue;
                 }
                 let request_ids = if batch.kind.is_full() {
@@ -280,7 +291,7 @@ async fn drive(
                         BatchState::Submitted { end, .. } => end.clone(),
                         _ => None,
                     };
-                    write(spec, store, c, batch, end, report, progress).await?;
+                    write(cx, batch, end, report).await?;
                     continue;
                 }
                 report.rows_written = rows;
@@ -362,20 +373,14 @@ async fn drive(
 }
 
 async fn pull(
-    spec: &PipelineSpec,
-    store: &Arc<TenantStore>,
-    c: &Connectors,
+    cx: &Cycle<'_>,
     batch: &mut Batch,
     pipeline_state: &mlc_store::PipelineState,
     position: Option<Position>,
     report: &mut CycleReport,
-    progress: &dyn Progress,
 ) -> Result<(), SyncError> {
-    let label = format!("{}/{}", spec.tenant, spec.name);
-    let st = |source: StoreError| SyncError::Store {
-        pipeline: label.clone(),
-        source,
-    };
+    let (spec, store, c, progress, label) = (cx.spec, cx.store, cx.c, cx.progress, &cx.label);
+    let st = cx.st();
     let incremental = batch.kind == BatchKind::Incremental;
     let store_index = StoreIndex {
         store,
@@ -438,19 +443,13 @@ async fn pull(
 /// Maps the batch's keys (every key, for a full batch) from their latest
 /// stored versions and writes the extract; `mapped` then `written`.
 async fn write(
-    spec: &PipelineSpec,
-    store: &Arc<TenantStore>,
-    c: &Connectors,
+    cx: &Cycle<'_>,
     batch: &mut Batch,
     end: Option<Position>,
     report: &mut CycleReport,
-    progress: &dyn Progress,
 ) -> Result<(), SyncError> {
-    let label = format!("{}/{}", spec.tenant, spec.name);
-    let st = |source: StoreError| SyncError::Store {
-        pipeline: label.clone(),
-        source,
-    };
+    let (spec, store, c, progress, label) = (cx.spec, cx.store, cx.c, cx.progress, &cx.label);
+    let st = cx.st();
     let map_err = |source| SyncError::Map {
         pipeline: label.clone(),
         batch: batch.id.clone(),

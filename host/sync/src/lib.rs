@@ -9,26 +9,28 @@
 //! records again and the batch's deterministic `RequestID`s keep Tableau from
 //! applying any of them twice.
 //!
-//! Two cycles live here: [`run_durable_cycle`], which drives a batch
-//! through the store's journal (what `sync` runs), and the in-memory
-//! [`Pipeline::run_cycle`] of the one-shot demo. [`Host`] is the
-//! composition root that builds a tenant's connectors and pipelines from
-//! its stored definition. Not here yet: the scheduler and the webhook
-//! receiver of `serve`.
+//! The cycle is [`run_durable_cycle`]: a batch driven through the store's
+//! journal, stage by stage. [`Host`] is the composition root that builds a
+//! tenant's connectors and pipelines from its stored definition
+//! ([`apply_definition`] puts one in). Not here yet: the scheduler and the
+//! webhook receiver of `serve`.
 #![warn(missing_docs)]
 
+mod apply;
 mod compose;
 pub mod definition;
 mod error;
 mod journal;
 mod pipeline;
 mod reference;
+pub mod template;
 
+pub use apply::{Applied, ApplyError, apply_definition};
 pub use compose::{ComposeError, Host, HostConfig, Tenant};
 pub use error::SyncError;
 pub use journal::{Progress, Quiet, Stage, run_durable_cycle, run_durable_cycle_with};
 pub use pipeline::{
-    Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, Pipeline, PipelineSpec,
+    Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, PipelineSpec,
 };
 pub use reference::{
     Dataset, ReferenceSources, ReferenceStore, StoreReference, read_reference,

@@ -1,28 +1,25 @@
 //! `ml-connector demo`: the product's main job, once, on the embedded
-//! defaults. Starts the Oracle Fusion and Tableau sandboxes and a hyperd,
-//! syncs reference data, stages the `scripted` plugin with every mapping
-//! script of the demo tenant (and its sample) in a plugins directory and
-//! loads them through the runtime's watcher, each validated against its
-//! sample. Then it runs three cycles of every pipeline: a first full
-//! publish, an incremental upsert after changes in Oracle, and a cycle with
-//! nothing new. Finally it reads each data source back from the Tableau
-//! sandbox's `.hyper` files and checks the row counts against Oracle's own.
+//! defaults. Starts the Oracle Fusion and Tableau sandboxes, applies a demo
+//! tenant for them into a data directory (one pipeline per mapping script
+//! of `--mappings`, secrets sealed under a key of this run), and builds it
+//! through the composition root ([`mlc_sync::Host`]): reference data read
+//! into the tenant's store, each script loaded through the `scripted`
+//! mapper and validated against its sample. Then it runs three durable
+//! cycles of every pipeline: a first full publish, an incremental upsert
+//! after changes in Oracle, and a cycle with nothing new. Finally it reads
+//! each data source back from the Tableau sandbox's `.hyper` files and
+//! checks the row counts against Oracle's own.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use mlc_hyper::{Hyperd, HyperdConfig};
-use mlc_oracle::{OracleClient, OracleConfig, ResourceSpec};
-use mlc_plugin::{PluginRuntime, RuntimeConfig};
 use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
 use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
-use mlc_sync::{
-    Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, Pipeline, PipelineSpec,
-    ReferenceSources, ReferenceStore,
-};
-use mlc_tableau::{TableauClient, TableauConfig};
+use mlc_store::{DataDir, MasterKey, RuntimeStore, TenantStore};
+use mlc_sync::template::{self, Endpoints, PipelineTemplate};
+use mlc_sync::{CycleAction, CycleReport, Host, HostConfig, Quiet, apply_definition};
 
 use super::Output;
 
@@ -76,12 +73,12 @@ impl DemoCommand {
             Some(p) => p.clone(),
             None => default_scripted()?,
         };
-        let wasm = std::fs::read(&scripted).with_context(|| {
-            format!(
-                "reading the scripted mapper {} (build it with `cargo xtask build-plugins`)",
+        if !scripted.is_file() {
+            bail!(
+                "the scripted mapper {} is missing: build it with `cargo xtask build-plugins`",
                 scripted.display()
-            )
-        })?;
+            );
+        }
 
         eprintln!(
             "starting the Oracle Fusion sandbox ({} invoices)…",
@@ -102,116 +99,66 @@ impl DemoCommand {
         })
         .await
         .context("starting the Tableau sandbox")?;
-        let hyperd = Arc::new(
-            Hyperd::start(HyperdConfig {
-                binary: self.hyperd.clone(),
-                log_dir: work.join("hyperd-logs"),
-                ..HyperdConfig::default()
-            })
-            .await
-            .context("starting hyperd")?,
-        );
-
-        let oracle = OracleClient::new(
-            TENANT,
-            OracleConfig::new(
-                oracle_sandbox.base_url(),
-                oracle_sandbox.token_url(),
-                oracle_sandbox.client_id(),
-                oracle_sandbox.client_secret(),
-                oracle_sandbox.scope(),
-            ),
-        )
-        .context("Oracle client")?;
-        let tableau = TableauClient::new(
-            TENANT,
-            TableauConfig::new(
-                tableau_sandbox.server_url(),
-                tableau_sandbox.site_content_url(),
-                tableau_sandbox.pat_name(),
-                tableau_sandbox.pat_secret().clone(),
-                tableau_sandbox.project_name(),
-            ),
-        )
-        .context("Tableau client")?;
-
-        eprintln!("syncing reference data (suppliers, segment values, account combinations)…");
-        let reference = Arc::new(ReferenceStore::new());
-        reference
-            .sync_from_oracle(TENANT, &oracle, &demo_reference_sources())
-            .await?;
-        let plugins = PluginRuntime::new(RuntimeConfig {
-            cache_dir: Some(work.join("plugin-cache")),
-            reference: reference.clone(),
-            ..RuntimeConfig::default()
-        })
-        .context("plugin runtime")?;
-
-        // The demo tenant's plugins go through the plugins directory, as an
-        // operator's would: one `scripted` component per mapping script,
-        // with the script as its configuration and the script's sample (if
-        // any) as the validation sample, loaded by the runtime's watcher.
-        eprintln!("loading the demo tenant's mappings through the plugins directory…");
-        let plugins_dir = work.join("plugins");
+        // The demo tenant goes in as an operator's would: a definition
+        // applied into a data directory, its secrets sealed under a master
+        // key (this run's own, kept in memory only), its mapping scripts
+        // under `<mappings-dir>/demo/`; the composition root builds it.
+        eprintln!("applying the demo tenant and loading its mappings…");
+        let data = DataDir::new(work.join("data"));
+        let mappings_dir = work.join("mappings");
         let scripts = mapping_scripts(&self.mappings)?;
-        let names = stage_plugins(&plugins_dir, &wasm, &self.mappings, &scripts)?;
-        let watcher = plugins
-            .watch(&plugins_dir)
-            .await
-            .with_context(|| format!("watching {}", plugins_dir.display()))?;
-        if let Some(refusal) = plugins.refusals().into_iter().next() {
-            let script = names
-                .iter()
-                .zip(&scripts)
-                .find(|(name, _)| **name == refusal.name)
-                .map_or_else(|| refusal.name.clone(), |(_, s)| s.display().to_string());
-            // A located script error names the staged copy; name the file
-            // the user edits instead.
-            let staged = plugins_dir
-                .join(TENANT)
-                .join(format!("{}.toml", refusal.name));
-            let reason = refusal
-                .reason
-                .replace(&staged.display().to_string(), &script);
-            bail!(
-                "mapping {script} was refused (plugin {}/{}): {reason}",
-                refusal.tenant,
-                refusal.name,
-            );
-        }
-
-        let mut pipelines = Vec::new();
-        for (name, script) in names.iter().zip(&scripts) {
-            let info = plugins
-                .info(TENANT, name)
-                .with_context(|| format!("mapping {} was not loaded", script.display()))?;
-            let Some(resource) = info.resources.first().cloned() else {
-                bail!("mapping {} maps no resource", script.display());
-            };
-            let spec = resource_spec(&resource)
-                .with_context(|| format!("mapping {}: resource `{resource}`", script.display()))?;
-            pipelines.push(Pipeline::new(PipelineSpec {
-                tenant: TENANT.into(),
-                name: name.clone(),
-                resource: spec,
-                plugin: name.clone(),
-                datasource: format!("Demo {}", title(name)),
-                max_records_per_batch: DEFAULT_MAX_RECORDS_PER_BATCH,
-            }));
-        }
-        let connectors = Connectors {
-            oracle,
-            tableau,
-            plugins,
-            hyperd: hyperd.clone(),
-            work_dir: work.join("batches"),
+        let pipelines = stage_scripts(&mappings_dir.join(TENANT), &self.mappings, &scripts)?;
+        let base = oracle_sandbox.base_url();
+        let endpoints = Endpoints {
+            oracle_url: base
+                .split("/fscmRestApi")
+                .next()
+                .unwrap_or(&base)
+                .to_owned(),
+            token_url: oracle_sandbox.token_url(),
+            client_id: oracle_sandbox.client_id().to_owned(),
+            scope: oracle_sandbox.scope().to_owned(),
+            tableau_url: tableau_sandbox.server_url(),
+            site: tableau_sandbox.site_content_url().to_owned(),
+            project: tableau_sandbox.project_name().to_owned(),
+            pat_name: tableau_sandbox.pat_name().to_owned(),
         };
+        let text = template::definition_text(TENANT, &endpoints, true, &pipelines);
+        let runtime = RuntimeStore::open(&data)?;
+        let applied = tokio::task::block_in_place(|| {
+            apply_definition(&data, &runtime, "demo (generated)", &text, "demo")
+        })?;
+        drop(runtime);
+        let key = MasterKey::from_base64(MasterKey::generate_base64().expose(), "the demo's key")?;
+        let store = Arc::new(tokio::task::block_in_place(|| {
+            TenantStore::open(&applied.store, TENANT)
+        })?);
+        store.set_secret(
+            &key,
+            template::ORACLE_SECRET,
+            &oracle_sandbox.client_secret(),
+        )?;
+        store.set_secret(&key, template::TABLEAU_SECRET, tableau_sandbox.pat_secret())?;
+        let host = Host::start(
+            HostConfig {
+                data,
+                mappings_dir,
+                plugins_dir: None,
+                scripted_wasm: scripted,
+                hyperd: self.hyperd.clone(),
+            },
+            key,
+        )
+        .await?;
+        eprintln!("syncing reference data (suppliers, segment values, account combinations)…");
+        let tenant = host.tenant(store).await?;
 
-        let mut rows: Vec<Row> = pipelines
+        let mut rows: Vec<Row> = tenant
+            .pipelines
             .iter()
             .map(|p| Row {
-                pipeline: p.spec().name.clone(),
-                datasource: p.spec().datasource.clone(),
+                pipeline: p.name.clone(),
+                datasource: p.datasource.clone(),
                 cycles: Vec::new(),
             })
             .collect();
@@ -230,8 +177,8 @@ impl DemoCommand {
                 }
                 _ => eprintln!("cycle 3: nothing changed; every pipeline should send nothing…"),
             }
-            for (pipeline, row) in pipelines.iter_mut().zip(rows.iter_mut()) {
-                let report = pipeline.run_cycle(&connectors).await?;
+            for (spec, row) in tenant.pipelines.iter().zip(rows.iter_mut()) {
+                let report = tenant.run_once(spec, &Quiet).await?;
                 row.cycles.push(report);
             }
         }
@@ -257,7 +204,7 @@ impl DemoCommand {
                         "pipeline": r.pipeline,
                         "datasource": r.datasource,
                         "rows_in_tableau": stored,
-                        "cycles": r.cycles.iter().map(cycle_json).collect::<Vec<_>>(),
+                        "cycles": r.cycles.iter().map(super::sync::report_json).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -270,9 +217,9 @@ impl DemoCommand {
             .zip(&checks)
             .find(|(r, _)| r.pipeline == "invoices")
             .map(|(_, n)| *n as u64);
-        watcher.stop();
-        connectors.tableau.shutdown().await.ok();
-        hyperd.shutdown().await.ok();
+        tenant.connectors.tableau.shutdown().await.ok();
+        drop(tenant);
+        host.shutdown().await;
         tableau_sandbox.shutdown().await.ok();
         oracle_sandbox.shutdown().await;
         if let Some(n) = invoice_rows
@@ -286,28 +233,6 @@ impl DemoCommand {
     }
 }
 
-fn cycle_json(c: &CycleReport) -> serde_json::Value {
-    let action = match &c.action {
-        CycleAction::NothingNew => serde_json::json!({"type": "nothing-new"}),
-        CycleAction::Published { datasource_id } => {
-            serde_json::json!({"type": "published", "datasource_id": datasource_id})
-        }
-        CycleAction::Upserted { request_ids, jobs } => {
-            serde_json::json!({"type": "upserted", "request_ids": request_ids, "jobs": jobs})
-        }
-    };
-    serde_json::json!({
-        "batch": c.batch_id,
-        "records": c.records,
-        "duplicates_skipped": c.duplicates_skipped,
-        "oracle_requests": c.oracle_requests,
-        "rows_written": c.rows_written,
-        "rejected_by_mapping": c.rejected_by_mapping,
-        "rejected_by_writer": c.rejected_by_writer,
-        "action": action,
-    })
-}
-
 fn action_text(c: &CycleReport) -> String {
     match &c.action {
         CycleAction::NothingNew => "—".into(),
@@ -318,7 +243,7 @@ fn action_text(c: &CycleReport) -> String {
 
 fn print_table(rows: &[Row], checks: &[usize], oracle_invoices: u64, took: Duration) {
     println!(
-        "{:<22} {:<30} {:>14} {:>14} {:>8} {:>8} {:>9}",
+        "{:<24} {:<30} {:>14} {:>14} {:>8} {:>8} {:>9}",
         "pipeline", "data source", "cycle 1", "cycle 2", "cycle 3", "rejects", "in Tableau"
     );
     for (row, stored) in rows.iter().zip(checks) {
@@ -329,7 +254,7 @@ fn print_table(rows: &[Row], checks: &[usize], oracle_invoices: u64, took: Durat
             .map(|c| c.rejected_by_mapping + c.rejected_by_writer)
             .sum();
         println!(
-            "{:<22} {:<30} {:>14} {:>14} {:>8} {:>8} {:>9}",
+            "{:<24} {:<30} {:>14} {:>14} {:>8} {:>8} {:>9}",
             row.pipeline,
             row.datasource,
             cell(0),
@@ -351,33 +276,6 @@ fn print_table(rows: &[Row], checks: &[usize], oracle_invoices: u64, took: Durat
     );
 }
 
-fn demo_reference_sources() -> ReferenceSources {
-    ReferenceSources {
-        suppliers: true,
-        value_sets: vec![
-            ("CORP_ENTITY".into(), "companies".into()),
-            ("CORP_COST_CENTER".into(), "cost-centers".into()),
-            ("CORP_ACCOUNT".into(), "accounts".into()),
-        ],
-        combination_segments: ["entity", "department", "account", "subAccount", "location"]
-            .map(String::from)
-            .to_vec(),
-    }
-}
-
-fn resource_spec(resource: &str) -> Result<ResourceSpec> {
-    Ok(match resource {
-        "invoices" => ResourceSpec::invoices(),
-        "payablesPayments" => ResourceSpec::payables_payments(),
-        "suppliers" => ResourceSpec::suppliers(),
-        "purchaseOrders" => ResourceSpec::purchase_orders(),
-        "receivablesInvoices" => ResourceSpec::receivables_invoices(),
-        "journalBatches" => ResourceSpec::journal_batches(),
-        "accountCombinationsLOV" => ResourceSpec::account_combinations(),
-        other => bail!("no Oracle resource spec for `{other}`"),
-    })
-}
-
 fn mapping_scripts(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut scripts: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading mapping scripts in {}", dir.display()))?
@@ -391,42 +289,55 @@ fn mapping_scripts(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(scripts)
 }
 
-/// Writes `<dir>/demo/<name>.wasm`, `<name>.toml` (the script) and, when
-/// `<mappings>/samples/<name>.json` exists, `<name>.sample.json`, for each
-/// script; returns the plugin names in the order of `scripts`.
-fn stage_plugins(
-    dir: &Path,
-    wasm: &[u8],
-    mappings: &Path,
-    scripts: &[PathBuf],
-) -> Result<Vec<String>> {
-    let tenant_dir = dir.join(TENANT);
-    std::fs::create_dir_all(&tenant_dir)
-        .with_context(|| format!("creating {}", tenant_dir.display()))?;
-    let mut names = Vec::with_capacity(scripts.len());
+/// Copies each script (and its sample, `<mappings>/samples/<stem>.json`)
+/// into the demo tenant's mappings directory `to`; one pipeline per
+/// script, reading the resource the script names.
+fn stage_scripts(to: &Path, mappings: &Path, scripts: &[PathBuf]) -> Result<Vec<PipelineTemplate>> {
+    std::fs::create_dir_all(to.join("samples"))
+        .with_context(|| format!("creating {}", to.display()))?;
+    let mut pipelines = Vec::with_capacity(scripts.len());
     for script in scripts {
-        let name = script
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .with_context(|| format!("mapping script name of {}", script.display()))?
-            .to_owned();
-        let write = |file: String, bytes: &[u8]| {
-            let path = tenant_dir.join(file);
-            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+        let (Some(stem), Some(file)) = (
+            script.file_stem().and_then(|s| s.to_str()),
+            script.file_name().and_then(|s| s.to_str()),
+        ) else {
+            bail!("mapping script name of {}", script.display());
         };
-        write(format!("{name}.wasm"), wasm)?;
-        let text =
-            std::fs::read(script).with_context(|| format!("reading {}", script.display()))?;
-        write(format!("{name}.toml"), &text)?;
-        let sample = mappings.join("samples").join(format!("{name}.json"));
+        let text = std::fs::read_to_string(script)
+            .with_context(|| format!("reading {}", script.display()))?;
+        let resource = text
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| {
+                t.get("resource")
+                    .and_then(|r| r.as_str().map(str::to_owned))
+            })
+            .with_context(|| {
+                format!(
+                    "mapping {}: no top-level `resource = \"…\"`",
+                    script.display()
+                )
+            })?;
+        let target = to.join(file);
+        std::fs::write(&target, &text).with_context(|| format!("writing {}", target.display()))?;
+        let sample = mappings.join("samples").join(format!("{stem}.json"));
         match std::fs::read(&sample) {
-            Ok(bytes) => write(format!("{name}.sample.json"), &bytes)?,
+            Ok(bytes) => {
+                let target = to.join("samples").join(format!("{stem}.json"));
+                std::fs::write(&target, bytes)
+                    .with_context(|| format!("writing {}", target.display()))?;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("reading {}", sample.display())),
         }
-        names.push(name);
+        pipelines.push(PipelineTemplate {
+            id: template::pipeline_id(stem),
+            resource,
+            datasource: format!("Demo {}", title(stem)),
+            script: file.to_owned(),
+        });
     }
-    Ok(names)
+    Ok(pipelines)
 }
 
 /// `invoice-lines` → `Invoice Lines`, `payablesPayments` → `Payables Payments`.

@@ -297,7 +297,7 @@ fn action_text(r: &CycleReport) -> String {
     }
 }
 
-fn report_json(r: &CycleReport) -> serde_json::Value {
+pub(super) fn report_json(r: &CycleReport) -> serde_json::Value {
     let action = match &r.action {
         CycleAction::NothingNew => json!({"type": "nothing-new"}),
         CycleAction::Published { datasource_id } => {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use mlc_common::Secret;
-use mlc_store::{MasterKey, TenantEntry, TenantStore};
+use mlc_store::{MasterKey, TenantStore};
 use mlc_sync::definition::{self, Mapping, TenantDefinition, format_duration};
 use serde_json::json;
 
@@ -83,27 +83,16 @@ fn apply(args: &RuntimeArgs, output: Output, file: &std::path::Path) -> Result<(
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
-    let def = definition::parse(&name, &text)?;
     let runtime = args.runtime()?;
-    let path = args.data().tenant_file(&def.id);
-    let store = blocking(|| TenantStore::open(&path, &def.id))?;
-    let previous = store.definition()?;
-    let changed = previous.as_deref() != Some(text.as_str());
-    let old_pipelines: Vec<String> = previous
-        .as_deref()
-        .and_then(|t| definition::parse("stored", t).ok())
-        .map(|d| d.pipelines.into_iter().map(|p| p.id).collect())
-        .unwrap_or_default();
-    if changed {
-        store.put_definition(&text)?;
-    }
-    let stored = store.secret_names()?;
-    let missing: Vec<String> = def
-        .secrets()
-        .iter()
-        .map(|s| s.name().to_owned())
-        .filter(|n| !stored.contains(n))
-        .collect();
+    let applied =
+        blocking(|| mlc_sync::apply_definition(&args.data(), &runtime, &name, &text, &actor()))?;
+    let def = &applied.definition;
+    let (changed, missing, removed) = (
+        applied.changed,
+        &applied.missing_secrets,
+        &applied.removed_pipelines,
+    );
+    let path = &applied.store;
     let scripts_missing: Vec<String> = def
         .pipelines
         .iter()
@@ -116,22 +105,6 @@ fn apply(args: &RuntimeArgs, output: Output, file: &std::path::Path) -> Result<(
         })
         .collect();
     let pipelines: Vec<&str> = def.pipelines.iter().map(|p| p.id.as_str()).collect();
-    let removed: Vec<&String> = old_pipelines
-        .iter()
-        .filter(|p| !pipelines.contains(&p.as_str()))
-        .collect();
-    let entry = TenantEntry {
-        id: def.id.clone(),
-        applied_at: mlc_store::now_rfc3339(),
-        source: name.clone(),
-    };
-    let detail = json!({
-        "file": name,
-        "changed": changed,
-        "pipelines": pipelines,
-        "pipelines_removed": removed,
-    });
-    runtime.put_tenant(&entry, &actor(), "tenant.apply", detail)?;
     let doc = json!({
         "tenant": def.id,
         "changed": changed,
@@ -159,7 +132,7 @@ fn apply(args: &RuntimeArgs, output: Output, file: &std::path::Path) -> Result<(
                     .join(", ")
             ));
         }
-        for s in &missing {
+        for s in missing {
             t.push_str(&format!(
                 "secret `{s}` is not set yet: ml-connector secret set {} {s}\n",
                 def.id
