@@ -16,6 +16,7 @@
 
 pub mod batch;
 mod error;
+mod records;
 mod runtime;
 pub mod seal;
 mod tenant;

@@ -16,6 +16,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, BatchKind, BatchState, Change, Position};
+use crate::records::{decode_latest, encode_latest, encode_version};
 use crate::{MasterKey, StoreError};
 use mlc_common::Secret;
 
@@ -25,20 +26,22 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Cache of one tenant file: small, so fifty tenants stay small.
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
-const PIPELINES: TableDefinition<&str, &[u8]> = TableDefinition::new("pipelines");
-const BATCHES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("batches");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+pub(crate) const PIPELINES: TableDefinition<&str, &[u8]> = TableDefinition::new("pipelines");
+pub(crate) const BATCHES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("batches");
 /// (pipeline, seq, key): the keys a batch carries.
-const BATCH_KEYS: TableDefinition<(&str, u64, &str), ()> = TableDefinition::new("batch_keys");
+pub(crate) const BATCH_KEYS: TableDefinition<(&str, u64, &str), ()> =
+    TableDefinition::new("batch_keys");
 /// (pipeline, key, seq): a record's version as the batch `seq` recorded it.
-const RAW: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("raw");
+pub(crate) const RAW: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("raw");
 /// (pipeline, key): the batch whose version is the latest seen.
-const LATEST: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest");
+pub(crate) const LATEST: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest");
 /// (pipeline, seq, key): why a record of a batch was refused.
-const REJECTS: TableDefinition<(&str, u64, &str), &str> = TableDefinition::new("rejects");
+pub(crate) const REJECTS: TableDefinition<(&str, u64, &str), &str> =
+    TableDefinition::new("rejects");
 /// (dataset, key): a reference record as JSON.
-const REFERENCE: TableDefinition<(&str, &str), &str> = TableDefinition::new("reference");
+pub(crate) const REFERENCE: TableDefinition<(&str, &str), &str> = TableDefinition::new("reference");
 
 const SCHEMA_KEY: &str = "schema_version";
 const INSTANCE_KEY: &str = "instance";
@@ -87,8 +90,8 @@ pub struct VersionInfo {
 
 /// One tenant's store file, open and locked by this process.
 pub struct TenantStore {
-    db: Database,
-    path: PathBuf,
+    pub(crate) db: Database,
+    pub(crate) path: PathBuf,
     tenant: String,
     instance: String,
 }
@@ -130,7 +133,10 @@ impl TenantStore {
         &self.path
     }
 
-    fn err<E: Into<redb::Error>>(&self, what: &str) -> impl FnOnce(E) -> StoreError + '_ {
+    pub(crate) fn err<E: Into<redb::Error>>(
+        &self,
+        what: &str,
+    ) -> impl FnOnce(E) -> StoreError + '_ {
         let what = what.to_owned();
         move |e| StoreError::Database {
             path: self.path.clone(),
@@ -139,7 +145,7 @@ impl TenantStore {
         }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
         &self,
         table: &'static str,
         key: &str,
@@ -687,284 +693,6 @@ impl TenantStore {
             Ok(())
         })
     }
-
-    // --------------------------------------------------------------- records
-
-    /// True unless exactly this version of the record was exported by a
-    /// confirmed batch of `pipeline` (the record index).
-    pub fn is_new(
-        &self,
-        pipeline: &str,
-        key: &str,
-        last_update: Option<i64>,
-        hash: &[u8; 32],
-        confirmed_seq: u64,
-    ) -> Result<bool, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
-        let Some(v) = t.get((pipeline, key)).map_err(self.err("reading latest"))? else {
-            return Ok(true);
-        };
-        let (seq, lu, h) = decode_latest(v.value()).ok_or_else(|| self.bad("latest", key))?;
-        Ok(!(seq <= confirmed_seq && lu == last_update && &h == hash))
-    }
-
-    fn bad(&self, table: &'static str, key: &str) -> StoreError {
-        StoreError::Decode {
-            path: self.path.clone(),
-            table,
-            key: key.to_owned(),
-            reason: "truncated entry".into(),
-        }
-    }
-
-    /// How many keys of `pipeline` have a latest version (records not
-    /// known to be gone from Oracle).
-    pub fn latest_count(&self, pipeline: &str) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
-        let mut n = 0;
-        for entry in t
-            .range((pipeline, "")..)
-            .map_err(self.err("reading latest"))?
-        {
-            let (k, _) = entry.map_err(self.err("reading latest"))?;
-            if k.value().0 != pipeline {
-                break;
-            }
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Up to `limit` keys of a batch after `after`, in key order.
-    pub fn batch_keys(
-        &self,
-        pipeline: &str,
-        seq: u64,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx
-            .open_table(BATCH_KEYS)
-            .map_err(self.err("opening batch keys"))?;
-        let start = (pipeline, seq, after.unwrap_or(""));
-        let mut out = Vec::with_capacity(limit);
-        for entry in t.range(start..).map_err(self.err("reading batch keys"))? {
-            let (k, _) = entry.map_err(self.err("reading batch keys"))?;
-            let (p, s, key) = k.value();
-            if p != pipeline || s != seq {
-                break;
-            }
-            if after == Some(key) {
-                continue;
-            }
-            out.push(key.to_owned());
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// Up to `limit` keys with a latest version after `after`, in key order.
-    pub fn latest_keys(
-        &self,
-        pipeline: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
-        let mut out = Vec::with_capacity(limit);
-        for entry in t
-            .range((pipeline, after.unwrap_or(""))..)
-            .map_err(self.err("reading latest"))?
-        {
-            let (k, _) = entry.map_err(self.err("reading latest"))?;
-            let (p, key) = k.value();
-            if p != pipeline {
-                break;
-            }
-            if after == Some(key) {
-                continue;
-            }
-            out.push(key.to_owned());
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    /// The latest stored version of each key (keys without one are left
-    /// out).
-    pub fn latest_records(
-        &self,
-        pipeline: &str,
-        keys: &[String],
-    ) -> Result<Vec<StoredRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let latest = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
-        let raw = tx.open_table(RAW).map_err(self.err("opening raw"))?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(v) = latest
-                .get((pipeline, key.as_str()))
-                .map_err(self.err("reading latest"))?
-            else {
-                continue;
-            };
-            let (seq, _, _) = decode_latest(v.value()).ok_or_else(|| self.bad("latest", key))?;
-            let r = raw
-                .get((pipeline, key.as_str(), seq))
-                .map_err(self.err("reading raw"))?
-                .ok_or_else(|| self.bad("raw", key))?;
-            let (last_update, content_hash, json) =
-                decode_version(r.value()).ok_or_else(|| self.bad("raw", key))?;
-            out.push(StoredRecord {
-                key: key.clone(),
-                last_update,
-                content_hash,
-                json,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Every stored version of a record, oldest batch first.
-    pub fn versions(&self, pipeline: &str, key: &str) -> Result<Vec<VersionInfo>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let raw = tx.open_table(RAW).map_err(self.err("opening raw"))?;
-        let mut out = Vec::new();
-        for entry in raw
-            .range((pipeline, key, 0)..=(pipeline, key, u64::MAX))
-            .map_err(self.err("reading raw"))?
-        {
-            let (k, v) = entry.map_err(self.err("reading raw"))?;
-            let (_, _, seq) = k.value();
-            let (last_update, hash, _) =
-                decode_version(v.value()).ok_or_else(|| self.bad("raw", key))?;
-            out.push(VersionInfo {
-                seq,
-                last_update,
-                content_hash: hash.iter().map(|b| format!("{b:02x}")).collect(),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Stores the rejects of a batch (key → reason), replacing earlier ones
-    /// of the same keys.
-    pub fn put_rejects(
-        &self,
-        pipeline: &str,
-        seq: u64,
-        rejects: &[(String, String)],
-    ) -> Result<(), StoreError> {
-        if rejects.is_empty() {
-            return Ok(());
-        }
-        let tx = self.db.begin_write().map_err(self.err("writing"))?;
-        {
-            let mut t = tx
-                .open_table(REJECTS)
-                .map_err(self.err("opening rejects"))?;
-            for (key, reason) in rejects {
-                t.insert((pipeline, seq, key.as_str()), reason.as_str())
-                    .map_err(self.err("writing rejects"))?;
-            }
-        }
-        tx.commit().map_err(self.err("committing rejects"))
-    }
-
-    /// The rejects of a batch.
-    pub fn rejects(&self, pipeline: &str, seq: u64) -> Result<Vec<(String, String)>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx
-            .open_table(REJECTS)
-            .map_err(self.err("opening rejects"))?;
-        let mut out = Vec::new();
-        for entry in t
-            .range((pipeline, seq, "")..)
-            .map_err(self.err("reading rejects"))?
-        {
-            let (k, v) = entry.map_err(self.err("reading rejects"))?;
-            let (p, s, key) = k.value();
-            if p != pipeline || s != seq {
-                break;
-            }
-            out.push((key.to_owned(), v.value().to_owned()));
-        }
-        Ok(out)
-    }
-
-    // ------------------------------------------------------------- reference
-
-    /// Replaces a reference dataset in one transaction.
-    pub fn replace_dataset(
-        &self,
-        dataset: &str,
-        records: &[(String, String)],
-    ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(self.err("writing"))?;
-        {
-            let mut t = tx
-                .open_table(REFERENCE)
-                .map_err(self.err("opening reference"))?;
-            let old: Vec<String> = {
-                let mut keys = Vec::new();
-                for entry in t
-                    .range((dataset, "")..)
-                    .map_err(self.err("reading reference"))?
-                {
-                    let (k, _) = entry.map_err(self.err("reading reference"))?;
-                    let (d, key) = k.value();
-                    if d != dataset {
-                        break;
-                    }
-                    keys.push(key.to_owned());
-                }
-                keys
-            };
-            for key in &old {
-                t.remove((dataset, key.as_str()))
-                    .map_err(self.err("writing reference"))?;
-            }
-            for (key, json) in records {
-                t.insert((dataset, key.as_str()), json.as_str())
-                    .map_err(self.err("writing reference"))?;
-            }
-            let mut meta = tx.open_table(META).map_err(self.err("opening meta"))?;
-            let count = (records.len() as u64).to_le_bytes();
-            meta.insert(format!("dataset:{dataset}").as_str(), count.as_slice())
-                .map_err(self.err("writing meta"))?;
-        }
-        tx.commit().map_err(self.err("committing reference data"))
-    }
-
-    /// True when the reference dataset was ever synced (it may be empty).
-    pub fn has_dataset(&self, dataset: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let meta = tx.open_table(META).map_err(self.err("opening meta"))?;
-        let key = format!("dataset:{dataset}");
-        Ok(meta
-            .get(key.as_str())
-            .map_err(self.err("reading meta"))?
-            .is_some())
-    }
-
-    /// One reference record.
-    pub fn lookup(&self, dataset: &str, key: &str) -> Result<Option<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx
-            .open_table(REFERENCE)
-            .map_err(self.err("opening reference"))?;
-        Ok(t.get((dataset, key))
-            .map_err(self.err("reading reference"))?
-            .map(|v| v.value().to_owned()))
-    }
 }
 
 /// Reads an existing file's schema version without writing to it, so a
@@ -1029,45 +757,4 @@ fn change(state: &BatchState) -> Change {
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
     // Our own plain data types always serialize.
     serde_json::to_vec(value).unwrap_or_default()
-}
-
-/// A version: flag (1 = has a timestamp), timestamp, hash, lz4 of the JSON.
-fn encode_version(last_update: Option<i64>, hash: &[u8; 32], json: &str) -> Vec<u8> {
-    let compressed = lz4_flex::compress_prepend_size(json.as_bytes());
-    let mut out = Vec::with_capacity(41 + compressed.len());
-    out.push(u8::from(last_update.is_some()));
-    out.extend_from_slice(&last_update.unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(hash);
-    out.extend_from_slice(&compressed);
-    out
-}
-
-fn decode_version(bytes: &[u8]) -> Option<(Option<i64>, [u8; 32], String)> {
-    let flag = *bytes.first()?;
-    let lu = i64::from_le_bytes(bytes.get(1..9)?.try_into().ok()?);
-    let hash: [u8; 32] = bytes.get(9..41)?.try_into().ok()?;
-    let json = lz4_flex::decompress_size_prepended(bytes.get(41..)?).ok()?;
-    Some((
-        (flag == 1).then_some(lu),
-        hash,
-        String::from_utf8(json).ok()?,
-    ))
-}
-
-/// Latest pointer: seq, flag, timestamp, hash.
-fn encode_latest(seq: u64, last_update: Option<i64>, hash: &[u8; 32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(49);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.push(u8::from(last_update.is_some()));
-    out.extend_from_slice(&last_update.unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(hash);
-    out
-}
-
-fn decode_latest(bytes: &[u8]) -> Option<(u64, Option<i64>, [u8; 32])> {
-    let seq = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
-    let flag = *bytes.get(8)?;
-    let lu = i64::from_le_bytes(bytes.get(9..17)?.try_into().ok()?);
-    let hash: [u8; 32] = bytes.get(17..49)?.try_into().ok()?;
-    Some((seq, (flag == 1).then_some(lu), hash))
 }

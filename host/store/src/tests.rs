@@ -309,3 +309,84 @@ fn state_survives_reopening() {
         next.id.rsplit_once('.').map(|p| p.0)
     );
 }
+
+/// Drives a batch through to confirmed with `records`.
+fn confirmed_batch(store: &TenantStore, kind: BatchKind, records: &[StoredRecord]) -> Batch {
+    let mut b = store.create_batch("inv", kind, &[]).unwrap();
+    store.record_page(&mut b, records, None).unwrap();
+    store
+        .transition(&mut b, BatchState::Pulled { end: None })
+        .unwrap();
+    store
+        .transition(
+            &mut b,
+            BatchState::Submitted {
+                end: None,
+                rows: records.len() as u64,
+                extract: String::new(),
+                request_ids: Vec::new(),
+                jobs: Vec::new(),
+            },
+        )
+        .unwrap();
+    store.confirm(&mut b, Vec::new(), "ds", "{}").unwrap();
+    b
+}
+
+#[test]
+fn an_unchanged_version_is_not_stored_again_and_a_full_read_drops_keys_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = confirmed_batch(
+        &store,
+        BatchKind::Full,
+        &[record("1", 10, "a"), record("2", 10, "b")],
+    );
+    assert_eq!((first.records, first.changed), (2, 2));
+    // The same version again: counted in the batch, not stored, not a change.
+    let second = confirmed_batch(&store, BatchKind::Full, &[record("1", 10, "a")]);
+    assert_eq!((second.records, second.changed), (1, 0));
+    assert_eq!(store.versions("inv", "1").unwrap().len(), 1);
+    // Key 2 was not in the second full read: gone from Oracle.
+    assert_eq!(store.latest_keys("inv", None, 10).unwrap(), vec!["1"]);
+    assert_eq!(store.latest_count("inv").unwrap(), 1);
+    assert_eq!(
+        store.versions("inv", "2").unwrap().len(),
+        1,
+        "history stays"
+    );
+}
+
+#[test]
+fn retention_drops_old_versions_but_never_the_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    confirmed_batch(
+        &store,
+        BatchKind::Incremental,
+        &[record("1", 10, "a"), record("2", 10, "b")],
+    );
+    confirmed_batch(&store, BatchKind::Incremental, &[record("1", 20, "a2")]);
+    // Nothing is older than a cutoff in the past.
+    let past = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    assert_eq!(store.prune_raw("inv", past).unwrap(), 0);
+    // Everything is older than a cutoff in the future: only record 1's
+    // first version goes; record 2's only version is its latest.
+    let future = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    assert_eq!(store.prune_raw("inv", future).unwrap(), 1);
+    let seqs = |k: &str| -> Vec<u64> {
+        store
+            .versions("inv", k)
+            .unwrap()
+            .iter()
+            .map(|v| v.seq)
+            .collect()
+    };
+    assert_eq!(seqs("1"), vec![2]);
+    assert_eq!(seqs("2"), vec![1]);
+    let latest = store
+        .latest_records("inv", &["1".into(), "2".into()])
+        .unwrap();
+    assert_eq!(latest.len(), 2, "{latest:?}");
+    assert_eq!(store.prune_raw("inv", future).unwrap(), 0, "idempotent");
+}

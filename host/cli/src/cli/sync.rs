@@ -24,6 +24,15 @@ pub struct SyncCommand {
     /// Run one cycle of each pipeline and exit (the scheduler is `serve`).
     #[arg(long, required = true)]
     once: bool,
+    /// Keep each batch's raw record versions this long after it is
+    /// confirmed (the latest version of every record is always kept).
+    #[arg(long, env = "ML_CONNECTOR_RAW_RETENTION", default_value = "30d", value_parser = retention)]
+    raw_retention: Duration,
+}
+
+fn retention(text: &str) -> Result<Duration, String> {
+    mlc_sync::definition::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 30d, 12h or 90m"))
 }
 
 /// Export again from the store, without asking Oracle.
@@ -80,7 +89,7 @@ impl SyncCommand {
                 names
             }
         };
-        run_cycles(args, key, store, &names, output, true).await
+        run_cycles(args, key, store, &names, output, Some(self.raw_retention)).await
     }
 }
 
@@ -150,7 +159,7 @@ impl ReplayCommand {
         };
         runtime.audit(&actor(), action, Some(&tenant), detail)?;
         drop(runtime);
-        run_cycles(args, key, store, &[pipeline], output, false).await
+        run_cycles(args, key, store, &[pipeline], output, None).await
     }
 }
 
@@ -187,8 +196,11 @@ async fn run_cycles(
     store: std::sync::Arc<TenantStore>,
     names: &[String],
     output: Output,
-    reference: bool,
+    retention: Option<Duration>,
 ) -> Result<()> {
+    // A sync reads reference data first and applies retention after; a
+    // replay does neither.
+    let reference = retention.is_some();
     let started = Instant::now();
     let host = args.host(key).await?;
     let tenant = host.tenant(store).await?;
@@ -229,6 +241,15 @@ async fn run_cycles(
         match &outcome {
             Ok(r) => bar.finish_with_message(action_text(r)),
             Err(_) => bar.abandon_with_message("failed"),
+        }
+        if let (Ok(_), Some(keep)) = (&outcome, retention) {
+            let cutoff = time::OffsetDateTime::now_utc() - keep;
+            let dropped = blocking(|| tenant.store.prune_raw(name, cutoff)).with_context(|| {
+                format!("{}/{name}: applying raw-record retention", tenant.id())
+            })?;
+            if dropped > 0 {
+                tracing::info!(pipeline = %name, dropped, "raw record versions past retention dropped");
+            }
         }
         results.push((
             name.clone(),
