@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use mlc_oracle::{
-    Cursor, KeyKind, MemoryRecordIndex, OracleClient, RawRecord, RecordIndex, ResourceSpec,
+    Cursor, KeyKind, MemoryRecordIndex, NothingExported, OracleClient, RawRecord, RecordIndex,
+    ResourceSpec,
 };
 use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
 
@@ -23,14 +24,18 @@ async fn start(config: SandboxConfig) -> Result<OracleSandbox> {
         .map_err(|e| anyhow!("starting the sandbox: {e}"))
 }
 
-/// A sliced pull to its end, "exporting" each page; `between` runs after
-/// every page (page number from 1). Returns the records, the final cursor,
-/// the slices planned and the requests spent.
+/// A sliced pull to its end, "exporting" each page into `exported`;
+/// `between` runs after every page (page number from 1). The pull asks
+/// `index`: a first load asks [`NothingExported`], as the journal does, so
+/// that a record read twice shows as doubled instead of being dropped.
+/// Returns the records, the final cursor, the slices planned and the
+/// requests spent.
 async fn sliced_cycle(
     client: &OracleClient,
     spec: &ResourceSpec,
     cursor: Option<Cursor>,
-    index: &MemoryRecordIndex,
+    index: &dyn RecordIndex,
+    exported: &MemoryRecordIndex,
     mut between: impl FnMut(usize),
 ) -> Result<(Vec<RawRecord>, Option<Cursor>, usize, u64)> {
     let mut pull = client.pull_sliced(spec, cursor.clone(), index);
@@ -43,7 +48,7 @@ async fn sliced_cycle(
     {
         n += 1;
         for r in &page.records {
-            index.mark_exported(&r.key, r.last_update, &r.content_hash);
+            exported.mark_exported(&r.key, r.last_update, &r.content_hash);
         }
         out.extend(page.records);
         between(n);
@@ -90,13 +95,14 @@ async fn oracle_sliced_first_load_under_drift_late_commits_and_throttling_is_exa
     // consumer between pages.
     sb.faults().mutate_between_pages(3);
     let mut late = Vec::new();
-    let (first, cursor, slices, _) = sliced_cycle(&client, &spec, None, &index, |n| {
-        if n % 3 == 0 {
-            late.extend(sb.late_commit(&spec.path, 2, 120).unwrap_or_default());
-            sb.mutate(1, 1);
-        }
-    })
-    .await?;
+    let (first, cursor, slices, _) =
+        sliced_cycle(&client, &spec, None, &NothingExported, &index, |n| {
+            if n % 3 == 0 {
+                late.extend(sb.late_commit(&spec.path, 2, 120).unwrap_or_default());
+                sb.mutate(1, 1);
+            }
+        })
+        .await?;
     sb.faults().mutate_between_pages(0);
     ensure!(slices > 4, "6,000 invoices were read in {slices} slice(s)");
     ensure!(!late.is_empty(), "no late commits happened during the load");
@@ -147,24 +153,44 @@ async fn oracle_sliced_load_never_exceeds_the_cap_and_ends_where_a_serial_pull_e
     cfg.max_concurrency = 3;
     let client = OracleClient::new("e2e", cfg)?;
     sb.reset_stats();
+    // Two sliced pulls at once on one client: the cap is the client's, not
+    // each pull's.
     let index = MemoryRecordIndex::new();
-    let (sliced, cursor, slices, requests) =
-        sliced_cycle(&client, &spec, None, &index, |_| {}).await?;
+    let pay_index = MemoryRecordIndex::new();
+    let payments = ResourceSpec::payables_payments();
+    let (inv, pay) = tokio::join!(
+        sliced_cycle(&client, &spec, None, &NothingExported, &index, |_| {}),
+        sliced_cycle(
+            &client,
+            &payments,
+            None,
+            &NothingExported,
+            &pay_index,
+            |_| {}
+        ),
+    );
+    let ((sliced, cursor, slices, requests), pay) = (inv?, pay?);
     let stats = sb.stats();
     ensure!(slices == 12, "16 pages left at cap 3: {slices} slices");
+    ensure!(pay.2 > 1, "payments were not sliced");
     ensure!(
-        stats.max_in_flight <= 3,
-        "the sandbox saw {} requests of one client in flight at once",
-        stats.max_in_flight
+        stats.max_in_flight <= 3 && client.request_stats().max_in_flight <= 3,
+        "the sandbox saw {} requests of one client in flight at once (client: {:?})",
+        stats.max_in_flight,
+        client.request_stats()
     );
     ensure!(
         stats.max_in_flight >= 2,
         "the slices never overlapped: {stats:?}"
     );
     ensure!(
-        stats.served == requests && stats.throttled == 0,
-        "client counted {requests}, sandbox {stats:?}"
+        stats.served == requests + pay.3 && stats.throttled == 0,
+        "client counted {requests} + {}, sandbox {stats:?}",
+        pay.3
     );
+    let got = fold(&payments, &pay.0)?;
+    let want = truth(&sb, &payments)?;
+    ensure!(got == want, "payments: {}", diff(&got, &want));
     let got = fold(&spec, &sliced)?;
     let want = truth(&sb, &spec)?;
     ensure!(got == want, "sliced: {}", diff(&got, &want));
@@ -178,7 +204,8 @@ async fn oracle_sliced_load_never_exceeds_the_cap_and_ends_where_a_serial_pull_e
     );
 
     // An idle cycle from there is one request, sliced or not.
-    let (recs, _, _, requests) = sliced_cycle(&client, &spec, cursor, &index, |_| {}).await?;
+    let (recs, _, _, requests) =
+        sliced_cycle(&client, &spec, cursor, &index, &index, |_| {}).await?;
     ensure!(
         recs.is_empty() && requests == 1,
         "idle sliced cycle: {} records, {requests} requests",
@@ -211,8 +238,8 @@ async fn oracle_request_budget_is_shared_and_never_exceeded() -> Result<()> {
     let payments = ResourceSpec::payables_payments();
     let (ia, ib) = (MemoryRecordIndex::new(), MemoryRecordIndex::new());
     let (a, b) = tokio::join!(
-        sliced_cycle(&client, &invoices, None, &ia, |_| {}),
-        sliced_cycle(&client, &payments, None, &ib, |_| {}),
+        sliced_cycle(&client, &invoices, None, &NothingExported, &ia, |_| {}),
+        sliced_cycle(&client, &payments, None, &NothingExported, &ib, |_| {}),
     );
     let (a, b) = (a?, b?);
     let stats = sb.stats();
@@ -247,7 +274,7 @@ async fn oracle_injected_429s_pause_the_whole_client_and_lose_nothing() -> Resul
     let client = OracleClient::new("e2e", config_for(&sb))?;
     let spec = ResourceSpec::invoices();
     let index = MemoryRecordIndex::new();
-    let (recs, _, slices, _) = sliced_cycle(&client, &spec, None, &index, |n| {
+    let (recs, _, slices, _) = sliced_cycle(&client, &spec, None, &NothingExported, &index, |n| {
         if n == 2 {
             sb.faults().rate_limit_next(3, 1);
             sb.faults().fail_next(503, 1);
