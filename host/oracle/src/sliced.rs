@@ -10,18 +10,21 @@
 //! 2. **Plan** (only when more than one page remains, going by
 //!    `totalResults`): one more request (`orderBy=LastUpdateDate:desc`,
 //!    `limit=1`) finds the greatest `LastUpdateDate` now, `M`. The span
-//!    from the first page's last position `P` up to `M` is cut into
-//!    `n = min(pages left, 4 × max_concurrency)` equal windows at whole
-//!    milliseconds `b1 < b2 < … < b(n-1)`:
+//!    from the first page's last position `P` up to `M` is cut into `n`
+//!    equal windows at whole milliseconds `b1 < b2 < … < b(n-1)`, `n` such
+//!    that each would hold 90% of a page if records were spread evenly in
+//!    time (so a window rarely needs a second, nearly empty request):
 //!    slice 0 is `after P and < b1`, slice i is `>= bi and < b(i+1)`, and the
 //!    last slice is `>= b(n-1)` **with no upper bound**. Together they cover
 //!    everything after `P`, each (`LastUpdateDate`, key) in exactly one
 //!    slice. Windows equal in time are uneven in records when the data is;
-//!    four slices per permit let the quick ones finish while the big ones
-//!    go on. (Per-window counts would even them out at one request each;
-//!    not done.)
+//!    a window that holds more simply takes more pages, while the small
+//!    ones finish and free their permit for the next. (Per-window counts
+//!    would even them out at one request each; not done.) For a first load
+//!    the request for `M` goes out together with the first page, so the
+//!    slices start one round trip after the pull does.
 //! 3. **Slices run as tasks**, at most `max_concurrency` at once, started in
-//!    order. Each reads its window by the same key-set continuation as a
+//!    order (at most [`MAX_SLICES`]). Each reads its window by the same key-set continuation as a
 //!    serial pull (`offset=0`, strictly after the last position read, plus
 //!    the window's bound in `q`), so drift between its pages loses and
 //!    doubles nothing within it, and a page holding a record outside the
@@ -77,8 +80,13 @@ use crate::client::{Decoded, Filter, Inner, OracleClient, bad_item, parse_envelo
 use crate::error::OracleError;
 use crate::model::{Cursor, Page, PullStats, RecordIndex, ResourceSpec};
 
-/// Slices per permit of the concurrency cap.
-pub const SLICES_PER_PERMIT: usize = 4;
+/// Share of a page a window is sized to hold: windows equal in time are
+/// not equal in records, and one just over a page would cost a second,
+/// nearly empty request.
+pub const SLICE_FILL: f64 = 0.9;
+
+/// Most slices one pull plans (about 1.8 million records at 499 a page).
+pub const MAX_SLICES: usize = 4096;
 
 /// A message from a slice task.
 enum Msg {
@@ -125,8 +133,8 @@ enum Phase {
     Plan {
         /// Where the first page left off.
         after: Filter,
-        /// Pages left, going by `totalResults`.
-        pages_left: u64,
+        /// Records left, going by `totalResults`.
+        remaining: u64,
     },
     /// Slices are running.
     Slices,
@@ -153,6 +161,8 @@ pub struct SlicedPull<'a> {
     rx: mpsc::Receiver<Msg>,
     cursor: Option<Cursor>,
     stats: PullStats,
+    /// The newest `LastUpdateDate`, when asked with the first page.
+    newest: Option<Option<i64>>,
 }
 
 impl OracleClient {
@@ -196,6 +206,7 @@ impl OracleClient {
             tx,
             rx,
             stats: PullStats::default(),
+            newest: None,
         }
     }
 }
@@ -213,10 +224,31 @@ impl SlicedPull<'_> {
                 Phase::Done => return Ok(None),
                 Phase::First(filter) => {
                     let filter = filter.clone();
-                    let page = self
-                        .inner
-                        .fetch_page(&self.spec, &filter, None, true, &mut self.stats.requests)
-                        .await?;
+                    // A first load asks for the newest record at the same
+                    // time (one request wasted when a page holds it all);
+                    // an incremental cycle asks only when it needs to, so
+                    // that an idle one stays one request.
+                    let first_load = matches!(filter, Filter::All)
+                        && self.spec.timestamp.is_some()
+                        && self.inner.config.max_concurrency > 1;
+                    let (mut r1, mut r2) = (0, 0);
+                    let (page, newest) = if first_load {
+                        let (page, newest) = tokio::join!(
+                            self.inner
+                                .fetch_page(&self.spec, &filter, None, true, &mut r1),
+                            newest(&self.inner, &self.spec, &mut r2),
+                        );
+                        (page, newest.ok())
+                    } else {
+                        let page = self
+                            .inner
+                            .fetch_page(&self.spec, &filter, None, true, &mut r1)
+                            .await;
+                        (page, None)
+                    };
+                    self.stats.requests += r1 + r2;
+                    self.newest = newest;
+                    let page = page?;
                     let next = page.next(&self.spec, &filter)?;
                     self.advance_base(page.last_cursor());
                     self.phase = match next {
@@ -227,16 +259,18 @@ impl SlicedPull<'_> {
                         return Ok(Some(page));
                     }
                 }
-                Phase::Plan { after, pages_left } => {
-                    let (after, pages_left) = (after.clone(), *pages_left);
-                    let newest = self.newest().await?;
-                    self.slices =
-                        plan(after, newest, pages_left, self.inner.config.max_concurrency);
+                Phase::Plan { after, remaining } => {
+                    let (after, remaining) = (after.clone(), *remaining);
+                    let newest = match self.newest.take() {
+                        Some(n) => n,
+                        None => newest(&self.inner, &self.spec, &mut self.stats.requests).await?,
+                    };
+                    self.slices = plan(after, newest, remaining, self.inner.config.page_size);
                     tracing::info!(
                         tenant = %self.inner.tenant,
                         resource = %self.spec.path,
                         slices = self.slices.len(),
-                        pages_left,
+                        remaining,
                         "sliced pull planned"
                     );
                     self.phase = Phase::Slices;
@@ -366,14 +400,14 @@ impl SlicedPull<'_> {
     /// page remains and slicing applies, else one serial slice.
     fn after_first(&mut self, after: Filter, total: Option<u64>, read: usize) -> Phase {
         let page = u64::from(self.inner.config.page_size.max(1));
-        let pages_left = total.map(|t| t.saturating_sub(read as u64).div_ceil(page));
-        match pages_left {
-            Some(pages_left)
-                if pages_left > 1
+        let remaining = total.map(|t| t.saturating_sub(read as u64));
+        match remaining {
+            Some(remaining)
+                if remaining > page
                     && self.inner.config.max_concurrency > 1
                     && matches!(after, Filter::After(_)) =>
             {
-                Phase::Plan { after, pages_left }
+                Phase::Plan { after, remaining }
             }
             _ => {
                 self.slices = vec![Slice {
@@ -385,39 +419,6 @@ impl SlicedPull<'_> {
                 Phase::Slices
             }
         }
-    }
-
-    /// The greatest `LastUpdateDate` now (one request), `None` when the
-    /// resource is empty.
-    async fn newest(&mut self) -> Result<Option<i64>, OracleError> {
-        let spec = &self.spec;
-        let Some(ts) = spec.timestamp.as_deref() else {
-            return Ok(None);
-        };
-        let query = [
-            ("onlyData", "true".to_owned()),
-            ("fields", format!("{},{ts}", spec.key)),
-            ("limit", "1".to_owned()),
-            ("offset", "0".to_owned()),
-            ("orderBy", format!("{ts}:desc,{}:desc", spec.key)),
-        ];
-        let body = self
-            .inner
-            .get(spec, &query, &mut self.stats.requests)
-            .await?;
-        let after = "planning (the newest record)";
-        let coll = parse_envelope(&spec.path, after, &body)?;
-        let Some(raw) = coll.items.first() else {
-            return Ok(None);
-        };
-        let facts = canonical::inspect(raw.get(), &spec.key, Some(ts))
-            .map_err(|p| bad_item(spec, 0, after, p))?;
-        let text = facts
-            .timestamp
-            .ok_or_else(|| bad_item(spec, 0, after, format!("no {ts}")))?;
-        let newest = mlc_common::time::parse_timestamp(&text)
-            .map_err(|e| bad_item(spec, 0, after, format!("{ts}: {e}")))?;
-        Ok(Some(newest))
     }
 
     /// Starts waiting (or failed) slices in order while fewer than
@@ -493,9 +494,44 @@ impl SlicedPull<'_> {
     }
 }
 
-/// The slices after the first page (continuing at `after`): `LastUpdateDate`
-/// windows up to `newest`, the last one open-ended (see the module docs).
-fn plan(after: Filter, newest: Option<i64>, pages_left: u64, cap: usize) -> Vec<Slice> {
+/// The greatest `LastUpdateDate` of `spec` now (one request), `None` when
+/// the resource is empty or has no timestamp.
+async fn newest(
+    inner: &Inner,
+    spec: &ResourceSpec,
+    requests: &mut u64,
+) -> Result<Option<i64>, OracleError> {
+    let Some(ts) = spec.timestamp.as_deref() else {
+        return Ok(None);
+    };
+    let query = [
+        ("onlyData", "true".to_owned()),
+        ("fields", format!("{},{ts}", spec.key)),
+        ("limit", "1".to_owned()),
+        ("offset", "0".to_owned()),
+        ("orderBy", format!("{ts}:desc,{}:desc", spec.key)),
+    ];
+    let body = inner.get(spec, &query, requests).await?;
+    let after = "planning (the newest record)";
+    let coll = parse_envelope(&spec.path, after, &body)?;
+    let Some(raw) = coll.items.first() else {
+        return Ok(None);
+    };
+    let facts = canonical::inspect(raw.get(), &spec.key, Some(ts))
+        .map_err(|p| bad_item(spec, 0, after, p))?;
+    let text = facts
+        .timestamp
+        .ok_or_else(|| bad_item(spec, 0, after, format!("no {ts}")))?;
+    let newest = mlc_common::time::parse_timestamp(&text)
+        .map_err(|e| bad_item(spec, 0, after, format!("{ts}: {e}")))?;
+    Ok(Some(newest))
+}
+
+/// The slices after the first page (continuing at `after`, `remaining`
+/// records behind it): `LastUpdateDate` windows up to `newest`, each sized
+/// to hold [`SLICE_FILL`] of a page if records were spread evenly in time,
+/// the last one open-ended (see the module docs).
+fn plan(after: Filter, newest: Option<i64>, remaining: u64, page_size: u32) -> Vec<Slice> {
     let slice = |filter, upper| Slice {
         filter,
         upper,
@@ -506,10 +542,10 @@ fn plan(after: Filter, newest: Option<i64>, pages_left: u64, cap: usize) -> Vec<
         Filter::After(c) => c.last_update,
         _ => return vec![slice(after, None)],
     };
-    let n = usize::try_from(pages_left)
-        .unwrap_or(usize::MAX)
-        .min(cap.saturating_mul(SLICES_PER_PERMIT))
-        .max(1);
+    let per_slice = ((f64::from(page_size) * SLICE_FILL) as u64).max(1);
+    let n = usize::try_from(remaining.div_ceil(per_slice))
+        .unwrap_or(MAX_SLICES)
+        .clamp(1, MAX_SLICES);
     let Some(top) = newest.filter(|t| *t > from) else {
         return vec![slice(after, None)];
     };
@@ -598,8 +634,9 @@ mod tests {
     fn windows_cover_everything_after_the_first_page_once() {
         let from = 1_000_000;
         let top = from + 10_000_000;
-        let slices = plan(cursor(from), Some(top), 100, 2);
-        assert_eq!(slices.len(), 8, "4 per permit");
+        // 4,000 records at 449 a window (90% of 499).
+        let slices = plan(cursor(from), Some(top), 4000, 499);
+        assert_eq!(slices.len(), 9);
         assert!(matches!(slices[0].filter, Filter::After(_)));
         assert_eq!(slices.last().unwrap().upper, None, "the last is open");
         for pair in slices.windows(2) {
@@ -611,13 +648,14 @@ mod tests {
             assert_eq!(upper % 1000, 0, "whole milliseconds");
             assert!(upper > from && upper <= top);
         }
-        // Few pages: no more slices than pages.
-        assert_eq!(plan(cursor(from), Some(top), 3, 8).len(), 3);
         // Nothing newer, or one timestamp for all: one open slice.
-        assert_eq!(plan(cursor(from), Some(from), 100, 8).len(), 1);
-        assert_eq!(plan(cursor(from), None, 100, 8).len(), 1);
+        assert_eq!(plan(cursor(from), Some(from), 4000, 499).len(), 1);
+        assert_eq!(plan(cursor(from), None, 4000, 499).len(), 1);
         // A span narrower than a millisecond per window collapses.
-        let narrow = plan(cursor(from), Some(from + 2_500), 100, 8);
+        let narrow = plan(cursor(from), Some(from + 2_500), 4000, 499);
         assert_eq!(narrow.len(), 3, "{narrow:?}");
+        // Never more than MAX_SLICES.
+        let huge = plan(cursor(from), Some(from + 10_i64.pow(13)), u64::MAX, 1);
+        assert_eq!(huge.len(), MAX_SLICES);
     }
 }
