@@ -15,6 +15,8 @@ mod scripted;
 mod oracle_client;
 #[cfg(feature = "oracle-sandbox")]
 mod oracle_sandbox;
+#[cfg(feature = "oracle-client")]
+mod oracle_slices;
 
 #[cfg(feature = "hyper")]
 mod hyper;

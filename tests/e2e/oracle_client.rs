@@ -33,7 +33,7 @@ fn incremental_specs() -> Vec<ResourceSpec> {
 }
 
 /// Client settings for a sandbox, with quick retries for tests.
-fn config_for(sb: &OracleSandbox) -> OracleConfig {
+pub(crate) fn config_for(sb: &OracleSandbox) -> OracleConfig {
     let mut cfg = OracleConfig::new(
         sb.base_url().to_string(),
         sb.token_url().to_string(),
@@ -53,7 +53,7 @@ fn config_for(sb: &OracleSandbox) -> OracleConfig {
 
 /// One pipeline cycle: pulls from `cursor`, "exports" each page (marks it
 /// in the index), returns the new records and cursor.
-async fn cycle(
+pub(crate) async fn cycle(
     client: &OracleClient,
     spec: &ResourceSpec,
     cursor: Option<Cursor>,
@@ -76,7 +76,7 @@ async fn cycle(
 }
 
 /// Key -> the record's top-level scalar members (no links, no children).
-fn scalars(v: &Value) -> BTreeMap<String, Value> {
+pub(crate) fn scalars(v: &Value) -> BTreeMap<String, Value> {
     v.as_object()
         .map(|o| {
             o.iter()
@@ -87,7 +87,7 @@ fn scalars(v: &Value) -> BTreeMap<String, Value> {
         .unwrap_or_default()
 }
 
-fn key_text(v: &Value, key: &str) -> Option<String> {
+pub(crate) fn key_text(v: &Value, key: &str) -> Option<String> {
     match v.get(key)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -97,7 +97,7 @@ fn key_text(v: &Value, key: &str) -> Option<String> {
 
 /// Folds the records of all cycles (in order) into key -> latest scalars,
 /// failing on any version delivered twice.
-fn fold(
+pub(crate) fn fold(
     spec: &ResourceSpec,
     all: &[RawRecord],
 ) -> Result<BTreeMap<String, BTreeMap<String, Value>>> {
@@ -118,7 +118,7 @@ fn fold(
 }
 
 /// The sandbox's current state of `spec` in the same shape.
-fn truth(
+pub(crate) fn truth(
     sb: &OracleSandbox,
     spec: &ResourceSpec,
 ) -> Result<BTreeMap<String, BTreeMap<String, Value>>> {
@@ -132,7 +132,7 @@ fn truth(
 }
 
 /// Explains how two states differ (first few keys).
-fn diff(
+pub(crate) fn diff(
     got: &BTreeMap<String, BTreeMap<String, Value>>,
     want: &BTreeMap<String, BTreeMap<String, Value>>,
 ) -> String {

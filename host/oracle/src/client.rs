@@ -28,6 +28,7 @@
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,6 +40,7 @@ use crate::auth::TokenCache;
 use crate::canonical;
 use crate::config::OracleConfig;
 use crate::error::OracleError;
+use crate::gate::{Gate, RequestStats};
 use crate::model::{
     Cursor, KeyKind, Page, PullStats, RawRecord, RecordIndex, ResourceSpec, compare_keys,
 };
@@ -50,13 +52,22 @@ use crate::retry::{
 const FRAMEWORK_HEADER: &str = "REST-Framework-Version";
 
 /// A client for one tenant's Oracle Fusion pod. Cheap to share behind an
-/// `Arc`; concurrent pulls share its token cache.
+/// `Arc`; concurrent pulls share its token cache and its request gate (the
+/// concurrency cap, the request budget and the shared 429/503 backoff, see
+/// [`crate::gate`]).
 pub struct OracleClient {
-    tenant: String,
-    config: OracleConfig,
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What a client's pulls share; slices of a [`crate::SlicedPull`] run as
+/// tasks holding it.
+pub(crate) struct Inner {
+    pub(crate) tenant: String,
+    pub(crate) config: OracleConfig,
     http: reqwest::Client,
     auth: TokenCache,
     backoff: Backoff,
+    gate: Gate,
 }
 
 /// The collection envelope. `items`, `count` and `hasMore` are required;
@@ -68,6 +79,17 @@ struct Envelope<'a> {
     count: Option<u64>,
     #[serde(rename = "hasMore")]
     has_more: Option<bool>,
+    /// Only with `totalResults=true`.
+    #[serde(rename = "totalResults")]
+    total_results: Option<u64>,
+}
+
+/// A checked collection envelope.
+#[derive(Debug)]
+pub(crate) struct Collection<'b> {
+    pub(crate) items: Vec<&'b RawValue>,
+    pub(crate) has_more: bool,
+    pub(crate) total: Option<u64>,
 }
 
 /// Oracle's error body (ADF family shape; unconfirmed for Fusion, so any
@@ -89,7 +111,7 @@ struct ErrorDetail {
 
 /// Where the next request continues.
 #[derive(Debug, Clone)]
-enum Filter {
+pub(crate) enum Filter {
     /// Everything (first sync, or the start of a full refresh).
     All,
     /// `LastUpdateDate >= since` (the stored cursor minus the overlap).
@@ -115,28 +137,39 @@ impl OracleClient {
             })?;
         let auth = TokenCache::new(http.clone(), &config);
         let backoff = Backoff::new(&config.retry);
+        let gate = Gate::new(&config);
         Ok(Self {
-            tenant: tenant.into(),
-            config,
-            http,
-            auth,
-            backoff,
+            inner: Arc::new(Inner {
+                tenant: tenant.into(),
+                config,
+                http,
+                auth,
+                backoff,
+                gate,
+            }),
         })
     }
 
     /// The tenant this client serves.
     pub fn tenant(&self) -> &str {
-        &self.tenant
+        &self.inner.tenant
     }
 
     /// The configuration in use.
     pub fn config(&self) -> &OracleConfig {
-        &self.config
+        &self.inner.config
     }
 
     /// Token requests made so far (retries included).
     pub fn token_requests(&self) -> u64 {
-        self.auth.fetches()
+        self.inner.auth.fetches()
+    }
+
+    /// What the request gate did so far, across every pull of this client:
+    /// requests sent, 429s and 503s seen, pauses, the most in flight at once
+    /// and the adaptive concurrency limit now.
+    pub fn request_stats(&self) -> RequestStats {
+        self.inner.gate.stats()
     }
 
     /// Starts a pull of `spec`.
@@ -157,7 +190,7 @@ impl OracleClient {
             (None, _) => (Filter::All, None),
             (Some(_), None) => (Filter::All, None),
             (Some(_), Some(c)) => {
-                let overlap = self.config.overlap_micros();
+                let overlap = self.inner.config.overlap_micros();
                 let filter = if overlap == 0 {
                     Filter::After(c.clone())
                 } else {
@@ -167,7 +200,7 @@ impl OracleClient {
             }
         };
         Pull {
-            client: self,
+            client: &self.inner,
             spec,
             index,
             filter,
@@ -180,6 +213,12 @@ impl OracleClient {
     /// Every key of `spec` now in Oracle (`fields=<Key>`, paged by key-set
     /// continuation). Compare with [`deleted_keys`] to find deletes.
     pub async fn reconcile_keys(&self, spec: &ResourceSpec) -> Result<Vec<String>, OracleError> {
+        self.inner.reconcile_keys(spec).await
+    }
+}
+
+impl Inner {
+    async fn reconcile_keys(&self, spec: &ResourceSpec) -> Result<Vec<String>, OracleError> {
         let mut keys: Vec<String> = Vec::new();
         let mut filter = Filter::All;
         let mut requests = 0u64;
@@ -196,7 +235,9 @@ impl OracleClient {
             }
             let body = self.get(spec, &query, &mut requests).await?;
             let after = describe(&filter);
-            let (items, has_more) = parse_envelope(&spec.path, &after, &body)?;
+            let Collection {
+                items, has_more, ..
+            } = parse_envelope(&spec.path, &after, &body)?;
             let page_len = items.len();
             let mut last: Option<String> = None;
             for (index, raw) in items.into_iter().enumerate() {
@@ -229,8 +270,9 @@ impl OracleClient {
         Ok(keys)
     }
 
-    /// One GET of `spec` with retries, the 401 replay and error decoding.
-    async fn get(
+    /// One GET of `spec` with retries, the 401 replay and error decoding,
+    /// through the client's gate (cap, budget, shared backoff).
+    pub(crate) async fn get(
         &self,
         spec: &ResourceSpec,
         query: &[(&str, String)],
@@ -242,9 +284,13 @@ impl OracleClient {
             spec.path
         );
         let resource = spec.path.as_str();
-        let mut attempt = Attempt::start();
+        // The retry clock starts at the first admission: waiting for the
+        // gate is queueing, not failing.
+        let mut attempt: Option<Attempt> = None;
         let mut reauthenticated = false;
         loop {
+            let admitted = self.gate.admit().await;
+            let attempt = attempt.get_or_insert_with(Attempt::start);
             let bearer = self.auth.bearer().await?;
             *requests += 1;
             let sent = self
@@ -256,9 +302,9 @@ impl OracleClient {
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send()
                 .await;
-            let (failure, wait) = match sent {
+            let (failure, wait, pushed_back) = match sent {
                 Err(e) => match classify_send_error(&e) {
-                    Some(text) => (text, None),
+                    Some(text) => (text, None, None),
                     None => {
                         return Err(OracleError::Http {
                             resource: resource.to_owned(),
@@ -268,10 +314,13 @@ impl OracleClient {
                 },
                 Ok(resp) => {
                     let status = resp.status();
+                    if status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        self.gate.answered();
+                    }
                     if status.is_success() {
                         match resp.bytes().await {
                             Ok(body) => return Ok(body),
-                            Err(e) => (format!("reading the answer: {}", chain(&e)), None),
+                            Err(e) => (format!("reading the answer: {}", chain(&e)), None, None),
                         }
                     } else if status == reqwest::StatusCode::UNAUTHORIZED {
                         if reauthenticated {
@@ -285,7 +334,9 @@ impl OracleClient {
                         continue;
                     } else if is_transient(status) {
                         let wait = retry_after(resp.headers());
-                        (format!("Oracle answered {}", status.as_u16()), wait)
+                        let code = status.as_u16();
+                        let shared = matches!(code, 429 | 503).then_some(code);
+                        (format!("Oracle answered {code}"), wait, shared)
                     } else {
                         let text = resp.text().await.unwrap_or_default();
                         return Err(OracleError::Rejected {
@@ -296,9 +347,19 @@ impl OracleClient {
                     }
                 }
             };
-            let delay = self
-                .backoff
-                .next_delay(&mut attempt, wait, resource, &failure)?;
+            let delay = self.backoff.next_delay(attempt, wait, resource, &failure);
+            if let Some(code) = pushed_back {
+                // Everyone waits, not just this request (with the retry
+                // time of this one; a request out of retries still pauses
+                // the others for what the server asked).
+                let pause = match &delay {
+                    Ok(d) => *d,
+                    Err(_) => wait.unwrap_or_default(),
+                };
+                self.gate.pushed_back(code, pause);
+            }
+            drop(admitted);
+            let delay = delay?;
             tracing::warn!(
                 tenant = %self.tenant,
                 resource,
@@ -333,7 +394,7 @@ where
 /// One pull in progress: an async iterator over pages, holding at most one
 /// page in memory.
 pub struct Pull<'a> {
-    client: &'a OracleClient,
+    client: &'a Inner,
     spec: &'a ResourceSpec,
     index: &'a dyn RecordIndex,
     filter: Filter,
@@ -378,154 +439,27 @@ impl Pull<'_> {
     async fn read_page(&mut self) -> Result<Page, OracleError> {
         let spec = self.spec;
         let client = self.client;
-        let order = match &spec.timestamp {
-            Some(ts) => format!("{ts}:asc,{}:asc", spec.key),
-            None => format!("{}:asc", spec.key),
-        };
-        let mut query = vec![
-            ("onlyData", "true".to_owned()),
-            ("limit", client.config.page_size.to_string()),
-            ("offset", "0".to_owned()),
-            ("orderBy", order),
-        ];
-        if !spec.expand.is_empty() {
-            query.push(("expand", spec.expand.join(",")));
-        }
-        if let Some(q) = q_filter(spec, &self.filter) {
-            query.push(("q", q));
-        }
-        let body = client.get(spec, &query, &mut self.stats.requests).await?;
-        let after = describe(&self.filter);
-        let (items, has_more) = parse_envelope(&spec.path, &after, &body)?;
-        let read = items.len();
+        let page = client
+            .fetch_page(spec, &self.filter, None, false, &mut self.stats.requests)
+            .await?;
+        let next = page.next(spec, &self.filter)?;
 
-        // Decode the whole page before changing any state.
-        let mut records = Vec::with_capacity(items.len());
-        let mut duplicates = 0u64;
-        let mut last: Option<(Option<i64>, String)> = None;
-        for (index, raw) in items.into_iter().enumerate() {
-            let facts = canonical::inspect(raw.get(), &spec.key, spec.timestamp.as_deref())
-                .map_err(|p| bad_item(spec, index, &after, p))?;
-            let key = facts
-                .key
-                .ok_or_else(|| bad_item(spec, index, &after, format!("no {} member", spec.key)))?;
-            if let Some(child) = facts.truncated_child {
-                return Err(bad_item(
-                    spec,
-                    index,
-                    &after,
-                    format!(
-                        "{} {key}: expanded child {child} is truncated (hasMore=true)",
-                        spec.key
-                    ),
-                ));
-            }
-            let last_update = match (&spec.timestamp, facts.timestamp) {
-                (None, _) => None,
-                (Some(ts), None) => {
-                    return Err(bad_item(
-                        spec,
-                        index,
-                        &after,
-                        format!("{} {key} has no {ts}", spec.key),
-                    ));
-                }
-                (Some(ts), Some(text)) => Some(parse_timestamp(&text).map_err(|e| {
-                    bad_item(
-                        spec,
-                        index,
-                        &after,
-                        format!("{} {key}: {ts}: {e}", spec.key),
-                    )
-                })?),
-            };
-            // Order check: strictly increasing, so key-set continuation
-            // cannot step over a record the server returned out of order.
-            if let Some((prev_ts, prev_key)) = &last
-                && position_cmp(spec.key_kind, (*prev_ts, prev_key), (last_update, &key))
-                    != Ordering::Less
-            {
-                return Err(bad_item(
-                    spec,
-                    index,
-                    &after,
-                    format!(
-                        "{} {key} is not after {prev_key}: Oracle did not honour orderBy",
-                        spec.key
-                    ),
-                ));
-            }
-            // At or behind the continuation point: a re-read (e.g. a
-            // timestamp rendered with less precision than it is compared
-            // with). It was delivered already; skip it.
-            let behind = match &self.filter {
-                Filter::After(c) => {
-                    position_cmp(
-                        spec.key_kind,
-                        (last_update, &key),
-                        (Some(c.last_update), &c.key),
-                    ) != Ordering::Greater
-                }
-                Filter::KeyAfter(k) => compare_keys(spec.key_kind, &key, k) != Ordering::Greater,
-                Filter::Since(since) => last_update.is_some_and(|t| t < *since),
-                Filter::All => false,
-            };
-            last = Some((last_update, key.clone()));
-            if behind || !self.index.is_new(&key, last_update, &facts.hash) {
-                duplicates += 1;
-                continue;
-            }
-            records.push(RawRecord {
-                key,
-                last_update,
-                content_hash: facts.hash,
-                json: raw.get().to_owned(),
-            });
-        }
-
-        // Advance.
-        let next = match (&last, &spec.timestamp) {
-            (Some((Some(ts), key)), Some(_)) => Some(Filter::After(Cursor {
-                last_update: *ts,
-                key: key.clone(),
-            })),
-            (Some((_, key)), None) => Some(Filter::KeyAfter(key.clone())),
-            _ => None,
-        };
-        if let Some(Filter::After(c)) = &next {
+        // Advance (the whole page is decoded and checked by now).
+        if let Some(c) = page.last_cursor() {
             let ahead = self
                 .cursor
                 .as_ref()
                 .is_none_or(|old| c.compare(old, spec.key_kind) == Ordering::Greater);
             if ahead {
-                self.cursor = Some(c.clone());
+                self.cursor = Some(c);
             }
-        }
-        let progressed = match (&next, &self.filter) {
-            (Some(Filter::After(n)), Filter::After(o)) => {
-                n.compare(o, spec.key_kind) == Ordering::Greater
-            }
-            (Some(Filter::KeyAfter(n)), Filter::KeyAfter(o)) => {
-                compare_keys(spec.key_kind, n, o) == Ordering::Greater
-            }
-            (Some(_), _) => true,
-            (None, _) => false,
-        };
-        if has_more && read > 0 && !progressed {
-            return Err(OracleError::Envelope {
-                resource: spec.path.clone(),
-                after,
-                problem: "hasMore is true but the page does not advance past the last position"
-                    .into(),
-            });
         }
         match next {
-            Some(f) if has_more => self.filter = f,
-            _ => self.done = true,
+            Some(f) => self.filter = f,
+            None => self.done = true,
         }
-        if has_more && read == 0 {
-            tracing::warn!(tenant = %client.tenant, resource = %spec.path, "empty page with hasMore=true; treating as the end");
-        }
+        let read = page.read;
+        let (records, duplicates) = page.keep_new(self.index);
         self.stats.pages += 1;
         self.stats.records += read as u64;
         self.stats.duplicates_skipped += duplicates;
@@ -535,7 +469,6 @@ impl Pull<'_> {
             read,
             new = records.len(),
             duplicates,
-            has_more,
             "page"
         );
         Ok(Page {
@@ -544,6 +477,276 @@ impl Pull<'_> {
             duplicates,
         })
     }
+}
+
+/// One page read and checked, before the [`RecordIndex`] is asked.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    /// Records ahead of the continuation, in (`LastUpdateDate`, key) order.
+    pub(crate) records: Vec<RawRecord>,
+    /// Records at or behind the continuation (re-reads), skipped.
+    pub(crate) behind: u64,
+    /// Items in the page.
+    pub(crate) read: usize,
+    /// The page's last (`LastUpdateDate`, key).
+    pub(crate) last: Option<(Option<i64>, String)>,
+    /// `hasMore`.
+    pub(crate) has_more: bool,
+    /// `totalResults`, when asked for.
+    pub(crate) total: Option<u64>,
+    /// Where the pull stood (for errors).
+    pub(crate) after: String,
+}
+
+impl Decoded {
+    /// The page's last position as a cursor (timestamped resources).
+    pub(crate) fn last_cursor(&self) -> Option<Cursor> {
+        match &self.last {
+            Some((Some(ts), key)) => Some(Cursor {
+                last_update: *ts,
+                key: key.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The continuation after this page, `None` at the end; an error when
+    /// `hasMore` is true but the page does not move past `filter`.
+    pub(crate) fn next(
+        &self,
+        spec: &ResourceSpec,
+        filter: &Filter,
+    ) -> Result<Option<Filter>, OracleError> {
+        let next = match (&self.last, &spec.timestamp) {
+            (Some((Some(ts), key)), Some(_)) => Some(Filter::After(Cursor {
+                last_update: *ts,
+                key: key.clone(),
+            })),
+            (Some((_, key)), None) => Some(Filter::KeyAfter(key.clone())),
+            _ => None,
+        };
+        let progressed = match (&next, filter) {
+            (Some(Filter::After(n)), Filter::After(o)) => {
+                n.compare(o, spec.key_kind) == Ordering::Greater
+            }
+            (Some(Filter::KeyAfter(n)), Filter::KeyAfter(o)) => {
+                compare_keys(spec.key_kind, n, o) == Ordering::Greater
+            }
+            (Some(_), _) => true,
+            (None, _) => false,
+        };
+        if self.has_more && self.read > 0 && !progressed {
+            return Err(OracleError::Envelope {
+                resource: spec.path.clone(),
+                after: self.after.clone(),
+                problem: "hasMore is true but the page does not advance past the last position"
+                    .into(),
+            });
+        }
+        if self.has_more && self.read == 0 {
+            tracing::warn!(resource = %spec.path, "empty page with hasMore=true; treating as the end");
+        }
+        Ok(next.filter(|_| self.has_more))
+    }
+
+    /// The records `index` does not have, and how many were skipped
+    /// (re-reads included).
+    pub(crate) fn keep_new(self, index: &dyn RecordIndex) -> (Vec<RawRecord>, u64) {
+        let mut duplicates = self.behind;
+        let mut records = self.records;
+        records.retain(|r| {
+            let new = index.is_new(&r.key, r.last_update, &r.content_hash);
+            if !new {
+                duplicates += 1;
+            }
+            new
+        });
+        (records, duplicates)
+    }
+}
+
+impl Inner {
+    /// The query of one page of `spec` continuing at `filter`, below
+    /// `LastUpdateDate` `upper` when given, with `totalResults` when `total`.
+    fn page_query(
+        &self,
+        spec: &ResourceSpec,
+        filter: &Filter,
+        upper: Option<i64>,
+        total: bool,
+    ) -> Vec<(&'static str, String)> {
+        let order = match &spec.timestamp {
+            Some(ts) => format!("{ts}:asc,{}:asc", spec.key),
+            None => format!("{}:asc", spec.key),
+        };
+        let mut query = vec![
+            ("onlyData", "true".to_owned()),
+            ("limit", self.config.page_size.to_string()),
+            ("offset", "0".to_owned()),
+            ("orderBy", order),
+        ];
+        if !spec.expand.is_empty() {
+            query.push(("expand", spec.expand.join(",")));
+        }
+        if total {
+            query.push(("totalResults", "true".to_owned()));
+        }
+        let bound = match (&spec.timestamp, upper) {
+            (Some(ts), Some(u)) => Some(format!("{ts} < '{}'", format_timestamp(u))),
+            _ => None,
+        };
+        let q = match (q_filter(spec, filter), bound) {
+            (Some(q), Some(b)) => Some(format!("({q}) and {b}")),
+            (q, b) => q.or(b),
+        };
+        if let Some(q) = q {
+            query.push(("q", q));
+        }
+        query
+    }
+
+    /// Reads and checks one page of `spec` continuing at `filter` (below
+    /// `upper`, when given). Nothing is decided about the records yet.
+    pub(crate) async fn fetch_page(
+        &self,
+        spec: &ResourceSpec,
+        filter: &Filter,
+        upper: Option<i64>,
+        total: bool,
+        requests: &mut u64,
+    ) -> Result<Decoded, OracleError> {
+        let query = self.page_query(spec, filter, upper, total);
+        let body = self.get(spec, &query, requests).await?;
+        let mut after = describe(filter);
+        if let Some(u) = upper {
+            after.push_str(&format!(" below {}", format_timestamp(u)));
+        }
+        decode_page(spec, filter, upper, &body, after)
+    }
+}
+
+/// Decodes and checks a whole page: envelope, keys, timestamps, truncated
+/// children, order, the slice's upper bound; marks re-reads.
+fn decode_page(
+    spec: &ResourceSpec,
+    filter: &Filter,
+    upper: Option<i64>,
+    body: &[u8],
+    after: String,
+) -> Result<Decoded, OracleError> {
+    let Collection {
+        items,
+        has_more,
+        total,
+    } = parse_envelope(&spec.path, &after, body)?;
+    let read = items.len();
+    let mut records = Vec::with_capacity(items.len());
+    let mut behind_count = 0u64;
+    let mut last: Option<(Option<i64>, String)> = None;
+    for (index, raw) in items.into_iter().enumerate() {
+        let facts = canonical::inspect(raw.get(), &spec.key, spec.timestamp.as_deref())
+            .map_err(|p| bad_item(spec, index, &after, p))?;
+        let key = facts
+            .key
+            .ok_or_else(|| bad_item(spec, index, &after, format!("no {} member", spec.key)))?;
+        if let Some(child) = facts.truncated_child {
+            return Err(bad_item(
+                spec,
+                index,
+                &after,
+                format!(
+                    "{} {key}: expanded child {child} is truncated (hasMore=true)",
+                    spec.key
+                ),
+            ));
+        }
+        let last_update = match (&spec.timestamp, facts.timestamp) {
+            (None, _) => None,
+            (Some(ts), None) => {
+                return Err(bad_item(
+                    spec,
+                    index,
+                    &after,
+                    format!("{} {key} has no {ts}", spec.key),
+                ));
+            }
+            (Some(ts), Some(text)) => Some(parse_timestamp(&text).map_err(|e| {
+                bad_item(
+                    spec,
+                    index,
+                    &after,
+                    format!("{} {key}: {ts}: {e}", spec.key),
+                )
+            })?),
+        };
+        // Order check: strictly increasing, so key-set continuation
+        // cannot step over a record the server returned out of order.
+        if let Some((prev_ts, prev_key)) = &last
+            && position_cmp(spec.key_kind, (*prev_ts, prev_key), (last_update, &key))
+                != Ordering::Less
+        {
+            return Err(bad_item(
+                spec,
+                index,
+                &after,
+                format!(
+                    "{} {key} is not after {prev_key}: Oracle did not honour orderBy",
+                    spec.key
+                ),
+            ));
+        }
+        // A slice never takes a record of the next one: it would be
+        // delivered twice.
+        if let (Some(u), Some(t)) = (upper, last_update)
+            && t >= u
+        {
+            return Err(bad_item(
+                spec,
+                index,
+                &after,
+                format!(
+                    "{} {key} is at {}, not below the slice's bound: Oracle did not honour q",
+                    spec.key,
+                    format_timestamp(t)
+                ),
+            ));
+        }
+        // At or behind the continuation point: a re-read (e.g. a
+        // timestamp rendered with less precision than it is compared
+        // with). It was delivered already; skip it.
+        let behind = match filter {
+            Filter::After(c) => {
+                position_cmp(
+                    spec.key_kind,
+                    (last_update, &key),
+                    (Some(c.last_update), &c.key),
+                ) != Ordering::Greater
+            }
+            Filter::KeyAfter(k) => compare_keys(spec.key_kind, &key, k) != Ordering::Greater,
+            Filter::Since(since) => last_update.is_some_and(|t| t < *since),
+            Filter::All => false,
+        };
+        last = Some((last_update, key.clone()));
+        if behind {
+            behind_count += 1;
+            continue;
+        }
+        records.push(RawRecord {
+            key,
+            last_update,
+            content_hash: facts.hash,
+            json: raw.get().to_owned(),
+        });
+    }
+    Ok(Decoded {
+        records,
+        behind: behind_count,
+        read,
+        last,
+        has_more,
+        total,
+        after,
+    })
 }
 
 /// Orders (timestamp, key) positions; a missing timestamp sorts first.
@@ -588,7 +791,12 @@ fn describe(filter: &Filter) -> String {
     }
 }
 
-fn bad_item(spec: &ResourceSpec, index: usize, after: &str, problem: String) -> OracleError {
+pub(crate) fn bad_item(
+    spec: &ResourceSpec,
+    index: usize,
+    after: &str,
+    problem: String,
+) -> OracleError {
     OracleError::BadItem {
         resource: spec.path.clone(),
         index,
@@ -598,11 +806,11 @@ fn bad_item(spec: &ResourceSpec, index: usize, after: &str, problem: String) -> 
 }
 
 /// Checks the envelope and returns its items and `hasMore`.
-fn parse_envelope<'b>(
+pub(crate) fn parse_envelope<'b>(
     resource: &str,
     after: &str,
     body: &'b [u8],
-) -> Result<(Vec<&'b RawValue>, bool), OracleError> {
+) -> Result<Collection<'b>, OracleError> {
     let envelope: Envelope<'b> =
         serde_json::from_slice(body).map_err(|source| OracleError::MalformedJson {
             resource: resource.to_owned(),
@@ -623,7 +831,11 @@ fn parse_envelope<'b>(
             items.len()
         )));
     }
-    Ok((items, has_more))
+    Ok(Collection {
+        items,
+        has_more,
+        total: envelope.total_results,
+    })
 }
 
 /// Oracle's error detail from a refused request: `o:errorDetails[].detail`
@@ -697,9 +909,12 @@ mod unit {
     #[test]
     fn envelopes() {
         let ok = br#"{"items":[{"a":1}],"count":1,"hasMore":false,"limit":499,"offset":0}"#;
-        let (items, more) = parse_envelope("r", "s", ok).unwrap();
-        assert_eq!(items.len(), 1);
-        assert!(!more);
+        let c = parse_envelope("r", "s", ok).unwrap();
+        assert_eq!(c.items.len(), 1);
+        assert!(!c.has_more);
+        assert_eq!(c.total, None);
+        let with_total = br#"{"items":[],"count":0,"hasMore":false,"totalResults":7}"#;
+        assert_eq!(parse_envelope("r", "s", with_total).unwrap().total, Some(7));
         for (body, want) in [
             (&br#"{"count":0,"hasMore":false}"#[..], "no `items`"),
             (br#"{"items":[],"hasMore":false}"#, "no `count`"),
@@ -709,7 +924,7 @@ mod unit {
                 "`count` is 2",
             ),
         ] {
-            let err = parse_envelope("r", "s", body).unwrap_err().to_string();
+            let err = parse_envelope("r", "s", body).err().unwrap().to_string();
             assert!(err.contains(want), "{err}");
         }
         let err = parse_envelope("r", "s", b"{\"items\":[").unwrap_err();

@@ -23,6 +23,16 @@ pub const DEFAULT_FRAMEWORK_VERSION: u8 = 3;
 /// Oracle's effective page cap: a larger `limit` is silently truncated.
 pub const MAX_PAGE_SIZE: u32 = 499;
 
+/// Default [`OracleConfig::max_concurrency`].
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+
+/// Largest [`OracleConfig::max_concurrency`].
+pub const MAX_CONCURRENCY: usize = 32;
+
+/// Largest [`OracleConfig::requests_per_minute`] (Oracle's published tiers
+/// top out at 4,500 a minute per identity domain).
+pub const MAX_REQUESTS_PER_MINUTE: u32 = 100_000;
+
 /// Connection to one tenant's Oracle Fusion pod.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +65,20 @@ pub struct OracleConfig {
     /// Seconds one HTTP request may take, body included (default 60).
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
+    /// Resource requests in flight at once, across every pull of one client
+    /// (1 to 32, default 4). A sliced first load runs this many slices side
+    /// by side. The client lowers its own limit by one for every 429 and
+    /// raises it again after a run of successes, never above this value.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Resource requests per minute, across every pull of one client
+    /// (optional, 1 to 100000; default none: only `max_concurrency` bounds
+    /// the rate). Requests are spaced evenly, one every 60.5 s / this value,
+    /// so that no 60-second window (as Oracle counts, give or take half a
+    /// second of network jitter) holds more. Set it to the identity domain's
+    /// tier (150 to 4,500 a minute) minus what other clients of the domain use.
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
     /// How transient failures are retried.
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -105,6 +129,9 @@ fn default_overlap_secs() -> u64 {
 fn default_request_timeout_secs() -> u64 {
     60
 }
+fn default_max_concurrency() -> usize {
+    DEFAULT_MAX_CONCURRENCY
+}
 fn default_max_attempts() -> u32 {
     6
 }
@@ -143,6 +170,8 @@ impl OracleConfig {
             page_size: default_page_size(),
             overlap_secs: default_overlap_secs(),
             request_timeout_secs: default_request_timeout_secs(),
+            max_concurrency: default_max_concurrency(),
+            requests_per_minute: None,
             retry: RetryPolicy::default(),
         }
     }
@@ -163,6 +192,19 @@ impl OracleConfig {
         }
         if self.request_timeout_secs == 0 {
             return Err(ConfigError("request_timeout_secs must be positive".into()));
+        }
+        if !(1..=MAX_CONCURRENCY).contains(&self.max_concurrency) {
+            return Err(ConfigError(format!(
+                "max_concurrency {} is outside 1..={MAX_CONCURRENCY}",
+                self.max_concurrency
+            )));
+        }
+        if let Some(n) = self.requests_per_minute
+            && !(1..=MAX_REQUESTS_PER_MINUTE).contains(&n)
+        {
+            return Err(ConfigError(format!(
+                "requests_per_minute {n} is outside 1..={MAX_REQUESTS_PER_MINUTE}"
+            )));
         }
         if self.retry.max_attempts == 0 {
             return Err(ConfigError("retry.max_attempts must be at least 1".into()));
@@ -202,6 +244,8 @@ mod tests {
         assert_eq!(cfg.overlap_secs, 300);
         assert_eq!(cfg.framework_version, 3);
         assert_eq!(cfg.retry, RetryPolicy::default());
+        assert_eq!(cfg.max_concurrency, 4);
+        assert_eq!(cfg.requests_per_minute, None);
         cfg.validate().unwrap();
         assert!(!format!("{cfg:?}").contains("\"s\""));
 
@@ -221,5 +265,20 @@ mod tests {
         cfg.page_size = 499;
         cfg.framework_version = 1;
         assert!(cfg.validate().unwrap_err().0.contains("framework_version"));
+        cfg.framework_version = 3;
+        for bad in [0, 33] {
+            cfg.max_concurrency = bad;
+            assert!(cfg.validate().unwrap_err().0.contains("max_concurrency"));
+        }
+        cfg.max_concurrency = 32;
+        cfg.requests_per_minute = Some(0);
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .0
+                .contains("requests_per_minute")
+        );
+        cfg.requests_per_minute = Some(150);
+        cfg.validate().unwrap();
     }
 }

@@ -93,4 +93,15 @@ pub enum OracleError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A slice of a sliced pull ended without saying why (its task
+    /// panicked); it is read again from its last page on the next call.
+    #[error("{resource}: slice {slice} of a sliced pull stopped: {detail}")]
+    SliceFailed {
+        /// Resource path.
+        resource: String,
+        /// Which slice (0 is the oldest window).
+        slice: usize,
+        /// What the runtime said.
+        detail: String,
+    },
 }

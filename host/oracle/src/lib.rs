@@ -4,6 +4,10 @@
 //! - [`auth`]: the OAuth 2.0 client-credentials token cache.
 //! - [`client`]: incremental pulls by key-set continuation ([`Pull`]), full
 //!   refreshes, key reconciliation for deletes, retries.
+//! - [`sliced`]: first loads and large catch-ups split into `LastUpdateDate`
+//!   windows read side by side ([`SlicedPull`]).
+//! - [`gate`]: what every request of a client passes: the concurrency cap,
+//!   the request budget, the shared 429/503 backoff ([`RequestStats`]).
 //! - [`model`]: resource specs, [`Cursor`], [`RawRecord`], [`Page`], and the
 //!   [`RecordIndex`] that deduplicates against what was exported.
 //! - [`canonical`]: the content hash of a record.
@@ -27,8 +31,10 @@ pub mod canonical;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod gate;
 pub mod model;
 pub mod retry;
+pub mod sliced;
 
 #[cfg(test)]
 mod tests;
@@ -36,7 +42,9 @@ mod tests;
 pub use client::{OracleClient, Pull, deleted_keys};
 pub use config::{OracleConfig, RetryPolicy};
 pub use error::OracleError;
+pub use gate::RequestStats;
 pub use model::{
     Cursor, KeyKind, MemoryRecordIndex, NothingExported, Page, PullStats, RawRecord, RecordIndex,
     ResourceSpec,
 };
+pub use sliced::SlicedPull;
