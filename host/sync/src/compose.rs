@@ -311,6 +311,7 @@ impl Host {
             o.scope.clone(),
         );
         oracle_config.page_size = o.page_size;
+        oracle_config.max_concurrency = o.max_concurrency;
         oracle_config.overlap_secs = o.overlap_secs;
         let client_err = |what: &'static str| {
             let tenant = tenant.clone();

@@ -68,6 +68,35 @@ impl Cycle<'_> {
     }
 }
 
+/// The serial or the sliced pull, driven the same way.
+enum AnyPull<'a> {
+    Serial(mlc_oracle::Pull<'a>),
+    Sliced(mlc_oracle::SlicedPull<'a>),
+}
+
+impl AnyPull<'_> {
+    async fn next_page(&mut self) -> Result<Option<mlc_oracle::Page>, mlc_oracle::OracleError> {
+        match self {
+            Self::Serial(p) => p.next_page().await,
+            Self::Sliced(p) => p.next_page().await,
+        }
+    }
+
+    fn cursor(&self) -> Option<&Cursor> {
+        match self {
+            Self::Serial(p) => p.cursor(),
+            Self::Sliced(p) => p.cursor(),
+        }
+    }
+
+    fn stats(&self) -> mlc_oracle::PullStats {
+        match self {
+            Self::Serial(p) => p.stats(),
+            Self::Sliced(p) => p.stats(),
+        }
+    }
+}
+
 /// Records read from the store and mapped at a time.
 const MAP_CHUNK: usize = 500;
 
@@ -401,7 +430,14 @@ async fn pull(
         })
         .map(cursor);
     let resume_position = position.clone();
-    let mut pull = c.oracle.pull(&spec.resource, start, index);
+    // A first load of a timestamped resource is read in concurrent slices
+    // (its position is then the point up to which everything was
+    // delivered, safe to record after each page); anything else serially.
+    let mut pull = if batch.kind == BatchKind::Full && spec.resource.is_incremental() {
+        AnyPull::Sliced(c.oracle.pull_sliced(&spec.resource, start, index))
+    } else {
+        AnyPull::Serial(c.oracle.pull(&spec.resource, start, index))
+    };
     while let Some(page) = pull.next_page().await.map_err(|source| SyncError::Pull {
         pipeline: label.clone(),
         resource: spec.resource.path.clone(),
