@@ -37,6 +37,9 @@ pub enum BatchKind {
     /// The whole pipeline re-published (Overwrite) from the stored latest
     /// versions, without asking Oracle.
     Reexport,
+    /// Keys a reconciliation found gone from Oracle, deleted in Tableau;
+    /// once confirmed they leave the latest versions (history stays).
+    Deletes,
 }
 
 impl BatchKind {

@@ -62,6 +62,9 @@ pub struct PipelineState {
     pub next_seq: u64,
     /// The last confirmed batch's sequence number (0: none).
     pub confirmed_seq: u64,
+    /// When keys were last reconciled with Oracle (RFC 3339).
+    #[serde(default)]
+    pub last_reconcile: Option<String>,
 }
 
 /// One version of a record, as a batch recorded it.
@@ -354,6 +357,25 @@ impl TenantStore {
         tx.commit().map_err(self.err("committing a pipeline"))
     }
 
+    /// Records that the pipeline's keys were reconciled with Oracle now.
+    pub fn set_reconciled(&self, pipeline: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(self.err("writing"))?;
+        {
+            let mut t = tx
+                .open_table(PIPELINES)
+                .map_err(self.err("opening pipelines"))?;
+            let mut state: PipelineState = match t.get(pipeline).map_err(self.err("reading"))? {
+                Some(v) => self.decode("pipelines", pipeline, v.value())?,
+                None => PipelineState::default(),
+            };
+            state.last_reconcile = Some(crate::now_rfc3339());
+            let bytes = json(&state);
+            t.insert(pipeline, bytes.as_slice())
+                .map_err(self.err("writing a pipeline"))?;
+        }
+        tx.commit().map_err(self.err("committing a pipeline"))
+    }
+
     // --------------------------------------------------------------- batches
 
     /// Opens a new batch of `kind` with the pipeline's next sequence number
@@ -627,6 +649,7 @@ impl TenantStore {
         // return are gone from Oracle and leave the latest versions (their
         // history stays).
         let prune = batch.kind == BatchKind::Full;
+        let deletes = batch.kind == BatchKind::Deletes;
         let path = self.path.clone();
         let tenant_path = self.path.clone();
         let next = BatchState::Confirmed {
@@ -640,6 +663,27 @@ impl TenantStore {
                 what: "confirming".into(),
                 source: Box::new(e),
             };
+            if deletes {
+                let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
+                let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;
+                let mut gone = Vec::new();
+                for entry in keys
+                    .range((pipeline.as_str(), seq, "")..)
+                    .map_err(|e| db(e.into()))?
+                {
+                    let (k, _) = entry.map_err(|e| db(e.into()))?;
+                    let (p, s, key) = k.value();
+                    if p != pipeline || s != seq {
+                        break;
+                    }
+                    gone.push(key.to_owned());
+                }
+                for key in &gone {
+                    latest
+                        .remove((pipeline.as_str(), key.as_str()))
+                        .map_err(|e| db(e.into()))?;
+                }
+            }
             if prune {
                 let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
                 let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;

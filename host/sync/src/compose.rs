@@ -385,6 +385,7 @@ impl Host {
                 plugin,
                 datasource: p.datasource.clone(),
                 max_records_per_batch: p.max_records_per_batch,
+                reconcile: p.reconcile,
             });
         }
         let connectors = Connectors {

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use mlc_hyper::{HyperWriter, TableName};
 use mlc_oracle::{Cursor, NothingExported, RecordIndex};
 use mlc_store::{Batch, BatchKind, BatchState, Position, StoreError, StoredRecord, TenantStore};
-use mlc_tableau::{CHANGES_TABLE, EXTRACT_SCHEMA, PayloadPart, PublishMode, UpdateBatch};
+use mlc_tableau::{
+    CHANGES_TABLE, DELETED_TABLE, EXTRACT_SCHEMA, PayloadPart, PublishMode, UpdateBatch,
+};
 
 use crate::{Connectors, CycleAction, CycleReport, PipelineSpec, SyncError};
 
@@ -169,7 +171,7 @@ pub async fn run_durable_cycle_with(
         source,
     };
     let state = blocking(|| store.pipeline(&spec.name)).map_err(st)?;
-    let mut batch = match blocking(|| store.open_batch(&spec.name)).map_err(st)? {
+    let batch = match blocking(|| store.open_batch(&spec.name)).map_err(st)? {
         Some(batch) => {
             tracing::info!(batch = %batch.id, state = batch.state.name(), "resuming an unfinished batch");
             batch
@@ -202,6 +204,32 @@ pub async fn run_durable_cycle_with(
             blocking(|| store.create_batch(&spec.name, kind, &[])).map_err(st)?
         }
     };
+    let cx = Cycle {
+        spec,
+        store,
+        c,
+        progress,
+        label: label.clone(),
+    };
+    let resumed = batch.state != BatchState::Pulling { position: None };
+    let mut report = run_batch(&cx, batch, &state).await?;
+    if let Some(every) = spec.reconcile
+        && !resumed
+        && reconcile_due(state.last_reconcile.as_deref(), every)
+    {
+        report.deleted = reconcile(&cx).await?;
+    }
+    Ok(report)
+}
+
+/// Drives one batch to `confirmed`; a failure is recorded in the batch
+/// and returned.
+async fn run_batch(
+    cx: &Cycle<'_>,
+    mut batch: Batch,
+    state: &mlc_store::PipelineState,
+) -> Result<CycleReport, SyncError> {
+    let (spec, store) = (cx.spec, cx.store);
     let span = tracing::info_span!("cycle", tenant = %spec.tenant, pipeline = %spec.name, batch = %batch.id);
     let _enter = span.enter();
     let mut report = CycleReport {
@@ -212,16 +240,10 @@ pub async fn run_durable_cycle_with(
         rows_written: 0,
         rejected_by_mapping: 0,
         rejected_by_writer: 0,
+        deleted: 0,
         action: CycleAction::NothingNew,
     };
-    let cx = Cycle {
-        spec,
-        store,
-        c,
-        progress,
-        label: label.clone(),
-    };
-    match drive(&cx, &mut batch, &state, &mut report).await {
+    match drive(cx, &mut batch, state, &mut report).await {
         Ok(()) => Ok(report),
         Err(error) => {
             let job_failed = matches!(&error, SyncError::Publish { source, .. }
@@ -233,6 +255,56 @@ pub async fn run_durable_cycle_with(
             Err(error)
         }
     }
+}
+
+/// True when the last reconciliation (RFC 3339) is `every` old, or none.
+fn reconcile_due(last: Option<&str>, every: std::time::Duration) -> bool {
+    let Some(last) = last.and_then(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    }) else {
+        return true;
+    };
+    time::OffsetDateTime::now_utc() - last >= every
+}
+
+/// Asks Oracle for every key of the resource, and sends the keys the store
+/// knows but Oracle no longer has as a `Deletes` batch; returns how many.
+async fn reconcile(cx: &Cycle<'_>) -> Result<u64, SyncError> {
+    let (spec, store, c) = (cx.spec, cx.store, cx.c);
+    let st = cx.st();
+    let present = c
+        .oracle
+        .reconcile_keys(&spec.resource)
+        .await
+        .map_err(|source| SyncError::Pull {
+            pipeline: cx.label.clone(),
+            resource: spec.resource.path.clone(),
+            source,
+        })?;
+    let mut known = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page =
+            blocking(|| store.latest_keys(&spec.name, after.as_deref(), 10_000)).map_err(st)?;
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        after = Some(last);
+        known.extend(page);
+    }
+    let gone = mlc_oracle::deleted_keys(&known, &present);
+    if !gone.is_empty() {
+        tracing::info!(
+            deleted = gone.len(),
+            "keys gone from Oracle: deleting them in Tableau"
+        );
+        let batch =
+            blocking(|| store.create_batch(&spec.name, BatchKind::Deletes, &gone)).map_err(st)?;
+        let state = blocking(|| store.pipeline(&spec.name)).map_err(st)?;
+        run_batch(cx, batch, &state).await?;
+    }
+    blocking(|| store.set_reconciled(&spec.name)).map_err(st)?;
+    Ok(gone.len() as u64)
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -360,8 +432,8 @@ async fn drive(
                         key_columns: schema.key_columns().map(|k| k.name.clone()).collect(),
                         parts: vec![PayloadPart {
                             path: path.clone(),
-                            upserts: true,
-                            deletes: false,
+                            upserts: batch.kind != BatchKind::Deletes,
+                            deletes: batch.kind == BatchKind::Deletes,
                         }],
                     };
                     let outcomes = c.tableau.update_data(&update).await.map_err(|source| {
@@ -496,10 +568,28 @@ async fn write(
         .schema(&spec.tenant, &spec.plugin, &spec.resource.path)
         .map_err(map_err)?;
     let full = batch.kind.is_full();
+    let deletes = batch.kind == BatchKind::Deletes;
     let table = if full {
         TableName::extract()
+    } else if deletes {
+        TableName::new(EXTRACT_SCHEMA, DELETED_TABLE)
     } else {
         TableName::new(EXTRACT_SCHEMA, CHANGES_TABLE)
+    };
+    // A deletes payload holds the key columns of the rows to delete.
+    let key_positions: Vec<usize> = schema
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.key)
+        .map(|(i, _)| i)
+        .collect();
+    let schema = if deletes {
+        mlc_common::Schema {
+            columns: schema.columns.iter().filter(|c| c.key).cloned().collect(),
+        }
+    } else {
+        schema
     };
     tokio::fs::create_dir_all(&c.work_dir)
         .await
@@ -557,6 +647,16 @@ async fn write(
             })
             .collect();
         report.rejected_by_mapping += mapped.rejects.len() as u64;
+        let mut mapped = mapped;
+        if deletes {
+            for row in &mut mapped.rows {
+                let values = std::mem::take(&mut row.values);
+                row.values = key_positions
+                    .iter()
+                    .filter_map(|&i| values.get(i).cloned())
+                    .collect();
+            }
+        }
         let written = writer
             .write_rows(&mapped.rows)
             .await

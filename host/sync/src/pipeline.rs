@@ -31,6 +31,9 @@ pub struct PipelineSpec {
     /// it by less than one page. Full publishes are not capped: they upload
     /// in chunks.
     pub max_records_per_batch: usize,
+    /// How often the keys are reconciled with Oracle (deletes sent as a
+    /// batch); `None`: never.
+    pub reconcile: Option<std::time::Duration>,
 }
 
 /// The default [`PipelineSpec::max_records_per_batch`]: about 10–60 MB of
@@ -87,6 +90,9 @@ pub struct CycleReport {
     pub rejected_by_mapping: u64,
     /// Rows the extract writer refused (value does not fit its column).
     pub rejected_by_writer: u64,
+    /// Keys found gone from Oracle and deleted in Tableau by this cycle's
+    /// reconciliation.
+    pub deleted: u64,
     /// What was sent to Tableau.
     pub action: CycleAction,
 }

@@ -232,6 +232,7 @@ fn kind_text(kind: &mlc_store::BatchKind) -> String {
         mlc_store::BatchKind::Replay { of } => format!("replay of {of}"),
         mlc_store::BatchKind::Records => "records".into(),
         mlc_store::BatchKind::Reexport => "re-export".into(),
+        mlc_store::BatchKind::Deletes => "deletes".into(),
     }
 }
 

@@ -311,11 +311,15 @@ async fn run_cycles(
 }
 
 fn action_text(r: &CycleReport) -> String {
-    match &r.action {
-        CycleAction::NothingNew => "nothing new".into(),
+    let mut t = match &r.action {
+        CycleAction::NothingNew => "nothing new".to_owned(),
         CycleAction::Published { .. } => format!("published {} rows", r.rows_written),
         CycleAction::Upserted { .. } => format!("upserted {} rows", r.rows_written),
+    };
+    if r.deleted > 0 {
+        t.push_str(&format!("; {} deleted (gone from Oracle)", r.deleted));
     }
+    t
 }
 
 pub(super) fn report_json(r: &CycleReport) -> serde_json::Value {
@@ -336,6 +340,7 @@ pub(super) fn report_json(r: &CycleReport) -> serde_json::Value {
         "rows_written": r.rows_written,
         "rejected_by_mapping": r.rejected_by_mapping,
         "rejected_by_writer": r.rejected_by_writer,
+        "deleted": r.deleted,
         "action": action,
     })
 }
