@@ -7,11 +7,15 @@ use tracing_subscriber::EnvFilter;
 pub fn init(verbose: u8) {
     // At the default level the runtime's refusal warning is left out: the
     // commands report a refusal themselves, as their error.
+    // Our crates get the level asked for; the compiler stack below the
+    // plugin runtime (cranelift, wasmtime, regalloc) stays at info: at
+    // trace it logs every instruction it compiles, which makes a sync take
+    // minutes instead of seconds.
     let default = match verbose {
         0 => "warn,mlc_plugin::runtime=error",
         1 => "info",
-        2 => "debug",
-        _ => "trace",
+        2 => "debug,cranelift=info,wasmtime=info,regalloc2=info,wasmtime_cranelift=info",
+        _ => "trace,cranelift=info,cranelift_codegen=info,wasmtime=info,regalloc2=info,wasmtime_cranelift=info,cranelift_frontend=info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
