@@ -15,7 +15,9 @@ pub fn init(verbose: u8) {
         0 => "warn,mlc_plugin::runtime=error",
         1 => "info",
         2 => "debug,cranelift=info,wasmtime=info,regalloc2=info,wasmtime_cranelift=info",
-        _ => "trace,cranelift=info,cranelift_codegen=info,wasmtime=info,regalloc2=info,wasmtime_cranelift=info,cranelift_frontend=info",
+        _ => {
+            "trace,cranelift=info,cranelift_codegen=info,wasmtime=info,regalloc2=info,wasmtime_cranelift=info,cranelift_frontend=info"
+        }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

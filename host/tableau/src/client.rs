@@ -46,7 +46,7 @@ use crate::error::{Ctx, ErrorKind, TableauError};
 use crate::http::{Answer, Http, excerpt};
 use crate::model::{
     Datasource, FileUpload, Job, Pagination, Part, Project, Webhook, WebhookEvent, filter_eq,
-    multipart_mixed, publish_payload_xml, update_actions, webhook_create_xml,
+    multipart_mixed, publish_payload_xml, update_actions, upload_chunk_body, webhook_create_xml,
 };
 
 /// How a full extract is published.
@@ -655,31 +655,17 @@ impl TableauClient {
         let content_type = format!("multipart/mixed; boundary={boundary}");
         for index in 0..chunks {
             let want = usize::try_from(chunk_size.min(size - index * chunk_size)).unwrap_or(0);
-            let mut chunk = vec![0u8; want];
-            file.read_exact(&mut chunk).await.map_err(|source| {
-                UploadFailure::Fatal(ctx.err(ErrorKind::Io {
-                    path: path.to_owned(),
-                    source,
-                }))
-            })?;
-            let body = Bytes::from(multipart_mixed(
-                &boundary,
-                &[
-                    Part {
-                        name: "request_payload",
-                        filename: None,
-                        content_type: "text/xml",
-                        body: b"",
-                    },
-                    Part {
-                        name: "tableau_file",
-                        filename: Some("file"),
-                        content_type: "application/octet-stream",
-                        body: &chunk,
-                    },
-                ],
-            ));
-            drop(chunk);
+            let (body, file_range) = upload_chunk_body(&boundary, want);
+            let mut body = body;
+            file.read_exact(&mut body[file_range])
+                .await
+                .map_err(|source| {
+                    UploadFailure::Fatal(ctx.err(ErrorKind::Io {
+                        path: path.to_owned(),
+                        source,
+                    }))
+                })?;
+            let body = Bytes::from(body);
             let answer = self
                 .call(ctx, false, |s| {
                     self.inner

@@ -93,8 +93,10 @@ pub struct TableauConfig {
     /// Name of the project the tenant's data sources live in.
     pub project: String,
     /// Files larger than this go through a chunked file upload, and each
-    /// chunk has this size (bytes). Default 50 MB, like Tableau's Python client;
-    /// values above 64 MB are capped at 64 MB, the single-request limit.
+    /// chunk has this size (bytes). Default 16 MB: a chunk is held in memory
+    /// while it is sent, so this bounds what a publish adds to the process
+    /// (Tableau's Python client uses 50 MB); values above 64 MB are capped at
+    /// 64 MB, the single-request limit.
     #[serde(default = "default_chunk_size")]
     pub chunk_size: u64,
     /// Largest update payload (`.hyper`) one *Update Data in Hyper* request may
@@ -169,7 +171,7 @@ pub struct RetryConfig {
 }
 
 fn default_chunk_size() -> u64 {
-    50 * MB
+    16 * MB
 }
 fn default_update_payload_limit() -> u64 {
     100 * MB

@@ -584,6 +584,36 @@ pub(crate) fn multipart_mixed(boundary: &str, parts: &[Part<'_>]) -> Vec<u8> {
     out
 }
 
+/// The body of one chunk of a file upload: an empty `request_payload` part
+/// and a `tableau_file` part of `len` bytes left zeroed at the returned
+/// range, for the caller to read the file straight into (one copy of the
+/// chunk in memory, not two).
+pub(crate) fn upload_chunk_body(boundary: &str, len: usize) -> (Vec<u8>, std::ops::Range<usize>) {
+    let mut out = multipart_mixed(
+        boundary,
+        &[
+            Part {
+                name: "request_payload",
+                filename: None,
+                content_type: "text/xml",
+                body: b"",
+            },
+            Part {
+                name: "tableau_file",
+                filename: Some("file"),
+                content_type: "application/octet-stream",
+                body: b"",
+            },
+        ],
+    );
+    // `multipart_mixed` ends the last part's (empty) body with CRLF and the
+    // closing boundary: the file goes just before that CRLF.
+    let tail = 2 + 2 + boundary.len() + 4;
+    let at = out.len() - tail;
+    out.splice(at..at, std::iter::repeat_n(0u8, len));
+    (out, at..at + len)
+}
+
 /// The `and` of `eq` conditions matching target key columns to source ones
 /// (a single key needs no `and`).
 fn key_condition(keys: &[String]) -> serde_json::Value {

@@ -30,7 +30,7 @@ fn config_defaults_and_unknown_keys() {
         "project": "Sales",
     });
     let c: TableauConfig = serde_json::from_value(json.clone()).unwrap();
-    assert_eq!(c.chunk_size, 50 * 1024 * 1024);
+    assert_eq!(c.chunk_size, 16 * 1024 * 1024);
     assert_eq!(c.update_payload_limit, 100 * 1024 * 1024);
     assert!(c.is_cloud());
     assert_eq!(c.session_ttl(), Duration::from_secs(120 * 60));
@@ -1185,4 +1185,32 @@ async fn neither_pat_secret_nor_token_is_logged_or_in_errors() {
         assert!(!missing.to_string().contains(needle));
         assert!(!format!("{missing:?}").contains(needle));
     }
+}
+
+#[test]
+fn an_upload_chunk_body_is_the_multipart_body_with_the_file_read_in_place() {
+    let data = b"hyper bytes \r\n-- not a boundary";
+    let (mut body, range) = crate::model::upload_chunk_body("BOUNDARY", data.len());
+    body[range].copy_from_slice(data);
+    let expected = crate::model::multipart_mixed(
+        "BOUNDARY",
+        &[
+            crate::model::Part {
+                name: "request_payload",
+                filename: None,
+                content_type: "text/xml",
+                body: b"",
+            },
+            crate::model::Part {
+                name: "tableau_file",
+                filename: Some("file"),
+                content_type: "application/octet-stream",
+                body: data,
+            },
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        String::from_utf8_lossy(&expected)
+    );
 }
