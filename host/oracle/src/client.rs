@@ -317,6 +317,13 @@ impl Inner {
                     if status != reqwest::StatusCode::TOO_MANY_REQUESTS {
                         self.gate.answered();
                     }
+                    // Only a 401 right after signing in again means the
+                    // credentials are refused; one after another answer is
+                    // a token revoked or expired since (it gets one more
+                    // sign-in).
+                    if status != reqwest::StatusCode::UNAUTHORIZED {
+                        reauthenticated = false;
+                    }
                     if status.is_success() {
                         match resp.bytes().await {
                             Ok(body) => return Ok(body),
