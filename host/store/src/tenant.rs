@@ -741,10 +741,18 @@ impl TenantStore {
 
 /// Reads an existing file's schema version without writing to it, so a
 /// file of a newer ml-connector is refused exactly as it was.
+///
+/// A file its last writer did not close (a crash, `kill -9`) needs redb's
+/// recovery, which a read-only open refuses (`RepairAborted`): the check is
+/// skipped and the read-write open that follows recovers it (redb's own
+/// structures, back to the last committed transaction); `migrate` still
+/// refuses a newer schema before writing anything of ours.
 fn check_schema_read_only(path: &Path) -> Result<(), StoreError> {
-    let db = redb::Builder::new()
-        .open_read_only(path)
-        .map_err(|e| open_error(path, e))?;
+    let db = match redb::Builder::new().open_read_only(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::RepairAborted) => return Ok(()),
+        Err(e) => return Err(open_error(path, e)),
+    };
     let db_err = |e: redb::Error| StoreError::Database {
         path: path.to_path_buf(),
         what: "reading the schema version".into(),

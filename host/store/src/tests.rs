@@ -390,3 +390,28 @@ fn retention_drops_old_versions_but_never_the_latest() {
     assert_eq!(latest.len(), 2, "{latest:?}");
     assert_eq!(store.prune_raw("inv", future).unwrap(), 0, "idempotent");
 }
+
+#[test]
+fn a_file_left_open_by_a_crash_opens_with_its_committed_state() {
+    // A copy of the file taken while its store is open is what `kill -9`
+    // leaves: redb marked it as needing recovery and never cleared the mark.
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = dir.path().join("crashed.redb");
+    let id = {
+        let store = open(&dir);
+        store.put_definition("id = \"acme\"").unwrap();
+        let mut batch = store.create_batch("inv", BatchKind::Full, &[]).unwrap();
+        store
+            .record_page(&mut batch, &[record("1", 10, "a")], None)
+            .unwrap();
+        std::fs::copy(dir.path().join("acme.redb"), &crashed).unwrap();
+        batch.id
+    };
+    let store = TenantStore::open(&crashed, "acme").unwrap();
+    assert_eq!(
+        store.definition().unwrap().as_deref(),
+        Some("id = \"acme\"")
+    );
+    let open_batch = store.open_batch("inv").unwrap().expect("the open batch");
+    assert_eq!((open_batch.id, open_batch.records), (id, 1));
+}

@@ -344,3 +344,190 @@ pub async fn row_count(world: &World, tenant: &str, pipeline: &str) -> usize {
         .expect("reading the data source")
         .map_or(0, |r| r.len())
 }
+
+// ---------------------------------------------------------------------------
+// Crash tests (runtime_crash.rs): a tenant file given as text, one mapping
+// script copied in by hand, a `sync` child whose stderr is read line by
+// line while it runs, and SIGKILL.
+// ---------------------------------------------------------------------------
+
+impl World {
+    /// Copies `script` (a path under the workspace) as `tenant`'s mapping
+    /// `name`, with the demo samples beside it.
+    pub fn copy_mapping(&self, tenant: &str, script: &str, name: &str) {
+        self.copy_demo_mappings(tenant);
+        let to = self.mappings_dir().join(tenant).join(name);
+        std::fs::copy(workspace().join(script), &to)
+            .unwrap_or_else(|e| panic!("copying {script} to {}: {e}", to.display()));
+    }
+
+    /// Writes `text` as the tenant file, applies it and sets both secrets
+    /// (mappings must be in place already).
+    pub fn apply_tenant_text(&self, tenant: &str, text: &str) -> PathBuf {
+        let file = self.dir.path().join(format!("{tenant}.toml"));
+        std::fs::write(&file, text).expect("tenant file");
+        self.ok(&["tenant", "apply", file.to_str().expect("utf-8 path")]);
+        let oracle_secret = self.oracle.client_secret().expose().to_owned();
+        let pat = self.tableau.pat_secret().expose().to_owned();
+        self.ok_with_stdin(
+            &["secret", "set", tenant, "oracle-client-secret"],
+            &oracle_secret,
+        );
+        self.ok_with_stdin(&["secret", "set", tenant, "tableau-pat"], &pat);
+        file
+    }
+
+    /// Starts the CLI as a child with stdout and stderr piped; `env` is
+    /// added to its environment. Its stderr lines arrive on
+    /// [`Running::lines`] as they are written.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let mut command = self.command(args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting ml-connector {args:?}: {e}"));
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let out_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut { stdout }, &mut text);
+            text
+        });
+        Running {
+            child,
+            lines,
+            stderr: Vec::new(),
+            reader: Some(reader),
+            stdout: Some(out_reader),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// A CLI child started by [`World::spawn`].
+pub struct Running {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its stderr, line by line, as written.
+    pub lines: std::sync::mpsc::Receiver<String>,
+    /// The stderr lines taken so far by [`Running::next_line`].
+    pub stderr: Vec<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    /// When it was started.
+    pub started: std::time::Instant,
+}
+
+/// How a [`Running`] child ended.
+#[derive(Debug)]
+pub struct Ended {
+    /// Killed by our SIGKILL (false: it exited by itself first).
+    pub killed: bool,
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// Its whole stdout.
+    pub stdout: String,
+    /// Its whole stderr.
+    pub stderr: String,
+    /// Time from start to its end.
+    pub took: std::time::Duration,
+}
+
+impl Running {
+    /// The next stderr line, waiting at most `timeout`; `Err` says whether
+    /// it timed out or stderr closed (the process is ending).
+    pub fn next_line(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<String, std::sync::mpsc::RecvTimeoutError> {
+        let line = self.lines.recv_timeout(timeout)?;
+        self.stderr.push(line.clone());
+        Ok(line)
+    }
+
+    /// Sends SIGKILL (`Child::kill` on Unix) unless it already exited, then
+    /// reaps it.
+    pub fn kill9(self) -> Ended {
+        self.end(true)
+    }
+
+    /// Waits for it to exit by itself.
+    pub fn wait(self) -> Ended {
+        self.end(false)
+    }
+
+    fn end(mut self, kill: bool) -> Ended {
+        let exited_first = self.child.try_wait().expect("try_wait").is_some();
+        let killed = kill && !exited_first && self.child.kill().is_ok();
+        let status = self.child.wait().expect("waiting for the child");
+        let took = self.started.elapsed();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        while let Ok(line) = self.lines.try_recv() {
+            self.stderr.push(line);
+        }
+        let stdout = self
+            .stdout
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        Ended {
+            killed,
+            status,
+            stdout,
+            stderr: self.stderr.join("\n"),
+            took,
+        }
+    }
+}
+
+/// Invoices of the data source `<tenant> <pipeline>` written by the mapping
+/// `script` (a path under the workspace; its column names give the column
+/// positions): id → (number, last updated), failing on a duplicate key.
+pub async fn tableau_invoices_mapped(
+    world: &World,
+    tenant: &str,
+    pipeline: &str,
+    script: &str,
+) -> std::collections::BTreeMap<i64, (String, i64)> {
+    use mlc_common::Value;
+    let rows = world
+        .tableau
+        .datasource_rows(&datasource_name(tenant, pipeline), &["Invoice ID"])
+        .await
+        .expect("reading the data source")
+        .expect("the data source exists");
+    let text = std::fs::read_to_string(workspace().join(script)).expect("mapping script");
+    let names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .collect();
+    let at = |n: &str| names.iter().position(|c| c == n).expect("column");
+    let (id, number, updated) = (at("Invoice ID"), at("Invoice Number"), at("Last Updated"));
+    let mut state = std::collections::BTreeMap::new();
+    for row in rows {
+        let (Value::Integer(k), Value::Text(n), Value::Timestamp(t)) =
+            (&row[id], &row[number], &row[updated])
+        else {
+            panic!("unexpected row shape: {row:?}");
+        };
+        let previous = state.insert(*k, (n.clone(), *t));
+        assert!(previous.is_none(), "invoice {k} is in Tableau twice");
+    }
+    state
+}
