@@ -210,6 +210,33 @@ impl OracleClient {
         }
     }
 
+    /// Continues an interrupted pull strictly after `position`, the last
+    /// (`LastUpdateDate`, key) it delivered, without the overlap window:
+    /// the pull that recorded that position already read everything up to
+    /// it (a record committed late behind it is read by the next pull's
+    /// overlap, as for any pull). Resources without a timestamp are read in
+    /// full again.
+    pub fn resume<'a>(
+        &'a self,
+        spec: &'a ResourceSpec,
+        position: Cursor,
+        index: &'a dyn RecordIndex,
+    ) -> Pull<'a> {
+        let (filter, cursor) = match &spec.timestamp {
+            None => (Filter::All, None),
+            Some(_) => (Filter::After(position.clone()), Some(position)),
+        };
+        Pull {
+            client: &self.inner,
+            spec,
+            index,
+            filter,
+            cursor,
+            done: false,
+            stats: PullStats::default(),
+        }
+    }
+
     /// Every key of `spec` now in Oracle (`fields=<Key>`, paged by key-set
     /// continuation). Compare with [`deleted_keys`] to find deletes.
     pub async fn reconcile_keys(&self, spec: &ResourceSpec) -> Result<Vec<String>, OracleError> {

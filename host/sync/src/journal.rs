@@ -503,9 +503,18 @@ async fn pull(
         .map(cursor);
     let resume_position = position.clone();
     // A first load of a timestamped resource is read in concurrent slices
-    // (its position is then the point up to which everything was
-    // delivered, safe to record after each page); anything else serially.
-    let mut pull = if batch.kind == BatchKind::Full && spec.resource.is_incremental() {
+    // when the tenant allows more than one request at a time (its position
+    // is then the point up to which everything was delivered, safe to
+    // record after each page); anything else serially.
+    // A batch interrupted mid-pull continues strictly after the position
+    // it recorded (no overlap: it read everything up to there), serially
+    // (a resumed first load is not sliced again yet).
+    let mut pull = if let Some(at) = position.as_ref() {
+        AnyPull::Serial(c.oracle.resume(&spec.resource, cursor(at), index))
+    } else if batch.kind == BatchKind::Full
+        && spec.resource.is_incremental()
+        && c.oracle.config().max_concurrency > 1
+    {
         AnyPull::Sliced(c.oracle.pull_sliced(&spec.resource, start, index))
     } else {
         AnyPull::Serial(c.oracle.pull(&spec.resource, start, index))
