@@ -202,23 +202,7 @@ impl RuntimeStore {
         let tx = self.db.begin_write().map_err(self.err("opening"))?;
         {
             let mut meta = tx.open_table(META).map_err(self.err("opening meta"))?;
-            let found = match meta.get(SCHEMA_KEY).map_err(self.err("reading meta"))? {
-                Some(v) => {
-                    let bytes: [u8; 4] = v.value().try_into().map_err(|_| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        reason: "schema version is not 4 bytes".into(),
-                    })?;
-                    u32::from_le_bytes(bytes)
-                }
-                None => 0,
-            };
-            if found > RUNTIME_SCHEMA_VERSION {
-                return Err(StoreError::NewerSchema {
-                    path: self.path.clone(),
-                    found,
-                    supported: RUNTIME_SCHEMA_VERSION,
-                });
-            }
+            crate::tenant::check_schema_version(&meta, &self.path, RUNTIME_SCHEMA_VERSION)?;
             meta.insert(SCHEMA_KEY, RUNTIME_SCHEMA_VERSION.to_le_bytes().as_slice())
                 .map_err(self.err("writing meta"))?;
         }

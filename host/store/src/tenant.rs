@@ -169,23 +169,7 @@ impl TenantStore {
         let instance;
         {
             let mut meta = tx.open_table(META).map_err(self.err("opening meta"))?;
-            let found = match meta.get(SCHEMA_KEY).map_err(self.err("reading meta"))? {
-                Some(v) => {
-                    let bytes: [u8; 4] = v.value().try_into().map_err(|_| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        reason: "schema version is not 4 bytes".into(),
-                    })?;
-                    u32::from_le_bytes(bytes)
-                }
-                None => 0,
-            };
-            if found > SCHEMA_VERSION {
-                return Err(StoreError::NewerSchema {
-                    path: self.path.clone(),
-                    found,
-                    supported: SCHEMA_VERSION,
-                });
-            }
+            check_schema_version(&meta, &self.path, SCHEMA_VERSION)?;
             let existing = meta
                 .get(INSTANCE_KEY)
                 .map_err(self.err("reading meta"))?
@@ -340,25 +324,22 @@ impl TenantStore {
 
     /// Pauses or resumes a pipeline.
     pub fn set_paused(&self, pipeline: &str, paused: bool) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(self.err("writing"))?;
-        {
-            let mut t = tx
-                .open_table(PIPELINES)
-                .map_err(self.err("opening pipelines"))?;
-            let mut state: PipelineState = match t.get(pipeline).map_err(self.err("reading"))? {
-                Some(v) => self.decode("pipelines", pipeline, v.value())?,
-                None => PipelineState::default(),
-            };
-            state.paused = paused;
-            let bytes = json(&state);
-            t.insert(pipeline, bytes.as_slice())
-                .map_err(self.err("writing a pipeline"))?;
-        }
-        tx.commit().map_err(self.err("committing a pipeline"))
+        self.update_pipeline(pipeline, |state| state.paused = paused)
     }
 
     /// Records that the pipeline's keys were reconciled with Oracle now.
     pub fn set_reconciled(&self, pipeline: &str) -> Result<(), StoreError> {
+        self.update_pipeline(pipeline, |state| {
+            state.last_reconcile = Some(crate::now_rfc3339());
+        })
+    }
+
+    /// Changes a pipeline's state in one transaction.
+    fn update_pipeline(
+        &self,
+        pipeline: &str,
+        change: impl FnOnce(&mut PipelineState),
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(self.err("writing"))?;
         {
             let mut t = tx
@@ -368,7 +349,7 @@ impl TenantStore {
                 Some(v) => self.decode("pipelines", pipeline, v.value())?,
                 None => PipelineState::default(),
             };
-            state.last_reconcile = Some(crate::now_rfc3339());
+            change(&mut state);
             let bytes = json(&state);
             t.insert(pipeline, bytes.as_slice())
                 .map_err(self.err("writing a pipeline"))?;
@@ -764,23 +745,39 @@ fn check_schema_read_only(path: &Path) -> Result<(), StoreError> {
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
         Err(e) => return Err(db_err(e.into())),
     };
-    let Some(v) = meta.get(SCHEMA_KEY).map_err(|e| db_err(e.into()))? else {
-        return Ok(());
+    check_schema_version(&meta, path, SCHEMA_VERSION).map(|_| ())
+}
+
+/// Reads the schema version of a `meta` table (0 for a new file) and
+/// refuses one newer than `supported`.
+pub(crate) fn check_schema_version(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    path: &Path,
+    supported: u32,
+) -> Result<u32, StoreError> {
+    let db = |e: redb::StorageError| StoreError::Database {
+        path: path.to_path_buf(),
+        what: "reading the schema version".into(),
+        source: Box::new(e.into()),
     };
-    let found = <[u8; 4]>::try_from(v.value())
-        .map(u32::from_le_bytes)
-        .map_err(|_| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            reason: "schema version is not 4 bytes".into(),
-        })?;
-    if found > SCHEMA_VERSION {
+    let found = match meta.get(SCHEMA_KEY).map_err(db)? {
+        Some(v) => {
+            let bytes: [u8; 4] = v.value().try_into().map_err(|_| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: "schema version is not 4 bytes".into(),
+            })?;
+            u32::from_le_bytes(bytes)
+        }
+        None => 0,
+    };
+    if found > supported {
         return Err(StoreError::NewerSchema {
             path: path.to_path_buf(),
             found,
-            supported: SCHEMA_VERSION,
+            supported,
         });
     }
-    Ok(())
+    Ok(found)
 }
 
 pub(crate) fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
