@@ -590,3 +590,38 @@ async fn no_secret_reaches_the_store_the_data_dir_or_the_logs() {
         }
     }
 }
+
+/// `-vvv` is documented as "trace"; it turns on trace for every crate,
+/// wasmtime's cranelift code generator included, which writes gigabytes
+/// (2.2 GB in the first minute of a one-pipeline sync of 60 invoices in a
+/// debug build) and makes the sync take minutes instead of seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: -vvv sets `trace` for every crate (host/cli/src/telemetry.rs), cranelift's code generation included: a small sync takes minutes and logs gigabytes"]
+async fn a_sync_at_vvv_takes_seconds() {
+    let world = world(49).await;
+    world.setup_tenant("acme", &[ALL_PIPELINES[0]]);
+    let started = std::time::Instant::now();
+    let mut child = world
+        .command(&["-vvv", "sync", "acme", "--once"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let limit = std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "sync -vvv did not finish within {limit:?} ({status:?})"
+    );
+}
