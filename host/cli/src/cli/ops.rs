@@ -2,7 +2,7 @@
 //! reads and toggles in a tenant's store. Pausing and resuming are
 //! audited; reading is not.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use mlc_store::{Batch, BatchState, TenantStore};
 use mlc_sync::definition::format_duration;
 use serde_json::json;
@@ -356,9 +356,7 @@ fn sent(state: &BatchState) -> String {
 }
 
 fn batch(store: &TenantStore, output: Output, b: &BatchRef) -> Result<()> {
-    let batch = store
-        .batch(&b.pipeline, b.seq)
-        .with_context(|| format!("batch {} of {}/{}", b.seq, b.tenant, b.pipeline))?;
+    let batch = b.find(store)?;
     let rejects = store.rejects(&b.pipeline, b.seq)?;
     let doc = json!({"batch": batch, "sent": sent(&batch.state), "rejects": rejects
         .iter().map(|(k, r)| json!({"key": k, "reason": r})).collect::<Vec<_>>()});

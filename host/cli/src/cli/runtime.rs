@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use mlc_store::{DataDir, MasterKey, RuntimeStore, TenantStore};
+use mlc_store::{Batch, DataDir, MasterKey, RuntimeStore, StoreError, TenantStore};
 use mlc_sync::{Host, HostConfig};
 
 use super::Output;
@@ -185,6 +185,8 @@ impl std::str::FromStr for RecordTarget {
 /// A batch id `tenant.pipeline.instance.seq` split into its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchRef {
+    /// The whole id, as given.
+    pub id: String,
     /// The tenant.
     pub tenant: String,
     /// The pipeline.
@@ -206,10 +208,33 @@ impl std::str::FromStr for BatchRef {
             return Err(bad());
         }
         Ok(Self {
+            id: s.to_owned(),
             tenant: tenant.to_owned(),
             pipeline: pipeline.to_owned(),
             seq,
         })
+    }
+}
+
+impl BatchRef {
+    /// The batch this id names. The whole id must match: the same sequence
+    /// number under another store instance (a file restored or copied from
+    /// elsewhere) is another batch, not this one.
+    pub fn find(&self, store: &TenantStore) -> Result<Batch> {
+        let missing = || {
+            anyhow::anyhow!(
+                "batch {} does not exist in {} (list them with `ml-connector batches {}/{}`)",
+                self.id,
+                store.path().display(),
+                self.tenant,
+                self.pipeline
+            )
+        };
+        match blocking(|| store.batch(&self.pipeline, self.seq)) {
+            Ok(batch) if batch.id == self.id => Ok(batch),
+            Ok(_) | Err(StoreError::NotFound { .. }) => Err(missing()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -137,7 +137,7 @@ impl ReplayCommand {
                 );
             }
             let (kind, keys, action) = if let Some(b) = &self.batch {
-                let original = blocking(|| store.batch(&pipeline, b.seq))?;
+                let original = b.find(&store)?;
                 let keys = all_batch_keys(&store, &pipeline, original.seq)?;
                 (BatchKind::Replay { of: original.seq }, keys, "replay.batch")
             } else if let Some(r) = &self.record {

@@ -531,3 +531,187 @@ pub async fn tableau_invoices_mapped(
     }
     state
 }
+
+impl World {
+    /// [`World::setup_tenant`] with the tenant file's text edited first
+    /// (an option added, say).
+    pub fn setup_tenant_with(
+        &self,
+        tenant: &str,
+        pipelines: &[(&str, &str, &str)],
+        edit: impl FnOnce(String) -> String,
+    ) -> PathBuf {
+        self.copy_demo_mappings(tenant);
+        let file = self.dir.path().join(format!("{tenant}.toml"));
+        std::fs::write(&file, edit(self.tenant_toml(tenant, pipelines))).expect("tenant file");
+        self.ok(&["tenant", "apply", file.to_str().expect("utf-8 path")]);
+        let oracle_secret = self.oracle.client_secret().expose().to_owned();
+        let pat = self.tableau.pat_secret().expose().to_owned();
+        self.ok_with_stdin(
+            &["secret", "set", tenant, "oracle-client-secret"],
+            &oracle_secret,
+        );
+        self.ok_with_stdin(&["secret", "set", tenant, "tableau-pat"], &pat);
+        file
+    }
+
+    /// Runs the CLI without blocking the test's runtime, calling `during`
+    /// (with the number of calls so far) every `every` until it exits: a
+    /// test switches faults on mid-run with it.
+    pub async fn run_during(
+        &self,
+        args: &[&str],
+        every: std::time::Duration,
+        mut during: impl FnMut(u32),
+    ) -> Output {
+        use std::io::Read;
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running ml-connector {args:?}: {e}"));
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                pipe.read_to_end(&mut buf).map(|_| buf)
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+        let mut calls = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting") {
+                break status;
+            }
+            tokio::time::sleep(every).await;
+            calls += 1;
+            during(calls);
+        };
+        Output {
+            status,
+            stdout: stdout.join().expect("stdout reader").expect("stdout"),
+            stderr: stderr.join().expect("stderr reader").expect("stderr"),
+        }
+    }
+
+    /// The CLI's arguments with `--output json` in front.
+    pub fn json_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        all
+    }
+
+    /// Runs the CLI, expecting it to fail; its output.
+    pub fn fails(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "ml-connector {args:?} should have failed: {}",
+            explain(&out)
+        );
+        out
+    }
+
+    /// The ids of a tenant's batches in `state` (`batches --state`), newest
+    /// first.
+    pub fn batch_ids(&self, target: &str, state: &str) -> Vec<String> {
+        let doc = self.json(&["batches", target, "--state", state, "--limit", "1000"]);
+        doc["batches"]
+            .as_array()
+            .expect("batches")
+            .iter()
+            .map(|b| b["id"].as_str().expect("batch id").to_owned())
+            .collect()
+    }
+}
+
+/// Parses a command's stdout as JSON.
+pub fn stdout_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", explain(out)))
+}
+
+/// The columns of a demo mapping script, in order: (name, is a key).
+pub fn script_columns(script: &str) -> Vec<(String, bool)> {
+    let text = std::fs::read_to_string(workspace().join("mappings/demo").join(script))
+        .unwrap_or_else(|e| panic!("{script}: {e}"));
+    let mut columns: Vec<(String, bool)> = Vec::new();
+    let mut in_column = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_column = line == "[[column]]";
+            if in_column {
+                columns.push((String::new(), false));
+            }
+            continue;
+        }
+        let Some(last) = columns.last_mut().filter(|_| in_column) else {
+            continue;
+        };
+        if let Some(name) = line.strip_prefix("name = \"") {
+            name.trim_end_matches('"').clone_into(&mut last.0);
+        } else if line.replace(' ', "") == "key=true" {
+            last.1 = true;
+        }
+    }
+    assert!(
+        columns.iter().any(|c| c.1),
+        "{script} has no key column: {columns:?}"
+    );
+    columns
+}
+
+/// What a dashboard sees in a pipeline's data source, reduced to what
+/// exactness needs: each row's key columns → its `Last Updated` (empty
+/// when the mapping has none). Fails on a key that is there twice.
+pub async fn datasource_state(
+    world: &World,
+    tenant: &str,
+    pipeline: &str,
+    script: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let columns = script_columns(script);
+    let rows = world
+        .tableau
+        .datasource_rows(&datasource_name(tenant, pipeline), &[])
+        .await
+        .expect("reading the data source")
+        .unwrap_or_else(|| panic!("{tenant}/{pipeline}: no data source"));
+    let keys: Vec<usize> = (0..columns.len()).filter(|&i| columns[i].1).collect();
+    let updated = columns.iter().position(|c| c.0 == "Last Updated");
+    let mut state = std::collections::BTreeMap::new();
+    for row in rows {
+        assert_eq!(row.len(), columns.len(), "{tenant}/{pipeline}: row {row:?}");
+        let key = keys
+            .iter()
+            .map(|&i| format!("{:?}", row[i]))
+            .collect::<Vec<_>>()
+            .join("|");
+        let value = updated.map(|i| format!("{:?}", row[i])).unwrap_or_default();
+        if let Some(previous) = state.insert(key.clone(), value) {
+            panic!("{tenant}/{pipeline}: key {key} is there twice (one with {previous})");
+        }
+    }
+    state
+}
+
+/// The first difference between two maps, for a failure message.
+pub fn first_difference<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
+    left: &std::collections::BTreeMap<K, V>,
+    right: &std::collections::BTreeMap<K, V>,
+) -> String {
+    for (k, v) in left {
+        match right.get(k) {
+            None => return format!("{k:?} only on the left ({v:?})"),
+            Some(w) if w != v => return format!("{k:?}: {v:?} on the left, {w:?} on the right"),
+            Some(_) => {}
+        }
+    }
+    for (k, w) in right {
+        if !left.contains_key(k) {
+            return format!("{k:?} only on the right ({w:?})");
+        }
+    }
+    "none".into()
+}
