@@ -225,7 +225,6 @@ async fn every_pipeline_ends_exact_through_oracle_and_tableau_faults() {
 /// fails the request with "unauthorized even with a freshly issued token",
 /// which it was not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: mlc_oracle::client gives up on a second 401 even when a 503 retry came between (the flag `reauthenticated` is never reset), host/oracle/src/client.rs"]
 async fn a_token_revoked_during_a_retry_wait_is_renewed_again() {
     let world = World::start(
         SandboxConfig {
