@@ -52,6 +52,7 @@ struct TokenAnswer {
     access_token: Option<String>,
     token_type: Option<String>,
     expires_in: Option<serde_json::Value>,
+    refresh_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +68,8 @@ pub struct TokenCache {
     client_id: String,
     client_secret: Secret,
     scope: String,
+    /// The authorization-code grant's refresh token (rotated in place).
+    refresh: std::sync::Mutex<Option<Secret>>,
     backoff: Backoff,
     state: Mutex<Option<Cached>>,
     fetches: AtomicU64,
@@ -81,10 +84,20 @@ impl TokenCache {
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.clone(),
             scope: config.scope.clone(),
+            refresh: std::sync::Mutex::new(config.refresh_token.clone()),
             backoff: Backoff::new(&config.retry),
             state: Mutex::new(None),
             fetches: AtomicU64::new(0),
         }
+    }
+
+    /// The refresh token now in use (a rotated one replaces the one
+    /// configured); `None` for the client-credentials grant.
+    pub fn refresh_token(&self) -> Option<Secret> {
+        self.refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Token requests made so far.
@@ -151,10 +164,16 @@ impl TokenCache {
                     "application/x-www-form-urlencoded;charset=UTF-8",
                 )
                 .header(reqwest::header::ACCEPT, "application/json")
-                .body(format!(
-                    "grant_type=client_credentials&scope={}",
-                    form_encode(&self.scope)
-                ))
+                .body(match self.refresh_token() {
+                    Some(r) => format!(
+                        "grant_type=refresh_token&refresh_token={}",
+                        form_encode(r.expose())
+                    ),
+                    None => format!(
+                        "grant_type=client_credentials&scope={}",
+                        form_encode(&self.scope)
+                    ),
+                })
                 .send()
                 .await;
             let failure = match sent {
@@ -172,14 +191,30 @@ impl TokenCache {
                     let wait = retry_after(resp.headers());
                     match resp.text().await {
                         Err(e) => (format!("reading token answer: {e}"), None),
-                        Ok(body) if status.is_success() => return parse_token(&body),
+                        Ok(body) if status.is_success() => {
+                            let (token, lifetime, rotated) = parse_token(&body)?;
+                            if let Some(r) = rotated {
+                                let mut current = self
+                                    .refresh
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                                if current.is_some() {
+                                    *current = Some(r);
+                                }
+                            }
+                            return Ok((token, lifetime));
+                        }
                         Ok(_) if crate::retry::is_transient(status) => {
                             (format!("token endpoint answered {}", status.as_u16()), wait)
                         }
                         Ok(body) => {
+                            let detail = oauth_detail(&body);
+                            if self.refresh_token().is_some() && body.contains("invalid_grant") {
+                                return Err(OracleError::RefreshRevoked { detail });
+                            }
                             return Err(OracleError::TokenRejected {
                                 status: status.as_u16(),
-                                detail: oauth_detail(&body),
+                                detail,
                             });
                         }
                     }
@@ -194,7 +229,67 @@ impl TokenCache {
     }
 }
 
-fn parse_token(body: &str) -> Result<(Secret, Duration), OracleError> {
+/// The authorization-code grant's sign-in, step 2: exchanges the `code`
+/// the identity domain sent to `redirect_uri` for tokens at the token URL
+/// of `config` (the client authenticates with its id and secret) and
+/// returns the refresh token, which the caller stores sealed.
+pub async fn exchange_code(
+    config: &OracleConfig,
+    code: &str,
+    redirect_uri: &str,
+) -> Result<Secret, OracleError> {
+    let http = reqwest::Client::builder()
+        .timeout(config.request_timeout())
+        .build()
+        .map_err(|source| OracleError::Http {
+            resource: "token".into(),
+            source,
+        })?;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        config.client_id,
+        config.client_secret.expose()
+    ));
+    let answer = http
+        .post(&config.token_url)
+        .header(reqwest::header::AUTHORIZATION, format!("Basic {basic}"))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded;charset=UTF-8",
+        )
+        .header(reqwest::header::ACCEPT, "application/json")
+        .body(format!(
+            "grant_type=authorization_code&code={}&redirect_uri={}",
+            form_encode(code),
+            form_encode(redirect_uri)
+        ))
+        .send()
+        .await
+        .map_err(|e| OracleError::Http {
+            resource: "token".into(),
+            source: e.without_url(),
+        })?;
+    let status = answer.status();
+    let body = answer.text().await.map_err(|e| OracleError::Http {
+        resource: "token".into(),
+        source: e.without_url(),
+    })?;
+    if !status.is_success() {
+        return Err(OracleError::TokenRejected {
+            status: status.as_u16(),
+            detail: oauth_detail(&body),
+        });
+    }
+    match parse_token(&body)? {
+        (_, _, Some(refresh)) => Ok(refresh),
+        (_, _, None) => Err(OracleError::TokenMalformed {
+            detail: "no refresh_token: the confidential app must allow the refresh token grant, and the scope must include offline_access".into(),
+        }),
+    }
+}
+
+/// The access token, its lifetime and a rotated refresh token, if sent.
+fn parse_token(body: &str) -> Result<(Secret, Duration, Option<Secret>), OracleError> {
     let answer: TokenAnswer =
         serde_json::from_str(body).map_err(|e| OracleError::TokenMalformed {
             detail: format!("not a JSON token answer: {e}"),
@@ -225,7 +320,11 @@ fn parse_token(body: &str) -> Result<(Secret, Duration), OracleError> {
             detail: "expires_in is not a positive number of seconds".into(),
         });
     }
-    Ok((Secret::new(token), Duration::from_secs(secs)))
+    let refresh = answer
+        .refresh_token
+        .filter(|r| !r.is_empty())
+        .map(Secret::new);
+    Ok((Secret::new(token), Duration::from_secs(secs), refresh))
 }
 
 /// The OAuth error of a refused token request, without echoing anything
@@ -280,13 +379,17 @@ mod tests {
 
     #[test]
     fn token_answers() {
-        let (t, d) =
+        let (t, d, r) =
             parse_token(r#"{"access_token":"abc","token_type":"Bearer","expires_in":3600}"#)
                 .unwrap();
         assert_eq!(t.expose(), "abc");
         assert_eq!(d, Duration::from_secs(3600));
-        let (_, d) = parse_token(r#"{"access_token":"abc","expires_in":"120"}"#).unwrap();
+        assert!(r.is_none());
+        let (_, d, _) = parse_token(r#"{"access_token":"abc","expires_in":"120"}"#).unwrap();
         assert_eq!(d, Duration::from_secs(120));
+        let (_, _, r) =
+            parse_token(r#"{"access_token":"abc","expires_in":60,"refresh_token":"r2"}"#).unwrap();
+        assert_eq!(r.map(|r| r.expose().to_owned()).as_deref(), Some("r2"));
         assert!(parse_token(r#"{"token_type":"Bearer"}"#).is_err());
         assert!(parse_token(r#"{"access_token":"a","token_type":"mac"}"#).is_err());
         assert!(parse_token("<html>").is_err());

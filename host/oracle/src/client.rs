@@ -160,6 +160,13 @@ impl OracleClient {
         &self.inner.config
     }
 
+    /// The authorization-code grant's refresh token now in use (rotated by
+    /// the identity domain, if it rotates): the caller stores it sealed.
+    /// `None` for the client-credentials grant.
+    pub fn refresh_token(&self) -> Option<mlc_common::Secret> {
+        self.inner.auth.refresh_token()
+    }
+
     /// Token requests made so far (retries included).
     pub fn token_requests(&self) -> u64 {
         self.inner.auth.fetches()

@@ -50,6 +50,13 @@ pub struct OracleConfig {
     /// Scope from the Fusion Applications resource of the app's token
     /// issuance policy, e.g. `urn:opc:resource:fa:instanceid=<id>urn:opc:resource:consumer::all`.
     pub scope: String,
+    /// The refresh token of the authorization-code grant, when the tenant
+    /// uses it: tokens are then obtained with `grant_type=refresh_token`
+    /// (the client still authenticates with its id and secret) and a
+    /// rotated refresh token replaces it ([`crate::OracleClient::refresh_token`]).
+    /// Never in a configuration file: it comes from the store, sealed.
+    #[serde(skip)]
+    pub refresh_token: Option<Secret>,
     /// `REST-Framework-Version` sent with every request (2 or later; see
     /// [`DEFAULT_FRAMEWORK_VERSION`] for why 3 is the default).
     #[serde(default = "default_framework_version")]
@@ -166,6 +173,7 @@ impl OracleConfig {
             client_id: client_id.into(),
             client_secret,
             scope: scope.into(),
+            refresh_token: None,
             framework_version: default_framework_version(),
             page_size: default_page_size(),
             overlap_secs: default_overlap_secs(),

@@ -17,6 +17,15 @@ pub enum OracleError {
         /// OAuth `error`/`error_description`, or the body text.
         detail: String,
     },
+    /// The identity domain refused the stored refresh token (revoked or
+    /// expired): an operator must sign in again.
+    #[error(
+        "Oracle refused the tenant's refresh token ({detail}): authorize again with `ml-connector tenant authorize TENANT`"
+    )]
+    RefreshRevoked {
+        /// OAuth `error`/`error_description`.
+        detail: String,
+    },
     /// The token endpoint answered 200 with a body that is not a token.
     #[error("token endpoint sent an unusable answer: {detail}")]
     TokenMalformed {

@@ -23,6 +23,11 @@ use crate::definition::{self, Grant, Mapping, SecretRef, TenantDefinition};
 use crate::reference::{StoreReference, sync_reference_into_store};
 use crate::{Connectors, CycleReport, PipelineSpec, SyncError};
 
+/// The stored secret holding the refresh token of a tenant with
+/// `grant = "authorization_code"` (written by `tenant authorize`, rotated
+/// by [`Host::save_refresh_token`]).
+pub const REFRESH_TOKEN_SECRET: &str = "oracle-refresh-token";
+
 /// Where the host finds what tenants need.
 #[derive(Clone, Debug)]
 pub struct HostConfig {
@@ -94,15 +99,14 @@ pub enum ComposeError {
         #[source]
         source: Box<StoreError>,
     },
-    /// The tenant uses a grant this build cannot run yet.
+    /// The tenant uses the authorization-code grant and no operator has
+    /// signed in yet.
     #[error(
-        "tenant {tenant}: [oracle] grant = \"{grant}\" is not supported by this build; use grant = \"client_credentials\""
+        "tenant {tenant} uses grant = \"authorization_code\" and is not authorized yet: run `ml-connector tenant authorize {tenant}`"
     )]
-    UnsupportedGrant {
+    NotAuthorized {
         /// The tenant.
         tenant: String,
-        /// The grant.
-        grant: &'static str,
     },
     /// A mapping script or the scripted mapper could not be read.
     #[error("tenant {tenant}: reading {}", .path.display())]
@@ -292,12 +296,6 @@ impl Host {
                     source,
                 }
             })?;
-        if definition.oracle.grant != Grant::ClientCredentials {
-            return Err(ComposeError::UnsupportedGrant {
-                tenant,
-                grant: definition.oracle.grant.name(),
-            });
-        }
         let secret = |r: &SecretRef| self.secret(&store, r);
         let o = &definition.oracle;
         let mut oracle_config = OracleConfig::new(
@@ -310,6 +308,19 @@ impl Host {
             },
             o.scope.clone(),
         );
+        if o.grant == Grant::AuthorizationCode {
+            let name = SecretRef::new(REFRESH_TOKEN_SECRET).map_err(|e| ComposeError::Client {
+                tenant: tenant.clone(),
+                what: "Oracle client",
+                reason: e.to_string(),
+            })?;
+            oracle_config.refresh_token = Some(match self.secret(&store, &name) {
+                Err(ComposeError::MissingSecret { .. }) => {
+                    return Err(ComposeError::NotAuthorized { tenant });
+                }
+                other => other?,
+            });
+        }
         oracle_config.page_size = o.page_size;
         oracle_config.max_concurrency = o.max_concurrency;
         oracle_config.overlap_secs = o.overlap_secs;
@@ -493,6 +504,28 @@ impl Host {
             .await
             .map_err(refused)?;
         Ok(())
+    }
+
+    /// Stores the tenant's refresh token sealed when the identity domain
+    /// rotated it (call after each cycle); true when it changed.
+    pub fn save_refresh_token(&self, tenant: &Tenant) -> Result<bool, ComposeError> {
+        let Some(now) = tenant.connectors.oracle.refresh_token() else {
+            return Ok(false);
+        };
+        let store = &tenant.store;
+        let store_err = |source| ComposeError::Store {
+            tenant: tenant.id().to_owned(),
+            source: Box::new(source),
+        };
+        let stored =
+            tokio::task::block_in_place(|| store.secret(&self.key, REFRESH_TOKEN_SECRET)).ok();
+        if stored.as_ref() == Some(&now) {
+            return Ok(false);
+        }
+        tokio::task::block_in_place(|| store.set_secret(&self.key, REFRESH_TOKEN_SECRET, &now))
+            .map_err(store_err)?;
+        tracing::info!(tenant = %tenant.id(), "rotated Oracle refresh token stored");
+        Ok(true)
     }
 
     /// Closes a tenant: its lookups stop, its store file is released once

@@ -26,7 +26,7 @@ mod reference;
 pub mod template;
 
 pub use apply::{Applied, ApplyError, apply_definition};
-pub use compose::{ComposeError, Host, HostConfig, Tenant};
+pub use compose::{ComposeError, Host, HostConfig, REFRESH_TOKEN_SECRET, Tenant};
 pub use error::SyncError;
 pub use journal::{Progress, Quiet, Stage, run_durable_cycle, run_durable_cycle_with};
 pub use pipeline::{

@@ -242,6 +242,8 @@ async fn run_cycles(
             Ok(r) => bar.finish_with_message(action_text(r)),
             Err(_) => bar.abandon_with_message("failed"),
         }
+        // A refresh token the identity domain rotated must outlive us.
+        host.save_refresh_token(&tenant)?;
         if let (Ok(_), Some(keep)) = (&outcome, retention) {
             let cutoff = time::OffsetDateTime::now_utc() - keep;
             let dropped = blocking(|| tenant.store.prune_raw(name, cutoff)).with_context(|| {

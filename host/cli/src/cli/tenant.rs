@@ -35,6 +35,17 @@ pub enum TenantCommand {
         /// The tenant id.
         id: String,
     },
+    /// Sign a tenant with `grant = "authorization_code"` in: prints the
+    /// URL to open, takes the code Oracle's identity domain sent to the
+    /// redirect URI, and stores the refresh token sealed.
+    Authorize {
+        /// The tenant id.
+        id: String,
+        /// The code (the `code` parameter of the redirect); read from
+        /// stdin when not given.
+        #[arg(long)]
+        code: Option<String>,
+    },
 }
 
 /// Store a tenant's secret.
@@ -75,6 +86,7 @@ impl TenantCommand {
             Self::List => list(args, output),
             Self::Show { id } => show(args, output, &id),
             Self::Remove { id } => remove(args, output, &id),
+            Self::Authorize { id, code } => authorize(args, output, &id, code).await,
         }
     }
 }
@@ -274,6 +286,98 @@ fn remove(args: &RuntimeArgs, output: Output, id: &str) -> Result<()> {
         format!("tenant {id} removed; its store is kept as {}", to.display())
     });
     Ok(())
+}
+
+async fn authorize(
+    args: &RuntimeArgs,
+    output: Output,
+    id: &str,
+    code: Option<String>,
+) -> Result<()> {
+    let key = args.master_key()?;
+    let runtime = args.runtime()?;
+    let store = args.tenant_store(&runtime, id)?;
+    check_key(&store, &key)?;
+    let def = stored_definition(&store)?;
+    let o = &def.oracle;
+    let (Some(authorize_url), Some(redirect_uri)) = (&o.authorize_url, &o.redirect_uri) else {
+        bail!(
+            "tenant {id} uses grant = \"{}\": only grant = \"authorization_code\" (with authorize_url and redirect_uri) is authorized this way",
+            o.grant.name()
+        );
+    };
+    let client_secret = match &o.client_secret {
+        Some(r) => store.secret(&key, r.name()).with_context(|| {
+            format!(
+                "secret `{}`: set it with `ml-connector secret set {id} {}`",
+                r.name(),
+                r.name()
+            )
+        })?,
+        None => Secret::new(String::new()),
+    };
+    let scope = format!("{} offline_access", o.scope);
+    let state = MasterKey::generate_base64().expose()[..16].replace(['+', '/'], "x");
+    let url = format!(
+        "{authorize_url}?response_type=code&client_id={}&redirect_uri={}&scope={}&state={state}",
+        query_encode(&o.client_id),
+        query_encode(redirect_uri),
+        query_encode(&scope)
+    );
+    let code = match code {
+        Some(c) => c,
+        None => {
+            eprintln!(
+                "open this URL, sign in, and paste the `code` parameter of the page it redirects to:\n{url}"
+            );
+            let mut text = String::new();
+            std::io::stdin()
+                .read_line(&mut text)
+                .context("reading the code from stdin")?;
+            text.trim().to_owned()
+        }
+    };
+    if code.is_empty() {
+        bail!("no code given: nothing was stored");
+    }
+    let mut config = mlc_oracle::OracleConfig::new(
+        o.base_url(),
+        o.token_url.clone(),
+        o.client_id.clone(),
+        client_secret,
+        o.scope.clone(),
+    );
+    config.request_timeout_secs = 30;
+    let refresh = mlc_oracle::auth::exchange_code(&config, &code, redirect_uri)
+        .await
+        .with_context(|| format!("tenant {id}: exchanging the code at {}", o.token_url))?;
+    store.set_secret(&key, mlc_sync::REFRESH_TOKEN_SECRET, &refresh)?;
+    runtime.audit(
+        &actor(),
+        "tenant.authorize",
+        Some(id),
+        json!({"token_url": o.token_url}),
+    )?;
+    print(
+        output,
+        &json!({"tenant": id, "authorized": true, "authorize_url": url}),
+        || format!("tenant {id} authorized: its refresh token is stored sealed"),
+    );
+    Ok(())
+}
+
+/// Percent-encodes a query parameter value.
+fn query_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 impl SecretCommand {
