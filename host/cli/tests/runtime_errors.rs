@@ -291,7 +291,6 @@ async fn a_corrupt_store_file_stops_that_tenant_only_and_is_left_as_it_was() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: redb panics on a damaged page (`Invalid page type byte 165`, exit 101) instead of the store's `damaged … restore it from a backup` error: mlc-store reads a cleanly closed file without verifying it (redb checks checksums only in check_integrity/repair)"]
 async fn a_corrupt_store_file_gives_an_error_naming_the_file() {
     let (world, _) = two_tenants_one_corrupt(48).await;
     let path = world.store_file("acme").display().to_string();

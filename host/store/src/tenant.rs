@@ -109,21 +109,52 @@ impl TenantStore {
     /// Opens (creating it if absent) the file of `tenant` at `path`,
     /// migrating an older schema and refusing a newer one unchanged.
     pub fn open(path: &Path, tenant: &str) -> Result<Self, StoreError> {
+        // redb panics on some damaged pages instead of answering an error:
+        // a panic while opening is the file's damage, not ours.
+        let damaged = || StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "redb could not read its pages".into(),
+        };
         if path.exists() {
-            check_schema_read_only(path)?;
+            std::panic::catch_unwind(|| check_schema_read_only(path))
+                .unwrap_or_else(|_| Err(damaged()))?;
         }
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| open_error(path, e))?;
+        let db = std::panic::catch_unwind(|| {
+            redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)
+                .map_err(|e| open_error(path, e))
+        })
+        .unwrap_or_else(|_| Err(damaged()))?;
         let mut store = Self {
             db,
             path: path.to_path_buf(),
             tenant: tenant.to_owned(),
             instance: String::new(),
         };
-        store.instance = store.migrate()?;
+        store.instance = store.guard(|| store.migrate())?;
         Ok(store)
+    }
+
+    /// Runs a store operation; a panic inside redb (it panics on some
+    /// damaged pages instead of answering an error) becomes
+    /// [`StoreError::Corrupt`] naming the file, so a damaged tenant file
+    /// fails that tenant's work with a clear error, not the process.
+    pub(crate) fn guard<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "redb failed reading it".to_owned());
+            Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                reason,
+            })
+        })
     }
 
     /// The tenant.
@@ -209,21 +240,25 @@ impl TenantStore {
 
     /// Stores the tenant's definition (the TOML text applied).
     pub fn put_definition(&self, text: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(self.err("writing"))?;
-        {
-            let mut meta = tx.open_table(META).map_err(self.err("opening meta"))?;
-            meta.insert(DEFINITION_KEY, text.as_bytes())
-                .map_err(self.err("writing the definition"))?;
-        }
-        tx.commit().map_err(self.err("committing the definition"))
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(self.err("writing"))?;
+            {
+                let mut meta = tx.open_table(META).map_err(self.err("opening meta"))?;
+                meta.insert(DEFINITION_KEY, text.as_bytes())
+                    .map_err(self.err("writing the definition"))?;
+            }
+            tx.commit().map_err(self.err("committing the definition"))
+        })
     }
 
     /// The tenant's definition, if one was applied.
     pub fn definition(&self) -> Result<Option<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let meta = tx.open_table(META).map_err(self.err("opening meta"))?;
-        let value = meta.get(DEFINITION_KEY).map_err(self.err("reading meta"))?;
-        Ok(value.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(self.err("reading"))?;
+            let meta = tx.open_table(META).map_err(self.err("opening meta"))?;
+            let value = meta.get(DEFINITION_KEY).map_err(self.err("reading meta"))?;
+            Ok(value.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+        })
     }
 
     // --------------------------------------------------------------- secrets
@@ -235,102 +270,114 @@ impl TenantStore {
         name: &str,
         value: &Secret,
     ) -> Result<(), StoreError> {
-        let sealed = key.seal(&self.tenant, name, value);
-        let tx = self.db.begin_write().map_err(self.err("writing"))?;
-        {
-            let mut t = tx
-                .open_table(SECRETS)
-                .map_err(self.err("opening secrets"))?;
-            t.insert(name, sealed.as_slice())
-                .map_err(self.err("writing a secret"))?;
-        }
-        tx.commit().map_err(self.err("committing a secret"))
+        self.guard(|| {
+            let sealed = key.seal(&self.tenant, name, value);
+            let tx = self.db.begin_write().map_err(self.err("writing"))?;
+            {
+                let mut t = tx
+                    .open_table(SECRETS)
+                    .map_err(self.err("opening secrets"))?;
+                t.insert(name, sealed.as_slice())
+                    .map_err(self.err("writing a secret"))?;
+            }
+            tx.commit().map_err(self.err("committing a secret"))
+        })
     }
 
     /// Opens secret `name`.
     pub fn secret(&self, key: &MasterKey, name: &str) -> Result<Secret, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx
-            .open_table(SECRETS)
-            .map_err(self.err("opening secrets"))?;
-        let sealed = t
-            .get(name)
-            .map_err(self.err("reading a secret"))?
-            .ok_or_else(|| StoreError::NotFound {
-                path: self.path.clone(),
-                what: "secret",
-                name: name.to_owned(),
-            })?;
-        Ok(key.open(&self.tenant, name, sealed.value())?)
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(self.err("reading"))?;
+            let t = tx
+                .open_table(SECRETS)
+                .map_err(self.err("opening secrets"))?;
+            let sealed = t
+                .get(name)
+                .map_err(self.err("reading a secret"))?
+                .ok_or_else(|| StoreError::NotFound {
+                    path: self.path.clone(),
+                    what: "secret",
+                    name: name.to_owned(),
+                })?;
+            Ok(key.open(&self.tenant, name, sealed.value())?)
+        })
     }
 
     /// The names of the stored secrets (never their values).
     pub fn secret_names(&self) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx
-            .open_table(SECRETS)
-            .map_err(self.err("opening secrets"))?;
-        let mut names = Vec::new();
-        for entry in t.iter().map_err(self.err("listing secrets"))? {
-            let (k, _) = entry.map_err(self.err("listing secrets"))?;
-            names.push(k.value().to_owned());
-        }
-        Ok(names)
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(self.err("reading"))?;
+            let t = tx
+                .open_table(SECRETS)
+                .map_err(self.err("opening secrets"))?;
+            let mut names = Vec::new();
+            for entry in t.iter().map_err(self.err("listing secrets"))? {
+                let (k, _) = entry.map_err(self.err("listing secrets"))?;
+                names.push(k.value().to_owned());
+            }
+            Ok(names)
+        })
     }
 
     /// Re-seals every secret sealed under `old` with `new`, in one
     /// transaction; secrets already under `new` are left (so an interrupted
     /// rotation resumes). Returns how many were re-sealed.
     pub fn reseal(&self, old: &MasterKey, new: &MasterKey) -> Result<usize, StoreError> {
-        let tx = self.db.begin_write().map_err(self.err("writing"))?;
-        let mut count = 0;
-        {
-            let mut t = tx
-                .open_table(SECRETS)
-                .map_err(self.err("opening secrets"))?;
-            let mut entries = Vec::new();
-            for entry in t.iter().map_err(self.err("listing secrets"))? {
-                let (k, v) = entry.map_err(self.err("listing secrets"))?;
-                entries.push((k.value().to_owned(), v.value().to_vec()));
-            }
-            for (name, sealed) in entries {
-                if crate::seal::sealed_key_id(&sealed) == Some(new.id()) {
-                    continue;
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(self.err("writing"))?;
+            let mut count = 0;
+            {
+                let mut t = tx
+                    .open_table(SECRETS)
+                    .map_err(self.err("opening secrets"))?;
+                let mut entries = Vec::new();
+                for entry in t.iter().map_err(self.err("listing secrets"))? {
+                    let (k, v) = entry.map_err(self.err("listing secrets"))?;
+                    entries.push((k.value().to_owned(), v.value().to_vec()));
                 }
-                let value = old.open(&self.tenant, &name, &sealed)?;
-                let resealed = new.seal(&self.tenant, &name, &value);
-                t.insert(name.as_str(), resealed.as_slice())
-                    .map_err(self.err("writing a secret"))?;
-                count += 1;
+                for (name, sealed) in entries {
+                    if crate::seal::sealed_key_id(&sealed) == Some(new.id()) {
+                        continue;
+                    }
+                    let value = old.open(&self.tenant, &name, &sealed)?;
+                    let resealed = new.seal(&self.tenant, &name, &value);
+                    t.insert(name.as_str(), resealed.as_slice())
+                        .map_err(self.err("writing a secret"))?;
+                    count += 1;
+                }
             }
-        }
-        tx.commit().map_err(self.err("committing the rotation"))?;
-        Ok(count)
+            tx.commit().map_err(self.err("committing the rotation"))?;
+            Ok(count)
+        })
     }
 
     // ------------------------------------------------------------- pipelines
 
     /// A pipeline's state (the default for one never run).
     pub fn pipeline(&self, pipeline: &str) -> Result<PipelineState, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx
-            .open_table(PIPELINES)
-            .map_err(self.err("opening pipelines"))?;
-        match t.get(pipeline).map_err(self.err("reading a pipeline"))? {
-            Some(v) => self.decode("pipelines", pipeline, v.value()),
-            None => Ok(PipelineState::default()),
-        }
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(self.err("reading"))?;
+            let t = tx
+                .open_table(PIPELINES)
+                .map_err(self.err("opening pipelines"))?;
+            match t.get(pipeline).map_err(self.err("reading a pipeline"))? {
+                Some(v) => self.decode("pipelines", pipeline, v.value()),
+                None => Ok(PipelineState::default()),
+            }
+        })
     }
 
     /// Pauses or resumes a pipeline.
     pub fn set_paused(&self, pipeline: &str, paused: bool) -> Result<(), StoreError> {
-        self.update_pipeline(pipeline, |state| state.paused = paused)
+        self.guard(|| self.update_pipeline(pipeline, |state| state.paused = paused))
     }
 
     /// Records that the pipeline's keys were reconciled with Oracle now.
     pub fn set_reconciled(&self, pipeline: &str) -> Result<(), StoreError> {
-        self.update_pipeline(pipeline, |state| {
-            state.last_reconcile = Some(crate::now_rfc3339());
+        self.guard(|| {
+            self.update_pipeline(pipeline, |state| {
+                state.last_reconcile = Some(crate::now_rfc3339());
+            })
         })
     }
 
@@ -368,140 +415,152 @@ impl TenantStore {
         kind: BatchKind,
         keys: &[String],
     ) -> Result<Batch, StoreError> {
-        let tx = self.db.begin_write().map_err(self.err("writing"))?;
-        let batch;
-        {
-            let mut pipes = tx
-                .open_table(PIPELINES)
-                .map_err(self.err("opening pipelines"))?;
-            let mut state: PipelineState = match pipes.get(pipeline).map_err(self.err("reading"))? {
-                Some(v) => self.decode("pipelines", pipeline, v.value())?,
-                None => PipelineState::default(),
-            };
-            let seq = state.next_seq.max(state.confirmed_seq) + 1;
-            state.next_seq = seq;
-            let bytes = json(&state);
-            pipes
-                .insert(pipeline, bytes.as_slice())
-                .map_err(self.err("writing a pipeline"))?;
-            let start = if kind.pulls() {
-                BatchState::Pulling { position: None }
-            } else {
-                BatchState::Pulled { end: None }
-            };
-            let mut keys_table = tx
-                .open_table(BATCH_KEYS)
-                .map_err(self.err("opening batch keys"))?;
-            for key in keys {
-                keys_table
-                    .insert((pipeline, seq, key.as_str()), ())
-                    .map_err(self.err("writing batch keys"))?;
+        self.guard(|| {
+            let tx = self.db.begin_write().map_err(self.err("writing"))?;
+            let batch;
+            {
+                let mut pipes = tx
+                    .open_table(PIPELINES)
+                    .map_err(self.err("opening pipelines"))?;
+                let mut state: PipelineState =
+                    match pipes.get(pipeline).map_err(self.err("reading"))? {
+                        Some(v) => self.decode("pipelines", pipeline, v.value())?,
+                        None => PipelineState::default(),
+                    };
+                let seq = state.next_seq.max(state.confirmed_seq) + 1;
+                state.next_seq = seq;
+                let bytes = json(&state);
+                pipes
+                    .insert(pipeline, bytes.as_slice())
+                    .map_err(self.err("writing a pipeline"))?;
+                let start = if kind.pulls() {
+                    BatchState::Pulling { position: None }
+                } else {
+                    BatchState::Pulled { end: None }
+                };
+                let mut keys_table = tx
+                    .open_table(BATCH_KEYS)
+                    .map_err(self.err("opening batch keys"))?;
+                for key in keys {
+                    keys_table
+                        .insert((pipeline, seq, key.as_str()), ())
+                        .map_err(self.err("writing batch keys"))?;
+                }
+                batch = Batch {
+                    pipeline: pipeline.to_owned(),
+                    seq,
+                    id: format!("{}.{}.{}.{seq:06}", self.tenant, pipeline, self.instance),
+                    kind,
+                    history: vec![change(&start)],
+                    state: start,
+                    failed_jobs: 0,
+                    failures: 0,
+                    records: keys.len() as u64,
+                    changed: 0,
+                };
+                let mut batches = tx
+                    .open_table(BATCHES)
+                    .map_err(self.err("opening batches"))?;
+                let bytes = json(&batch);
+                batches
+                    .insert((pipeline, seq), bytes.as_slice())
+                    .map_err(self.err("writing a batch"))?;
             }
-            batch = Batch {
-                pipeline: pipeline.to_owned(),
-                seq,
-                id: format!("{}.{}.{}.{seq:06}", self.tenant, pipeline, self.instance),
-                kind,
-                history: vec![change(&start)],
-                state: start,
-                failed_jobs: 0,
-                failures: 0,
-                records: keys.len() as u64,
-                changed: 0,
-            };
-            let mut batches = tx
-                .open_table(BATCHES)
-                .map_err(self.err("opening batches"))?;
-            let bytes = json(&batch);
-            batches
-                .insert((pipeline, seq), bytes.as_slice())
-                .map_err(self.err("writing a batch"))?;
-        }
-        tx.commit().map_err(self.err("committing a new batch"))?;
-        Ok(batch)
+            tx.commit().map_err(self.err("committing a new batch"))?;
+            Ok(batch)
+        })
     }
 
     /// A batch.
     pub fn batch(&self, pipeline: &str, seq: u64) -> Result<Batch, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx
-            .open_table(BATCHES)
-            .map_err(self.err("opening batches"))?;
-        let v = t
-            .get((pipeline, seq))
-            .map_err(self.err("reading a batch"))?
-            .ok_or_else(|| StoreError::NotFound {
-                path: self.path.clone(),
-                what: "batch",
-                name: format!("{pipeline}/{seq}"),
-            })?;
-        self.decode("batches", &format!("{pipeline}/{seq}"), v.value())
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(self.err("reading"))?;
+            let t = tx
+                .open_table(BATCHES)
+                .map_err(self.err("opening batches"))?;
+            let v = t
+                .get((pipeline, seq))
+                .map_err(self.err("reading a batch"))?
+                .ok_or_else(|| StoreError::NotFound {
+                    path: self.path.clone(),
+                    what: "batch",
+                    name: format!("{pipeline}/{seq}"),
+                })?;
+            self.decode("batches", &format!("{pipeline}/{seq}"), v.value())
+        })
     }
 
     /// The batches of a pipeline, oldest first.
     pub fn batches(&self, pipeline: &str) -> Result<Vec<Batch>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx
-            .open_table(BATCHES)
-            .map_err(self.err("opening batches"))?;
-        let mut out = Vec::new();
-        for entry in t
-            .range((pipeline, 0)..=(pipeline, u64::MAX))
-            .map_err(self.err("listing batches"))?
-        {
-            let (k, v) = entry.map_err(self.err("listing batches"))?;
-            let (_, seq) = k.value();
-            out.push(self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?);
-        }
-        Ok(out)
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(self.err("reading"))?;
+            let t = tx
+                .open_table(BATCHES)
+                .map_err(self.err("opening batches"))?;
+            let mut out = Vec::new();
+            for entry in t
+                .range((pipeline, 0)..=(pipeline, u64::MAX))
+                .map_err(self.err("listing batches"))?
+            {
+                let (k, v) = entry.map_err(self.err("listing batches"))?;
+                let (_, seq) = k.value();
+                out.push(self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// The pipeline's unfinished batch, if any (at most one: a pipeline
     /// never moves past a batch that is not confirmed).
     pub fn open_batch(&self, pipeline: &str) -> Result<Option<Batch>, StoreError> {
-        let tx = self.db.begin_read().map_err(self.err("reading"))?;
-        let t = tx
-            .open_table(BATCHES)
-            .map_err(self.err("opening batches"))?;
-        let mut range = t
-            .range((pipeline, 0)..=(pipeline, u64::MAX))
-            .map_err(self.err("listing batches"))?;
-        while let Some(entry) = range.next_back() {
-            let (k, v) = entry.map_err(self.err("listing batches"))?;
-            let (_, seq) = k.value();
-            let batch: Batch = self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?;
-            if !batch.state.is_final() {
-                return Ok(Some(batch));
+        self.guard(|| {
+            let tx = self.db.begin_read().map_err(self.err("reading"))?;
+            let t = tx
+                .open_table(BATCHES)
+                .map_err(self.err("opening batches"))?;
+            let mut range = t
+                .range((pipeline, 0)..=(pipeline, u64::MAX))
+                .map_err(self.err("listing batches"))?;
+            while let Some(entry) = range.next_back() {
+                let (k, v) = entry.map_err(self.err("listing batches"))?;
+                let (_, seq) = k.value();
+                let batch: Batch =
+                    self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?;
+                if !batch.state.is_final() {
+                    return Ok(Some(batch));
+                }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// Moves a batch to `next` in one transaction, checked against the
     /// journal's rules.
     pub fn transition(&self, batch: &mut Batch, next: BatchState) -> Result<(), StoreError> {
-        self.write_batch(batch, next, |_, _| Ok(()))
+        self.guard(|| self.write_batch(batch, next, |_, _| Ok(())))
     }
 
     /// Marks the batch failed with `error`, keeping where it resumes;
     /// `job_failed` says Tableau ran its job and applied nothing (the next
     /// attempt gets fresh `RequestID`s).
     pub fn fail(&self, batch: &mut Batch, error: &str, job_failed: bool) -> Result<(), StoreError> {
-        let resume = match &batch.state {
-            BatchState::Failed { resume, .. } => resume.clone(),
-            other => Box::new(other.clone()),
-        };
-        batch.failures += 1;
-        if job_failed {
-            batch.failed_jobs += 1;
-        }
-        self.transition(
-            batch,
-            BatchState::Failed {
-                error: error.to_owned(),
-                resume,
-            },
-        )
+        self.guard(|| {
+            let resume = match &batch.state {
+                BatchState::Failed { resume, .. } => resume.clone(),
+                other => Box::new(other.clone()),
+            };
+            batch.failures += 1;
+            if job_failed {
+                batch.failed_jobs += 1;
+            }
+            self.transition(
+                batch,
+                BatchState::Failed {
+                    error: error.to_owned(),
+                    resume,
+                },
+            )
+        })
     }
 
     fn write_batch(
@@ -546,61 +605,63 @@ impl TenantStore {
         records: &[StoredRecord],
         position: Option<Position>,
     ) -> Result<(), StoreError> {
-        let pipeline = batch.pipeline.clone();
-        let (seq, before) = (batch.seq, batch.records);
-        let path = self.path.clone();
-        self.write_batch(
-            batch,
-            BatchState::Pulling { position },
-            move |tx, updated| {
-                let db = |what: &'static str| {
-                    let path = path.clone();
-                    move |e: redb::Error| StoreError::Database {
-                        path,
-                        what: what.to_owned(),
-                        source: Box::new(e),
+        self.guard(|| {
+            let pipeline = batch.pipeline.clone();
+            let (seq, before) = (batch.seq, batch.records);
+            let path = self.path.clone();
+            self.write_batch(
+                batch,
+                BatchState::Pulling { position },
+                move |tx, updated| {
+                    let db = |what: &'static str| {
+                        let path = path.clone();
+                        move |e: redb::Error| StoreError::Database {
+                            path,
+                            what: what.to_owned(),
+                            source: Box::new(e),
+                        }
+                    };
+                    let mut raw = tx
+                        .open_table(RAW)
+                        .map_err(|e| db("opening raw")(e.into()))?;
+                    let mut latest = tx
+                        .open_table(LATEST)
+                        .map_err(|e| db("opening latest")(e.into()))?;
+                    let mut keys = tx
+                        .open_table(BATCH_KEYS)
+                        .map_err(|e| db("opening batch keys")(e.into()))?;
+                    let (mut added, mut changed) = (0u64, 0u64);
+                    for r in records {
+                        let fresh = keys
+                            .insert((pipeline.as_str(), seq, r.key.as_str()), ())
+                            .map_err(|e| db("writing batch keys")(e.into()))?
+                            .is_none();
+                        added += u64::from(fresh);
+                        // A version identical to the latest stored one (a full
+                        // refresh that found it unchanged) is not stored again.
+                        let same = latest
+                            .get((pipeline.as_str(), r.key.as_str()))
+                            .map_err(|e| db("reading latest versions")(e.into()))?
+                            .and_then(|v| decode_latest(v.value()))
+                            .is_some_and(|(_, lu, h)| lu == r.last_update && h == r.content_hash);
+                        if same {
+                            continue;
+                        }
+                        changed += 1;
+                        let encoded = encode_version(r.last_update, &r.content_hash, &r.json);
+                        raw.insert((pipeline.as_str(), r.key.as_str(), seq), encoded.as_slice())
+                            .map_err(|e| db("writing raw records")(e.into()))?;
+                        let pointer = encode_latest(seq, r.last_update, &r.content_hash);
+                        latest
+                            .insert((pipeline.as_str(), r.key.as_str()), pointer.as_slice())
+                            .map_err(|e| db("writing latest versions")(e.into()))?;
                     }
-                };
-                let mut raw = tx
-                    .open_table(RAW)
-                    .map_err(|e| db("opening raw")(e.into()))?;
-                let mut latest = tx
-                    .open_table(LATEST)
-                    .map_err(|e| db("opening latest")(e.into()))?;
-                let mut keys = tx
-                    .open_table(BATCH_KEYS)
-                    .map_err(|e| db("opening batch keys")(e.into()))?;
-                let (mut added, mut changed) = (0u64, 0u64);
-                for r in records {
-                    let fresh = keys
-                        .insert((pipeline.as_str(), seq, r.key.as_str()), ())
-                        .map_err(|e| db("writing batch keys")(e.into()))?
-                        .is_none();
-                    added += u64::from(fresh);
-                    // A version identical to the latest stored one (a full
-                    // refresh that found it unchanged) is not stored again.
-                    let same = latest
-                        .get((pipeline.as_str(), r.key.as_str()))
-                        .map_err(|e| db("reading latest versions")(e.into()))?
-                        .and_then(|v| decode_latest(v.value()))
-                        .is_some_and(|(_, lu, h)| lu == r.last_update && h == r.content_hash);
-                    if same {
-                        continue;
-                    }
-                    changed += 1;
-                    let encoded = encode_version(r.last_update, &r.content_hash, &r.json);
-                    raw.insert((pipeline.as_str(), r.key.as_str(), seq), encoded.as_slice())
-                        .map_err(|e| db("writing raw records")(e.into()))?;
-                    let pointer = encode_latest(seq, r.last_update, &r.content_hash);
-                    latest
-                        .insert((pipeline.as_str(), r.key.as_str()), pointer.as_slice())
-                        .map_err(|e| db("writing latest versions")(e.into()))?;
-                }
-                updated.records = before + added;
-                updated.changed += changed;
-                Ok(())
-            },
-        )
+                    updated.records = before + added;
+                    updated.changed += changed;
+                    Ok(())
+                },
+            )
+        })
     }
 
     /// Confirms a batch: the batch, the pipeline's cursor, data source,
@@ -613,109 +674,112 @@ impl TenantStore {
         datasource_id: &str,
         schema: &str,
     ) -> Result<(), StoreError> {
-        let (rows, end) = match &batch.state {
-            BatchState::Submitted { rows, end, .. } => (*rows, end.clone()),
-            other => {
-                return Err(StoreError::Transition {
-                    batch: batch.id.clone(),
-                    from: other.name(),
-                    to: "confirmed",
-                });
-            }
-        };
-        let pipeline = batch.pipeline.clone();
-        let seq = batch.seq;
-        let pulls_cursor = batch.kind == BatchKind::Incremental || batch.kind == BatchKind::Full;
-        // A full read from Oracle is the whole resource: keys it did not
-        // return are gone from Oracle and leave the latest versions (their
-        // history stays).
-        let prune = batch.kind == BatchKind::Full;
-        let deletes = batch.kind == BatchKind::Deletes;
-        let path = self.path.clone();
-        let tenant_path = self.path.clone();
-        let next = BatchState::Confirmed {
-            rows,
-            jobs,
-            datasource_id: datasource_id.to_owned(),
-        };
-        self.write_batch(batch, next, move |tx, _| {
-            let db = |e: redb::Error| StoreError::Database {
-                path: path.clone(),
-                what: "confirming".into(),
-                source: Box::new(e),
+        self.guard(|| {
+            let (rows, end) = match &batch.state {
+                BatchState::Submitted { rows, end, .. } => (*rows, end.clone()),
+                other => {
+                    return Err(StoreError::Transition {
+                        batch: batch.id.clone(),
+                        from: other.name(),
+                        to: "confirmed",
+                    });
+                }
             };
-            if deletes {
-                let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
-                let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;
-                let mut gone = Vec::new();
-                for entry in keys
-                    .range((pipeline.as_str(), seq, "")..)
-                    .map_err(|e| db(e.into()))?
-                {
-                    let (k, _) = entry.map_err(|e| db(e.into()))?;
-                    let (p, s, key) = k.value();
-                    if p != pipeline || s != seq {
-                        break;
-                    }
-                    gone.push(key.to_owned());
-                }
-                for key in &gone {
-                    latest
-                        .remove((pipeline.as_str(), key.as_str()))
-                        .map_err(|e| db(e.into()))?;
-                }
-            }
-            if prune {
-                let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
-                let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;
-                let mut gone = Vec::new();
-                for entry in latest
-                    .range((pipeline.as_str(), "")..)
-                    .map_err(|e| db(e.into()))?
-                {
-                    let (k, _) = entry.map_err(|e| db(e.into()))?;
-                    let (p, key) = k.value();
-                    if p != pipeline {
-                        break;
-                    }
-                    if keys
-                        .get((pipeline.as_str(), seq, key))
+            let pipeline = batch.pipeline.clone();
+            let seq = batch.seq;
+            let pulls_cursor =
+                batch.kind == BatchKind::Incremental || batch.kind == BatchKind::Full;
+            // A full read from Oracle is the whole resource: keys it did not
+            // return are gone from Oracle and leave the latest versions (their
+            // history stays).
+            let prune = batch.kind == BatchKind::Full;
+            let deletes = batch.kind == BatchKind::Deletes;
+            let path = self.path.clone();
+            let tenant_path = self.path.clone();
+            let next = BatchState::Confirmed {
+                rows,
+                jobs,
+                datasource_id: datasource_id.to_owned(),
+            };
+            self.write_batch(batch, next, move |tx, _| {
+                let db = |e: redb::Error| StoreError::Database {
+                    path: path.clone(),
+                    what: "confirming".into(),
+                    source: Box::new(e),
+                };
+                if deletes {
+                    let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
+                    let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;
+                    let mut gone = Vec::new();
+                    for entry in keys
+                        .range((pipeline.as_str(), seq, "")..)
                         .map_err(|e| db(e.into()))?
-                        .is_none()
                     {
+                        let (k, _) = entry.map_err(|e| db(e.into()))?;
+                        let (p, s, key) = k.value();
+                        if p != pipeline || s != seq {
+                            break;
+                        }
                         gone.push(key.to_owned());
                     }
+                    for key in &gone {
+                        latest
+                            .remove((pipeline.as_str(), key.as_str()))
+                            .map_err(|e| db(e.into()))?;
+                    }
                 }
-                for key in &gone {
-                    latest
-                        .remove((pipeline.as_str(), key.as_str()))
-                        .map_err(|e| db(e.into()))?;
+                if prune {
+                    let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
+                    let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;
+                    let mut gone = Vec::new();
+                    for entry in latest
+                        .range((pipeline.as_str(), "")..)
+                        .map_err(|e| db(e.into()))?
+                    {
+                        let (k, _) = entry.map_err(|e| db(e.into()))?;
+                        let (p, key) = k.value();
+                        if p != pipeline {
+                            break;
+                        }
+                        if keys
+                            .get((pipeline.as_str(), seq, key))
+                            .map_err(|e| db(e.into()))?
+                            .is_none()
+                        {
+                            gone.push(key.to_owned());
+                        }
+                    }
+                    for key in &gone {
+                        latest
+                            .remove((pipeline.as_str(), key.as_str()))
+                            .map_err(|e| db(e.into()))?;
+                    }
                 }
-            }
-            let mut pipes = tx.open_table(PIPELINES).map_err(|e| db(e.into()))?;
-            let mut state: PipelineState = match pipes
-                .get(pipeline.as_str())
-                .map_err(|e| db(e.into()))?
-            {
-                Some(v) => serde_json::from_slice(v.value()).map_err(|e| StoreError::Decode {
-                    path: tenant_path.clone(),
-                    table: "pipelines",
-                    key: pipeline.clone(),
-                    reason: e.to_string(),
-                })?,
-                None => PipelineState::default(),
-            };
-            if pulls_cursor && end.is_some() {
-                state.cursor = end;
-            }
-            state.confirmed_seq = state.confirmed_seq.max(seq);
-            state.datasource_id = Some(datasource_id.to_owned());
-            state.schema = Some(schema.to_owned());
-            let bytes = json(&state);
-            pipes
-                .insert(pipeline.as_str(), bytes.as_slice())
-                .map_err(|e| db(e.into()))?;
-            Ok(())
+                let mut pipes = tx.open_table(PIPELINES).map_err(|e| db(e.into()))?;
+                let mut state: PipelineState =
+                    match pipes.get(pipeline.as_str()).map_err(|e| db(e.into()))? {
+                        Some(v) => {
+                            serde_json::from_slice(v.value()).map_err(|e| StoreError::Decode {
+                                path: tenant_path.clone(),
+                                table: "pipelines",
+                                key: pipeline.clone(),
+                                reason: e.to_string(),
+                            })?
+                        }
+                        None => PipelineState::default(),
+                    };
+                if pulls_cursor && end.is_some() {
+                    state.cursor = end;
+                }
+                state.confirmed_seq = state.confirmed_seq.max(seq);
+                state.datasource_id = Some(datasource_id.to_owned());
+                state.schema = Some(schema.to_owned());
+                let bytes = json(&state);
+                pipes
+                    .insert(pipeline.as_str(), bytes.as_slice())
+                    .map_err(|e| db(e.into()))?;
+                Ok(())
+            })
         })
     }
 }
