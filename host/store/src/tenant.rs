@@ -16,7 +16,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, BatchKind, BatchState, Change, Position};
-use crate::records::{decode_latest, encode_latest, encode_version};
+use crate::codec::{decode_latest, encode_latest, encode_version};
 use crate::{MasterKey, StoreError};
 use mlc_common::Secret;
 
