@@ -11,17 +11,17 @@
 //! the latest stored version of each key, so a resumed or retried batch
 //! never makes a row older than what Tableau holds.
 //!
+//! The record-moving stages, `pull` and `write`, are in [`crate::stages`];
+//! this module drives a batch from state to state, submits and confirms
+//! it, and reconciles deletes.
+//!
 //! Store calls block; they run under `block_in_place`, so a cycle needs the
 //! multi-threaded tokio runtime.
 
 use std::sync::Arc;
 
-use mlc_hyper::{HyperWriter, TableName};
-use mlc_oracle::{Cursor, NothingExported, RecordIndex};
-use mlc_store::{Batch, BatchKind, BatchState, Position, StoreError, StoredRecord, TenantStore};
-use mlc_tableau::{
-    CHANGES_TABLE, DELETED_TABLE, EXTRACT_SCHEMA, PayloadPart, PublishMode, UpdateBatch,
-};
+use mlc_store::{Batch, BatchKind, BatchState, StoreError, TenantStore};
+use mlc_tableau::{PayloadPart, PublishMode, UpdateBatch};
 
 use crate::{Connectors, CycleAction, CycleReport, PipelineSpec, SyncError};
 
@@ -51,18 +51,18 @@ impl Progress for Quiet {
 }
 
 /// What every stage of one cycle works with.
-struct Cycle<'a> {
-    spec: &'a PipelineSpec,
-    store: &'a Arc<TenantStore>,
-    c: &'a Connectors,
-    progress: &'a dyn Progress,
+pub(crate) struct Cycle<'a> {
+    pub(crate) spec: &'a PipelineSpec,
+    pub(crate) store: &'a Arc<TenantStore>,
+    pub(crate) c: &'a Connectors,
+    pub(crate) progress: &'a dyn Progress,
     /// `tenant/pipeline`, for errors.
-    label: String,
+    pub(crate) label: String,
 }
 
 impl Cycle<'_> {
     /// A store error of this cycle's pipeline.
-    fn st(&self) -> impl Fn(StoreError) -> SyncError + Copy + '_ {
+    pub(crate) fn st(&self) -> impl Fn(StoreError) -> SyncError + Copy + '_ {
         move |source| SyncError::Store {
             pipeline: self.label.clone(),
             source,
@@ -70,81 +70,8 @@ impl Cycle<'_> {
     }
 }
 
-/// The serial or the sliced pull, driven the same way.
-enum AnyPull<'a> {
-    Serial(mlc_oracle::Pull<'a>),
-    Sliced(mlc_oracle::SlicedPull<'a>),
-}
-
-impl AnyPull<'_> {
-    async fn next_page(&mut self) -> Result<Option<mlc_oracle::Page>, mlc_oracle::OracleError> {
-        match self {
-            Self::Serial(p) => p.next_page().await,
-            Self::Sliced(p) => p.next_page().await,
-        }
-    }
-
-    fn cursor(&self) -> Option<&Cursor> {
-        match self {
-            Self::Serial(p) => p.cursor(),
-            Self::Sliced(p) => p.cursor(),
-        }
-    }
-
-    fn stats(&self) -> mlc_oracle::PullStats {
-        match self {
-            Self::Serial(p) => p.stats(),
-            Self::Sliced(p) => p.stats(),
-        }
-    }
-}
-
-/// Records read from the store and mapped at a time.
-const MAP_CHUNK: usize = 500;
-
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
-}
-
-/// The record index of a pipeline as the store keeps it: a version counts
-/// as exported once a confirmed batch carried it.
-struct StoreIndex<'a> {
-    store: &'a TenantStore,
-    pipeline: &'a str,
-    confirmed_seq: u64,
-}
-
-impl RecordIndex for StoreIndex<'_> {
-    fn is_new(&self, key: &str, last_update: Option<i64>, hash: &[u8; 32]) -> bool {
-        blocking(|| {
-            self.store
-                .is_new(self.pipeline, key, last_update, hash, self.confirmed_seq)
-        })
-        .unwrap_or_else(|error| {
-            // Sending a version again is safe (upserts are keyed); losing
-            // one is not.
-            tracing::warn!(%error, key, "record index unreadable; the record is exported again");
-            true
-        })
-    }
-
-    fn mark_exported(&self, _key: &str, _last_update: Option<i64>, _hash: &[u8; 32]) {
-        // Confirmation marks a whole batch in one transaction.
-    }
-}
-
-fn to_position(cursor: &Cursor) -> Position {
-    Position {
-        last_update: cursor.last_update,
-        key: cursor.key.clone(),
-    }
-}
-
-fn cursor(position: &Position) -> Cursor {
-    Cursor {
-        last_update: position.last_update,
-        key: position.key.clone(),
-    }
 }
 
 /// Runs one durable cycle of `spec`: resumes its unfinished batch, or opens
@@ -335,7 +262,7 @@ async fn drive(
     loop {
         match batch.state.clone() {
             BatchState::Pulling { position } => {
-                pull(cx, batch, pipeline_state, position, report).await?;
+                crate::stages::pull(cx, batch, pipeline_state, position, report).await?;
             }
             BatchState::Pulled { end } | BatchState::Mapped { end, .. } => {
                 let unchanged_refresh = batch.kind == BatchKind::Full
@@ -364,12 +291,12 @@ async fn drive(
                     blocking(|| store.confirm(batch, Vec::new(), &ds, &schema)).map_err(st)?;
                     return Ok(());
                 }
-                write(cx, batch, end, report).await?;
+                crate::stages::write(cx, batch, end, report).await?;
             }
             BatchState::Written { end, rows, extract } => {
                 if !std::path::Path::new(&extract).exists() {
                     // The work directory lost it: write it again from the store.
-                    write(cx, batch, end, report).await?;
+                    crate::stages::write(cx, batch, end, report).await?;
                     continue;
                 }
                 let request_ids = if batch.kind.is_full() {
@@ -392,7 +319,7 @@ async fn drive(
                         BatchState::Submitted { end, .. } => end.clone(),
                         _ => None,
                     };
-                    write(cx, batch, end, report).await?;
+                    crate::stages::write(cx, batch, end, report).await?;
                     continue;
                 }
                 report.rows_written = rows;
@@ -471,235 +398,4 @@ async fn drive(
             }
         }
     }
-}
-
-async fn pull(
-    cx: &Cycle<'_>,
-    batch: &mut Batch,
-    pipeline_state: &mlc_store::PipelineState,
-    position: Option<Position>,
-    report: &mut CycleReport,
-) -> Result<(), SyncError> {
-    let (spec, store, c, progress, label) = (cx.spec, cx.store, cx.c, cx.progress, &cx.label);
-    let st = cx.st();
-    let incremental = batch.kind == BatchKind::Incremental;
-    let store_index = StoreIndex {
-        store,
-        pipeline: &spec.name,
-        confirmed_seq: pipeline_state.confirmed_seq,
-    };
-    let index: &dyn RecordIndex = if incremental {
-        &store_index
-    } else {
-        &NothingExported
-    };
-    let start = position
-        .as_ref()
-        .or(if incremental {
-            pipeline_state.cursor.as_ref()
-        } else {
-            None
-        })
-        .map(cursor);
-    let resume_position = position.clone();
-    // A first load of a timestamped resource is read in concurrent slices
-    // when the tenant allows more than one request at a time (its position
-    // is then the point up to which everything was delivered, safe to
-    // record after each page); anything else serially.
-    // A batch interrupted mid-pull continues strictly after the position
-    // it recorded (no overlap: it read everything up to there), serially
-    // (a resumed first load is not sliced again yet).
-    let mut pull = if let Some(at) = position.as_ref() {
-        AnyPull::Serial(c.oracle.resume(&spec.resource, cursor(at), index))
-    } else if batch.kind == BatchKind::Full
-        && spec.resource.is_incremental()
-        && c.oracle.config().max_concurrency > 1
-    {
-        AnyPull::Sliced(c.oracle.pull_sliced(&spec.resource, start, index))
-    } else {
-        AnyPull::Serial(c.oracle.pull(&spec.resource, start, index))
-    };
-    while let Some(page) = pull.next_page().await.map_err(|source| SyncError::Pull {
-        pipeline: label.clone(),
-        resource: spec.resource.path.clone(),
-        source,
-    })? {
-        let records: Vec<StoredRecord> = page
-            .records
-            .into_iter()
-            .map(|r| StoredRecord {
-                key: r.key,
-                last_update: r.last_update,
-                content_hash: r.content_hash,
-                json: r.json,
-            })
-            .collect();
-        report.records += records.len() as u64;
-        let at = pull.cursor().map(to_position).or(resume_position.clone());
-        blocking(|| store.record_page(batch, &records, at)).map_err(st)?;
-        progress.update(Stage::Pull, batch.records);
-        if incremental && batch.records as usize >= spec.max_records_per_batch {
-            tracing::info!(
-                records = batch.records,
-                "batch full; the next cycle continues from here"
-            );
-            break;
-        }
-    }
-    let stats = pull.stats();
-    report.oracle_requests += stats.requests;
-    report.duplicates_skipped += stats.duplicates_skipped;
-    let end = pull
-        .cursor()
-        .map(to_position)
-        .or(resume_position)
-        .or(pipeline_state.cursor.clone());
-    blocking(|| store.transition(batch, BatchState::Pulled { end })).map_err(st)
-}
-
-/// Maps the batch's keys (every key, for a full batch) from their latest
-/// stored versions and writes the extract; `mapped` then `written`.
-async fn write(
-    cx: &Cycle<'_>,
-    batch: &mut Batch,
-    end: Option<Position>,
-    report: &mut CycleReport,
-) -> Result<(), SyncError> {
-    let (spec, store, c, progress, label) = (cx.spec, cx.store, cx.c, cx.progress, &cx.label);
-    let st = cx.st();
-    let map_err = |source| SyncError::Map {
-        pipeline: label.clone(),
-        batch: batch.id.clone(),
-        source,
-    };
-    let schema = c
-        .plugins
-        .schema(&spec.tenant, &spec.plugin, &spec.resource.path)
-        .map_err(map_err)?;
-    let full = batch.kind.is_full();
-    let deletes = batch.kind == BatchKind::Deletes;
-    let table = if full {
-        TableName::extract()
-    } else if deletes {
-        TableName::new(EXTRACT_SCHEMA, DELETED_TABLE)
-    } else {
-        TableName::new(EXTRACT_SCHEMA, CHANGES_TABLE)
-    };
-    // A deletes payload holds the key columns of the rows to delete.
-    let key_positions: Vec<usize> = schema
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.key)
-        .map(|(i, _)| i)
-        .collect();
-    let schema = if deletes {
-        mlc_common::Schema {
-            columns: schema.columns.iter().filter(|c| c.key).cloned().collect(),
-        }
-    } else {
-        schema
-    };
-    tokio::fs::create_dir_all(&c.work_dir)
-        .await
-        .map_err(|source| SyncError::Io {
-            pipeline: label.clone(),
-            what: format!("creating {}", c.work_dir.display()),
-            source,
-        })?;
-    let path = c.work_dir.join(format!("{}.hyper", batch.id));
-    let _ = tokio::fs::remove_file(&path).await;
-    let write_err = |source| SyncError::Write {
-        pipeline: label.clone(),
-        batch: batch.id.clone(),
-        source,
-    };
-    let mut writer = HyperWriter::create(&c.hyperd, &path, table, &schema)
-        .await
-        .map_err(write_err)?;
-    let (mut rows, mut rejects) = (0u64, 0u64);
-    let mut version = String::new();
-    let mut after: Option<String> = None;
-    loop {
-        let keys = blocking(|| {
-            if batch.kind == BatchKind::Reexport {
-                store.latest_keys(&spec.name, after.as_deref(), MAP_CHUNK)
-            } else {
-                store.batch_keys(&spec.name, batch.seq, after.as_deref(), MAP_CHUNK)
-            }
-        })
-        .map_err(st)?;
-        let Some(last) = keys.last().cloned() else {
-            break;
-        };
-        after = Some(last);
-        let records = blocking(|| store.latest_records(&spec.name, &keys)).map_err(st)?;
-        let jsons: Vec<String> = records.iter().map(|r| r.json.clone()).collect();
-        let (mapped, used) = c
-            .plugins
-            .map_batch_with_version(&spec.tenant, &spec.plugin, &spec.resource.path, &jsons)
-            .await
-            .map_err(|source| SyncError::Map {
-                pipeline: label.clone(),
-                batch: batch.id.clone(),
-                source,
-            })?;
-        version = used.to_string();
-        let mut refused: Vec<(String, String)> = mapped
-            .rejects
-            .iter()
-            .map(|r| {
-                let key = records
-                    .get(r.index as usize)
-                    .map_or_else(|| "?".to_owned(), |x| x.key.clone());
-                (key, format!("mapping: {}", r.reason))
-            })
-            .collect();
-        report.rejected_by_mapping += mapped.rejects.len() as u64;
-        let mut mapped = mapped;
-        if deletes {
-            for row in &mut mapped.rows {
-                let values = std::mem::take(&mut row.values);
-                row.values = key_positions
-                    .iter()
-                    .filter_map(|&i| values.get(i).cloned())
-                    .collect();
-            }
-        }
-        let written = writer
-            .write_rows(&mapped.rows)
-            .await
-            .map_err(|source| SyncError::Write {
-                pipeline: label.clone(),
-                batch: batch.id.clone(),
-                source,
-            })?;
-        report.rejected_by_writer += written.rejects.len() as u64;
-        for r in &written.rejects {
-            refused.push((format!("row {}", r.index), format!("writer: {}", r.reason)));
-        }
-        rejects += refused.len() as u64;
-        rows += mapped.rows.len() as u64 - written.rejects.len() as u64;
-        blocking(|| store.put_rejects(&spec.name, batch.seq, &refused)).map_err(st)?;
-        progress.update(Stage::Write, rows);
-    }
-    let mapped = BatchState::Mapped {
-        end: end.clone(),
-        rows,
-        rejects,
-        plugin_version: version,
-    };
-    blocking(|| store.transition(batch, mapped)).map_err(st)?;
-    let summary = writer.finish().await.map_err(|source| SyncError::Write {
-        pipeline: label.clone(),
-        batch: batch.id.clone(),
-        source,
-    })?;
-    report.rows_written = summary.rows_written;
-    let written = BatchState::Written {
-        end,
-        rows: summary.rows_written,
-        extract: summary.path.display().to_string(),
-    };
-    blocking(|| store.transition(batch, written)).map_err(st)
 }

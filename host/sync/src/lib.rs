@@ -23,6 +23,7 @@ mod error;
 mod journal;
 mod pipeline;
 mod reference;
+mod stages;
 pub mod template;
 
 pub use apply::{Applied, ApplyError, apply_definition};
