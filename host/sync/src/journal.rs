@@ -23,56 +23,8 @@ use std::sync::Arc;
 use mlc_store::{Batch, BatchKind, BatchState, StoreError, TenantStore};
 use mlc_tableau::{PayloadPart, PublishMode, UpdateBatch};
 
+use crate::cycle::{Cycle, Progress, Quiet, Stage, blocking};
 use crate::{Connectors, CycleAction, CycleReport, PipelineSpec, SyncError};
-
-/// What a cycle reports as it goes (progress bars, metrics).
-pub trait Progress: Send + Sync {
-    /// The cycle entered `stage`; `done` counts its work so far (records
-    /// pulled, rows written; 0 for the upload).
-    fn update(&self, stage: Stage, done: u64);
-}
-
-/// A stage of a cycle, for [`Progress`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    /// Pulling from Oracle: records recorded so far.
-    Pull,
-    /// Mapping and writing the extract: rows written so far.
-    Write,
-    /// Publishing or upserting into Tableau and waiting for the job.
-    Upload,
-}
-
-/// No progress reporting.
-pub struct Quiet;
-
-impl Progress for Quiet {
-    fn update(&self, _stage: Stage, _done: u64) {}
-}
-
-/// What every stage of one cycle works with.
-pub(crate) struct Cycle<'a> {
-    pub(crate) spec: &'a PipelineSpec,
-    pub(crate) store: &'a Arc<TenantStore>,
-    pub(crate) c: &'a Connectors,
-    pub(crate) progress: &'a dyn Progress,
-    /// `tenant/pipeline`, for errors.
-    pub(crate) label: String,
-}
-
-impl Cycle<'_> {
-    /// A store error of this cycle's pipeline.
-    pub(crate) fn st(&self) -> impl Fn(StoreError) -> SyncError + Copy + '_ {
-        move |source| SyncError::Store {
-            pipeline: self.label.clone(),
-            source,
-        }
-    }
-}
-
-pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 /// Runs one durable cycle of `spec`: resumes its unfinished batch, or opens
 /// a new one, and drives it to `confirmed`. A failure is recorded in the

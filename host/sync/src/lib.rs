@@ -18,6 +18,7 @@
 
 mod apply;
 mod compose;
+mod cycle;
 pub mod definition;
 mod error;
 mod journal;
@@ -28,8 +29,9 @@ pub mod template;
 
 pub use apply::{Applied, ApplyError, apply_definition};
 pub use compose::{ComposeError, Host, HostConfig, REFRESH_TOKEN_SECRET, Tenant};
+pub use cycle::{Progress, Quiet, Stage};
 pub use error::SyncError;
-pub use journal::{Progress, Quiet, Stage, run_durable_cycle, run_durable_cycle_with};
+pub use journal::{run_durable_cycle, run_durable_cycle_with};
 pub use pipeline::{
     Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, PipelineSpec,
 };

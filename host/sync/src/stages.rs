@@ -2,14 +2,14 @@
 //! the store, page by page, each page one transaction with the batch's
 //! position) and `write` (the store's latest versions → the mapping plugin
 //! → the extract, then `mapped` and `written`). The journal
-//! ([`crate::journal`]) drives a batch from state to state and calls them.
+//! (`crate::journal`) drives a batch from state to state and calls them.
 
 use mlc_hyper::{HyperWriter, TableName};
 use mlc_oracle::{Cursor, NothingExported, RecordIndex};
 use mlc_store::{Batch, BatchKind, BatchState, Position, StoredRecord, TenantStore};
 use mlc_tableau::{CHANGES_TABLE, DELETED_TABLE, EXTRACT_SCHEMA};
 
-use crate::journal::{Cycle, Stage, blocking};
+use crate::cycle::{Cycle, Stage, blocking};
 use crate::{CycleReport, SyncError};
 
 /// The serial or the sliced pull, driven the same way.
