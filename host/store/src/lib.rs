@@ -15,6 +15,7 @@
 //! binary knows is refused without touching the file.
 
 pub mod batch;
+mod batches;
 mod codec;
 mod error;
 mod records;

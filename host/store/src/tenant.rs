@@ -1,11 +1,12 @@
-//! One tenant's redb file: its definition, sealed secrets, pipeline state,
-//! the batch journal, raw records and reference data.
+//! One tenant's redb file: opening it (schema check, recovery, migration),
+//! its definition, sealed secrets and pipeline state. The batch journal is
+//! in `batches.rs`, records and reference data in `records.rs`, the value
+//! encodings in `codec.rs`; every table is defined here and nowhere else.
 //!
-//! Every table is defined and encoded here and nowhere else. Each state
-//! change is one write transaction: recording a page stores its raw records,
-//! moves the record's latest version and the batch's pull position
-//! together; confirming a batch moves the batch, the pipeline's cursor and
-//! (through the confirmed sequence) the record index together.
+//! Each state change is one write transaction: recording a page stores its
+//! raw records, moves the record's latest version and the batch's pull
+//! position together; confirming a batch moves the batch, the pipeline's
+//! cursor and (through the confirmed sequence) the record index together.
 //!
 //! redb calls block; async callers run them with `spawn_blocking` or
 //! `block_in_place`, never directly on a runtime worker.
@@ -15,8 +16,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{Batch, BatchKind, BatchState, Change, Position};
-use crate::codec::{decode_latest, encode_latest, encode_version};
+use crate::batch::{BatchState, Change, Position};
 use crate::{MasterKey, StoreError};
 use mlc_common::Secret;
 
@@ -95,8 +95,8 @@ pub struct VersionInfo {
 pub struct TenantStore {
     pub(crate) db: Database,
     pub(crate) path: PathBuf,
-    tenant: String,
-    instance: String,
+    pub(crate) tenant: String,
+    pub(crate) instance: String,
 }
 
 impl std::fmt::Debug for TenantStore {
@@ -403,385 +403,6 @@ impl TenantStore {
         }
         tx.commit().map_err(self.err("committing a pipeline"))
     }
-
-    // --------------------------------------------------------------- batches
-
-    /// Opens a new batch of `kind` with the pipeline's next sequence number
-    /// (never reused). A replay or re-export copies its key set now and
-    /// starts `pulled`; a pulling batch starts `pulling`.
-    pub fn create_batch(
-        &self,
-        pipeline: &str,
-        kind: BatchKind,
-        keys: &[String],
-    ) -> Result<Batch, StoreError> {
-        self.guard(|| {
-            let tx = self.db.begin_write().map_err(self.err("writing"))?;
-            let batch;
-            {
-                let mut pipes = tx
-                    .open_table(PIPELINES)
-                    .map_err(self.err("opening pipelines"))?;
-                let mut state: PipelineState =
-                    match pipes.get(pipeline).map_err(self.err("reading"))? {
-                        Some(v) => self.decode("pipelines", pipeline, v.value())?,
-                        None => PipelineState::default(),
-                    };
-                let seq = state.next_seq.max(state.confirmed_seq) + 1;
-                state.next_seq = seq;
-                let bytes = json(&state);
-                pipes
-                    .insert(pipeline, bytes.as_slice())
-                    .map_err(self.err("writing a pipeline"))?;
-                let start = if kind.pulls() {
-                    BatchState::Pulling { position: None }
-                } else {
-                    BatchState::Pulled { end: None }
-                };
-                let mut keys_table = tx
-                    .open_table(BATCH_KEYS)
-                    .map_err(self.err("opening batch keys"))?;
-                for key in keys {
-                    keys_table
-                        .insert((pipeline, seq, key.as_str()), ())
-                        .map_err(self.err("writing batch keys"))?;
-                }
-                batch = Batch {
-                    pipeline: pipeline.to_owned(),
-                    seq,
-                    id: format!("{}.{}.{}.{seq:06}", self.tenant, pipeline, self.instance),
-                    kind,
-                    history: vec![change(&start)],
-                    state: start,
-                    failed_jobs: 0,
-                    failures: 0,
-                    records: keys.len() as u64,
-                    changed: 0,
-                };
-                let mut batches = tx
-                    .open_table(BATCHES)
-                    .map_err(self.err("opening batches"))?;
-                let bytes = json(&batch);
-                batches
-                    .insert((pipeline, seq), bytes.as_slice())
-                    .map_err(self.err("writing a batch"))?;
-            }
-            tx.commit().map_err(self.err("committing a new batch"))?;
-            Ok(batch)
-        })
-    }
-
-    /// A batch.
-    pub fn batch(&self, pipeline: &str, seq: u64) -> Result<Batch, StoreError> {
-        self.guard(|| {
-            let tx = self.db.begin_read().map_err(self.err("reading"))?;
-            let t = tx
-                .open_table(BATCHES)
-                .map_err(self.err("opening batches"))?;
-            let v = t
-                .get((pipeline, seq))
-                .map_err(self.err("reading a batch"))?
-                .ok_or_else(|| StoreError::NotFound {
-                    path: self.path.clone(),
-                    what: "batch",
-                    name: format!("{pipeline}/{seq}"),
-                })?;
-            self.decode("batches", &format!("{pipeline}/{seq}"), v.value())
-        })
-    }
-
-    /// The batches of a pipeline, oldest first.
-    pub fn batches(&self, pipeline: &str) -> Result<Vec<Batch>, StoreError> {
-        self.guard(|| {
-            let tx = self.db.begin_read().map_err(self.err("reading"))?;
-            let t = tx
-                .open_table(BATCHES)
-                .map_err(self.err("opening batches"))?;
-            let mut out = Vec::new();
-            for entry in t
-                .range((pipeline, 0)..=(pipeline, u64::MAX))
-                .map_err(self.err("listing batches"))?
-            {
-                let (k, v) = entry.map_err(self.err("listing batches"))?;
-                let (_, seq) = k.value();
-                out.push(self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?);
-            }
-            Ok(out)
-        })
-    }
-
-    /// The pipeline's unfinished batch, if any (at most one: a pipeline
-    /// never moves past a batch that is not confirmed).
-    pub fn open_batch(&self, pipeline: &str) -> Result<Option<Batch>, StoreError> {
-        self.guard(|| {
-            let tx = self.db.begin_read().map_err(self.err("reading"))?;
-            let t = tx
-                .open_table(BATCHES)
-                .map_err(self.err("opening batches"))?;
-            let mut range = t
-                .range((pipeline, 0)..=(pipeline, u64::MAX))
-                .map_err(self.err("listing batches"))?;
-            while let Some(entry) = range.next_back() {
-                let (k, v) = entry.map_err(self.err("listing batches"))?;
-                let (_, seq) = k.value();
-                let batch: Batch =
-                    self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?;
-                if !batch.state.is_final() {
-                    return Ok(Some(batch));
-                }
-            }
-            Ok(None)
-        })
-    }
-
-    /// Moves a batch to `next` in one transaction, checked against the
-    /// journal's rules.
-    pub fn transition(&self, batch: &mut Batch, next: BatchState) -> Result<(), StoreError> {
-        self.guard(|| self.write_batch(batch, next, |_, _| Ok(())))
-    }
-
-    /// Marks the batch failed with `error`, keeping where it resumes;
-    /// `job_failed` says Tableau ran its job and applied nothing (the next
-    /// attempt gets fresh `RequestID`s).
-    pub fn fail(&self, batch: &mut Batch, error: &str, job_failed: bool) -> Result<(), StoreError> {
-        self.guard(|| {
-            let resume = match &batch.state {
-                BatchState::Failed { resume, .. } => resume.clone(),
-                other => Box::new(other.clone()),
-            };
-            batch.failures += 1;
-            if job_failed {
-                batch.failed_jobs += 1;
-            }
-            self.transition(
-                batch,
-                BatchState::Failed {
-                    error: error.to_owned(),
-                    resume,
-                },
-            )
-        })
-    }
-
-    fn write_batch(
-        &self,
-        batch: &mut Batch,
-        next: BatchState,
-        extra: impl FnOnce(&redb::WriteTransaction, &mut Batch) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        if !batch.state.allows(&next) {
-            return Err(StoreError::Transition {
-                batch: batch.id.clone(),
-                from: batch.state.name(),
-                to: next.name(),
-            });
-        }
-        let mut updated = batch.clone();
-        if updated.state.name() != next.name() || matches!(next, BatchState::Failed { .. }) {
-            updated.history.push(change(&next));
-        }
-        updated.state = next;
-        let tx = self.db.begin_write().map_err(self.err("writing"))?;
-        extra(&tx, &mut updated)?;
-        {
-            let mut t = tx
-                .open_table(BATCHES)
-                .map_err(self.err("opening batches"))?;
-            let bytes = json(&updated);
-            t.insert((batch.pipeline.as_str(), batch.seq), bytes.as_slice())
-                .map_err(self.err("writing a batch"))?;
-        }
-        tx.commit().map_err(self.err("committing a batch change"))?;
-        *batch = updated;
-        Ok(())
-    }
-
-    /// Records one page of a pulling batch in one transaction: each
-    /// record's version, the record's latest version, the batch's key set,
-    /// and the batch's position (where a resumed pull continues).
-    pub fn record_page(
-        &self,
-        batch: &mut Batch,
-        records: &[StoredRecord],
-        position: Option<Position>,
-    ) -> Result<(), StoreError> {
-        self.guard(|| {
-            let pipeline = batch.pipeline.clone();
-            let (seq, before) = (batch.seq, batch.records);
-            let path = self.path.clone();
-            self.write_batch(
-                batch,
-                BatchState::Pulling { position },
-                move |tx, updated| {
-                    let db = |what: &'static str| {
-                        let path = path.clone();
-                        move |e: redb::Error| StoreError::Database {
-                            path,
-                            what: what.to_owned(),
-                            source: Box::new(e),
-                        }
-                    };
-                    let mut raw = tx
-                        .open_table(RAW)
-                        .map_err(|e| db("opening raw")(e.into()))?;
-                    let mut latest = tx
-                        .open_table(LATEST)
-                        .map_err(|e| db("opening latest")(e.into()))?;
-                    let mut keys = tx
-                        .open_table(BATCH_KEYS)
-                        .map_err(|e| db("opening batch keys")(e.into()))?;
-                    let (mut added, mut changed) = (0u64, 0u64);
-                    for r in records {
-                        let fresh = keys
-                            .insert((pipeline.as_str(), seq, r.key.as_str()), ())
-                            .map_err(|e| db("writing batch keys")(e.into()))?
-                            .is_none();
-                        added += u64::from(fresh);
-                        // A version identical to the latest stored one (a full
-                        // refresh that found it unchanged) is not stored again.
-                        let same = latest
-                            .get((pipeline.as_str(), r.key.as_str()))
-                            .map_err(|e| db("reading latest versions")(e.into()))?
-                            .and_then(|v| decode_latest(v.value()))
-                            .is_some_and(|(_, lu, h)| lu == r.last_update && h == r.content_hash);
-                        if same {
-                            continue;
-                        }
-                        changed += 1;
-                        let encoded = encode_version(r.last_update, &r.content_hash, &r.json);
-                        raw.insert((pipeline.as_str(), r.key.as_str(), seq), encoded.as_slice())
-                            .map_err(|e| db("writing raw records")(e.into()))?;
-                        let pointer = encode_latest(seq, r.last_update, &r.content_hash);
-                        latest
-                            .insert((pipeline.as_str(), r.key.as_str()), pointer.as_slice())
-                            .map_err(|e| db("writing latest versions")(e.into()))?;
-                    }
-                    updated.records = before + added;
-                    updated.changed += changed;
-                    Ok(())
-                },
-            )
-        })
-    }
-
-    /// Confirms a batch: the batch, the pipeline's cursor, data source,
-    /// schema and confirmed sequence (which makes every version the batch
-    /// recorded count as exported) change in one transaction.
-    pub fn confirm(
-        &self,
-        batch: &mut Batch,
-        jobs: Vec<String>,
-        datasource_id: &str,
-        schema: &str,
-    ) -> Result<(), StoreError> {
-        self.guard(|| {
-            let (rows, end) = match &batch.state {
-                BatchState::Submitted { rows, end, .. } => (*rows, end.clone()),
-                other => {
-                    return Err(StoreError::Transition {
-                        batch: batch.id.clone(),
-                        from: other.name(),
-                        to: "confirmed",
-                    });
-                }
-            };
-            let pipeline = batch.pipeline.clone();
-            let seq = batch.seq;
-            let pulls_cursor =
-                batch.kind == BatchKind::Incremental || batch.kind == BatchKind::Full;
-            // A full read from Oracle is the whole resource: keys it did not
-            // return are gone from Oracle and leave the latest versions (their
-            // history stays).
-            let prune = batch.kind == BatchKind::Full;
-            let deletes = batch.kind == BatchKind::Deletes;
-            let path = self.path.clone();
-            let tenant_path = self.path.clone();
-            let next = BatchState::Confirmed {
-                rows,
-                jobs,
-                datasource_id: datasource_id.to_owned(),
-            };
-            self.write_batch(batch, next, move |tx, _| {
-                let db = |e: redb::Error| StoreError::Database {
-                    path: path.clone(),
-                    what: "confirming".into(),
-                    source: Box::new(e),
-                };
-                if deletes {
-                    let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
-                    let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;
-                    let mut gone = Vec::new();
-                    for entry in keys
-                        .range((pipeline.as_str(), seq, "")..)
-                        .map_err(|e| db(e.into()))?
-                    {
-                        let (k, _) = entry.map_err(|e| db(e.into()))?;
-                        let (p, s, key) = k.value();
-                        if p != pipeline || s != seq {
-                            break;
-                        }
-                        gone.push(key.to_owned());
-                    }
-                    for key in &gone {
-                        latest
-                            .remove((pipeline.as_str(), key.as_str()))
-                            .map_err(|e| db(e.into()))?;
-                    }
-                }
-                if prune {
-                    let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
-                    let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;
-                    let mut gone = Vec::new();
-                    for entry in latest
-                        .range((pipeline.as_str(), "")..)
-                        .map_err(|e| db(e.into()))?
-                    {
-                        let (k, _) = entry.map_err(|e| db(e.into()))?;
-                        let (p, key) = k.value();
-                        if p != pipeline {
-                            break;
-                        }
-                        if keys
-                            .get((pipeline.as_str(), seq, key))
-                            .map_err(|e| db(e.into()))?
-                            .is_none()
-                        {
-                            gone.push(key.to_owned());
-                        }
-                    }
-                    for key in &gone {
-                        latest
-                            .remove((pipeline.as_str(), key.as_str()))
-                            .map_err(|e| db(e.into()))?;
-                    }
-                }
-                let mut pipes = tx.open_table(PIPELINES).map_err(|e| db(e.into()))?;
-                let mut state: PipelineState =
-                    match pipes.get(pipeline.as_str()).map_err(|e| db(e.into()))? {
-                        Some(v) => {
-                            serde_json::from_slice(v.value()).map_err(|e| StoreError::Decode {
-                                path: tenant_path.clone(),
-                                table: "pipelines",
-                                key: pipeline.clone(),
-                                reason: e.to_string(),
-                            })?
-                        }
-                        None => PipelineState::default(),
-                    };
-                if pulls_cursor && end.is_some() {
-                    state.cursor = end;
-                }
-                state.confirmed_seq = state.confirmed_seq.max(seq);
-                state.datasource_id = Some(datasource_id.to_owned());
-                state.schema = Some(schema.to_owned());
-                let bytes = json(&state);
-                pipes
-                    .insert(pipeline.as_str(), bytes.as_slice())
-                    .map_err(|e| db(e.into()))?;
-                Ok(())
-            })
-        })
-    }
 }
 
 /// Reads an existing file's schema version without writing to it, so a
@@ -856,7 +477,7 @@ pub(crate) fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     }
 }
 
-fn change(state: &BatchState) -> Change {
+pub(crate) fn change(state: &BatchState) -> Change {
     Change {
         at: crate::now_rfc3339(),
         state: state.name().to_owned(),
@@ -867,7 +488,7 @@ fn change(state: &BatchState) -> Change {
     }
 }
 
-fn json<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn json<T: Serialize>(value: &T) -> Vec<u8> {
     // Our own plain data types always serialize.
     serde_json::to_vec(value).unwrap_or_default()
 }
