@@ -305,34 +305,7 @@ pub async fn tableau_invoices(
     world: &World,
     tenant: &str,
 ) -> std::collections::BTreeMap<i64, (String, i64)> {
-    use mlc_common::Value;
-    let rows = world
-        .tableau
-        .datasource_rows(&datasource_name(tenant, "invoices"), &["Invoice ID"])
-        .await
-        .expect("reading the data source")
-        .expect("the data source exists");
-    // Column order is the mapping's: find the three compared.
-    let script = std::fs::read_to_string(workspace().join("mappings/demo/invoices.toml"))
-        .expect("invoices.toml");
-    let names: Vec<String> = script
-        .lines()
-        .filter_map(|l| l.strip_prefix("name = \""))
-        .map(|l| l.trim_end_matches('"').to_owned())
-        .collect();
-    let at = |n: &str| names.iter().position(|c| c == n).expect("column");
-    let (id, number, updated) = (at("Invoice ID"), at("Invoice Number"), at("Last Updated"));
-    let mut state = std::collections::BTreeMap::new();
-    for row in rows {
-        let (Value::Integer(k), Value::Text(n), Value::Timestamp(t)) =
-            (&row[id], &row[number], &row[updated])
-        else {
-            panic!("unexpected row shape: {row:?}");
-        };
-        let previous = state.insert(*k, (n.clone(), *t));
-        assert!(previous.is_none(), "invoice {k} is in Tableau twice");
-    }
-    state
+    tableau_invoices_mapped(world, tenant, "invoices", "mappings/demo/invoices.toml").await
 }
 
 /// Rows of any data source of the tenant.
