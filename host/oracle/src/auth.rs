@@ -229,6 +229,25 @@ impl TokenCache {
     }
 }
 
+/// The authorization-code grant's sign-in, step 1: the URL an operator
+/// opens. The scope asks for `offline_access` too, so the identity domain
+/// issues a refresh token; `state` comes back with the code.
+pub fn authorize_url(
+    authorize_url: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    scope: &str,
+    state: &str,
+) -> String {
+    format!(
+        "{authorize_url}?response_type=code&client_id={}&redirect_uri={}&scope={}&state={}",
+        form_encode(client_id),
+        form_encode(redirect_uri),
+        form_encode(&format!("{scope} offline_access")),
+        form_encode(state)
+    )
+}
+
 /// The authorization-code grant's sign-in, step 2: exchanges the `code`
 /// the identity domain sent to `redirect_uri` for tokens at the token URL
 /// of `config` (the client authenticates with its id and secret) and

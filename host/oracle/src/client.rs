@@ -193,28 +193,8 @@ impl OracleClient {
         cursor: Option<Cursor>,
         index: &'a dyn RecordIndex,
     ) -> Pull<'a> {
-        let (filter, cursor) = match (&spec.timestamp, cursor) {
-            (None, _) => (Filter::All, None),
-            (Some(_), None) => (Filter::All, None),
-            (Some(_), Some(c)) => {
-                let overlap = self.inner.config.overlap_micros();
-                let filter = if overlap == 0 {
-                    Filter::After(c.clone())
-                } else {
-                    Filter::Since(c.last_update.saturating_sub(overlap))
-                };
-                (filter, Some(c))
-            }
-        };
-        Pull {
-            client: &self.inner,
-            spec,
-            index,
-            filter,
-            cursor,
-            done: false,
-            stats: PullStats::default(),
-        }
+        let (filter, cursor) = start_filter(&self.inner.config, spec, cursor);
+        self.pull_from(spec, filter, cursor, index)
     }
 
     /// Continues an interrupted pull strictly after `position`, the last
@@ -233,6 +213,16 @@ impl OracleClient {
             None => (Filter::All, None),
             Some(_) => (Filter::After(position.clone()), Some(position)),
         };
+        self.pull_from(spec, filter, cursor, index)
+    }
+
+    fn pull_from<'a>(
+        &'a self,
+        spec: &'a ResourceSpec,
+        filter: Filter,
+        cursor: Option<Cursor>,
+        index: &'a dyn RecordIndex,
+    ) -> Pull<'a> {
         Pull {
             client: &self.inner,
             spec,
@@ -410,6 +400,28 @@ impl Inner {
                 "transient failure, retrying"
             );
             tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Where a pull of `spec` from `cursor` starts: `overlap` before it for a
+/// timestamped resource (strictly after it when there is no overlap), the
+/// beginning without a cursor or a timestamp; and the cursor it starts at.
+pub(crate) fn start_filter(
+    config: &OracleConfig,
+    spec: &ResourceSpec,
+    cursor: Option<Cursor>,
+) -> (Filter, Option<Cursor>) {
+    match (&spec.timestamp, cursor) {
+        (None, _) | (Some(_), None) => (Filter::All, None),
+        (Some(_), Some(c)) => {
+            let overlap = config.overlap_micros();
+            let filter = if overlap == 0 {
+                Filter::After(c.clone())
+            } else {
+                Filter::Since(c.last_update.saturating_sub(overlap))
+            };
+            (filter, Some(c))
         }
     }
 }

@@ -180,18 +180,7 @@ impl OracleClient {
         cursor: Option<Cursor>,
         index: &'a dyn RecordIndex,
     ) -> SlicedPull<'a> {
-        let (filter, base) = match (&spec.timestamp, cursor) {
-            (None, _) | (Some(_), None) => (Filter::All, None),
-            (Some(_), Some(c)) => {
-                let overlap = self.inner.config.overlap_micros();
-                let filter = if overlap == 0 {
-                    Filter::After(c.clone())
-                } else {
-                    Filter::Since(c.last_update.saturating_sub(overlap))
-                };
-                (filter, Some(c))
-            }
-        };
+        let (filter, base) = crate::client::start_filter(&self.inner.config, spec, cursor);
         let (tx, rx) = mpsc::channel(self.inner.config.max_concurrency.max(1));
         SlicedPull {
             inner: Arc::clone(&self.inner),

@@ -322,18 +322,9 @@ impl TenantStore {
                 if deletes {
                     let mut latest = tx.open_table(LATEST).map_err(|e| db(e.into()))?;
                     let keys = tx.open_table(BATCH_KEYS).map_err(|e| db(e.into()))?;
-                    let mut gone = Vec::new();
-                    for entry in keys
-                        .range((pipeline.as_str(), seq, "")..)
-                        .map_err(|e| db(e.into()))?
-                    {
-                        let (k, _) = entry.map_err(|e| db(e.into()))?;
-                        let (p, s, key) = k.value();
-                        if p != pipeline || s != seq {
-                            break;
-                        }
-                        gone.push(key.to_owned());
-                    }
+                    let gone =
+                        crate::records::keys_of_batch(&keys, &pipeline, seq, None, usize::MAX)
+                            .map_err(|e| db(e.into()))?;
                     for key in &gone {
                         latest
                             .remove((pipeline.as_str(), key.as_str()))

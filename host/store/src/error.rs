@@ -94,3 +94,31 @@ pub enum StoreError {
     #[error(transparent)]
     Seal(#[from] crate::SealError),
 }
+
+/// A redb failure while doing `what` to the file at `path`.
+pub(crate) fn database<E: Into<redb::Error>>(
+    path: &std::path::Path,
+    what: &str,
+) -> impl FnOnce(E) -> StoreError + use<E> {
+    let (path, what) = (path.to_path_buf(), what.to_owned());
+    move |e| StoreError::Database {
+        path,
+        what,
+        source: Box::new(e.into()),
+    }
+}
+
+/// A JSON value of `table` at `key` in the file at `path`.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    table: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
+        path: path.to_path_buf(),
+        table,
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}

@@ -78,23 +78,7 @@ impl TenantStore {
             let t = tx
                 .open_table(BATCH_KEYS)
                 .map_err(self.err("opening batch keys"))?;
-            let start = (pipeline, seq, after.unwrap_or(""));
-            let mut out = Vec::with_capacity(limit);
-            for entry in t.range(start..).map_err(self.err("reading batch keys"))? {
-                let (k, _) = entry.map_err(self.err("reading batch keys"))?;
-                let (p, s, key) = k.value();
-                if p != pipeline || s != seq {
-                    break;
-                }
-                if after == Some(key) {
-                    continue;
-                }
-                out.push(key.to_owned());
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            Ok(out)
+            keys_of_batch(&t, pipeline, seq, after, limit).map_err(self.err("reading batch keys"))
         })
     }
 
@@ -355,18 +339,8 @@ impl TenantStore {
                 let latest = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
                 let mut raw = tx.open_table(RAW).map_err(self.err("opening raw"))?;
                 for seq in old {
-                    let mut batch_keys = Vec::new();
-                    for entry in keys
-                        .range((pipeline, seq, "")..)
-                        .map_err(self.err("reading batch keys"))?
-                    {
-                        let (k, _) = entry.map_err(self.err("reading batch keys"))?;
-                        let (p, s, key) = k.value();
-                        if p != pipeline || s != seq {
-                            break;
-                        }
-                        batch_keys.push(key.to_owned());
-                    }
+                    let batch_keys = keys_of_batch(&keys, pipeline, seq, None, usize::MAX)
+                        .map_err(self.err("reading batch keys"))?;
                     for key in batch_keys {
                         let is_latest = latest
                             .get((pipeline, key.as_str()))
@@ -388,4 +362,28 @@ impl TenantStore {
             Ok(dropped)
         })
     }
+}
+
+/// Up to `limit` keys of batch `seq` of `pipeline` after `after` (all of
+/// them with `usize::MAX`), in key order, from the `batch_keys` table of
+/// any transaction.
+pub(crate) fn keys_of_batch(
+    table: &impl ReadableTable<(&'static str, u64, &'static str), ()>,
+    pipeline: &str,
+    seq: u64,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, redb::StorageError> {
+    let mut out = Vec::new();
+    for entry in table.range((pipeline, seq, after.unwrap_or(""))..)? {
+        let (k, _) = entry?;
+        let (p, s, key) = k.value();
+        if p != pipeline || s != seq || out.len() >= limit {
+            break;
+        }
+        if after != Some(key) {
+            out.push(key.to_owned());
+        }
+    }
+    Ok(out)
 }

@@ -175,13 +175,8 @@ impl RuntimeStore {
         Ok(store)
     }
 
-    fn err<E: Into<redb::Error>>(&self, what: &str) -> impl FnOnce(E) -> StoreError + '_ {
-        let what = what.to_owned();
-        move |e| StoreError::Database {
-            path: self.path.clone(),
-            what,
-            source: Box::new(e.into()),
-        }
+    fn err<E: Into<redb::Error>>(&self, what: &str) -> impl FnOnce(E) -> StoreError + use<E> {
+        crate::error::database(&self.path, what)
     }
 
     fn decode<T: serde::de::DeserializeOwned>(
@@ -190,12 +185,7 @@ impl RuntimeStore {
         key: &str,
         bytes: &[u8],
     ) -> Result<T, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
-            path: self.path.clone(),
-            table,
-            key: key.to_owned(),
-            reason: e.to_string(),
-        })
+        crate::error::decode(&self.path, table, key, bytes)
     }
 
     fn migrate(&self) -> Result<(), StoreError> {

@@ -170,13 +170,8 @@ impl TenantStore {
     pub(crate) fn err<E: Into<redb::Error>>(
         &self,
         what: &str,
-    ) -> impl FnOnce(E) -> StoreError + '_ {
-        let what = what.to_owned();
-        move |e| StoreError::Database {
-            path: self.path.clone(),
-            what,
-            source: Box::new(e.into()),
-        }
+    ) -> impl FnOnce(E) -> StoreError + use<E> {
+        crate::error::database(&self.path, what)
     }
 
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(
@@ -185,12 +180,7 @@ impl TenantStore {
         key: &str,
         bytes: &[u8],
     ) -> Result<T, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
-            path: self.path.clone(),
-            table,
-            key: key.to_owned(),
-            reason: e.to_string(),
-        })
+        crate::error::decode(&self.path, table, key, bytes)
     }
 
     /// Creates the tables of a new file, or checks and upgrades an old one;

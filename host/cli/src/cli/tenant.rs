@@ -316,13 +316,13 @@ async fn authorize(
         })?,
         None => Secret::new(String::new()),
     };
-    let scope = format!("{} offline_access", o.scope);
     let state = MasterKey::generate_base64().expose()[..16].replace(['+', '/'], "x");
-    let url = format!(
-        "{authorize_url}?response_type=code&client_id={}&redirect_uri={}&scope={}&state={state}",
-        query_encode(&o.client_id),
-        query_encode(redirect_uri),
-        query_encode(&scope)
+    let url = mlc_oracle::auth::authorize_url(
+        authorize_url,
+        &o.client_id,
+        redirect_uri,
+        &o.scope,
+        &state,
     );
     let code = match code {
         Some(c) => c,
@@ -364,20 +364,6 @@ async fn authorize(
         || format!("tenant {id} authorized: its refresh token is stored sealed"),
     );
     Ok(())
-}
-
-/// Percent-encodes a query parameter value.
-fn query_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 impl SecretCommand {
