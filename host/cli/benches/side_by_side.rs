@@ -26,31 +26,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Bench, Timed, binary, now_utc, timed, workspace};
 use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
 use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
 
 const CONCURRENCY: u64 = 8;
 const PAGE: u64 = 499;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-fn binary() -> PathBuf {
-    std::env::var_os("MLC_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ml-connector")))
-}
 
 fn python() -> PathBuf {
     std::env::var_os("ML_CONNECTOR_PYTHON")
@@ -58,163 +45,28 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
-fn scripted_wasm() -> PathBuf {
-    std::env::var_os("MLC_PLUGINS_BUILT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/plugins"))
-        .join("scripted.wasm")
-}
-
-/// One measured run of a child under `/usr/bin/time -v`.
-#[derive(Debug, Default)]
+/// One measured run of a child under `/usr/bin/time -v`, with the Oracle
+/// requests it made.
 struct Measured {
-    wall: Duration,
-    /// User and system CPU of the child and of every descendant it reaped
-    /// (each side's own hyperd).
-    user_s: f64,
-    sys_s: f64,
-    /// `/usr/bin/time`'s "Maximum resident set size": the largest of the
-    /// child and its reaped descendants.
-    time_max_rss_kb: u64,
-    /// The last VmHWM read of the child itself (python / ml-connector).
-    hwm_kb: u64,
-    stdout: String,
+    run: Timed,
     oracle_requests: u64,
 }
 
-impl Measured {
-    fn cpu(&self) -> f64 {
-        self.user_s + self.sys_s
+impl std::ops::Deref for Measured {
+    type Target = Timed;
+    fn deref(&self) -> &Timed {
+        &self.run
     }
 }
 
-/// Runs `inner` under `/usr/bin/time -v`, sampling the child's VmHWM.
+/// Runs `inner` under `/usr/bin/time -v`, counting its Oracle requests.
 fn measure(oracle: &OracleSandbox, inner: &Command, what: &str) -> Measured {
     let served = oracle.stats().served;
-    let mut c = Command::new("/usr/bin/time");
-    c.arg("-v").arg(inner.get_program()).args(inner.get_args());
-    if let Some(dir) = inner.get_current_dir() {
-        c.current_dir(dir);
-    }
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    let started = Instant::now();
-    let child = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/time");
-    let time_pid = child.id();
-    let done = Arc::new(AtomicBool::new(false));
-    let hwm: Arc<Mutex<u64>> = Arc::default();
-    let sampler = {
-        let (done, hwm) = (done.clone(), hwm.clone());
-        std::thread::spawn(move || {
-            let mut pid = None;
-            while !done.load(Ordering::Relaxed) {
-                if pid.is_none() {
-                    pid = std::fs::read_to_string(format!(
-                        "/proc/{time_pid}/task/{time_pid}/children"
-                    ))
-                    .ok()
-                    .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok());
-                }
-                if let Some(pid) = pid
-                    && let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    && let Some(kb) = status
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmHWM:"))
-                        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                {
-                    let mut h = hwm.lock().unwrap();
-                    *h = (*h).max(kb);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
-    let out = child.wait_with_output().expect("wait");
-    let wall = started.elapsed();
-    done.store(true, Ordering::Relaxed);
-    sampler.join().expect("sampler");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{what} failed: {stdout}\n{stderr}");
-    let time_field = |name: &str| {
-        stderr
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default()
-    };
-    let hwm_kb = *hwm.lock().unwrap();
+    let run = timed(inner, what);
     Measured {
-        wall,
-        user_s: time_field("User time (seconds):").parse().unwrap_or(0.0),
-        sys_s: time_field("System time (seconds):").parse().unwrap_or(0.0),
-        time_max_rss_kb: time_field("Maximum resident set size (kbytes):")
-            .parse()
-            .unwrap_or(0),
-        hwm_kb,
-        stdout,
+        run,
         oracle_requests: oracle.stats().served - served,
     }
-}
-
-struct Bench {
-    dir: PathBuf,
-    bin: PathBuf,
-    master_key: String,
-}
-
-impl Bench {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.current_dir(&self.dir)
-            .env("ML_CONNECTOR_DATA", self.dir.join("data"))
-            .env("ML_CONNECTOR_MASTER_KEY", &self.master_key)
-            .env("ML_CONNECTOR_MAPPINGS", self.dir.join("mappings"))
-            .env("ML_CONNECTOR_SCRIPTED_WASM", scripted_wasm())
-            .env_remove("ML_CONNECTOR_MASTER_KEY_FILE")
-            .env("RUST_LOG", "warn")
-            .args(args);
-        c
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ml-connector");
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).expect("stdin");
-        }
-        drop(input);
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "ml-connector {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-fn now_utc() -> String {
-    let out = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    out.unwrap_or_default()
 }
 
 fn load() -> String {
@@ -315,6 +167,7 @@ mapping = "invoices.toml"
     let file = dir.join("bench.toml");
     std::fs::write(&file, tenant).expect("tenant file");
     let bench = Bench {
+        log: "warn",
         dir: dir.clone(),
         bin: binary(),
         master_key: mlc_store::MasterKey::generate_base64().expose().to_owned(),

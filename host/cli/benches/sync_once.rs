@@ -21,213 +21,57 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::path::Path;
+
+use common::{Bench, Timed, binary, now_utc, timed, workspace};
 
 use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
 use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-fn binary() -> PathBuf {
-    std::env::var_os("MLC_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ml-connector")))
-}
-
-fn scripted_wasm() -> PathBuf {
-    std::env::var_os("MLC_PLUGINS_BUILT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/plugins"))
-        .join("scripted.wasm")
-}
-
-/// One measured run of the CLI.
-#[derive(Debug, Default)]
+/// One measured run of the CLI: the timed child, the log lines that mark
+/// its stages, its JSON report and the Oracle requests it made.
 struct Measured {
-    wall: Duration,
-    user_s: f64,
-    sys_s: f64,
-    /// `/usr/bin/time`'s "Maximum resident set size".
-    time_max_rss_kb: u64,
-    /// The last VmHWM read of ml-connector itself.
-    hwm_kb: u64,
-    /// VmRSS every second: (seconds since start, kB).
-    rss: Vec<(f64, u64)>,
-    /// When VmHWM rose by 8 MiB or more: (seconds since start, kB).
-    hwm_steps: Vec<(f64, u64)>,
-    /// The child's log lines that mark its stages, as logged.
+    run: Timed,
     stages: Vec<String>,
     report: serde_json::Value,
     oracle_requests: u64,
 }
 
-struct Bench {
-    dir: PathBuf,
-    bin: PathBuf,
-    master_key: String,
+impl std::ops::Deref for Measured {
+    type Target = Timed;
+    fn deref(&self) -> &Timed {
+        &self.run
+    }
 }
 
-impl Bench {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.current_dir(&self.dir)
-            .env("ML_CONNECTOR_DATA", self.dir.join("data"))
-            .env("ML_CONNECTOR_MASTER_KEY", &self.master_key)
-            .env("ML_CONNECTOR_MAPPINGS", self.dir.join("mappings"))
-            .env("ML_CONNECTOR_SCRIPTED_WASM", scripted_wasm())
-            .env_remove("ML_CONNECTOR_MASTER_KEY_FILE")
-            // The stages' own log lines, to place memory in time.
-            .env("RUST_LOG", "warn,mlc_tableau=info,mlc_sync=info")
-            .args(args);
-        c
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ml-connector");
-        let mut input = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).expect("stdin");
-        }
-        drop(input);
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "ml-connector {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Runs `sync` under `/usr/bin/time -v`, sampling ml-connector's memory.
-    fn measure(&self, oracle: &OracleSandbox, args: &[&str]) -> Measured {
-        let served = oracle.stats().served;
-        let mut inner = self.command(args);
-        let mut c = Command::new("/usr/bin/time");
-        c.arg("-v").arg(inner.get_program()).args(inner.get_args());
-        c.current_dir(&self.dir);
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        let _ = &mut inner;
-        let started = Instant::now();
-        let child = c
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("/usr/bin/time");
-        let time_pid = child.id();
-        let done = Arc::new(AtomicBool::new(false));
-        type Samples = (u64, Vec<(f64, u64)>, Vec<(f64, u64)>);
-        let samples: Arc<Mutex<Samples>> = Arc::default();
-        let sampler = {
-            let (done, samples) = (done.clone(), samples.clone());
-            std::thread::spawn(move || {
-                let mut pid = None;
-                let mut next_mark = 0.0;
-                while !done.load(Ordering::Relaxed) {
-                    if pid.is_none() {
-                        pid = std::fs::read_to_string(format!(
-                            "/proc/{time_pid}/task/{time_pid}/children"
-                        ))
-                        .ok()
-                        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok());
-                    }
-                    if let Some(pid) = pid
-                        && let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    {
-                        let field = |name: &str| {
-                            status
-                                .lines()
-                                .find_map(|l| l.strip_prefix(name))
-                                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                        };
-                        let mut s = samples.lock().unwrap();
-                        let t = started.elapsed().as_secs_f64();
-                        if let Some(hwm) = field("VmHWM:") {
-                            let last = s.2.last().map_or(0, |x| x.1);
-                            if hwm >= last + 8 * 1024 {
-                                s.2.push((t, hwm));
-                            }
-                            s.0 = s.0.max(hwm);
-                        }
-                        if t >= next_mark
-                            && let Some(rss) = field("VmRSS:")
-                        {
-                            s.1.push((t, rss));
-                            next_mark = t.floor() + 1.0;
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            })
-        };
-        let out = child.wait_with_output().expect("wait");
-        let wall = started.elapsed();
-        done.store(true, Ordering::Relaxed);
-        sampler.join().expect("sampler");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "sync failed: {stdout}\n{stderr}");
-        let time_field = |name: &str| {
-            stderr
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(name))
-                .map(|v| v.trim().to_owned())
-                .unwrap_or_default()
-        };
-        let (hwm, rss, hwm_steps) = {
-            let s = samples.lock().unwrap();
-            (s.0, s.1.clone(), s.2.clone())
-        };
-        let stages = stderr
-            .lines()
-            .filter(|l| {
-                [
-                    "publishing data source",
-                    "published data source",
-                    "batch confirmed",
-                    "update submitted",
-                    "job succeeded",
-                ]
-                .iter()
-                .any(|m| l.contains(m))
-            })
-            .map(str::to_owned)
-            .collect();
-        Measured {
-            wall,
-            user_s: time_field("User time (seconds):").parse().unwrap_or(0.0),
-            sys_s: time_field("System time (seconds):").parse().unwrap_or(0.0),
-            time_max_rss_kb: time_field("Maximum resident set size (kbytes):")
-                .parse()
-                .unwrap_or(0),
-            hwm_kb: hwm,
-            rss,
-            hwm_steps,
-            stages,
-            report: serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
-            oracle_requests: oracle.stats().served - served,
-        }
+/// Runs `sync` under `/usr/bin/time -v`, sampling ml-connector's memory.
+fn measure(bench: &Bench, oracle: &OracleSandbox, args: &[&str]) -> Measured {
+    let served = oracle.stats().served;
+    let run = timed(&bench.command(args), "sync");
+    let stages = run
+        .stderr
+        .lines()
+        .filter(|l| {
+            [
+                "publishing data source",
+                "published data source",
+                "batch confirmed",
+                "update submitted",
+                "job succeeded",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
+        })
+        .map(str::to_owned)
+        .collect();
+    let report = serde_json::from_str(&run.stdout).unwrap_or(serde_json::Value::Null);
+    Measured {
+        run,
+        stages,
+        report,
+        oracle_requests: oracle.stats().served - served,
     }
 }
 
@@ -236,14 +80,6 @@ impl Bench {
 fn file_size(path: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).map_or((0, 0), |m| (m.len(), m.blocks() * 512))
-}
-
-fn now_utc() -> String {
-    let out = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    out.unwrap_or_default()
 }
 
 fn print(label: &str, n: u64, m: &Measured) {
@@ -350,6 +186,8 @@ mapping = "invoices.toml"
     let file = dir.join("bench.toml");
     std::fs::write(&file, tenant).expect("tenant file");
     let bench = Bench {
+        // The stages' own log lines, to place memory in time.
+        log: "warn,mlc_tableau=info,mlc_sync=info",
         dir: dir.clone(),
         bin: binary(),
         master_key: mlc_store::MasterKey::generate_base64().expose().to_owned(),
@@ -371,7 +209,7 @@ mapping = "invoices.toml"
         now_utc(),
         load().trim()
     );
-    let first = bench.measure(&oracle, &sync);
+    let first = measure(&bench, &oracle, &sync);
     println!(
         "run          {n:>9} invoices: load average after the first load {}",
         load().trim()
@@ -396,9 +234,9 @@ mapping = "invoices.toml"
         );
     }
     oracle.mutate(1000, 0);
-    let incremental = bench.measure(&oracle, &sync);
+    let incremental = measure(&bench, &oracle, &sync);
     print("incremental", n, &incremental);
-    let quiet = bench.measure(&oracle, &sync);
+    let quiet = measure(&bench, &oracle, &sync);
     print("quiet", n, &quiet);
     let (bytes, used) = file_size(&store);
     println!(
