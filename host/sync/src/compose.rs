@@ -194,6 +194,27 @@ pub struct Tenant {
     pub reference_fresh: bool,
 }
 
+/// A tenant's definition as its store holds it, parsed.
+pub fn stored_definition(store: &TenantStore) -> Result<TenantDefinition, ComposeError> {
+    let tenant = store.tenant();
+    let text = store
+        .definition()
+        .map_err(|source| ComposeError::Store {
+            tenant: tenant.to_owned(),
+            source: Box::new(source),
+        })?
+        .ok_or_else(|| ComposeError::NoDefinition {
+            tenant: tenant.to_owned(),
+            path: store.path().to_path_buf(),
+        })?;
+    definition::parse(&format!("{tenant} (stored)"), &text).map_err(|source| {
+        ComposeError::Definition {
+            tenant: tenant.to_owned(),
+            source,
+        }
+    })
+}
+
 /// The reference datasets a definition names.
 fn reference_names(definition: &TenantDefinition) -> Vec<String> {
     let r = &definition.reference;
@@ -283,19 +304,7 @@ impl Host {
             tenant: tenant.clone(),
             source: Box::new(source),
         };
-        let text = tokio::task::block_in_place(|| store.definition())
-            .map_err(store_err)?
-            .ok_or_else(|| ComposeError::NoDefinition {
-                tenant: tenant.clone(),
-                path: store.path().to_path_buf(),
-            })?;
-        let definition =
-            definition::parse(&format!("{tenant} (stored)"), &text).map_err(|source| {
-                ComposeError::Definition {
-                    tenant: tenant.clone(),
-                    source,
-                }
-            })?;
+        let definition = tokio::task::block_in_place(|| stored_definition(&store))?;
         let secret = |r: &SecretRef| self.secret(&store, r);
         let o = &definition.oracle;
         let mut oracle_config = OracleConfig::new(
@@ -354,12 +363,7 @@ impl Host {
         let mut missing = false;
         for name in &names {
             missing |=
-                !tokio::task::block_in_place(|| store.has_dataset(name)).map_err(|source| {
-                    ComposeError::Store {
-                        tenant: tenant.clone(),
-                        source: Box::new(source),
-                    }
-                })?;
+                !tokio::task::block_in_place(|| store.has_dataset(name)).map_err(store_err)?;
         }
         let reference_fresh = missing;
         if missing {

@@ -28,7 +28,9 @@ mod stages;
 pub mod template;
 
 pub use apply::{Applied, ApplyError, apply_definition};
-pub use compose::{ComposeError, Host, HostConfig, REFRESH_TOKEN_SECRET, Tenant};
+pub use compose::{
+    ComposeError, Host, HostConfig, REFRESH_TOKEN_SECRET, Tenant, stored_definition,
+};
 pub use cycle::{Progress, Quiet, Stage};
 pub use error::SyncError;
 pub use journal::{run_durable_cycle, run_durable_cycle_with};

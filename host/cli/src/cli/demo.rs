@@ -69,16 +69,7 @@ impl DemoCommand {
                 .with_context(|| format!("clearing {}", work.display()))?;
         }
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let scripted = match &self.scripted {
-            Some(p) => p.clone(),
-            None => default_scripted()?,
-        };
-        if !scripted.is_file() {
-            bail!(
-                "the scripted mapper {} is missing: build it with `cargo xtask build-plugins`",
-                scripted.display()
-            );
-        }
+        let scripted = super::runtime::scripted_mapper(self.scripted.as_deref())?;
 
         eprintln!(
             "starting the Oracle Fusion sandbox ({} invoices)…",
@@ -368,21 +359,6 @@ fn absolute(path: &Path) -> Result<PathBuf> {
         Ok(std::env::current_dir()
             .context("current directory")?
             .join(path))
-    }
-}
-
-fn default_scripted() -> Result<PathBuf> {
-    let staged = std::env::var_os("MLC_PLUGINS_BUILT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/plugins"));
-    let path = staged.join("scripted.wasm");
-    if path.exists() {
-        Ok(path)
-    } else {
-        bail!(
-            "{} not found: build the plugins with `cargo xtask build-plugins`, or pass --scripted",
-            path.display()
-        )
     }
 }
 

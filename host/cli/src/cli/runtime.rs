@@ -83,21 +83,7 @@ impl RuntimeArgs {
 
     /// Starts the host parts (plugin runtime, hyperd, watcher).
     pub async fn host(&self, key: MasterKey) -> Result<Host> {
-        let scripted = match &self.scripted {
-            Some(p) => p.clone(),
-            None => {
-                let staged = std::env::var_os("MLC_PLUGINS_BUILT")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("target/plugins"));
-                staged.join("scripted.wasm")
-            }
-        };
-        if !scripted.exists() {
-            bail!(
-                "the scripted mapper {} is missing: build it with `cargo xtask build-plugins`, or pass --scripted FILE",
-                scripted.display()
-            );
-        }
+        let scripted = scripted_mapper(self.scripted.as_deref())?;
         let config = HostConfig {
             data: self.data(),
             mappings_dir: self.mappings_dir.clone(),
@@ -107,6 +93,26 @@ impl RuntimeArgs {
         };
         Ok(Host::start(config, key).await?)
     }
+}
+
+/// The `scripted` mapper component: `given`, or the one `cargo xtask
+/// build-plugins` staged (`$MLC_PLUGINS_BUILT`, default `target/plugins`);
+/// an error saying how to build it when it is missing.
+pub fn scripted_mapper(given: Option<&std::path::Path>) -> Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::var_os("MLC_PLUGINS_BUILT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target/plugins"))
+            .join("scripted.wasm"),
+    };
+    if !path.is_file() {
+        bail!(
+            "the scripted mapper {} is missing: build it with `cargo xtask build-plugins`, or pass --scripted FILE",
+            path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// Who an audit entry names for a CLI call.

@@ -177,16 +177,7 @@ fn list(args: &RuntimeArgs, output: Output) -> Result<()> {
 
 /// A tenant's stored definition, parsed.
 pub fn stored_definition(store: &TenantStore) -> Result<TenantDefinition> {
-    let text = store.definition()?.with_context(|| {
-        format!(
-            "tenant {} has no definition: apply one with `ml-connector tenant apply FILE`",
-            store.tenant()
-        )
-    })?;
-    Ok(definition::parse(
-        &format!("{} (stored)", store.tenant()),
-        &text,
-    )?)
+    Ok(mlc_sync::stored_definition(store)?)
 }
 
 fn show(args: &RuntimeArgs, output: Output, id: &str) -> Result<()> {
