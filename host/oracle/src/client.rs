@@ -326,6 +326,9 @@ impl Inner {
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send()
                 .await;
+            metrics::counter!("mlc_oracle_requests_total", "tenant" => self.tenant.to_string(),
+                "status" => sent.as_ref().map_or_else(|_| "error".to_owned(), |r| r.status().as_u16().to_string()))
+            .increment(1);
             let (failure, wait, pushed_back) = match sent {
                 Err(e) => match classify_send_error(&e) {
                     Some(text) => (text, None, None),

@@ -1129,6 +1129,8 @@ impl PluginRuntime {
         let started = Instant::now();
         let result = self.run(loaded, resource, records, limits);
         let info = &loaded.info;
+        metrics::histogram!("mlc_plugin_call_seconds", "tenant" => info.tenant.clone(), "plugin" => info.name.clone())
+            .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(batch) => tracing::debug!(
                 tenant = %info.tenant,

@@ -42,6 +42,10 @@ pub(crate) const REJECTS: TableDefinition<(&str, u64, &str), &str> =
     TableDefinition::new("rejects");
 /// (dataset, key): a reference record as JSON.
 pub(crate) const REFERENCE: TableDefinition<(&str, &str), &str> = TableDefinition::new("reference");
+/// event id → the webhook event as received (JSON).
+pub(crate) const EVENTS: TableDefinition<&str, &str> = TableDefinition::new("events");
+/// arrival number → event id, to drop the oldest.
+pub(crate) const EVENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("event_order");
 
 const SCHEMA_KEY: &str = "schema_version";
 const INSTANCE_KEY: &str = "instance";
@@ -221,6 +225,9 @@ impl TenantStore {
         tx.open_table(REJECTS)
             .map_err(self.err("creating tables"))?;
         tx.open_table(REFERENCE)
+            .map_err(self.err("creating tables"))?;
+        tx.open_table(EVENTS).map_err(self.err("creating tables"))?;
+        tx.open_table(EVENT_ORDER)
             .map_err(self.err("creating tables"))?;
         tx.commit().map_err(self.err("committing the schema"))?;
         Ok(instance)

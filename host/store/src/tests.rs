@@ -415,3 +415,22 @@ fn a_file_left_open_by_a_crash_opens_with_its_committed_state() {
     let open_batch = store.open_batch("inv").unwrap().expect("the open batch");
     assert_eq!((open_batch.id, open_batch.records), (id, 1));
 }
+
+#[test]
+fn a_webhook_event_is_recorded_once_and_the_oldest_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert!(store.record_event("e1", r#"{"n":1}"#, 3).unwrap());
+    assert!(
+        !store.record_event("e1", r#"{"n":1}"#, 3).unwrap(),
+        "a second delivery of one event is not new"
+    );
+    assert!(store.record_event("e2", r#"{"n":2}"#, 3).unwrap());
+    assert_eq!(store.events(10).unwrap(), vec![r#"{"n":2}"#, r#"{"n":1}"#]);
+    for i in 0..3 {
+        store.record_event(&format!("x{i}"), "{}", 3).unwrap();
+    }
+    // e1 and e2 were the oldest: dropped, so they count as new again.
+    assert_eq!(store.events(usize::MAX).unwrap().len(), 3);
+    assert!(store.record_event("e1", "{}", 3).unwrap());
+}

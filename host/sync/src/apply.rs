@@ -33,6 +33,14 @@ pub enum ApplyError {
     /// The store refused.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The definition is for another tenant than the one it was sent to.
+    #[error("the definition is for tenant `{found}`, not `{expected}`")]
+    OtherTenant {
+        /// The tenant addressed.
+        expected: String,
+        /// The `id` the definition has.
+        found: String,
+    },
 }
 
 /// Applies `text` (read from `source`, a name for errors and the audit
@@ -47,6 +55,37 @@ pub fn apply_definition(
     let def = definition::parse(source, text)?;
     let path = data.tenant_file(&def.id);
     let store = TenantStore::open(&path, &def.id)?;
+    apply_parsed(&store, runtime, def, source, text, actor)
+}
+
+/// [`apply_definition`] into a store this process holds open (a running
+/// `serve`); the definition must be for `store`'s tenant.
+pub fn apply_definition_to(
+    store: &TenantStore,
+    runtime: &RuntimeStore,
+    source: &str,
+    text: &str,
+    actor: &str,
+) -> Result<Applied, ApplyError> {
+    let def = definition::parse(source, text)?;
+    if def.id != store.tenant() {
+        return Err(ApplyError::OtherTenant {
+            expected: store.tenant().to_owned(),
+            found: def.id,
+        });
+    }
+    apply_parsed(store, runtime, def, source, text, actor)
+}
+
+fn apply_parsed(
+    store: &TenantStore,
+    runtime: &RuntimeStore,
+    def: TenantDefinition,
+    source: &str,
+    text: &str,
+    actor: &str,
+) -> Result<Applied, ApplyError> {
+    let path = store.path().to_path_buf();
     let previous = store.definition()?;
     let changed = previous.as_deref() != Some(text);
     let old_pipelines: Vec<String> = previous

@@ -439,6 +439,43 @@ impl Host {
         }
     }
 
+    /// The master key the tenants' secrets are sealed with.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// Where a tenant's mapping script `file` and its sample live:
+    /// `<mappings-dir>/<tenant>/<file>` and
+    /// `<mappings-dir>/<tenant>/samples/<stem>.json` (this is the one place
+    /// that knows the layout).
+    pub fn mapping_paths(&self, tenant: &str, file: &str) -> (PathBuf, PathBuf) {
+        let dir = self.config.mappings_dir.join(tenant);
+        let stem = Path::new(file)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or(file);
+        (
+            dir.join(file),
+            dir.join("samples").join(format!("{stem}.json")),
+        )
+    }
+
+    /// Loads a pipeline's mapping script again (after its file changed): a
+    /// valid one serves the next batch, a refused one is recorded by the
+    /// plugin runtime and the previous version keeps serving. A pipeline
+    /// mapped by a plugin has nothing to load here (the plugins directory's
+    /// watcher loads plugins).
+    pub async fn reload_mapping(
+        &self,
+        tenant: &str,
+        pipeline: &definition::PipelineDefinition,
+    ) -> Result<(), ComposeError> {
+        match &pipeline.mapping {
+            Mapping::Script(file) => self.load_script(tenant, &pipeline.id, file).await,
+            Mapping::Plugin(_) => Ok(()),
+        }
+    }
+
     /// Loads `<mappings-dir>/<tenant>/<file>` through the scripted mapper as
     /// plugin `<pipeline>`, validated against its sample when there is one.
     async fn load_script(
@@ -447,8 +484,7 @@ impl Host {
         pipeline: &str,
         file: &str,
     ) -> Result<(), ComposeError> {
-        let dir = self.config.mappings_dir.join(tenant);
-        let path = dir.join(file);
+        let (path, sample_path) = self.mapping_paths(tenant, file);
         let read = |path: &Path| {
             std::fs::read(path).map_err(|source| ComposeError::Read {
                 tenant: tenant.to_owned(),
@@ -474,11 +510,6 @@ impl Host {
                 reason,
             }
         };
-        let stem = Path::new(file)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or(file);
-        let sample_path = dir.join("samples").join(format!("{stem}.json"));
         let sample = match std::fs::read_to_string(&sample_path) {
             Ok(text) => Some(
                 Sample::from_json(&sample_path.display().to_string(), &text).map_err(refused)?,

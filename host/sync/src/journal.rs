@@ -330,6 +330,7 @@ async fn drive(
                     report.action = CycleAction::Upserted {
                         request_ids: outcomes.iter().map(|o| o.request_id.clone()).collect(),
                         jobs: jobs.clone(),
+                        after_webhook: outcomes.iter().any(|o| o.seen_after_webhook),
                     };
                     (datasource_id, jobs)
                 };

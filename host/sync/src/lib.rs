@@ -12,8 +12,8 @@
 //! The cycle is [`run_durable_cycle`]: a batch driven through the store's
 //! journal, stage by stage. [`Host`] is the composition root that builds a
 //! tenant's connectors and pipelines from its stored definition
-//! ([`apply_definition`] puts one in). Not here yet: the scheduler and the
-//! webhook receiver of `serve`.
+//! ([`apply_definition`] puts one in). The scheduler, the webhook receiver
+//! and the admin API of `serve` are built over these in `mlc-serve`.
 #![warn(missing_docs)]
 
 mod apply;
@@ -27,7 +27,7 @@ mod reference;
 mod stages;
 pub mod template;
 
-pub use apply::{Applied, ApplyError, apply_definition};
+pub use apply::{Applied, ApplyError, apply_definition, apply_definition_to};
 pub use compose::{
     ComposeError, Host, HostConfig, REFRESH_TOKEN_SECRET, Tenant, stored_definition,
 };

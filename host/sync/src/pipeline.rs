@@ -70,6 +70,9 @@ pub enum CycleAction {
         request_ids: Vec<String>,
         /// The jobs Tableau ran.
         jobs: Vec<String>,
+        /// True when the poll that found the jobs finished was made at once
+        /// because a webhook said the data source changed (`serve`).
+        after_webhook: bool,
     },
 }
 

@@ -106,6 +106,9 @@ pub struct PartOutcome {
     pub request_id: String,
     /// The finished job, when Tableau started one.
     pub job: Option<Job>,
+    /// True when the poll that found the job finished was made at once
+    /// because a webhook said the data source changed ([`TableauClient::hint`]).
+    pub seen_after_webhook: bool,
 }
 
 /// The `RequestID` of part `index` (0-based) of a batch split into `parts`.
@@ -169,6 +172,8 @@ struct Inner {
     sessions: SessionManager,
     project_id: OnceCell<String>,
     progress: std::sync::RwLock<Option<UploadProgressFn>>,
+    /// Per data source id: wakes a job wait to poll now (a webhook hint).
+    hints: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 /// The Tableau client of one tenant. Cheap to clone; clones share the
@@ -206,6 +211,7 @@ impl TableauClient {
                 sessions,
                 project_id: OnceCell::new(),
                 progress: std::sync::RwLock::new(None),
+                hints: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
         })
     }
@@ -756,11 +762,21 @@ impl TableauClient {
                     part,
                 )
                 .await?;
-            let job = match &submitted.job_id {
-                Some(job_id) => Some(self.wait_for_job(job_id, &batch.datasource_name).await?),
-                None => None,
+            let (job, seen_after_webhook) = match &submitted.job_id {
+                Some(job_id) => {
+                    let hint = self.hint_for(&batch.datasource_id);
+                    let (job, hinted) = self
+                        .wait_job(job_id, &batch.datasource_name, Some(&hint))
+                        .await?;
+                    (Some(job), hinted)
+                }
+                None => (None, false),
             };
-            outcomes.push(PartOutcome { request_id, job });
+            outcomes.push(PartOutcome {
+                request_id,
+                job,
+                seen_after_webhook,
+            });
         }
         Ok(outcomes)
     }
@@ -856,7 +872,34 @@ impl TableauClient {
     /// Polls a job with exponential backoff until it completes. A failed or
     /// cancelled job becomes an error carrying Tableau's `<notes>`.
     pub async fn wait_for_job(&self, job_id: &str, datasource: &str) -> Result<Job, TableauError> {
+        self.wait_job(job_id, datasource, None)
+            .await
+            .map(|(job, _)| job)
+    }
+
+    /// Tells a job wait on data source `datasource_id` to poll now instead
+    /// of at its next backoff step: a webhook said the data source changed.
+    /// The job's state is still read over REST; a hint with no wait running
+    /// makes the next wait's first sleep end at once (harmless).
+    pub fn hint(&self, datasource_id: &str) {
+        self.hint_for(datasource_id).notify_one();
+    }
+
+    fn hint_for(&self, datasource_id: &str) -> Arc<tokio::sync::Notify> {
+        let mut hints = self.inner.hints.lock().unwrap_or_else(|p| p.into_inner());
+        hints.entry(datasource_id.to_owned()).or_default().clone()
+    }
+
+    /// [`Self::wait_for_job`], waking early on `hint`; also says whether
+    /// the poll that found the job finished followed a hint.
+    async fn wait_job(
+        &self,
+        job_id: &str,
+        datasource: &str,
+        hint: Option<&tokio::sync::Notify>,
+    ) -> Result<(Job, bool), TableauError> {
         let ctx = self.ctx("wait for job").ds(datasource);
+        let mut hinted = false;
         let poll = &self.inner.config.job_poll;
         let started = Instant::now();
         let deadline = Duration::from_secs(poll.timeout_secs);
@@ -867,8 +910,8 @@ impl TableauClient {
             if job.is_done() {
                 return match job.finish_code {
                     None | Some(0) | Some(3) => {
-                        tracing::info!(tenant = %ctx.tenant, datasource, job_id, job_type = %job.job_type, "job succeeded");
-                        Ok(job)
+                        tracing::info!(tenant = %ctx.tenant, datasource, job_id, job_type = %job.job_type, after_webhook = hinted, "job succeeded");
+                        Ok((job, hinted))
                     }
                     Some(2) => Err(ctx.err(ErrorKind::JobCancelled {
                         job_id: job.id,
@@ -890,7 +933,20 @@ impl TableauClient {
                     waited_secs: started.elapsed().as_secs(),
                 }));
             }
-            tokio::time::sleep(wait.min(deadline.saturating_sub(started.elapsed()))).await;
+            let pause = tokio::time::sleep(wait.min(deadline.saturating_sub(started.elapsed())));
+            hinted = match hint {
+                Some(h) => tokio::select! {
+                    _ = pause => false,
+                    _ = h.notified() => {
+                        tracing::debug!(tenant = %ctx.tenant, datasource, job_id, "a webhook said the data source changed: polling the job now");
+                        true
+                    }
+                },
+                None => {
+                    pause.await;
+                    false
+                }
+            };
             wait = (wait * 2).min(max_wait);
         }
     }

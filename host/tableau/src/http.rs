@@ -134,6 +134,10 @@ impl Http {
         let mut attempt: u32 = 0;
         loop {
             let result = build().send().await;
+            metrics::counter!("mlc_tableau_requests_total", "tenant" => ctx.tenant.to_string(),
+                "operation" => ctx.operation.to_string(),
+                "status" => result.as_ref().map_or_else(|_| "error".to_owned(), |r| r.status().as_u16().to_string()))
+            .increment(1);
             let last_try = attempt >= self.retry.max_retries;
             match result {
                 Err(e) => {

@@ -12,6 +12,8 @@ mod plugin;
 mod runtime;
 mod sandbox;
 #[cfg(feature = "runtime")]
+mod serve;
+#[cfg(feature = "runtime")]
 mod sync;
 #[cfg(feature = "runtime")]
 mod tenant;
@@ -73,6 +75,10 @@ enum Command {
     /// Run a tenant's pipelines now (one durable cycle each).
     #[cfg(feature = "runtime")]
     Sync(sync::SyncCommand),
+    /// Run every tenant's pipelines on their schedules, with the webhook
+    /// receiver, admin API, /metrics and status page.
+    #[cfg(feature = "runtime")]
+    Serve(serve::ServeCommand),
     /// Export again from the store: a batch, a failed batch, a record, or all.
     #[cfg(feature = "runtime")]
     Replay(sync::ReplayCommand),
@@ -105,6 +111,8 @@ impl Cli {
             Command::Keys(cmd) => cmd.run(&self.runtime, self.output).await,
             #[cfg(feature = "runtime")]
             Command::Sync(cmd) => cmd.run(&self.runtime, self.output).await,
+            #[cfg(feature = "runtime")]
+            Command::Serve(cmd) => cmd.run(&self.runtime).await,
             #[cfg(feature = "runtime")]
             Command::Replay(cmd) => cmd.run(&self.runtime, self.output).await,
             #[cfg(feature = "runtime")]

@@ -330,8 +330,13 @@ pub(super) fn report_json(r: &CycleReport) -> serde_json::Value {
         CycleAction::Published { datasource_id } => {
             json!({"type": "published", "datasource_id": datasource_id})
         }
-        CycleAction::Upserted { request_ids, jobs } => {
-            json!({"type": "upserted", "request_ids": request_ids, "jobs": jobs})
+        CycleAction::Upserted {
+            request_ids,
+            jobs,
+            after_webhook,
+        } => {
+            json!({"type": "upserted", "request_ids": request_ids, "jobs": jobs,
+                   "after_webhook": after_webhook})
         }
     };
     json!({

@@ -688,3 +688,4 @@ pub fn first_difference<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug
     }
     "none".into()
 }
+pub mod serve;

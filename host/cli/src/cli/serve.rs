@@ -1,0 +1,145 @@
+//! `serve`: the scheduler, webhook receiver, admin API, metrics and status
+//! page in one process, until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use mlc_common::Secret;
+use mlc_serve::{Clock, Replica, ServeConfig, ServeLimits};
+
+use super::runtime::RuntimeArgs;
+
+/// Run every tenant's pipelines on their schedules, and the HTTP server.
+#[derive(Debug, clap::Args)]
+pub struct ServeCommand {
+    /// Where the HTTP server listens (loopback by default).
+    #[arg(long, env = "ML_CONNECTOR_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The URL Tableau reaches this server at; with it, each tenant's
+    /// webhooks are registered on its site at start.
+    #[arg(long, env = "ML_CONNECTOR_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A file holding the admin API's bearer token (default: the
+    /// ML_CONNECTOR_ADMIN_TOKEN variable).
+    #[arg(long, env = "ML_CONNECTOR_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// This replica's index (0-based) when several share the data directory.
+    #[arg(long, env = "ML_CONNECTOR_REPLICA", default_value_t = 0)]
+    replica: u32,
+    /// How many replicas share the data directory (tenants are spread by a
+    /// rendezvous hash of their ids).
+    #[arg(long, env = "ML_CONNECTOR_REPLICAS", default_value_t = 1)]
+    replicas: u32,
+    /// Cycles of one tenant running at once.
+    #[arg(long, env = "ML_CONNECTOR_PER_TENANT", default_value_t = ServeLimits::default().per_tenant)]
+    per_tenant: usize,
+    /// Cycles running at once in the process.
+    #[arg(long, env = "ML_CONNECTOR_GLOBAL", default_value_t = ServeLimits::default().global)]
+    global: usize,
+    /// How long SIGTERM waits for running cycles (an interrupted cycle
+    /// resumes from its journal at the next start).
+    #[arg(long, env = "ML_CONNECTOR_GRACE", default_value = "30s", value_parser = duration)]
+    grace: Duration,
+    /// Run schedules this many times faster (tests and demos only).
+    #[arg(
+        long,
+        env = "ML_CONNECTOR_TIME_SCALE",
+        default_value_t = 1.0,
+        hide = true
+    )]
+    time_scale: f64,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    if let Some(s) = text.strip_suffix('s')
+        && let Ok(n) = s.parse::<u64>()
+    {
+        return Ok(Duration::from_secs(n));
+    }
+    mlc_sync::definition::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 5m or 1h"))
+}
+
+/// The shortest admin token accepted.
+const MIN_TOKEN: usize = 16;
+
+impl ServeCommand {
+    pub async fn run(self, args: &RuntimeArgs) -> Result<()> {
+        if self.replicas == 0 || self.replica >= self.replicas {
+            bail!(
+                "--replica {} is not one of 0..{} (--replicas)",
+                self.replica,
+                self.replicas
+            );
+        }
+        let admin_token = self.admin_token()?;
+        let key = args.master_key()?;
+        let host = args.host(key).await?;
+        let limits = ServeLimits {
+            per_tenant: self.per_tenant.max(1),
+            global: self.global.max(1),
+            grace: self.grace,
+            ..ServeLimits::default()
+        };
+        let config = ServeConfig {
+            listen: self.listen,
+            public_url: self.public_url.clone(),
+            admin_token,
+            limits,
+            clock: Clock::new(self.time_scale),
+            replica: Replica {
+                index: self.replica,
+                count: self.replicas,
+            },
+        };
+        mlc_serve::serve(host, config, shutdown_signal(), |addr| {
+            // On stderr: stdout stays for results; tests wait for this line.
+            eprintln!("serving on http://{addr} (status page /, API /api/v1, /metrics)");
+        })
+        .await?;
+        eprintln!("stopped");
+        Ok(())
+    }
+
+    fn admin_token(&self) -> Result<Secret> {
+        let token = match &self.admin_token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the admin token file {}", path.display()))?,
+            None => std::env::var("ML_CONNECTOR_ADMIN_TOKEN").unwrap_or_default(),
+        };
+        let token = Secret::new(token.trim().to_owned());
+        if token.expose().len() < MIN_TOKEN {
+            bail!(
+                "serve needs an admin token of at least {MIN_TOKEN} characters for its API: set \
+                 ML_CONNECTOR_ADMIN_TOKEN or pass --admin-token-file FILE \
+                 (e.g. `openssl rand -hex 32 > admin-token`)"
+            );
+        }
+        Ok(token)
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    eprintln!("stopping: waiting for running cycles");
+}

@@ -1,0 +1,542 @@
+//! The admin API under `/api/v1/` (bearer admin token; JSON in and out).
+//!
+//! | method and path | does |
+//! |---|---|
+//! | `GET /status` | what the status page shows |
+//! | `GET /tenants` | tenants with their state |
+//! | `GET /tenants/{t}` | one tenant: pipelines, secret names, state |
+//! | `PUT /tenants/{t}` | apply a definition (TOML body); the tenant restarts with it |
+//! | `GET /tenants/{t}/pipelines` | as `pipeline list` |
+//! | `POST /tenants/{t}/pipelines/{p}/pause`, `/resume` | as `pipeline pause|resume` |
+//! | `POST /tenants/{t}/pipelines/{p}/run` | run a cycle now |
+//! | `POST /tenants/{t}/pipelines/{p}/replay` | `{"failed":true}`, `{"full":true}`, `{"batch":SEQ}` or `{"record":KEY}` |
+//! | `GET /tenants/{t}/batches?pipeline=&state=&limit=` | as `batches` |
+//! | `GET /tenants/{t}/events?limit=` | webhook events received |
+//! | `GET /tenants/{t}/secrets` | secret names (never values) |
+//! | `PUT /tenants/{t}/secrets/{name}` | set a secret (body: the value) |
+//! | `GET /audit?after=&limit=`, `GET /audit/verify` | the admin audit log |
+//! | `GET /plugins` | loaded plugins and refusals |
+//! | `POST /plugins/{t}/{name}/rollback` | back to the previous version |
+//!
+//! Every change is written to the admin audit log (actor `admin-api`).
+//! Errors are `{"error": {"code", "message"}}` with a fitting status.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use mlc_common::Secret;
+use mlc_store::{BatchKind, StoreError, TenantStore};
+use mlc_sync::stored_definition;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::task::block_in_place;
+
+use crate::http::App;
+use crate::runtime_file;
+use crate::scheduler::{Command, anyhow_chain};
+use crate::views::{self, BatchQuery};
+
+/// The actor the audit log names for API changes.
+pub const ACTOR: &str = "admin-api";
+
+/// An API error: a status, a code and a message.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or a wrong token.
+    #[error("a valid admin token is required (Authorization: Bearer …)")]
+    Unauthorized,
+    /// Nothing there.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is not valid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request conflicts with the state (an unfinished batch).
+    #[error("{0}")]
+    Conflict(String),
+    /// The store refused.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::Store(StoreError::Locked { .. }) => (StatusCode::CONFLICT, "locked"),
+            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        (
+            status,
+            axum::Json(json!({"error": {"code": code, "message": self.to_string()}})),
+        )
+            .into_response()
+    }
+}
+
+type Answer = Result<axum::Json<Value>, ApiError>;
+
+/// The API's routes (mounted under `/api/v1`).
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/status", get(status))
+        .route("/tenants", get(tenants))
+        .route("/tenants/{tenant}", get(tenant).put(apply))
+        .route("/tenants/{tenant}/pipelines", get(pipelines))
+        .route(
+            "/tenants/{tenant}/pipelines/{pipeline}/{action}",
+            post(pipeline_action),
+        )
+        .route("/tenants/{tenant}/batches", get(batches))
+        .route("/tenants/{tenant}/events", get(events))
+        .route("/tenants/{tenant}/secrets", get(secrets))
+        .route("/tenants/{tenant}/secrets/{name}", put(set_secret))
+        .route("/audit", get(audit))
+        .route("/audit/verify", get(verify))
+        .route("/plugins", get(plugins))
+        .route("/plugins/{tenant}/{name}/rollback", post(rollback))
+}
+
+/// What `/status.json` and `GET /api/v1/status` answer.
+pub async fn status_document(app: &App) -> Value {
+    let mut extra = std::collections::BTreeMap::new();
+    for (id, store) in app.scheduler.stores().await {
+        let Ok(def) = block_in_place(|| stored_definition(&store)) else {
+            continue;
+        };
+        for p in &def.pipelines {
+            let state = block_in_place(|| store.pipeline(&p.id)).ok();
+            let open = block_in_place(|| store.open_batch(&p.id)).ok().flatten();
+            let failed = open.as_ref().and_then(|b| match &b.state {
+                mlc_store::BatchState::Failed { error, .. } => Some(json!({
+                    "batch": b.id, "error": error, "failures": b.failures,
+                })),
+                _ => None,
+            });
+            extra.insert(
+                (id.clone(), p.id.clone()),
+                json!({
+                    "datasource": p.datasource,
+                    "resource": p.resource.name(),
+                    "paused": state.as_ref().is_some_and(|s| s.paused),
+                    "confirmed_batches": state.as_ref().map_or(0, |s| s.confirmed_seq),
+                    "newest_record_micros": state.as_ref().and_then(|s| s.cursor.as_ref()).map(|c| c.last_update),
+                    "open_batch": open.as_ref().map(|b| json!({"id": b.id, "state": b.state.name()})),
+                    "failed_batch": failed,
+                }),
+            );
+        }
+    }
+    let mut doc = app.scheduler.status.to_json(&|t, p| {
+        extra
+            .get(&(t.to_owned(), p.to_owned()))
+            .cloned()
+            .unwrap_or(Value::Null)
+    });
+    doc["refused_plugins"] = json!(app.scheduler.host.plugins().refusals());
+    doc
+}
+
+async fn status(State(app): State<Arc<App>>) -> Answer {
+    Ok(axum::Json(status_document(&app).await))
+}
+
+async fn held(app: &App, tenant: &str) -> Result<Arc<TenantStore>, ApiError> {
+    app.scheduler
+        .store(tenant)
+        .await
+        .ok_or_else(|| ApiError::NotFound(format!("no tenant `{tenant}` runs here")))
+}
+
+fn definition(store: &TenantStore) -> Result<mlc_sync::definition::TenantDefinition, ApiError> {
+    block_in_place(|| stored_definition(store)).map_err(|e| ApiError::Invalid(anyhow_chain(&e)))
+}
+
+async fn tenants(State(app): State<Arc<App>>) -> Answer {
+    let doc = app.scheduler.status.to_json(&|_, _| Value::Null);
+    let rows: Vec<Value> = doc["tenants"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    json!({
+                        "tenant": t["tenant"],
+                        "status": t["status"],
+                        "pipelines": t["pipelines"].as_array().map_or(0, Vec::len),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(axum::Json(json!({ "tenants": rows })))
+}
+
+async fn tenant(State(app): State<Arc<App>>, Path(tenant): Path<String>) -> Answer {
+    let store = held(&app, &tenant).await?;
+    let def = definition(&store)?;
+    let mut doc = block_in_place(|| views::pipelines(&store, &def))?;
+    doc["secrets"] = json!(block_in_place(|| store.secret_names())?);
+    Ok(axum::Json(doc))
+}
+
+async fn apply(State(app): State<Arc<App>>, Path(tenant): Path<String>, body: Bytes) -> Answer {
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::Invalid("the definition is not UTF-8".into()))?;
+    let source = format!("api:{tenant}.toml");
+    let store = app.scheduler.store(&tenant).await;
+    let data = app.scheduler.host.data().clone();
+    let applied = runtime_file::visit(&data.clone(), move |runtime| match &store {
+        Some(store) => mlc_sync::apply_definition_to(store, runtime, &source, &text, ACTOR),
+        None => {
+            let def = mlc_sync::definition::parse(&source, &text)?;
+            if def.id != tenant {
+                return Err(mlc_sync::ApplyError::OtherTenant {
+                    expected: tenant,
+                    found: def.id,
+                });
+            }
+            mlc_sync::apply_definition(&data, runtime, &source, &text, ACTOR)
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        mlc_sync::ApplyError::Store(s) => ApiError::Store(s),
+        other => ApiError::Invalid(other.to_string()),
+    })?;
+    app.scheduler.refresh().await;
+    Ok(axum::Json(json!({
+        "tenant": applied.definition.id,
+        "changed": applied.changed,
+        "pipelines": applied.definition.pipelines.iter().map(|p| &p.id).collect::<Vec<_>>(),
+        "pipelines_removed": applied.removed_pipelines,
+        "missing_secrets": applied.missing_secrets,
+    })))
+}
+
+async fn pipelines(State(app): State<Arc<App>>, Path(tenant): Path<String>) -> Answer {
+    let store = held(&app, &tenant).await?;
+    let def = definition(&store)?;
+    Ok(axum::Json(block_in_place(|| {
+        views::pipelines(&store, &def)
+    })?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    #[serde(default)]
+    failed: bool,
+    #[serde(default)]
+    full: bool,
+    batch: Option<u64>,
+    record: Option<String>,
+}
+
+async fn pipeline_action(
+    State(app): State<Arc<App>>,
+    Path((tenant, pipeline, action)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Answer {
+    let store = held(&app, &tenant).await?;
+    let def = definition(&store)?;
+    if def.pipeline(&pipeline).is_none() {
+        return Err(ApiError::NotFound(format!(
+            "tenant {tenant} has no pipeline `{pipeline}`"
+        )));
+    }
+    match action.as_str() {
+        "pause" | "resume" => {
+            let paused = action == "pause";
+            block_in_place(|| store.set_paused(&pipeline, paused))?;
+            audited(
+                &app,
+                &format!("pipeline.{action}"),
+                &tenant,
+                json!({"pipeline": pipeline}),
+            )
+            .await?;
+            Ok(axum::Json(
+                json!({"tenant": tenant, "pipeline": pipeline, "paused": paused}),
+            ))
+        }
+        "run" => {
+            if !app
+                .scheduler
+                .command(&tenant, &pipeline, Command::RunNow)
+                .await
+            {
+                return Err(ApiError::Conflict(format!(
+                    "{tenant}/{pipeline} is not running in this process"
+                )));
+            }
+            audited(&app, "pipeline.run", &tenant, json!({"pipeline": pipeline})).await?;
+            Ok(axum::Json(
+                json!({"tenant": tenant, "pipeline": pipeline, "started": true}),
+            ))
+        }
+        "replay" => replay(&app, &store, &tenant, &pipeline, &body).await,
+        other => Err(ApiError::NotFound(format!(
+            "no pipeline action `{other}` (pause, resume, run, replay)"
+        ))),
+    }
+}
+
+async fn replay(
+    app: &App,
+    store: &TenantStore,
+    tenant: &str,
+    pipeline: &str,
+    body: &[u8],
+) -> Answer {
+    let req: ReplayRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::Invalid(format!(
+            "expected {{\"failed\":true}}, {{\"full\":true}}, {{\"batch\":SEQ}} or {{\"record\":KEY}}: {e}"
+        ))
+    })?;
+    let chosen = usize::from(req.failed)
+        + usize::from(req.full)
+        + usize::from(req.batch.is_some())
+        + usize::from(req.record.is_some());
+    if chosen != 1 {
+        return Err(ApiError::Invalid(
+            "say exactly one of failed, full, batch or record".into(),
+        ));
+    }
+    if req.failed {
+        let open = block_in_place(|| store.open_batch(pipeline))?;
+        let Some(batch) = open.filter(|b| matches!(b.state, mlc_store::BatchState::Failed { .. }))
+        else {
+            return Err(ApiError::Conflict(format!(
+                "{tenant}/{pipeline} has no failed batch"
+            )));
+        };
+        app.scheduler
+            .command(tenant, pipeline, Command::RunNow)
+            .await;
+        audited(
+            app,
+            "replay.failed",
+            tenant,
+            json!({"pipeline": pipeline, "batch": batch.id}),
+        )
+        .await?;
+        return Ok(axum::Json(
+            json!({"tenant": tenant, "pipeline": pipeline, "batch": batch.id}),
+        ));
+    }
+    let (kind, keys, action) = if let Some(seq) = req.batch {
+        let original = block_in_place(|| store.batch(pipeline, seq))
+            .map_err(|_| ApiError::NotFound(format!("{tenant}/{pipeline} has no batch {seq}")))?;
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = block_in_place(|| {
+                store.batch_keys(pipeline, original.seq, after.as_deref(), 10_000)
+            })?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            after = Some(last);
+            keys.extend(page);
+        }
+        (BatchKind::Replay { of: seq }, keys, "replay.batch")
+    } else if let Some(key) = &req.record {
+        if block_in_place(|| store.versions(pipeline, key))?.is_empty() {
+            return Err(ApiError::NotFound(format!(
+                "{tenant}/{pipeline} has no stored version of record `{key}`"
+            )));
+        }
+        (BatchKind::Records, vec![key.clone()], "replay.record")
+    } else {
+        (BatchKind::Reexport, Vec::new(), "replay.full")
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let n = keys.len();
+    let sent = app
+        .scheduler
+        .command(
+            tenant,
+            pipeline,
+            Command::Replay {
+                kind: kind.clone(),
+                keys,
+                reply,
+            },
+        )
+        .await;
+    if !sent {
+        return Err(ApiError::Conflict(format!(
+            "{tenant}/{pipeline} is not running in this process"
+        )));
+    }
+    let batch = answer
+        .await
+        .map_err(|_| ApiError::Conflict("the pipeline stopped before answering".into()))?
+        .map_err(|e| ApiError::Conflict(format!("{tenant}/{pipeline}: {e}")))?;
+    audited(
+        app,
+        action,
+        tenant,
+        json!({"pipeline": pipeline, "batch": batch, "kind": kind, "keys": n}),
+    )
+    .await?;
+    Ok(axum::Json(
+        json!({"tenant": tenant, "pipeline": pipeline, "batch": batch, "kind": kind, "keys": n}),
+    ))
+}
+
+async fn audited(app: &App, action: &str, tenant: &str, detail: Value) -> Result<(), ApiError> {
+    runtime_file::audit(
+        app.scheduler.host.data(),
+        ACTOR,
+        action,
+        Some(tenant),
+        detail,
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchParams {
+    pipeline: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn batches(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<BatchParams>,
+) -> Answer {
+    if let Some(s) = &q.state
+        && !views::STATES.contains(&s.as_str())
+    {
+        return Err(ApiError::Invalid(format!(
+            "state {s}: expected one of {}",
+            views::STATES.join(", ")
+        )));
+    }
+    let store = held(&app, &tenant).await?;
+    let def = definition(&store)?;
+    let query = BatchQuery {
+        pipeline: q.pipeline,
+        state: q.state,
+        limit: q.limit.unwrap_or(20).min(10_000),
+    };
+    Ok(axum::Json(block_in_place(|| {
+        views::batches(&store, &def, &query)
+    })?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limit {
+    limit: Option<usize>,
+    after: Option<u64>,
+}
+
+async fn events(
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    Query(q): Query<Limit>,
+) -> Answer {
+    let store = held(&app, &tenant).await?;
+    let events = block_in_place(|| store.events(q.limit.unwrap_or(50).min(1_000)))?;
+    let events: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect();
+    Ok(axum::Json(json!({ "events": events })))
+}
+
+async fn secrets(State(app): State<Arc<App>>, Path(tenant): Path<String>) -> Answer {
+    let store = held(&app, &tenant).await?;
+    Ok(axum::Json(
+        json!({"secrets": block_in_place(|| store.secret_names())?}),
+    ))
+}
+
+async fn set_secret(
+    State(app): State<Arc<App>>,
+    Path((tenant, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    mlc_sync::definition::SecretRef::new(&name).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let value = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::Invalid("the secret is not UTF-8".into()))?;
+    let value = Secret::new(value.trim_end_matches(['\r', '\n']).to_owned());
+    if value.is_empty() {
+        return Err(ApiError::Invalid("the secret is empty".into()));
+    }
+    let store = held(&app, &tenant).await?;
+    block_in_place(|| store.set_secret(app.scheduler.host.key(), &name, &value))?;
+    audited(&app, "secret.set", &tenant, json!({"name": name})).await?;
+    // Its clients hold the old value: the tenant is built again with it.
+    app.scheduler.restart(&tenant).await;
+    Ok(axum::Json(
+        json!({"tenant": tenant, "secret": name, "stored": true}),
+    ))
+}
+
+async fn audit(State(app): State<Arc<App>>, Query(q): Query<Limit>) -> Answer {
+    let (after, limit) = (q.after.unwrap_or(0), q.limit.unwrap_or(100).min(10_000));
+    let entries = runtime_file::visit(app.scheduler.host.data(), move |r| {
+        r.audit_log(after, limit)
+    })
+    .await?;
+    Ok(axum::Json(json!({ "entries": entries })))
+}
+
+async fn verify(State(app): State<Arc<App>>) -> Answer {
+    let broken = runtime_file::visit(app.scheduler.host.data(), |r| r.verify_audit()).await?;
+    Ok(axum::Json(match broken {
+        None => json!({"ok": true}),
+        Some(b) => json!({"ok": false, "broken_at": b}),
+    }))
+}
+
+async fn plugins(State(app): State<Arc<App>>) -> Answer {
+    let plugins = app.scheduler.host.plugins();
+    Ok(axum::Json(
+        json!({"plugins": plugins.list(), "refusals": plugins.refusals()}),
+    ))
+}
+
+async fn rollback(
+    State(app): State<Arc<App>>,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Answer {
+    held(&app, &tenant).await?;
+    let info = app
+        .scheduler
+        .host
+        .plugins()
+        .rollback(&tenant, &name)
+        .map_err(|e| ApiError::Conflict(e.chain()))?;
+    audited(
+        &app,
+        "plugin.rollback",
+        &tenant,
+        json!({"plugin": name, "version": info.version}),
+    )
+    .await?;
+    Ok(axum::Json(
+        json!({"tenant": tenant, "plugin": name, "current": info}),
+    ))
+}

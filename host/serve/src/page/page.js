@@ -1,0 +1,161 @@
+// The status page: reads /status.json every 3 s and draws it; the replay
+// button posts to the admin API with the token the operator types once.
+"use strict";
+
+const DAY = 24 * 3600;
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+function ago(now, t) {
+  if (!t) return "—";
+  const s = Math.max(0, now - t);
+  if (s < 90) return `${Math.round(s)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  return `${(s / 3600).toFixed(1)} h ago`;
+}
+
+function secs(s) {
+  if (s === null || s === undefined) return "—";
+  if (s < 90) return `${s.toFixed(1)} s`;
+  if (s < 5400) return `${(s / 60).toFixed(1)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+// Rows sent per cycle (bars) and freshness (line) over the last day.
+function spark(now, history) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("viewBox", "0 0 140 28");
+  const x = (t) => 140 * (1 - Math.min(DAY, Math.max(0, now - t)) / DAY);
+  const maxRows = Math.max(1, ...history.rows.map((r) => r[1]));
+  for (const [t, n] of history.rows) {
+    const r = document.createElementNS(ns, "rect");
+    const h = Math.max(1, 26 * n / maxRows);
+    r.setAttribute("class", "rows");
+    r.setAttribute("x", x(t) - 1); r.setAttribute("y", 28 - h);
+    r.setAttribute("width", 2); r.setAttribute("height", h);
+    svg.append(r);
+  }
+  if (history.freshness.length > 1) {
+    const maxF = Math.max(1, ...history.freshness.map((f) => f[1]));
+    const pts = history.freshness.map(([t, f]) => `${x(t).toFixed(1)},${(27 - 25 * f / maxF).toFixed(1)}`);
+    const p = document.createElementNS(ns, "polyline");
+    p.setAttribute("class", "fresh");
+    p.setAttribute("points", pts.join(" "));
+    svg.append(p);
+  }
+  return svg;
+}
+
+function token() {
+  let t = sessionStorage.getItem("mlc-admin-token");
+  if (!t) {
+    t = window.prompt("Admin token (ML_CONNECTOR_ADMIN_TOKEN):");
+    if (t) sessionStorage.setItem("mlc-admin-token", t);
+  }
+  return t;
+}
+
+async function replay(tenant, pipeline, button) {
+  const t = token();
+  if (!t) return;
+  button.disabled = true;
+  button.textContent = "replaying…";
+  try {
+    const r = await fetch(`/api/v1/tenants/${encodeURIComponent(tenant)}/pipelines/${encodeURIComponent(pipeline)}/replay`, {
+      method: "POST",
+      headers: { "Authorization": `Bearer ${t}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ failed: true }),
+    });
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 401) sessionStorage.removeItem("mlc-admin-token");
+    button.textContent = r.ok ? `retrying ${body.batch}` : `refused: ${body.error ? body.error.message : r.status}`;
+    button.dataset.outcome = r.ok ? "ok" : "refused";
+  } catch (e) {
+    button.textContent = `failed: ${e}`;
+  }
+}
+
+function stateOf(p) {
+  const s = p.store || {};
+  if (s.paused) return ["paused", "paused"];
+  if (s.failed_batch) return ["failed", "failed"];
+  if (p.schedule && p.schedule.state === "running") return ["running", "running"];
+  if (p.last_cycle && p.last_cycle.outcome === "ok") return ["ok", "ok"];
+  return [p.schedule ? p.schedule.state : "—", ""];
+}
+
+function draw(doc) {
+  const now = doc.now;
+  const body = document.querySelector("#pipelines tbody");
+  body.replaceChildren();
+  const problems = [];
+  let pipelines = 0;
+  for (const t of doc.tenants) {
+    if (t.status.state === "failed") problems.push(`tenant ${t.tenant}: ${t.status.error}`);
+    for (const r of t.refused) problems.push(`${t.tenant}/${r.pipeline}: mapping refused (${r.file}): ${r.reason}`);
+    for (const p of t.pipelines) {
+      pipelines++;
+      const s = p.store || {};
+      const [label, cls] = stateOf(p);
+      const last = p.last_cycle;
+      const lastAt = last ? last.at : null;
+      const okAt = last && last.outcome === "ok" ? last.at : null;
+      const next = p.schedule && p.schedule.state === "scheduled" ? Math.max(0, p.schedule.next_run - now) : null;
+      const rows = p.history.rows.reduce((a, r) => a + r[1], 0);
+      const fresh = p.freshness ? `${secs(p.freshness.p50_secs)} / ${secs(p.freshness.p95_secs)}` : "—";
+      const row = el("tr", { "data-pipeline": `${t.tenant}/${p.pipeline}` },
+        el("td", {}, `${t.tenant} / ${p.pipeline}`),
+        el("td", {}, s.datasource || "—"),
+        el("td", {}, el("span", { class: `state ${cls}` }, label)),
+        el("td", {}, ago(now, lastAt)),
+        el("td", {}, next === null ? "—" : `in ${secs(next)}`),
+        el("td", {}, okAt ? secs(now - okAt) : "—"),
+        el("td", {}, fresh),
+        el("td", {}, rows.toLocaleString()),
+        el("td", {}, spark(now, p.history)),
+        el("td", {}));
+      if (s.failed_batch) {
+        const b = el("button", { class: "replay" }, "replay");
+        b.addEventListener("click", () => replay(t.tenant, p.pipeline, b));
+        row.lastChild.append(b);
+      }
+      body.append(row);
+      if (s.failed_batch) {
+        body.append(el("tr", { class: "failure" },
+          el("td", { colspan: "10" },
+            el("div", { class: "error" }, `batch ${s.failed_batch.batch} failed (${s.failed_batch.failures}×): ${s.failed_batch.error}`))));
+      }
+    }
+  }
+  for (const r of doc.refused_plugins || []) problems.push(`plugin ${r.tenant}/${r.name} refused (${r.kind}): ${r.reason}`);
+  const list = document.getElementById("problem-list");
+  list.replaceChildren(...problems.map((p) => el("li", { class: "error" }, p)));
+  document.getElementById("problems").hidden = problems.length === 0;
+  document.getElementById("summary").textContent =
+    `${doc.tenants.length} tenants · ${pipelines} pipelines · up ${secs(now - doc.started_at)}`;
+  const hooks = Object.entries(doc.webhooks || {});
+  document.getElementById("webhooks").textContent = hooks.length
+    ? hooks.map(([k, v]) => `${k}: ${v}`).join(" · ") : "none received";
+  document.body.dataset.loaded = "true";
+}
+
+async function refresh() {
+  try {
+    const r = await fetch("/status.json", { cache: "no-store" });
+    if (r.ok) draw(await r.json());
+  } catch (e) {
+    document.getElementById("summary").textContent = `cannot reach the server: ${e}`;
+  }
+}
+
+refresh();
+setInterval(refresh, 3000);
