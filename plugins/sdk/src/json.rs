@@ -5,14 +5,26 @@
 //! a field is asked for, and strings without escapes are never copied. A
 //! nested object or array is re-scanned only when opened. Numbers stay text,
 //! so decimals are read exactly (see [`crate::value`]).
+//!
+//! The index accepts exactly the texts `serde_json` accepts as an object
+//! (the host parses every record with it before a plugin sees it), and reads
+//! the same values from them: the property tests in `tests/json_props.rs` hold
+//! it to that. In particular a string's escapes must decode (a lone
+//! surrogate is refused, as `serde_json` refuses it), a number must fit an
+//! `f64` (`1e400` is refused, as `serde_json` refuses it; decimals are
+//! still read exactly from the text), nesting stops at [`MAX_DEPTH`], and
+//! of a member named twice the last one counts, as in a `serde_json` map.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use mlc_common::json_text::{string_run_end, unescape};
 
-/// Deepest nesting accepted.
-const MAX_DEPTH: usize = 128;
+/// Most arrays and objects open at once, the record itself included:
+/// `serde_json`'s recursion limit (it refuses the 128th), so a record the
+/// host accepted is never too deep here and one it refused is refused here
+/// too.
+pub const MAX_DEPTH: usize = 127;
 
 /// Why a text is not valid JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,9 +232,9 @@ impl<'a> Object<'a> {
 
     /// The value of field `name` (`null` included). The host never passes
     /// a record that repeats a member; should a plugin's own input repeat
-    /// one, the first wins, as in the mapping-script scanner.
+    /// one, the last wins, as in a `serde_json` map.
     pub fn get(&self, name: &str) -> Option<Json<'a>> {
-        self.fields.iter().find_map(|f| {
+        self.fields.iter().rev().find_map(|f| {
             let matches = if f.escaped {
                 unescape(f.key).is_some_and(|k| k == name)
             } else {
@@ -247,12 +259,13 @@ impl<'a> Object<'a> {
         self.fields.is_empty()
     }
 
-    /// Field names (decoded) and values, in order.
+    /// Field names (decoded) and values, in order; a repeated name comes
+    /// once per time it is written (of which [`Object::get`] takes the last).
     pub fn iter(&self) -> impl Iterator<Item = (Cow<'a, str>, Json<'a>)> + '_ {
         self.fields.iter().map(|f| {
             let key = if f.escaped {
-                // The scanner checked the escapes; should one still not
-                // decode, the name is shown as written.
+                // The scanner checked that the escapes decode; the
+                // fallback is never taken.
                 unescape(f.key).map_or(Cow::Borrowed(f.key), Cow::Owned)
             } else {
                 Cow::Borrowed(f.key)
@@ -318,13 +331,7 @@ impl<'a> Scanner<'a> {
                     self.pos += 1;
                     match self.bump() {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
-                        Some(b'u') => {
-                            let hex = self.bytes.get(self.pos..self.pos + 4);
-                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                                return Err(self.error("bad \\u escape"));
-                            }
-                            self.pos += 4;
-                        }
+                        Some(b'u') => self.unicode_escape()?,
                         _ => return Err(self.error("bad escape")),
                     }
                 }
@@ -332,6 +339,39 @@ impl<'a> Scanner<'a> {
                 None => return Err(self.error("unterminated string")),
             }
         }
+    }
+
+    /// After `\u`: one code point's escape, a surrogate pair written as
+    /// two (`\ud83d\ude00`); a lone or reversed surrogate is refused, as
+    /// `serde_json` refuses it (it would not decode).
+    fn unicode_escape(&mut self) -> Result<(), JsonError> {
+        let first = self.hex4().ok_or_else(|| self.error("bad \\u escape"))?;
+        match first {
+            0xD800..=0xDBFF => {
+                if self.bytes.get(self.pos..self.pos + 2) != Some(b"\\u") {
+                    return Err(self.error("lone surrogate in \\u escape"));
+                }
+                self.pos += 2;
+                let second = self.hex4().ok_or_else(|| self.error("bad \\u escape"))?;
+                if !(0xDC00..=0xDFFF).contains(&second) {
+                    return Err(self.error("lone surrogate in \\u escape"));
+                }
+                Ok(())
+            }
+            0xDC00..=0xDFFF => Err(self.error("lone surrogate in \\u escape")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Four hex digits at `pos` (moved past them), as a number.
+    fn hex4(&mut self) -> Option<u32> {
+        let hex = self.bytes.get(self.pos..self.pos + 4)?;
+        let mut n = 0u32;
+        for &h in hex {
+            n = n * 16 + char::from(h).to_digit(16)?;
+        }
+        self.pos += 4;
+        Some(n)
     }
 
     fn literal(&mut self, word: &'static [u8]) -> Result<(), JsonError> {
@@ -352,23 +392,27 @@ impl<'a> Scanner<'a> {
     }
 
     fn number(&mut self) -> Result<(), JsonError> {
+        let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
         }
-        match self.peek() {
-            Some(b'0') => self.pos += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
+        let integer = match self.peek() {
+            Some(b'0') => {
+                self.pos += 1;
+                1
             }
+            Some(b'1'..=b'9') => self.digits(),
             _ => return Err(self.error("bad number")),
-        }
+        };
         if self.peek() == Some(b'.') {
             self.pos += 1;
             if self.digits() == 0 {
                 return Err(self.error("bad number fraction"));
             }
         }
+        let mut exponent = false;
         if let Some(b'e' | b'E') = self.peek() {
+            exponent = true;
             self.pos += 1;
             if let Some(b'+' | b'-') = self.peek() {
                 self.pos += 1;
@@ -377,12 +421,31 @@ impl<'a> Scanner<'a> {
                 return Err(self.error("bad number exponent"));
             }
         }
+        // Only an exponent or more than 308 integer digits can pass
+        // f64::MAX (about 1.8e308); serde_json refuses such a number.
+        if (exponent || integer > 308) && !self.fits_f64(start) {
+            return Err(JsonError {
+                offset: start,
+                message: "number out of range (beyond f64)",
+            });
+        }
         Ok(())
     }
 
-    /// Skips one value, validating it.
+    /// Whether the number from `start` to `pos` is finite as an `f64`.
+    #[cold]
+    fn fits_f64(&self, start: usize) -> bool {
+        self.bytes
+            .get(start..self.pos)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|t| t.parse::<f64>().ok())
+            .is_some_and(f64::is_finite)
+    }
+
+    /// Skips one value inside `depth` open arrays and objects, validating
+    /// it.
     fn value(&mut self, depth: usize) -> Result<(), JsonError> {
-        if depth > MAX_DEPTH {
+        if depth >= MAX_DEPTH && matches!(self.peek(), Some(b'{' | b'[')) {
             return Err(self.error("nested too deeply"));
         }
         match self.peek() {
@@ -487,9 +550,18 @@ mod tests {
     }
 
     #[test]
-    fn first_duplicate_wins_and_empty_containers_parse() {
-        let obj = Object::parse(r#"{"a": 1, "a": 2, "e": {}, "l": []}"#).unwrap();
-        assert_eq!(obj.get("a").unwrap().raw(), "1");
+    fn last_duplicate_wins_as_in_serde_json_and_empty_containers_parse() {
+        // Bug: the first of a repeated member won, while serde_json (the
+        // host's reader) keeps the last.
+        let obj = Object::parse(r#"{"a": 1, "a": 2, "e": {}, "l": [], "\u0061": 3}"#).unwrap();
+        assert_eq!(obj.get("a").unwrap().raw(), "3");
+        let obj = Object::parse(r#"{"a": 1, "b": {"c": 1, "c": 2}, "a": 2}"#).unwrap();
+        assert_eq!(obj.get("a").unwrap().raw(), "2");
+        let b = obj.get("b").unwrap().as_object().unwrap();
+        assert_eq!(b.get("c").unwrap().raw(), "2");
+        // iter() shows every member as written.
+        assert_eq!(obj.iter().count(), 3);
+        let obj = Object::parse(r#"{"e": {}, "l": []}"#).unwrap();
         assert!(obj.get("e").unwrap().as_object().unwrap().is_empty());
         assert!(obj.get("l").unwrap().as_array().unwrap().is_empty());
         assert!(Object::parse("{}").unwrap().is_empty());
@@ -524,6 +596,89 @@ mod tests {
             Object::parse(&deep).unwrap_err().message,
             "nested too deeply"
         );
+    }
+
+    /// `open` arrays and objects in all, the record included.
+    fn nested(open: usize, innermost: &str) -> String {
+        let inner = open - 1;
+        format!(
+            "{{\"a\": {}{innermost}{}}}",
+            "[{\"b\": ".repeat(inner / 2) + &"[".repeat(inner % 2),
+            "]".repeat(inner % 2) + &"}]".repeat(inner / 2)
+        )
+    }
+
+    #[test]
+    fn nesting_stops_where_serde_json_stops() {
+        // Bug: 128 containers (129 with an empty innermost one) were
+        // accepted, serde_json refuses the 128th.
+        for innermost in ["1", "[]", "{}"] {
+            let open = MAX_DEPTH - usize::from(innermost != "1");
+            let ok = nested(open, innermost);
+            assert!(Object::parse(&ok).is_ok(), "{ok}");
+            assert!(serde_json::from_str::<serde_json::Value>(&ok).is_ok());
+            let deep = nested(open + 1, innermost);
+            assert_eq!(
+                Object::parse(&deep).unwrap_err().message,
+                "nested too deeply"
+            );
+            assert!(serde_json::from_str::<serde_json::Value>(&deep).is_err());
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_are_refused_like_serde_json() {
+        // Bug: `\ud800` passed the scanner (only the field read refused
+        // it, and a name that did not decode was shown escaped).
+        for bad in [
+            r#"{"a": "\ud800"}"#,
+            r#"{"a": "x\ud800y"}"#,
+            r#"{"a": "\udc00"}"#,
+            r#"{"a": "\ude00\ud83d"}"#,
+            r#"{"a": "\ud83d\u0041"}"#,
+            r#"{"a": "\ud83d\ud83d"}"#,
+            r#"{"a": "\ud83d\n"}"#,
+            r#"{"a": "\ud83d\ude0"}"#,
+            r#"{"\udfff": 1}"#,
+            r#"{"a": [{"b": "\ud800"}]}"#,
+        ] {
+            assert!(Object::parse(bad).is_err(), "{bad} was accepted");
+            assert!(serde_json::from_str::<serde_json::Value>(bad).is_err());
+        }
+        let obj = Object::parse(r#"{"a": "\uD83D\uDE00\udbff\udfff"}"#).unwrap();
+        assert_eq!(
+            obj.get("a").unwrap().as_str().unwrap(),
+            "\u{1F600}\u{10FFFF}"
+        );
+    }
+
+    #[test]
+    fn numbers_beyond_f64_are_refused_like_serde_json() {
+        // Bug: `1e400` passed, and a text column took it as written, while
+        // serde_json (and so the host) refuses the record.
+        let long = format!("{{\"a\": {}}}", "9".repeat(400));
+        for bad in [r#"{"a": 1e400}"#, r#"{"a": -2E+308}"#, long.as_str()] {
+            assert_eq!(
+                Object::parse(bad).unwrap_err().message,
+                "number out of range (beyond f64)",
+                "{bad}"
+            );
+            assert!(serde_json::from_str::<serde_json::Value>(bad).is_err());
+        }
+        let zeros = format!("{{\"a\": 0.{}1}}", "0".repeat(400));
+        for ok in [
+            r#"{"a": 1e308}"#,
+            r#"{"a": 1e-400}"#,
+            r#"{"a": 0e999999999999}"#,
+            r#"{"a": -1.5e-99999999999999999999}"#,
+            zeros.as_str(),
+        ] {
+            assert!(Object::parse(ok).is_ok(), "{ok}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(ok).is_ok(),
+                "{ok}"
+            );
+        }
     }
 
     #[test]
