@@ -173,3 +173,406 @@ async fn serve_keeps_two_tenants_current_and_one_tenants_failures_stay_its_own()
         assert!(!ended.stderr.contains(secret), "a secret reached the log");
     }
 }
+
+/// POSTs `body` to `url` as JSON; the status.
+async fn deliver(http: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> u16 {
+    http.post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("posting to the receiver: {e}"))
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_hints_checked_over_rest_and_bad_deliveries_change_nothing() {
+    let world = World::start(
+        SandboxConfig {
+            seed: 22,
+            invoices: 80,
+            ..SandboxConfig::default()
+        },
+        TableauSandboxConfig::default(),
+    )
+    .await;
+    world.setup_tenant_with("acme", &INVOICES, every_minute);
+    let port = support::serve::free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let server = world.serve(port, &["--public-url", &public]);
+    until_equal(&server, &world, "acme", "the first load").await;
+
+    // Tableau's jobs take 4 s; the client's polls back off past that, so
+    // the batch is seen finished on the poll the webhook asks for.
+    world.tableau.faults().slow_jobs(Duration::from_secs(4));
+    world.oracle.mutate(5, 2);
+    server
+        .wait_for(
+            Duration::from_secs(90),
+            "a batch confirmed right after Tableau's webhook said its job finished",
+            || async {
+                let p = server.pipeline("acme", "invoices").await;
+                (p["last_cycle"]["outcome"] == "ok" && p["last_cycle"]["after_webhook"] == true)
+                    .then_some(())
+            },
+        )
+        .await;
+    world.tableau.faults().slow_jobs(Duration::ZERO);
+    until_equal(&server, &world, "acme", "the changes").await;
+
+    // A genuine delivery, as Tableau made it: its URL carries the token.
+    let genuine = world
+        .tableau
+        .webhook_deliveries()
+        .into_iter()
+        .find(|d| {
+            d.url.starts_with(&public)
+                && matches!(
+                    d.outcome,
+                    mlc_sandbox_tableau::DeliveryOutcome::Delivered { status: 200 }
+                )
+        })
+        .expect("Tableau delivered an event to the receiver");
+    let url = genuine.url.clone();
+    let token = url.rsplit('/').next().expect("token").to_owned();
+    assert!(token.len() >= 32, "an unguessable token: {url}");
+
+    // Nothing below may change a batch: pause the schedule, take a picture.
+    let (code, _) = server
+        .call(
+            Method::POST,
+            "/api/v1/tenants/acme/pipelines/invoices/pause",
+            None,
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, before) = server.get("/api/v1/tenants/acme/batches?limit=1000").await;
+
+    let http = reqwest::Client::new();
+    let payload = genuine.payload.to_string();
+    let forged_token = "0".repeat(token.len());
+    let forged = url.replace(&token, &forged_token);
+    let other_tenant = url.replace("/acme/", "/nobody/");
+    let mut foreign = genuine.payload.clone();
+    foreign["site_luid"] = "00000000-0000-0000-0000-000000000000".into();
+    let mut unmatched = genuine.payload.clone();
+    unmatched["resource_luid"] = "11111111-2222-3333-4444-555555555555".into();
+    unmatched["created_at"] = "2026-01-01T00:00:00Z".into();
+    let cases: Vec<(&str, String, String, u16)> = vec![
+        ("unknown tenant", other_tenant, payload.clone(), 404),
+        ("forged token", forged.clone(), payload.clone(), 404),
+        (
+            "oversized",
+            url.clone(),
+            format!("{{\"x\":\"{}\"}}", "a".repeat(70 << 10)),
+            413,
+        ),
+        ("malformed", url.clone(), "{\"resource\": ".into(), 400),
+        (
+            "not a Tableau event",
+            url.clone(),
+            "{\"hello\":\"world\"}".into(),
+            400,
+        ),
+        ("another site", url.clone(), foreign.to_string(), 400),
+        ("replayed", url.clone(), payload.clone(), 200),
+        (
+            "a data source that is not ours",
+            url.clone(),
+            unmatched.to_string(),
+            200,
+        ),
+    ];
+    for (what, to, body, expect) in &cases {
+        assert_eq!(deliver(&http, to, body.clone()).await, *expect, "{what}");
+    }
+    // A flood of forgeries.
+    for _ in 0..50 {
+        assert_eq!(deliver(&http, &forged, payload.clone()).await, 404);
+    }
+    let (_, after) = server.get("/api/v1/tenants/acme/batches?limit=1000").await;
+    assert_eq!(before, after, "a bad delivery changed a batch");
+
+    let counts = server.status().await["webhooks"].clone();
+    for (outcome, at_least) in [
+        ("unknown-tenant", 1),
+        ("forged", 51),
+        ("oversized", 1),
+        ("malformed", 2),
+        ("foreign-site", 1),
+        ("duplicate", 1),
+        ("unmatched", 1),
+        ("accepted", 1),
+    ] {
+        assert!(
+            counts[outcome].as_u64().unwrap_or(0) >= at_least,
+            "{outcome}: expected at least {at_least} in {counts:#}"
+        );
+    }
+    let (_, events) = server.get("/api/v1/tenants/acme/events").await;
+    let stored = events["events"].as_array().expect("events");
+    assert!(
+        stored
+            .iter()
+            .all(|e| e["site_luid"] == world.tableau.site_id()),
+        "only the tenant's own site's events are stored: {events:#}"
+    );
+    let (_, text) = server.text("/metrics").await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}"));
+    let forged: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "mlc_webhook_deliveries_total" && s.labels.get("outcome") == Some("forged")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert!(
+        forged >= 51.0,
+        "forged deliveries counted {forged}:\n{text}"
+    );
+    // The token never reaches the log or the metrics.
+    assert!(!text.contains(&token), "the webhook token is in /metrics");
+    assert!(
+        !server.log().contains(&token),
+        "the webhook token was logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_wants_its_token_and_drives_the_runtime() {
+    let world = World::start(
+        SandboxConfig {
+            seed: 23,
+            invoices: 60,
+            ..SandboxConfig::default()
+        },
+        TableauSandboxConfig::default(),
+    )
+    .await;
+    let file = world.setup_tenant_with("acme", &INVOICES, every_minute);
+    let server = world.serve(0, &[]);
+
+    // Without the token, or with a wrong one: 401, nothing else said.
+    for token in [
+        None,
+        Some("wrong"),
+        Some(&ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]),
+    ] {
+        for path in [
+            "/api/v1/tenants",
+            "/api/v1/tenants/acme/secrets",
+            "/api/v1/audit",
+        ] {
+            let (code, body) = server.call(Method::GET, path, None, token).await;
+            assert_eq!(code, 401, "{path} with {token:?}: {body}");
+            assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+        }
+    }
+    let (code, _) = server
+        .call(
+            Method::PUT,
+            "/api/v1/tenants/acme/secrets/tableau-pat",
+            Some("x".into()),
+            Some("wrong"),
+        )
+        .await;
+    assert_eq!(code, 401);
+    assert_eq!(server.text("/healthz").await.0, 200);
+
+    until_equal(&server, &world, "acme", "the first load").await;
+    server
+        .wait_for(Duration::from_secs(30), "/readyz", || async {
+            (server.text("/readyz").await.0 == 200).then_some(())
+        })
+        .await;
+
+    // Pause: Oracle's changes wait; resume: they arrive.
+    let (code, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/tenants/acme/pipelines/invoices/pause",
+            None,
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!((code, body["paused"].clone()), (200, true.into()), "{body}");
+    server
+        .wait_for(
+            Duration::from_secs(20),
+            "the pipeline to show paused",
+            || async {
+                (server.pipeline("acme", "invoices").await["schedule"]["state"] == "paused")
+                    .then_some(())
+            },
+        )
+        .await;
+    world.oracle.mutate(4, 2);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_ne!(
+        oracle_invoices(&world),
+        tableau_invoices(&world, "acme").await,
+        "a paused pipeline synced"
+    );
+    let (code, _) = server
+        .call(
+            Method::POST,
+            "/api/v1/tenants/acme/pipelines/invoices/resume",
+            None,
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(code, 200);
+    until_equal(&server, &world, "acme", "the changes after resume").await;
+
+    // A full replay from the store, through the pipeline's own task.
+    let (code, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/tenants/acme/pipelines/invoices/replay",
+            Some(r#"{"full": true}"#.into()),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let replayed = body["batch"].as_str().expect("batch id").to_owned();
+    server
+        .wait_for(
+            Duration::from_secs(60),
+            "the replay to be confirmed",
+            || async {
+                let (_, b) = server
+                    .get("/api/v1/tenants/acme/batches?state=confirmed&limit=50")
+                    .await;
+                b["batches"]
+                    .as_array()
+                    .is_some_and(|bs| bs.iter().any(|x| x["id"] == replayed.as_str()))
+                    .then_some(())
+            },
+        )
+        .await;
+    let (code, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/tenants/acme/pipelines/invoices/replay",
+            Some(r#"{"failed": true}"#.into()),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(
+        (code, body["error"]["code"].clone()),
+        (409, "conflict".into()),
+        "{body}"
+    );
+    until_equal(&server, &world, "acme", "Tableau after the replay").await;
+
+    // A definition through the API: a broken one is refused with its
+    // location and changes nothing; a valid one takes effect.
+    let text = std::fs::read_to_string(&file).expect("tenant file");
+    let (code, body) = server
+        .call(
+            Method::PUT,
+            "/api/v1/tenants/acme",
+            Some(text.replace("every = \"1m\"", "every = \"1 minute\"")),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("pipeline[0].every"), "{message}");
+    let (code, body) = server
+        .call(
+            Method::PUT,
+            "/api/v1/tenants/acme",
+            Some(text.replace("every = \"1m\"", "every = \"2m\"")),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(
+        (code, body["changed"].clone()),
+        (200, true.into()),
+        "{body}"
+    );
+    server
+        .wait_for(Duration::from_secs(30), "the new schedule", || async {
+            (server.pipeline("acme", "invoices").await["every_secs"] == 120).then_some(())
+        })
+        .await;
+
+    // Every change is in the audit log, by the API, and the chain holds.
+    let (_, audit) = server.get("/api/v1/audit?limit=1000").await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|e| e["actor"] == "admin-api")
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in [
+        "pipeline.pause",
+        "pipeline.resume",
+        "replay.full",
+        "tenant.apply",
+    ] {
+        assert!(actions.contains(&a), "{a} not audited: {actions:?}");
+    }
+    let (_, verify) = server.get("/api/v1/audit/verify").await;
+    assert_eq!(verify["ok"], true, "{verify}");
+
+    // /metrics is Prometheus text with the families a dashboard needs.
+    world.oracle.mutate(3, 1);
+    until_equal(&server, &world, "acme", "one more change").await;
+    let (code, text) = server.text("/metrics").await;
+    assert_eq!(code, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"));
+    let families: std::collections::BTreeSet<String> = scrape
+        .samples
+        .iter()
+        .map(|s| {
+            s.metric
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count")
+                .to_owned()
+        })
+        .collect();
+    for family in [
+        "mlc_records_pulled_total",
+        "mlc_rows_written_total",
+        "mlc_rejects_total",
+        "mlc_batches_total",
+        "mlc_open_batch",
+        "mlc_cycle_duration_seconds",
+        "mlc_freshness_seconds",
+        "mlc_last_success_timestamp_seconds",
+        "mlc_plugin_call_seconds",
+        "mlc_oracle_requests_total",
+        "mlc_tableau_requests_total",
+    ] {
+        assert!(
+            families.contains(family),
+            "{family} missing from /metrics:\n{text}"
+        );
+    }
+    let pulled: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "mlc_records_pulled_total" && s.labels.get("tenant") == Some("acme")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert!(pulled >= 60.0, "records pulled {pulled}:\n{text}");
+    assert!(!text.contains(ADMIN_TOKEN));
+}
