@@ -576,3 +576,78 @@ async fn the_admin_api_wants_its_token_and_drives_the_runtime() {
     assert!(pulled >= 60.0, "records pulled {pulled}:\n{text}");
     assert!(!text.contains(ADMIN_TOKEN));
 }
+
+/// `kill -9` of `serve` at random moments while Oracle changes and cycles
+/// run (Tableau's jobs slowed so some kills land between submit and
+/// confirm), five times, each followed by a restart: Tableau ends equal to
+/// Oracle, no row doubled, every batch confirmed. The seed is printed;
+/// `MLC_CRASH_SEED=<n>` draws the same moments again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_serve_during_cycles_then_restart_loses_and_doubles_nothing() {
+    let world = World::start(
+        SandboxConfig {
+            seed: 24,
+            invoices: 300,
+            ..SandboxConfig::default()
+        },
+        TableauSandboxConfig::default(),
+    )
+    .await;
+    world.setup_tenant_with("acme", &INVOICES, every_minute);
+    world.tableau.faults().slow_jobs(Duration::from_millis(700));
+    let seed = std::env::var("MLC_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+        });
+    eprintln!("crash seed {seed} (MLC_CRASH_SEED={seed} draws the same moments)");
+    let mut rng = seed;
+    let mut next = move |lo: u64, hi: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        lo + rng % (hi - lo)
+    };
+    let mut states = Vec::new();
+    for round in 0..5 {
+        let server = world.serve(0, &[]);
+        for _ in 0..next(2, 6) {
+            world.oracle.mutate(3, 1);
+            tokio::time::sleep(Duration::from_millis(next(200, 900))).await;
+        }
+        let ended = server.kill9();
+        assert!(
+            ended.killed,
+            "round {round}: serve exited by itself:\n{}",
+            ended.stderr
+        );
+        let doc = world.json(&["batches", "acme", "--limit", "1"]);
+        let state = doc["batches"][0]["state"]["state"]
+            .as_str()
+            .unwrap_or("none")
+            .to_owned();
+        eprintln!("round {round}: the kill left the newest batch {state}");
+        states.push(state);
+    }
+    world.tableau.faults().slow_jobs(Duration::ZERO);
+    let server = world.serve(0, &[]);
+    until_equal(&server, &world, "acme", "Tableau after the last restart").await;
+    server
+        .wait_for(Duration::from_secs(30), "every batch confirmed", || async {
+            let (_, b) = server.get("/api/v1/tenants/acme/batches?limit=10000").await;
+            b["batches"]
+                .as_array()
+                .is_some_and(|bs| {
+                    !bs.is_empty() && bs.iter().all(|x| x["state"]["state"] == "confirmed")
+                })
+                .then_some(())
+        })
+        .await;
+    let (ended, _) = server.terminate();
+    assert!(ended.status.success(), "{}", ended.stderr);
+    eprintln!("states the kills left: {states:?}");
+}
