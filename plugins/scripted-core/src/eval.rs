@@ -5,6 +5,12 @@
 //! ([`Val`]); only the final [`Value`] of a column owns its text. A value that
 //! does not fit its column is a [`Fault`], which the mapper turns into a
 //! reject of the record, never a failure of the batch.
+//!
+//! Work per value is bounded: evaluation recurses once per level of the
+//! expression (at most [`crate::expr::MAX_EXPR_DEPTH`]), and a computed
+//! text longer than [`MAX_TEXT_LEN`] is a fault, refused before it is
+//! built (nested `replace` calls would otherwise grow a text
+//! exponentially in the script's length).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -18,6 +24,18 @@ use mlc_common::{Cell, ColumnType, Decimal, Value};
 use crate::error::{LookupError, MapError};
 use crate::expr::{CmpOp, Expr, Func, Lit};
 use crate::json::{self, Raw};
+
+/// The longest text a function may compute, in bytes (1 MiB): far above
+/// any field of an Oracle record, and small enough that one row's values
+/// stay a small part of the guest's memory.
+pub const MAX_TEXT_LEN: usize = 1 << 20;
+
+/// A fault for a function whose result would pass [`MAX_TEXT_LEN`].
+fn too_long<T>(func: &str, len: usize) -> Result<T, Stop> {
+    fault(format!(
+        "{func}(): the result would be {len} bytes, more than {MAX_TEXT_LEN}"
+    ))
+}
 
 /// A value while an expression is computed.
 #[derive(Clone, Debug, PartialEq)]
@@ -439,11 +457,18 @@ fn call<'a>(
             };
             match text_arg(&first, name)? {
                 None => Ok(Val::Null),
-                Some(s) => match func {
-                    Func::Upper => owned(s.to_uppercase()),
-                    Func::Lower => owned(s.to_lowercase()),
-                    _ => owned(s.trim().to_owned()),
-                },
+                Some(s) => {
+                    let out = match func {
+                        Func::Upper => s.to_uppercase(),
+                        Func::Lower => s.to_lowercase(),
+                        _ => s.trim().to_owned(),
+                    };
+                    // Case mapping may lengthen a text (up to three times).
+                    if out.len() > MAX_TEXT_LEN {
+                        return too_long(name, out.len());
+                    }
+                    owned(out)
+                }
             }
         }
         Func::Substring => {
@@ -471,13 +496,17 @@ fn call<'a>(
             owned(out)
         }
         Func::Concat => {
-            let mut out = String::new();
+            let mut parts = Vec::with_capacity(vals.len());
             for v in &vals {
                 if let Some(s) = text_arg(v, "concat")? {
-                    out.push_str(&s);
+                    parts.push(s);
                 }
             }
-            owned(out)
+            let len = parts.iter().map(|p| p.len()).sum::<usize>();
+            if len > MAX_TEXT_LEN {
+                return too_long("concat", len);
+            }
+            owned(parts.concat())
         }
         Func::Segment => {
             let Some(s) = text_arg(&first, "segment")? else {
@@ -507,6 +536,12 @@ fn call<'a>(
             let to = text_arg(&vals[2], "replace")?.unwrap_or_default();
             if from.is_empty() {
                 return fault("replace(): the text to replace must not be empty");
+            }
+            if to.len() > from.len() {
+                let grows = s.matches(from.as_ref()).count() * (to.len() - from.len());
+                if s.len() + grows > MAX_TEXT_LEN {
+                    return too_long("replace", s.len() + grows);
+                }
             }
             owned(s.replace(from.as_ref(), &to))
         }
@@ -599,6 +634,11 @@ fn parse_integer(text: &str) -> Option<i64> {
     Some(if negative { -n } else { n })
 }
 
+/// A finite `f64` from its text.
+fn finite(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
 /// [`convert`], keeping text that borrows from the record borrowed (no
 /// copy until it reaches the output).
 pub fn convert_cell(v: Val<'_>, ty: ColumnType) -> Result<Cell<'_>, String> {
@@ -634,13 +674,11 @@ pub fn convert(v: Val<'_>, ty: ColumnType) -> Result<Value, String> {
             ),
             _ => return Err(mismatch(&v, "an integer")),
         },
+        // Finite only: Rust reads `inf`, `NaN` and `1e400` (as infinity),
+        // none of which is a number of the record.
         ColumnType::Double => match &v {
-            Val::Num(n) => Value::Double(n.parse::<f64>().map_err(|_| mismatch(&v, "a number"))?),
-            Val::Str(s) => Value::Double(
-                s.trim()
-                    .parse::<f64>()
-                    .map_err(|_| mismatch(&v, "a number"))?,
-            ),
+            Val::Num(n) => Value::Double(finite(n).ok_or_else(|| mismatch(&v, "a number"))?),
+            Val::Str(s) => Value::Double(finite(s.trim()).ok_or_else(|| mismatch(&v, "a number"))?),
             Val::Dec(d) => Value::Double(d.to_f64()),
             _ => return Err(mismatch(&v, "a number")),
         },
@@ -937,6 +975,65 @@ mod tests {
         assert_eq!(
             convert(Val::Null, ColumnType::Integer).unwrap(),
             Value::Null
+        );
+    }
+
+    #[test]
+    fn doubles_are_finite_numbers_only() {
+        // Bug: a double column took the texts "NaN", "inf" and
+        // "infinity", and the number 1e400 as infinity.
+        for bad in ["NaN", "nan", "inf", "-infinity", "1e400", "+Inf"] {
+            assert!(
+                convert(Val::Str(bad.into()), ColumnType::Double).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(convert(Val::Num("1e400"), ColumnType::Double).is_err());
+        assert!(convert(Val::Num("-2e308"), ColumnType::Double).is_err());
+        assert_eq!(
+            convert(Val::Str(" 2.5e3 ".into()), ColumnType::Double).unwrap(),
+            Value::Double(2500.0)
+        );
+        assert_eq!(
+            convert(Val::Num("1e-400"), ColumnType::Double).unwrap(),
+            Value::Double(0.0)
+        );
+    }
+
+    #[test]
+    fn computed_texts_are_capped() {
+        // Bug: nothing bounded a computed text; each nested replace() can
+        // multiply its length, so a short script could ask for gigabytes.
+        let tenfold = |inner: String| format!("replace({inner}, 'x', 'xxxxxxxxxx')");
+        let mut expr = "a".to_owned();
+        for _ in 0..12 {
+            expr = tenfold(expr);
+        }
+        let long = "x".repeat(1000);
+        let Err(Stop::Fault(f)) = run(&expr, s(&long), Raw::Missing) else {
+            panic!("a 10^15-byte text was computed");
+        };
+        assert!(f.message.contains("more than 1048576"), "{}", f.message);
+        // Concatenating and case mapping stop at the same size.
+        let big = "y".repeat(MAX_TEXT_LEN / 2 + 1);
+        assert!(matches!(
+            run("concat(a, a)", s(&big), Raw::Missing),
+            Err(Stop::Fault(_))
+        ));
+        assert_eq!(
+            text(run("concat(a, b)", s(&big), s("z"))).len(),
+            big.len() + 1
+        );
+        // U+0390 (2 bytes) upper-cases to three characters (6 bytes).
+        let greek = "\u{390}".repeat(MAX_TEXT_LEN / 4);
+        assert!(matches!(
+            run("upper(a)", s(&greek), Raw::Missing),
+            Err(Stop::Fault(_))
+        ));
+        // Under the cap, replace() works as before.
+        assert_eq!(
+            text(run(&tenfold("a".into()), s("axa"), Raw::Missing)),
+            "axxxxxxxxxxa"
         );
     }
 

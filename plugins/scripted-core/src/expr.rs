@@ -14,8 +14,21 @@
 //!
 //! Parsing yields an [`Expr`] whose field paths are still names; the
 //! compiler then gives each path its slot in the record scan.
+//!
+//! An expression nests at most [`MAX_EXPR_DEPTH`] levels (parentheses,
+//! calls, `not`, and each operator of a chain such as `a + b + c`): the
+//! parser, the evaluator and dropping the tree all recurse once per level,
+//! so the limit bounds the stack they use whatever a tenant writes.
 
 use mlc_common::Decimal;
+
+/// How deep an expression may nest: each function call, `not` and binary
+/// operator opens a level (`a + b + c` is two, `f(g(x))` two), and so does
+/// each parenthesis while it is parsed. Far above what a mapping needs
+/// (group a longer chain of `or`s with parentheses), and a small part of
+/// the guest's 1 MiB stack (a debug build of the parser needs about
+/// 16 KiB a level, an optimized one far less).
+pub const MAX_EXPR_DEPTH: usize = 64;
 
 /// A function of the language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,15 +334,18 @@ fn lex(text: &str) -> Result<Vec<(usize, Tok)>, SyntaxError> {
     Ok(out)
 }
 
-/// Parses an expression; field slots are left unset (`usize::MAX`).
+/// Parses an expression; field slots are left unset (`usize::MAX`). An
+/// expression nested more than [`MAX_EXPR_DEPTH`] levels is an error at
+/// the token that goes one level too deep.
 pub fn parse(text: &str) -> Result<Expr, SyntaxError> {
     let tokens = lex(text)?;
     let mut p = Parser {
         tokens,
         pos: 0,
         end: text.len(),
+        open: 0,
     };
-    let e = p.or()?;
+    let (e, _) = p.or()?;
     if let Some((at, t)) = p.tokens.get(p.pos) {
         return Err(SyntaxError {
             at: *at,
@@ -355,6 +371,40 @@ struct Parser {
     tokens: Vec<(usize, Tok)>,
     pos: usize,
     end: usize,
+    /// Levels being parsed (the parser's own recursion).
+    open: usize,
+}
+
+/// A parsed expression and how many levels it nests.
+type Parsed = (Expr, usize);
+
+/// A name that is not called: a literal or a field path.
+fn name_atom(name: String, at: usize) -> Result<Parsed, SyntaxError> {
+    let lit = |l: Lit| Ok((Expr::Lit(l), 1));
+    match name.to_ascii_lowercase().as_str() {
+        "true" => lit(Lit::Bool(true)),
+        "false" => lit(Lit::Bool(false)),
+        "null" => lit(Lit::Null),
+        "and" | "or" | "not" => Err(SyntaxError {
+            at,
+            message: format!("'{name}' needs a value before it"),
+        }),
+        _ => Ok((
+            Expr::Field {
+                path: name,
+                at,
+                slot: usize::MAX,
+            },
+            1,
+        )),
+    }
+}
+
+fn too_deep(at: usize) -> SyntaxError {
+    SyntaxError {
+        at,
+        message: format!("the expression nests more than {MAX_EXPR_DEPTH} levels deep"),
+    }
 }
 
 impl Parser {
@@ -380,36 +430,66 @@ impl Parser {
         })
     }
 
-    fn or(&mut self) -> Result<Expr, SyntaxError> {
-        let mut left = self.and()?;
+    /// The depth of a node over children of depth `depth` (an error when
+    /// that is too deep, at the operator at `at`).
+    fn level(&self, depth: usize, at: usize) -> Result<usize, SyntaxError> {
+        if depth >= MAX_EXPR_DEPTH {
+            return Err(too_deep(at));
+        }
+        Ok(depth + 1)
+    }
+
+    /// Parses a sub-expression one level down (parentheses, arguments,
+    /// `not`'s operand), refusing to recurse past the limit.
+    fn nested(
+        &mut self,
+        parse: fn(&mut Self) -> Result<Parsed, SyntaxError>,
+    ) -> Result<Parsed, SyntaxError> {
+        if self.open >= MAX_EXPR_DEPTH {
+            return Err(too_deep(self.at()));
+        }
+        self.open += 1;
+        let parsed = parse(self);
+        self.open -= 1;
+        parsed
+    }
+
+    fn or(&mut self) -> Result<Parsed, SyntaxError> {
+        let (mut left, mut depth) = self.and()?;
         while self.keyword("or") {
+            let at = self.at();
             self.pos += 1;
-            let right = self.and()?;
+            let (right, d) = self.and()?;
+            depth = self.level(depth.max(d), at)?;
             left = Expr::Or(Box::new(left), Box::new(right));
         }
-        Ok(left)
+        Ok((left, depth))
     }
 
-    fn and(&mut self) -> Result<Expr, SyntaxError> {
-        let mut left = self.not()?;
+    fn and(&mut self) -> Result<Parsed, SyntaxError> {
+        let (mut left, mut depth) = self.not()?;
         while self.keyword("and") {
+            let at = self.at();
             self.pos += 1;
-            let right = self.not()?;
+            let (right, d) = self.not()?;
+            depth = self.level(depth.max(d), at)?;
             left = Expr::And(Box::new(left), Box::new(right));
         }
-        Ok(left)
+        Ok((left, depth))
     }
 
-    fn not(&mut self) -> Result<Expr, SyntaxError> {
+    fn not(&mut self) -> Result<Parsed, SyntaxError> {
         if self.keyword("not") {
+            let at = self.at();
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            let (e, d) = self.nested(Self::not)?;
+            return Ok((Expr::Not(Box::new(e)), self.level(d, at)?));
         }
         self.compare()
     }
 
-    fn compare(&mut self) -> Result<Expr, SyntaxError> {
-        let left = self.sum()?;
+    fn compare(&mut self) -> Result<Parsed, SyntaxError> {
+        let (left, dl) = self.sum()?;
         let op = match self.peek() {
             Some(Tok::Op("==")) => CmpOp::Eq,
             Some(Tok::Op("!=")) => CmpOp::Ne,
@@ -417,47 +497,56 @@ impl Parser {
             Some(Tok::Op("<=")) => CmpOp::Le,
             Some(Tok::Op(">")) => CmpOp::Gt,
             Some(Tok::Op(">=")) => CmpOp::Ge,
-            _ => return Ok(left),
+            _ => return Ok((left, dl)),
         };
+        let at = self.at();
         self.pos += 1;
-        let right = self.sum()?;
-        Ok(Expr::Cmp(op, Box::new(left), Box::new(right)))
+        let (right, dr) = self.sum()?;
+        let depth = self.level(dl.max(dr), at)?;
+        Ok((Expr::Cmp(op, Box::new(left), Box::new(right)), depth))
     }
 
-    fn sum(&mut self) -> Result<Expr, SyntaxError> {
-        let mut left = self.atom()?;
+    fn sum(&mut self) -> Result<Parsed, SyntaxError> {
+        let (mut left, mut depth) = self.atom()?;
         loop {
-            match self.peek() {
-                Some(Tok::Op("+")) => {
-                    self.pos += 1;
-                    left = Expr::Add(Box::new(left), Box::new(self.atom()?));
-                }
-                Some(Tok::Op("-")) => {
-                    self.pos += 1;
-                    left = Expr::Sub(Box::new(left), Box::new(self.atom()?));
-                }
-                _ => return Ok(left),
-            }
+            let at = self.at();
+            let add = match self.peek() {
+                Some(Tok::Op("+")) => true,
+                Some(Tok::Op("-")) => false,
+                _ => return Ok((left, depth)),
+            };
+            self.pos += 1;
+            let (right, d) = self.atom()?;
+            depth = self.level(depth.max(d), at)?;
+            let (l, r) = (Box::new(left), Box::new(right));
+            left = if add {
+                Expr::Add(l, r)
+            } else {
+                Expr::Sub(l, r)
+            };
         }
     }
 
-    fn number(&mut self, text: &str, negative: bool) -> Result<Expr, SyntaxError> {
+    fn number(&mut self, text: &str, negative: bool) -> Result<Parsed, SyntaxError> {
         let d = Decimal::parse(text).or_else(|e| self.error(format!("bad number: {e}")))?;
         self.pos += 1;
-        Ok(Expr::Lit(Lit::Num(Decimal::new(
-            if negative { -d.unscaled } else { d.unscaled },
-            d.scale,
-        ))))
+        Ok((
+            Expr::Lit(Lit::Num(Decimal::new(
+                if negative { -d.unscaled } else { d.unscaled },
+                d.scale,
+            ))),
+            1,
+        ))
     }
 
-    fn atom(&mut self) -> Result<Expr, SyntaxError> {
+    fn atom(&mut self) -> Result<Parsed, SyntaxError> {
         let Some((at, tok)) = self.tokens.get(self.pos).cloned() else {
             return self.error("the expression ends too early");
         };
         match tok {
             Tok::Str(s) => {
                 self.pos += 1;
-                Ok(Expr::Lit(Lit::Str(s)))
+                Ok((Expr::Lit(Lit::Str(s)), 1))
             }
             Tok::Num(n) => self.number(&n, false),
             Tok::Op("-") => {
@@ -469,32 +558,19 @@ impl Parser {
             }
             Tok::LParen => {
                 self.pos += 1;
-                let e = self.or()?;
+                let (e, d) = self.nested(Self::or)?;
                 if self.peek() != Some(&Tok::RParen) {
                     return self.error("expected ')'");
                 }
                 self.pos += 1;
-                Ok(e)
+                Ok((e, d))
             }
             Tok::Path(name) => {
                 self.pos += 1;
                 if self.peek() == Some(&Tok::LParen) {
                     return self.call(&name, at);
                 }
-                match name.to_ascii_lowercase().as_str() {
-                    "true" => Ok(Expr::Lit(Lit::Bool(true))),
-                    "false" => Ok(Expr::Lit(Lit::Bool(false))),
-                    "null" => Ok(Expr::Lit(Lit::Null)),
-                    "and" | "or" | "not" => Err(SyntaxError {
-                        at,
-                        message: format!("'{name}' needs a value before it"),
-                    }),
-                    _ => Ok(Expr::Field {
-                        path: name,
-                        at,
-                        slot: usize::MAX,
-                    }),
-                }
+                name_atom(name, at)
             }
             other => Err(SyntaxError {
                 at,
@@ -503,7 +579,7 @@ impl Parser {
         }
     }
 
-    fn call(&mut self, name: &str, at: usize) -> Result<Expr, SyntaxError> {
+    fn call(&mut self, name: &str, at: usize) -> Result<Parsed, SyntaxError> {
         let Some((func, min, max)) = Func::by_name(name) else {
             let known: Vec<&str> = Func::ALL.iter().map(|(n, ..)| *n).collect();
             return Err(SyntaxError {
@@ -516,11 +592,14 @@ impl Parser {
         };
         self.pos += 1; // '('
         let mut args = Vec::new();
+        let mut depth = 0;
         if self.peek() == Some(&Tok::RParen) {
             self.pos += 1;
         } else {
             loop {
-                args.push(self.or()?);
+                let (arg, d) = self.nested(Self::or)?;
+                depth = depth.max(d);
+                args.push(arg);
                 match self.peek() {
                     Some(Tok::Comma) => self.pos += 1,
                     Some(Tok::RParen) => {
@@ -531,6 +610,20 @@ impl Parser {
                 }
             }
         }
+        self.finish_call(func, name, at, args, (min, max), depth)
+    }
+
+    /// Checks a call's arguments and builds it (kept out of [`Parser::call`]
+    /// so the frame that recursion stacks up stays small).
+    fn finish_call(
+        &self,
+        func: Func,
+        name: &str,
+        at: usize,
+        args: Vec<Expr>,
+        (min, max): (usize, usize),
+        depth: usize,
+    ) -> Result<Parsed, SyntaxError> {
         if args.len() < min || args.len() > max {
             let wanted = if min == max {
                 format!("{min}")
@@ -544,6 +637,7 @@ impl Parser {
                 message: format!("{name}() takes {wanted} argument(s), got {}", args.len()),
             });
         }
+        let depth = self.level(depth, at)?;
         if func == Func::Lookup {
             let mut it = args.into_iter();
             let (Some(dataset), Some(key), Some(field)) = (it.next(), it.next(), it.next()) else {
@@ -565,13 +659,16 @@ impl Parser {
                     message: "lookup(): the dataset and the field must not be empty".into(),
                 });
             }
-            return Ok(Expr::Lookup {
-                dataset,
-                key: Box::new(key),
-                field,
-            });
+            return Ok((
+                Expr::Lookup {
+                    dataset,
+                    key: Box::new(key),
+                    field,
+                },
+                depth,
+            ));
         }
-        Ok(Expr::Call(func, args))
+        Ok((Expr::Call(func, args), depth))
     }
 }
 
@@ -638,10 +735,79 @@ mod tests {
             ("a and", 5, "ends too early"),
             ("a ; b", 2, "unexpected character ';'"),
             ("a.", 2, "expected a field name"),
+            ("a +", 3, "ends too early"),
+            ("(", 1, "ends too early"),
+            ("f(", 0, "unknown function"),
+            ("upper(", 6, "ends too early"),
+            ("`a", 0, "not closed"),
+            ("é", 0, "unexpected character 'é'"),
         ] {
             let err = parse(text).unwrap_err();
             assert_eq!(err.at, at, "{text}: {err:?}");
             assert!(err.message.contains(needle), "{text}: {}", err.message);
         }
+    }
+
+    /// Parses and drops `text` on a thread with the stack of a guest
+    /// (1 MiB, wasm32's default; this debug build uses several times the
+    /// stack an optimized guest does), so recursion that the limit does
+    /// not bound overflows here rather than in production.
+    fn parse_on_a_small_stack(text: String) -> Result<usize, SyntaxError> {
+        std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || parse(&text).map(|e| depth(&e)))
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    fn depth(e: &Expr) -> usize {
+        1 + match e {
+            Expr::Lit(_) | Expr::Field { .. } => 0,
+            Expr::Call(_, args) => args.iter().map(depth).max().unwrap_or(0),
+            Expr::Lookup { key, .. } => depth(key),
+            Expr::Not(a) => depth(a),
+            Expr::And(a, b)
+            | Expr::Or(a, b)
+            | Expr::Cmp(_, a, b)
+            | Expr::Add(a, b)
+            | Expr::Sub(a, b) => depth(a).max(depth(b)),
+        }
+    }
+
+    #[test]
+    fn nesting_is_capped_with_a_located_error() {
+        // Bug: nothing bounded nesting; `(((...)))`, `not not ...` or a
+        // long `a + a + ...` chain overflowed the stack (parse, evaluation
+        // or drop), killing the guest instead of refusing the script.
+        let n = MAX_EXPR_DEPTH;
+        let make = |shape: &str, k: usize| match shape {
+            "parens" => format!("{}a{}", "(".repeat(k), ")".repeat(k)),
+            "not" => format!("{}a", "not ".repeat(k)),
+            "sum" => format!("a{}", " + 1".repeat(k)),
+            "or" => format!("a{}", " or b".repeat(k)),
+            "and" => format!("a{}", " and b".repeat(k)),
+            _ => format!("{}a{}", "upper(".repeat(k), ")".repeat(k)),
+        };
+        for shape in ["parens", "not", "sum", "or", "and", "calls"] {
+            // At the limit: parses (parentheses add no level of their own).
+            let at_limit = if shape == "parens" { n } else { n - 1 };
+            assert!(
+                parse_on_a_small_stack(make(shape, at_limit)).is_ok_and(|d| d <= n),
+                "{shape} at the limit"
+            );
+            for k in [at_limit + 1, 10 * n, 200_000] {
+                let text = make(shape, k);
+                let err = parse_on_a_small_stack(text.clone()).unwrap_err();
+                assert!(
+                    err.message.contains("nests more than 64 levels"),
+                    "{shape}: {err:?}"
+                );
+                assert!(err.at < text.len(), "{shape}: {err:?}");
+            }
+        }
+        // Mixed nesting counts every level.
+        let mixed = format!("{}a{}", "(not ".repeat(n), ")".repeat(n));
+        assert!(parse_on_a_small_stack(mixed).is_err());
     }
 }

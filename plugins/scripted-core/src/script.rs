@@ -7,6 +7,13 @@
 //! record then means: scan it into the slots, walk the expanded child
 //! collections (if any), and per output row evaluate the filter and each
 //! column.
+//!
+//! A script either compiles or is refused with a [`ScriptError`] at its
+//! line and column, whatever its text: the TOML reader caps nesting
+//! (80 levels), expressions nest at most [`crate::expr::MAX_EXPR_DEPTH`]
+//! levels, and a field path or `expand` has at most [`MAX_PATH_DEPTH`]
+//! segments. The property tests in `tests/script_props.rs` generate
+//! scripts and hold them to that.
 
 use std::collections::HashMap;
 
@@ -18,6 +25,13 @@ use crate::error::{MapError, ScriptError};
 use crate::eval::{self, Context, Fault, Lookup, Stop, Val};
 use crate::expr::{self, Expr, Lit};
 use crate::json::{self, Raw, Table};
+
+/// The most segments a field path (`a.b.c`) or `expand` may have. A record
+/// nests at most 127 arrays and objects (the host parses it with
+/// `serde_json`, which stops there), so no longer path can match; the
+/// scanner and the child walk recurse once per segment, so the limit also
+/// bounds their stack.
+pub const MAX_PATH_DEPTH: usize = 127;
 
 /// A compiled mapping script for one resource.
 #[derive(Clone, Debug)]
@@ -228,24 +242,83 @@ impl<'t> Reader<'t> {
         key: &str,
     ) -> Result<Expr, ScriptError> {
         let source = self.string(value, column, key)?;
-        let quote = self.quote_len(value.span().start);
         expr::parse(&source).map_err(|e| {
             ScriptError::at(
                 self.text,
-                value.span().start + quote + e.at,
+                self.content_offset(value.span().start, e.at),
                 column,
                 format!("in {key}: {}", e.message),
             )
         })
     }
 
-    fn quote_len(&self, start: usize) -> usize {
-        let rest = self.text.get(start..).unwrap_or("");
-        if rest.starts_with("\"\"\"") || rest.starts_with("'''") {
-            3
-        } else {
-            1
+    /// The offset in the script of byte `decoded` of the content of the
+    /// TOML string starting at `start` (its opening quote): past the
+    /// quotes, the newline a multi-line string starts with, and the
+    /// escapes of a basic string (`\"` is two bytes of the script and one
+    /// of the content), so an expression's error points at its character.
+    fn content_offset(&self, start: usize, decoded: usize) -> usize {
+        let text = self.text;
+        let bytes = text.as_bytes();
+        let rest = text.get(start..).unwrap_or("");
+        let basic = rest.starts_with('"');
+        let multi = rest.starts_with("\"\"\"") || rest.starts_with("'''");
+        let mut i = start + if multi { 3 } else { 1 };
+        if multi {
+            if bytes.get(i) == Some(&b'\n') {
+                i += 1;
+            } else if bytes.get(i..i + 2) == Some(b"\r\n") {
+                i += 2;
+            }
         }
+        if !basic {
+            return (i + decoded).min(text.len());
+        }
+        let mut count = 0;
+        while count < decoded {
+            let Some(c) = text.get(i..).and_then(|r| r.chars().next()) else {
+                break;
+            };
+            if c != '\\' {
+                count += c.len_utf8();
+                i += c.len_utf8();
+                continue;
+            }
+            let hex = |from: usize, n: usize| {
+                text.get(from..from + n)
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .and_then(char::from_u32)
+                    .map_or(1, char::len_utf8)
+            };
+            match bytes.get(i + 1) {
+                Some(b'u') => {
+                    count += hex(i + 2, 4);
+                    i += 6;
+                }
+                Some(b'U') => {
+                    count += hex(i + 2, 8);
+                    i += 10;
+                }
+                Some(b'x') => {
+                    count += hex(i + 2, 2);
+                    i += 4;
+                }
+                // A line-ending backslash: it and the whitespace after it
+                // stand for nothing.
+                Some(b' ' | b'\t' | b'\r' | b'\n') if multi => {
+                    i += 1;
+                    while let Some(b' ' | b'\t' | b'\r' | b'\n') = bytes.get(i) {
+                        i += 1;
+                    }
+                }
+                Some(_) => {
+                    count += 1;
+                    i += 2;
+                }
+                None => break,
+            }
+        }
+        i.min(text.len())
     }
 
     fn literal(
@@ -377,6 +450,12 @@ impl PlanBuilder {
     /// names an expanded collection itself.
     fn slot(&mut self, path: &str) -> Result<usize, String> {
         let segments: Vec<&str> = path.split('.').collect();
+        if segments.len() > MAX_PATH_DEPTH {
+            return Err(format!(
+                "the field path has {} segments, more than {MAX_PATH_DEPTH} (no record nests that deep)",
+                segments.len()
+            ));
+        }
         let level = segments
             .iter()
             .zip(&self.expand)
@@ -478,6 +557,16 @@ impl Script {
                 if parts.iter().any(String::is_empty) {
                     return Err(r.err(v.span(), None, format!("expand {s:?}: write child collections separated by dots, e.g. journalHeaders.journalLines")));
                 }
+                if parts.len() > MAX_PATH_DEPTH {
+                    return Err(r.err(
+                        v.span(),
+                        None,
+                        format!(
+                            "expand names {} nested collections, more than {MAX_PATH_DEPTH} (no record nests that deep)",
+                            parts.len()
+                        ),
+                    ));
+                }
                 parts
             }
         };
@@ -498,11 +587,10 @@ impl Script {
             None => None,
             Some(v) => {
                 let mut e = r.expr(v, None, "filter")?;
-                let quote = r.quote_len(v.span().start);
                 plan.resolve(&mut e).map_err(|(at, m)| {
                     ScriptError::at(
                         text,
-                        v.span().start + quote + at,
+                        r.content_offset(v.span().start, at),
                         None,
                         format!("in filter: {m}"),
                     )
@@ -871,11 +959,10 @@ fn compile_column(
         }
         (None, Some(v)) => {
             let mut e = r.expr(v, col, "expr")?;
-            let quote = r.quote_len(v.span().start);
             plan.resolve(&mut e).map_err(|(at, m)| {
                 ScriptError::at(
                     r.text,
-                    v.span().start + quote + at,
+                    r.content_offset(v.span().start, at),
                     col,
                     format!("in expr: {m}"),
                 )

@@ -700,3 +700,108 @@ expr = "lookup('suppliers', SupplierNumber, 'ParentSupplier')"
         .unwrap_or_else(|e| panic!("batch failed: {e}"));
     assert_eq!(counting.calls.len(), 4, "{:?}", counting.calls);
 }
+
+/// The 1-based line and column of the first `needle` in `text`.
+fn position_of(text: &str, needle: &str) -> String {
+    let at = text.find(needle).unwrap();
+    let line = text[..at].matches('\n').count() + 1;
+    let start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+    format!("{line}:{}", text[start..at].chars().count() + 1)
+}
+
+#[test]
+fn expression_errors_point_into_escaped_and_multi_line_strings() {
+    // Bug: the error's offset inside the expression was added to the
+    // string's start as if the script spelled the expression byte for
+    // byte, so escapes (`\"`, `\u0041`) or the newline that opens a
+    // multi-line string moved the column off the mistake.
+    let script = |expr: &str| {
+        format!("resource = \"x\"\n[[column]]\nname = \"A\"\ntype = \"text\"\nexpr = {expr}\n")
+    };
+    for expr in [
+        r#""concat(\"a\", \u0042 ; 1)""#,
+        r#""concat('\U0001F600', \"\\\\\", b ; 1)""#,
+        r#""concat('a', b ; 1)""#,
+        r#"'concat("a", b ; 1)'"#,
+        "\"\"\"\nconcat('a', b ; 1)\"\"\"",
+        "\"\"\"\r\nconcat('é', b ; 1)\"\"\"",
+        "\"\"\"concat('a', \\\n    b ; 1)\"\"\"",
+        "'''\nconcat('a', b ; 1)'''",
+        r#""'\t\u00e9' ;""#,
+    ] {
+        let text = script(expr);
+        let got = error_of(&text);
+        let at = position_of(&text, ";");
+        assert_eq!(
+            got,
+            format!("mapping script line {at}: column \"A\": in expr: unexpected character ';'"),
+            "{expr}"
+        );
+    }
+    // An unknown field is located the same way (at the path's start).
+    let text = script(r#""concat(\"a\", invoiceLines)""#).replace(
+        "resource = \"x\"\n",
+        "resource = \"x\"\nexpand = \"invoiceLines\"\n",
+    );
+    let got = error_of(&text);
+    let at = position_of(&text, "invoiceLines)");
+    assert!(
+        got.starts_with(&format!("mapping script line {at}: column \"A\": in expr:")),
+        "{got}"
+    );
+}
+
+#[test]
+fn limits_on_nesting_are_located_errors() {
+    let column = |body: &str| {
+        format!("resource = \"x\"\n[[column]]\nname = \"A\"\ntype = \"text\"\n{body}\n")
+    };
+    // Expressions: at most MAX_EXPR_DEPTH levels.
+    let deep = format!("expr = \"{}a{}\"", "upper(".repeat(70), ")".repeat(70));
+    let got = error_of(&column(&deep));
+    assert!(
+        got.starts_with("mapping script line 5:")
+            && got.ends_with("in expr: the expression nests more than 64 levels deep"),
+        "{got}"
+    );
+    let ok = format!("expr = \"{}a{}\"", "upper(".repeat(60), ")".repeat(60));
+    Script::compile(&column(&ok)).unwrap();
+    // Field paths and expand: at most MAX_PATH_DEPTH segments.
+    let path = vec!["a"; 128].join(".");
+    let got = error_of(&column(&format!("source = \"{path}\"")));
+    assert_eq!(
+        got,
+        "mapping script line 5:10: column \"A\": the field path has 128 segments, more than 127 (no record nests that deep)"
+    );
+    Script::compile(&column(&format!(
+        "source = \"{}\"",
+        vec!["a"; 127].join(".")
+    )))
+    .unwrap();
+    let got = error_of(&column(&format!("expr = \"upper({path})\"")));
+    assert!(
+        got.contains("in expr: the field path has 128 segments"),
+        "{got}"
+    );
+    let got = error_of(&format!(
+        "expand = \"{path}\"\n{}",
+        column("source = \"x\"")
+    ));
+    assert!(
+        got.starts_with("mapping script line 1:10: expand names 128 nested"),
+        "{got}"
+    );
+    // TOML itself: nesting is capped by the reader.
+    let got = error_of(&format!(
+        "resource = {}1{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    ));
+    assert!(got.starts_with("mapping script line 1:"), "{got}");
+    let got = error_of(&format!(
+        "resource = {}1{}\n",
+        "{a=".repeat(5000),
+        "}".repeat(5000)
+    ));
+    assert!(got.starts_with("mapping script line 1:"), "{got}");
+}
