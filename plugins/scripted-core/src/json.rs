@@ -9,8 +9,27 @@
 //! text until a column converts them, so amounts never pass through `f64`.
 //!
 //! Skipped values are checked for structure (balanced brackets, closed
-//! strings) but not for full JSON grammar: the host received the record as
-//! JSON from Oracle, and a mapping only vouches for the fields it reads.
+//! strings) but not for full JSON grammar: the host parsed the record with
+//! `serde_json` and refused it if it repeats a member name
+//! (`host/plugin/src/runtime.rs`, `records_of`), and a mapping only vouches
+//! for the fields it reads.
+//!
+//! What the scanner does read it reads as `serde_json` does; the property
+//! tests in `tests/json_props.rs` hold it to that:
+//! - A wanted string holds no raw control character, and its escapes are
+//!   decoded on use ([`Raw::as_str`]; one that does not decode, such as a
+//!   lone surrogate, is a reject of the record, never a value).
+//! - A wanted number follows the JSON grammar (no `01`, `1.`, `-`, `1e`)
+//!   and fits an `f64` as `serde_json` requires (`1e400` is refused); its
+//!   text is kept, so decimals stay exact.
+//! - A wanted member named twice in what is read is an error: `serde_json`
+//!   keeps the last, the scan may have stopped before it. [`scan_object`]
+//!   reads every member name of the objects it scans, so it sees every
+//!   repeat of a wanted name; [`scan_record`] stops once it has every
+//!   wanted member and relies on the host's check past that point.
+//! - Nesting has no limit here: skipping counts brackets without
+//!   recursion, and the scanner descends only as deep as the script's
+//!   field paths (at most [`crate::script::MAX_PATH_DEPTH`] segments).
 
 use std::borrow::Cow;
 
@@ -106,6 +125,9 @@ pub struct Table {
     buckets: Vec<u32>,
     /// `64 - log2(buckets.len())`: the hash's top bits pick the bucket.
     shift: u32,
+    /// Whether some key holds a control character (which a record may
+    /// write escaped, never raw).
+    control_keys: bool,
 }
 
 /// A key's length and first two words (zero-padded): the whole key when it
@@ -157,6 +179,7 @@ impl Table {
                     nested: None,
                 });
                 let bytes = key.as_bytes();
+                self.control_keys |= bytes.iter().any(|&b| b < 0x20);
                 self.index
                     .push(KeyWords::at(bytes, 0, bytes.len()).with_second(bytes, 0));
                 if self.index.len() * 4 > self.buckets.len() {
@@ -239,8 +262,9 @@ fn bucket(len: usize, head: u64, shift: u32) -> usize {
 }
 
 /// Scans `text` (a JSON object) with `tables[table]`, storing wanted values
-/// into `slots`. The first occurrence of a duplicated key wins; once every
-/// wanted key has been seen the rest of the object is skipped.
+/// into `slots`. Every member name of the objects scanned is read: a
+/// wanted name written twice is an error (`serde_json` would keep the
+/// last); values not wanted are skipped by bracket counting.
 pub fn scan_object<'a>(
     text: &'a str,
     tables: &[Table],
@@ -254,8 +278,9 @@ pub fn scan_object<'a>(
 /// record of a batch, each element of an expanded child collection): the
 /// scan ends as soon as every wanted key has been read, so the tail of the
 /// record (audit columns, `links`) is not read at all. What is read is
-/// still checked; a record that ends before every wanted key was seen is
-/// still checked to its end.
+/// still checked (a wanted name repeated before the scan ends is an
+/// error); a record that ends before every wanted key was seen is still
+/// checked to its end.
 pub fn scan_record<'a>(
     text: &'a str,
     tables: &[Table],
@@ -385,6 +410,125 @@ fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
     }
 }
 
+/// [`string_end`] for a string whose value is used: a raw control
+/// character (below U+0020) is an error, as in `serde_json`.
+#[inline(always)]
+fn string_end_checked(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonError> {
+    let mut i = start;
+    let mut escaped = false;
+    loop {
+        i = string_run_end(bytes, i, true);
+        match bytes.get(i) {
+            Some(b'"') => return Ok((i, escaped)),
+            Some(b'\\') => {
+                escaped = true;
+                i += 2;
+            }
+            Some(_) => {
+                return Err(JsonError {
+                    at: i,
+                    what: "control character in string",
+                });
+            }
+            None => {
+                return Err(JsonError {
+                    at: start,
+                    what: "unterminated string",
+                });
+            }
+        }
+    }
+}
+
+/// The end of the number at `bytes[start..]` whose value is used: it
+/// must follow the JSON grammar and be finite as an `f64`, as in
+/// `serde_json`.
+#[inline(always)]
+fn number_end_checked(bytes: &[u8], start: usize) -> Result<usize, JsonError> {
+    let end = skip_number(bytes, start);
+    match bytes.get(start..end) {
+        Some(number) if json_number(number) => Ok(end),
+        _ => Err(bad_number(bytes, start, end)),
+    }
+}
+
+/// Why the characters of a number at `bytes[start..end]` are not one.
+#[cold]
+#[inline(never)]
+fn bad_number(bytes: &[u8], start: usize, end: usize) -> JsonError {
+    let grammar = bytes.get(start..end).is_some_and(json_grammar);
+    JsonError {
+        at: start,
+        what: if grammar {
+            "number out of range (beyond f64)"
+        } else {
+            "bad number"
+        },
+    }
+}
+
+/// Whether `number` is a JSON number `serde_json` reads: the grammar, and
+/// finite as an `f64`. Only an exponent or more than 308 integer digits
+/// can pass `f64::MAX`; those are parsed to see.
+#[inline(always)]
+fn json_number(number: &[u8]) -> bool {
+    // The common case (an id or an amount): digits and at most one point.
+    let simple = number.len() <= 308
+        && number
+            .iter()
+            .all(|&b| b.is_ascii_digit() || b == b'.' || b == b'-');
+    if simple {
+        return json_grammar(number);
+    }
+    json_grammar(number) && fits_f64(number)
+}
+
+/// Whether the text is finite as an `f64`.
+#[cold]
+#[inline(never)]
+fn fits_f64(number: &[u8]) -> bool {
+    std::str::from_utf8(number)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .is_some_and(f64::is_finite)
+}
+
+/// Whether `number` follows the JSON number grammar:
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn json_grammar(number: &[u8]) -> bool {
+    let mut i = usize::from(number.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while number.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    match number.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if number.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if let Some(b'e' | b'E') = number.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = number.get(i) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == number.len()
+}
+
 /// Loads eight bytes as a little-endian word.
 #[inline(always)]
 fn word(chunk: &[u8]) -> u64 {
@@ -497,17 +641,14 @@ impl<'a> Scanner<'a> {
     }
 
     /// [`Scanner::string`] as byte offsets: (start, end, escaped) of the
-    /// text between the quotes.
+    /// text between the quotes; a raw control character is an error.
     #[inline(always)]
     fn string_span(&mut self) -> Result<(usize, usize, bool), JsonError> {
         if self.bytes.get(self.pos) != Some(&b'"') {
             return Err(self.error("expected a string"));
         }
         let start = self.pos + 1;
-        let (end, escaped) = string_end(self.bytes, start).ok_or(JsonError {
-            at: start,
-            what: "unterminated string",
-        })?;
+        let (end, escaped) = string_end_checked(self.bytes, start)?;
         self.pos = end + 1;
         Ok((start, end, escaped))
     }
@@ -576,10 +717,11 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// A number whose value is used (checked: [`json_number`]).
     #[inline]
     fn number(&mut self) -> Result<&'a str, JsonError> {
         let start = self.pos;
-        self.skip_number();
+        self.pos = number_end_checked(self.bytes, start)?;
         self.slice(start, self.pos)
     }
 
@@ -622,7 +764,13 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn skip_value(&mut self) -> Result<(), JsonError> {
         match self.peek() {
-            Some(b'"') => self.string_span().map(|_| ()),
+            Some(b'"') => match string_end(self.bytes, self.pos + 1) {
+                Some((end, _)) => {
+                    self.pos = end + 1;
+                    Ok(())
+                }
+                None => Err(self.error("unterminated string")),
+            },
             Some(b'{' | b'[') => self.skip_nested(),
             Some(b't') => self.literal(b"true", "bad literal"),
             Some(b'f') => self.literal(b"false", "bad literal"),
@@ -668,8 +816,8 @@ impl<'a> Scanner<'a> {
             self.pos = pos + 1;
             return Ok(false);
         }
-        // Seen-bits make the first of duplicated keys win, and allow
-        // skipping the tail once every wanted key is found.
+        // Seen-bits find a wanted key written twice, and allow stopping
+        // once every wanted key is found.
         let total = wanted.entries.len();
         let mut seen = Seen::new(total);
         let mut found = 0usize;
@@ -704,10 +852,20 @@ impl<'a> Scanner<'a> {
             let index = if escaped {
                 escaped_key(wanted, text, start, end, key_at)?
             } else {
-                wanted.find_at(bytes, start, end - start)
+                let index = wanted.find_at(bytes, start, end - start);
+                if wanted.control_keys && index.is_some() {
+                    raw_control_key(bytes, start, end)?;
+                }
+                index
             };
             match index {
-                Some(index) if seen.insert(index) => {
+                Some(index) if !seen.insert(index) => {
+                    return Err(JsonError {
+                        at: key_at,
+                        what: "member named twice (JSON readers disagree on which counts)",
+                    });
+                }
+                Some(index) => {
                     found += 1;
                     let entry = wanted.entries.get(index);
                     let value_at = pos;
@@ -716,18 +874,13 @@ impl<'a> Scanner<'a> {
                     // the slot.
                     let value = match bytes.get(pos) {
                         Some(b'"') => {
-                            let Some((end, escaped)) = string_end(bytes, pos + 1) else {
-                                return Err(JsonError {
-                                    at: pos + 1,
-                                    what: "unterminated string",
-                                });
-                            };
+                            let (end, escaped) = string_end_checked(bytes, pos + 1)?;
                             let raw = slice(text, pos + 1, end)?;
                             pos = end + 1;
                             Raw::Str { raw, escaped }
                         }
                         Some(b'-' | b'0'..=b'9') => {
-                            pos = skip_number(bytes, pos);
+                            pos = number_end_checked(bytes, pos)?;
                             Raw::Num(slice(text, value_at, pos)?)
                         }
                         _ => {
@@ -754,8 +907,8 @@ impl<'a> Scanner<'a> {
                         debug_assert_eq!(sub.pos, value_at + inner.len());
                     }
                 }
-                // Not wanted, or wanted but seen before.
-                _ => match bytes.get(pos) {
+                // Not wanted.
+                None => match bytes.get(pos) {
                     Some(b'"') => match string_end(bytes, pos + 1) {
                         Some((end, _)) => pos = end + 1,
                         None => {
@@ -777,14 +930,10 @@ impl<'a> Scanner<'a> {
             match bytes.get(pos) {
                 Some(b',') => {
                     pos += 1;
-                    if found == total {
-                        // Everything wanted is in hand: stop, or skip to
-                        // the end.
+                    if stop_when_found && found == total {
+                        // Everything wanted is in hand: stop.
                         self.pos = pos;
-                        if stop_when_found {
-                            return Ok(true);
-                        }
-                        return self.skip_nested_from(1).map(|()| false);
+                        return Ok(true);
                     }
                 }
                 Some(b'}') => {
@@ -812,6 +961,7 @@ fn escaped_key(
     end: usize,
     key_at: usize,
 ) -> Result<Option<usize>, JsonError> {
+    raw_control_key(text.as_bytes(), start, end)?;
     let raw = slice(text, start, end)?;
     match (Raw::Str { raw, escaped: true }).as_str() {
         Some(key) => Ok(wanted.find(key.as_bytes())),
@@ -819,6 +969,23 @@ fn escaped_key(
             at: key_at,
             what: "bad escape in key",
         }),
+    }
+}
+
+/// A key (at `bytes[start..end]`) that matched, or is decoded to be
+/// matched, must hold no raw control character.
+#[cold]
+#[inline(never)]
+fn raw_control_key(bytes: &[u8], start: usize, end: usize) -> Result<(), JsonError> {
+    match bytes
+        .get(start..end)
+        .and_then(|key| key.iter().position(|&b| b < 0x20))
+    {
+        Some(at) => Err(JsonError {
+            at: start + at,
+            what: "control character in string",
+        }),
+        None => Ok(()),
     }
 }
 
@@ -954,12 +1121,113 @@ mod tests {
     }
 
     #[test]
-    fn first_duplicate_wins_and_tail_is_skipped() {
+    fn a_wanted_member_named_twice_is_an_error() {
+        // Bug: the first of a repeated member won, while serde_json keeps
+        // the last; now a repeat of a wanted name that the scan reads is
+        // an error, wherever it is in a fully scanned object.
         let tables = table(&["a"]);
         let mut slots = vec![Raw::Missing];
-        scan_object(r#"{"a": 1, "a": 2, "b": [}"#, &tables, 0, &mut slots).unwrap_err();
-        scan_object(r#"{"a": 1, "a": 2, "b": [3]}"#, &tables, 0, &mut slots).unwrap();
+        for text in [
+            r#"{"a": 1, "a": 2, "b": [3]}"#,
+            r#"{"a": 1, "b": [3], "c": {"x": 1}, "a": 2}"#,
+            r#"{"a": "x", "\u0061": "y"}"#,
+        ] {
+            let e = scan_object(text, &tables, 0, &mut slots).unwrap_err();
+            assert!(e.what.starts_with("member named twice"), "{text}: {e}");
+        }
+        // Members not wanted may repeat (their values are not read), and
+        // the tail is still checked after the last wanted member.
+        scan_object(r#"{"b": 1, "a": 1, "b": 2}"#, &tables, 0, &mut slots).unwrap();
         assert_eq!(slots[0], Raw::Num("1"));
+        scan_object(r#"{"a": 1, "b": 2, "b": [}"#, &tables, 0, &mut slots).unwrap_err();
+        // scan_record stops once it has every wanted member: a repeat it
+        // reads is an error, one past its stop is the host's to refuse.
+        scan_record(r#"{"a": 1, "a": 2}"#, &tables, 0, &mut slots).unwrap();
+        let two = table(&["a", "b"]);
+        let mut slots = vec![Raw::Missing; 2];
+        scan_record(r#"{"a": 1, "a": 2, "b": 3}"#, &two, 0, &mut slots).unwrap_err();
+    }
+
+    #[test]
+    fn wanted_strings_with_raw_control_characters_are_errors() {
+        // Bug: a raw tab or NUL inside a wanted string was returned as
+        // text; serde_json refuses the record.
+        let tables = table(&["a"]);
+        for text in [
+            "{\"a\": \"x\ty\"}",
+            "{\"a\": \"\u{0}\"}",
+            "{\"a\": [\"\n\"]}",
+        ] {
+            let mut slots = vec![Raw::Missing];
+            let e = scan_object(text, &tables, 0, &mut slots);
+            // A wanted array is kept as text; its elements are checked
+            // when they are read.
+            match e {
+                Err(e) => assert_eq!(e.what, "control character in string", "{text:?}"),
+                Ok(()) => {
+                    let Raw::Array(items) = slots[0] else {
+                        panic!("{text:?} gave {:?}", slots[0]);
+                    };
+                    assert_eq!(
+                        array_elements(items).unwrap_err().what,
+                        "control character in string"
+                    );
+                }
+            }
+        }
+        // Escaped, they are fine; unwanted raw ones are the host's to refuse.
+        let mut slots = vec![Raw::Missing];
+        scan_object(r#"{"a": "x\ty\u0000"}"#, &tables, 0, &mut slots).unwrap();
+        assert_eq!(slots[0].as_str().unwrap(), "x\ty\u{0}");
+        scan_object("{\"b\": \"x\ty\", \"a\": 1}", &tables, 0, &mut slots).unwrap();
+        // A wanted key with a control character matches only its escape.
+        let tables = table(&["k\u{1}"]);
+        scan_object(r#"{"k\u0001": 1}"#, &tables, 0, &mut slots).unwrap();
+        assert_eq!(slots[0], Raw::Num("1"));
+        scan_object("{\"k\u{1}\": 1}", &tables, 0, &mut slots).unwrap_err();
+    }
+
+    #[test]
+    fn wanted_numbers_follow_the_json_grammar_and_fit_f64() {
+        // Bug: any run of digits, signs, points and exponent letters was a
+        // number (`01` read as 1, `1-2` kept as text); serde_json refuses
+        // them, and `1e400` (beyond f64).
+        let tables = table(&["a"]);
+        for bad in [
+            "01", "-", "1.", "1e", "1e+", "--1", "1-2", "1.2.3", "1e5e5", "-01", "00", "1E+-1",
+        ] {
+            let text = format!(r#"{{"a": {bad}}}"#);
+            let mut slots = vec![Raw::Missing];
+            let e = scan_object(&text, &tables, 0, &mut slots).unwrap_err();
+            assert_eq!(e.what, "bad number", "{bad}");
+            assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
+        }
+        let long = "9".repeat(400);
+        for far in ["1e400", "-2E+308", long.as_str()] {
+            let text = format!(r#"{{"a": {far}}}"#);
+            let mut slots = vec![Raw::Missing];
+            let e = scan_object(&text, &tables, 0, &mut slots).unwrap_err();
+            assert_eq!(e.what, "number out of range (beyond f64)", "{far}");
+            assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
+        }
+        for good in [
+            "0",
+            "-0",
+            "0.5",
+            "-1.25E+3",
+            "1e-400",
+            "12345678901234567890.5",
+            "0e99999",
+        ] {
+            let text = format!(r#"{{"a": {good}}}"#);
+            let mut slots = vec![Raw::Missing];
+            scan_object(&text, &tables, 0, &mut slots).unwrap();
+            assert_eq!(slots[0], Raw::Num(good));
+            assert_eq!(
+                array_elements(&format!("[{good}]")).unwrap(),
+                vec![Raw::Num(good)]
+            );
+        }
     }
 
     #[test]
@@ -1129,23 +1397,24 @@ mod tests {
 
     #[test]
     fn escaped_and_duplicated_keys_with_hashing() {
-        // An escaped spelling of a wanted key counts as that key, and its
-        // first occurrence wins whether escaped or not.
+        // An escaped spelling of a wanted key counts as that key, so with
+        // the plain spelling it repeats the member.
         let tables = table(&["InvoiceAmount", "Id"]);
         let mut slots = vec![Raw::Missing; 2];
-        let text = r#"{"Invoice\u0041mount": 1, "InvoiceAmount": 2, "I\u0064": 3, "Id": 4}"#;
+        let text = r#"{"Invoice\u0041mount": 1, "I\u0064": 3}"#;
         scan_object(text, &tables, 0, &mut slots).unwrap();
         assert_eq!(slots, vec![Raw::Num("1"), Raw::Num("3")]);
-        let text = r#"{"InvoiceAmount": 2, "Invoice\u0041mount": 1, "Id": 4, "I\u0064": 3}"#;
-        scan_object(text, &tables, 0, &mut slots).unwrap();
-        assert_eq!(slots, vec![Raw::Num("2"), Raw::Num("4")]);
-        // More than 64 wanted keys: no seen-bits, still first wins.
+        let text = r#"{"InvoiceAmount": 2, "Invoice\u0041mount": 1, "Id": 4}"#;
+        scan_object(text, &tables, 0, &mut slots).unwrap_err();
+        // More than 64 wanted keys: the seen-bits are a vector, and still
+        // find the repeat.
         let keys: Vec<String> = (0..70).map(|i| format!("k{i}")).collect();
         let names: Vec<&str> = keys.iter().map(String::as_str).collect();
         let tables = table(&names);
         let mut slots = vec![Raw::Missing; 70];
-        scan_object(r#"{"k69": 1, "k69": 2, "k0": 3}"#, &tables, 0, &mut slots).unwrap();
+        scan_object(r#"{"k69": 1, "k0": 3}"#, &tables, 0, &mut slots).unwrap();
         assert_eq!((slots[69], slots[0]), (Raw::Num("1"), Raw::Num("3")));
+        scan_object(r#"{"k69": 1, "k69": 2, "k0": 3}"#, &tables, 0, &mut slots).unwrap_err();
     }
 
     #[test]
