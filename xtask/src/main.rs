@@ -36,9 +36,10 @@ fn main() -> ExitCode {
     let task = args.first().map(String::as_str).unwrap_or("help");
     let rest = args.get(1..).unwrap_or(&[]);
     let result = match task {
-        "setup" => setup(),
+        "setup" => setup().and_then(|()| browser()),
         "build-plugins" => build_plugins(),
         "test" => setup()
+            .and_then(|()| browser())
             .and_then(|()| build_plugins())
             .and_then(|()| test(rest)),
         "demo" => setup()
@@ -124,6 +125,31 @@ fn setup() -> Result {
         run(&mut cmd)?;
     }
     Ok(())
+}
+
+/// Debian's Chromium and chromedriver, for the status-page test: installed
+/// with apt-get when missing and running as root; otherwise the command
+/// that installs them.
+fn browser() -> Result {
+    let present = |p: &str| Path::new(p).exists();
+    if present("/usr/bin/chromium") && present("/usr/bin/chromedriver") {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        return Err(
+            "the status-page test needs Chromium: run `sudo apt-get install chromium chromium-driver`"
+                .into(),
+        );
+    }
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "chromium", "chromium-driver"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn build_plugins() -> Result {

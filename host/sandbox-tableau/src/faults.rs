@@ -50,6 +50,11 @@ impl Faults {
         self.state().job_failures.push_back(notes.into());
     }
 
+    /// Forgets the job failures still queued by [`Self::fail_next_job`].
+    pub fn clear_job_failures(&self) {
+        self.state().job_failures.clear();
+    }
+
     /// The next `count` REST calls answer `429` with `Retry-After`.
     pub fn rate_limit_next(&self, count: u32, retry_after_secs: u64) {
         let mut state = self.state();

@@ -105,6 +105,8 @@ struct PipelineStatus {
     run: RunState,
     every: Duration,
     last: Option<LastCycle>,
+    /// When a cycle last confirmed (Unix seconds): lag = now − this.
+    last_success: Option<u64>,
     /// (Unix seconds, rows sent) of each cycle that sent rows, last day.
     rows: VecDeque<(u64, u64)>,
     /// (Unix seconds of the confirmation, seconds from the newest record's
@@ -193,6 +195,7 @@ impl Status {
                     run: RunState::Queued,
                     every: *every,
                     last: None,
+                    last_success: None,
                     rows: VecDeque::new(),
                     freshness: VecDeque::new(),
                 });
@@ -227,10 +230,11 @@ impl Status {
         let max = self.max_samples;
         self.with_pipeline(tenant, pipeline, |p| {
             let at = now();
-            if let LastCycle::Ok { rows, .. } = &last
-                && *rows > 0
-            {
-                p.rows.push_back((at, *rows));
+            if let LastCycle::Ok { rows, .. } = &last {
+                p.last_success = Some(at);
+                if *rows > 0 {
+                    p.rows.push_back((at, *rows));
+                }
             }
             if let Some(f) = freshness {
                 p.freshness.push_back((at, f));
@@ -325,6 +329,7 @@ impl Status {
                         "every_secs": p.every.as_secs(),
                         "schedule": p.run,
                         "last_cycle": p.last,
+                        "last_success_at": p.last_success,
                         "freshness": f.map(|(p50, p95)| json!({"p50_secs": p50, "p95_secs": p95,
                             "samples": p.freshness.len()})),
                         "history": {

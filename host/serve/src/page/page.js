@@ -64,11 +64,22 @@ function token() {
   return t;
 }
 
+// What each pipeline's replay button last did, kept across redraws.
+const replays = {};
+
+function showReplay(key, button) {
+  const r = replays[key];
+  if (!r) return;
+  button.textContent = r.text;
+  button.disabled = r.busy;
+}
+
 async function replay(tenant, pipeline, button) {
   const t = token();
   if (!t) return;
-  button.disabled = true;
-  button.textContent = "replaying…";
+  const key = `${tenant}/${pipeline}`;
+  replays[key] = { text: "replaying…", busy: true };
+  showReplay(key, button);
   try {
     const r = await fetch(`/api/v1/tenants/${encodeURIComponent(tenant)}/pipelines/${encodeURIComponent(pipeline)}/replay`, {
       method: "POST",
@@ -77,11 +88,16 @@ async function replay(tenant, pipeline, button) {
     });
     const body = await r.json().catch(() => ({}));
     if (r.status === 401) sessionStorage.removeItem("mlc-admin-token");
-    button.textContent = r.ok ? `retrying ${body.batch}` : `refused: ${body.error ? body.error.message : r.status}`;
-    button.dataset.outcome = r.ok ? "ok" : "refused";
+    replays[key] = {
+      text: r.ok ? `retrying ${body.batch}` : `refused: ${body.error ? body.error.message : r.status}`,
+      busy: r.ok,
+    };
+    document.body.dataset.lastReplay = r.ok ? `ok ${body.batch}` : `refused ${r.status}`;
   } catch (e) {
-    button.textContent = `failed: ${e}`;
+    replays[key] = { text: `failed: ${e}`, busy: false };
+    document.body.dataset.lastReplay = `failed ${e}`;
   }
+  showReplay(key, button);
 }
 
 function stateOf(p) {
@@ -108,7 +124,7 @@ function draw(doc) {
       const [label, cls] = stateOf(p);
       const last = p.last_cycle;
       const lastAt = last ? last.at : null;
-      const okAt = last && last.outcome === "ok" ? last.at : null;
+      const okAt = p.last_success_at;
       const next = p.schedule && p.schedule.state === "scheduled" ? Math.max(0, p.schedule.next_run - now) : null;
       const rows = p.history.rows.reduce((a, r) => a + r[1], 0);
       const fresh = p.freshness ? `${secs(p.freshness.p50_secs)} / ${secs(p.freshness.p95_secs)}` : "—";
@@ -123,10 +139,14 @@ function draw(doc) {
         el("td", {}, rows.toLocaleString()),
         el("td", {}, spark(now, p.history)),
         el("td", {}));
+      const key = `${t.tenant}/${p.pipeline}`;
       if (s.failed_batch) {
         const b = el("button", { class: "replay" }, "replay");
         b.addEventListener("click", () => replay(t.tenant, p.pipeline, b));
+        showReplay(key, b);
         row.lastChild.append(b);
+      } else {
+        delete replays[key];
       }
       body.append(row);
       if (s.failed_batch) {
@@ -134,6 +154,12 @@ function draw(doc) {
           el("td", { colspan: "10" },
             el("div", { class: "error" }, `batch ${s.failed_batch.batch} failed (${s.failed_batch.failures}×): ${s.failed_batch.error}`))));
       }
+    }
+  }
+  for (const t of doc.tenants) {
+    for (const p of t.pipelines) {
+      const f = p.store && p.store.failed_batch;
+      if (f) problems.push(`${t.tenant}/${p.pipeline}: batch ${f.batch} failed ${f.failures}× (details below)`);
     }
   }
   for (const r of doc.refused_plugins || []) problems.push(`plugin ${r.tenant}/${r.name} refused (${r.kind}): ${r.reason}`);

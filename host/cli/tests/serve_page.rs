@@ -1,0 +1,266 @@
+//! The status page of `serve` in headless Chromium (Debian's `chromium`,
+//! driven through `chromedriver` over WebDriver): it loads, shows the
+//! pipelines of a running server, shows a failed batch with its error, and
+//! its replay button (which asks for the admin token) retries the batch.
+//! Screenshots are kept in `$CARGO_TARGET_TMPDIR/status-page-*.png`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use mlc_sandbox_oracle::SandboxConfig;
+use mlc_sandbox_tableau::TableauSandboxConfig;
+use support::serve::{ADMIN_TOKEN, every_minute, free_port};
+use support::{World, oracle_invoices, tableau_invoices};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// chromedriver on a free port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Driver {
+    for tool in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            std::path::Path::new(tool).exists(),
+            "{tool} is missing: install Debian's chromium and chromium-driver \
+             (`apt-get install chromium chromium-driver`; .ci/run does)"
+        );
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "chromedriver did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Driver { child, url }
+}
+
+async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1400,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::native()
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to chromedriver: {e}"))
+}
+
+/// Waits until `check` says yes, polling the page every 250 ms.
+async fn until<F, Fut>(timeout: Duration, what: &str, page: &Client, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        if started.elapsed() > timeout {
+            let source = page.source().await.unwrap_or_default();
+            panic!("timed out after {timeout:?} waiting for {what}; the page:\n{source}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn text_of(page: &Client, css: &str) -> String {
+    match page.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn screenshot(page: &Client, name: &str) -> PathBuf {
+    let png = page.screenshot().await.expect("a screenshot");
+    assert!(png.len() > 1000, "an empty screenshot");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("status-page-{name}.png"));
+    std::fs::write(&path, png).expect("writing the screenshot");
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_pipelines_and_its_button_replays_a_failed_batch() {
+    let driver = start_driver();
+    let world = World::start(
+        SandboxConfig {
+            seed: 31,
+            invoices: 60,
+            ..SandboxConfig::default()
+        },
+        TableauSandboxConfig::default(),
+    )
+    .await;
+    world.setup_tenant_with(
+        "acme",
+        &[("invoices", "invoices", "invoices.toml")],
+        every_minute,
+    );
+    let server = world.serve(0, &[]);
+    server
+        .wait_for(Duration::from_secs(90), "the first load", || async {
+            (server.pipeline("acme", "invoices").await["store"]["confirmed_batches"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 1)
+                .then_some(())
+        })
+        .await;
+
+    let profile = tempfile::tempdir().expect("profile dir");
+    let page = browser(&driver, profile.path()).await;
+    page.goto(&server.url).await.expect("opening the page");
+    until(
+        Duration::from_secs(20),
+        "the page to load its data",
+        &page,
+        || async {
+            page.find(Locator::Css("body[data-loaded='true']"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let row = "tr[data-pipeline='acme/invoices']";
+    let text = text_of(&page, row).await;
+    assert!(text.contains("acme / invoices"), "{text}");
+    assert!(
+        text.contains("acme invoices"),
+        "the data source is shown: {text}"
+    );
+    screenshot(&page, "running").await;
+
+    // Every Tableau job fails from now on: the next batch fails, visibly.
+    for _ in 0..1000 {
+        world
+            .tableau
+            .faults()
+            .fail_next_job("Hyper refused the update: disk quota exceeded (test)");
+    }
+    world.oracle.mutate(4, 2);
+    until(
+        Duration::from_secs(60),
+        "the failed batch and its error",
+        &page,
+        || async {
+            text_of(&page, "tr.failure")
+                .await
+                .contains("disk quota exceeded")
+        },
+    )
+    .await;
+    assert!(text_of(&page, row).await.contains("failed"));
+    screenshot(&page, "failed").await;
+    // Let the retries back off (to 8 s at the test's clock), so the retry
+    // that follows is the button's.
+    server
+        .wait_for(Duration::from_secs(60), "five failed attempts", || async {
+            (server.pipeline("acme", "invoices").await["store"]["failed_batch"]["failures"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 5)
+                .then_some(())
+        })
+        .await;
+
+    // Tableau works again; the operator replays from the page.
+    world.tableau.faults().clear_job_failures();
+    // The page redraws every 3 s: a button found just before a redraw is
+    // gone by the click, so find it again.
+    let mut clicked = false;
+    for _ in 0..10 {
+        let button = page
+            .find(Locator::Css(&format!("{row} button.replay")))
+            .await
+            .expect("a replay button on the failed pipeline");
+        if button.click().await.is_ok() {
+            clicked = true;
+            break;
+        }
+    }
+    assert!(clicked, "the replay button could not be clicked");
+    // The page asks for the admin token.
+    until(
+        Duration::from_secs(10),
+        "the token prompt",
+        &page,
+        || async { page.get_alert_text().await.is_ok() },
+    )
+    .await;
+    page.send_alert_text(ADMIN_TOKEN)
+        .await
+        .expect("typing the token");
+    page.accept_alert().await.expect("confirming");
+    until(
+        Duration::from_secs(10),
+        "the replay to be accepted",
+        &page,
+        || async {
+            page.find(Locator::Css("body[data-last-replay^='ok ']"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    until(
+        Duration::from_secs(60),
+        "the batch to be confirmed",
+        &page,
+        || async {
+            text_of(&page, "tr.failure").await.is_empty()
+                && text_of(&page, row).await.contains("ok")
+        },
+    )
+    .await;
+    screenshot(&page, "replayed").await;
+    assert_eq!(
+        oracle_invoices(&world),
+        tableau_invoices(&world, "acme").await
+    );
+    let (_, audit) = server.get("/api/v1/audit?limit=100").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "replay.failed" && e["actor"] == "admin-api"),
+        "the page's replay went through the audited API: {audit:#}"
+    );
+    page.close().await.ok();
+}
