@@ -651,3 +651,102 @@ async fn kill9_of_serve_during_cycles_then_restart_loses_and_doubles_nothing() {
     assert!(ended.status.success(), "{}", ended.stderr);
     eprintln!("states the kills left: {states:?}");
 }
+
+/// The CLI's commands over a tenant whose store `serve` holds go to its
+/// admin API and print the same documents as over the store itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_talks_to_the_running_server_that_holds_the_store() {
+    let world = World::start(
+        SandboxConfig {
+            seed: 25,
+            invoices: 50,
+            ..SandboxConfig::default()
+        },
+        TableauSandboxConfig::default(),
+    )
+    .await;
+    let file = world.setup_tenant_with("acme", &INVOICES, every_minute);
+    let file = file.to_str().expect("utf-8 path");
+    let server = world.serve(0, &[]);
+    until_equal(&server, &world, "acme", "the first load").await;
+
+    let keys = |doc: &serde_json::Value| -> Vec<String> {
+        doc["pipelines"][0]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let served = world.json(&["pipeline", "list", "acme"]);
+    assert_eq!(served["pipelines"][0]["pipeline"], "invoices", "{served:#}");
+    let paused = world.json(&["pipeline", "pause", "acme/invoices"]);
+    assert_eq!(paused["paused"], true, "{paused:#}");
+    server
+        .wait_for(Duration::from_secs(20), "the pause to apply", || async {
+            (server.pipeline("acme", "invoices").await["schedule"]["state"] == "paused")
+                .then_some(())
+        })
+        .await;
+    let batches = world.json(&["batches", "acme", "--limit", "3"]);
+    assert!(
+        !batches["batches"].as_array().expect("batches").is_empty(),
+        "{batches:#}"
+    );
+    let pat = world.tableau.pat_secret().expose().to_owned();
+    let out = world.run_with_stdin(
+        &["--output", "json", "secret", "set", "acme", "tableau-pat"],
+        &pat,
+    );
+    assert!(out.status.success(), "{}", support::explain(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&pat));
+    let replay = world.json(&["replay", "--full", "acme/invoices"]);
+    let id = replay["batch"].as_str().expect("a batch id").to_owned();
+    server
+        .wait_for(
+            Duration::from_secs(60),
+            "the replay through the CLI",
+            || async {
+                let (_, b) = server
+                    .get("/api/v1/tenants/acme/batches?state=confirmed&limit=20")
+                    .await;
+                b["batches"]
+                    .as_array()
+                    .is_some_and(|bs| bs.iter().any(|x| x["id"] == id.as_str()))
+                    .then_some(())
+            },
+        )
+        .await;
+    let skipped = world.json(&["sync", "acme", "--once"]);
+    assert_eq!(
+        skipped["started"],
+        serde_json::json!([]),
+        "a paused pipeline is not run: {skipped:#}"
+    );
+    world.json(&["pipeline", "resume", "acme/invoices"]);
+    let started = world.json(&["sync", "acme/invoices", "--once"]);
+    assert_eq!(
+        started["started"],
+        serde_json::json!(["invoices"]),
+        "{started:#}"
+    );
+    let applied = world.json(&["tenant", "apply", file]);
+    assert_eq!(applied["changed"], false, "{applied:#}");
+    // Without the token the CLI says what it needs.
+    let out = world
+        .command(&["pipeline", "list", "acme"])
+        .env_remove("ML_CONNECTOR_ADMIN_TOKEN")
+        .output()
+        .expect("running the CLI");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin token"),
+        "{}",
+        support::explain(&out)
+    );
+
+    let (ended, _) = server.terminate();
+    assert!(ended.status.success(), "{}", ended.stderr);
+    // Over the store itself: the same document.
+    let local = world.json(&["pipeline", "list", "acme"]);
+    assert_eq!(keys(&local), keys(&served), "{local:#}\n{served:#}");
+    assert_eq!(local["pipelines"][0]["paused"], false);
+}

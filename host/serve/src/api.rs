@@ -9,7 +9,7 @@
 //! | `GET /tenants/{t}/pipelines` | as `pipeline list` |
 //! | `POST /tenants/{t}/pipelines/{p}/pause`, `/resume` | as `pipeline pause|resume` |
 //! | `POST /tenants/{t}/pipelines/{p}/run` | run a cycle now |
-//! | `POST /tenants/{t}/pipelines/{p}/replay` | `{"failed":true}`, `{"full":true}`, `{"batch":SEQ}` or `{"record":KEY}` |
+//! | `POST /tenants/{t}/pipelines/{p}/replay` | `{"failed":true}`, `{"full":true}`, `{"batch":ID}` or `{"record":KEY}` |
 //! | `GET /tenants/{t}/batches?pipeline=&state=&limit=` | as `batches` |
 //! | `GET /tenants/{t}/events?limit=` | webhook events received |
 //! | `GET /tenants/{t}/secrets` | secret names (never values) |
@@ -218,12 +218,26 @@ async fn apply(State(app): State<Arc<App>>, Path(tenant): Path<String>, body: By
         other => ApiError::Invalid(other.to_string()),
     })?;
     app.scheduler.refresh().await;
+    let def = &applied.definition;
+    let scripts_missing: Vec<String> = def
+        .pipelines
+        .iter()
+        .filter_map(|p| match &p.mapping {
+            mlc_sync::definition::Mapping::Script(f) => {
+                let (path, _) = app.scheduler.host.mapping_paths(&def.id, f);
+                (!path.exists()).then(|| path.display().to_string())
+            }
+            mlc_sync::definition::Mapping::Plugin(_) => None,
+        })
+        .collect();
     Ok(axum::Json(json!({
-        "tenant": applied.definition.id,
+        "tenant": def.id,
         "changed": applied.changed,
-        "pipelines": applied.definition.pipelines.iter().map(|p| &p.id).collect::<Vec<_>>(),
+        "pipelines": def.pipelines.iter().map(|p| &p.id).collect::<Vec<_>>(),
         "pipelines_removed": applied.removed_pipelines,
-        "missing_secrets": applied.missing_secrets,
+        "secrets_missing": applied.missing_secrets,
+        "mapping_scripts_missing": scripts_missing,
+        "store": applied.store.display().to_string(),
     })))
 }
 
@@ -242,7 +256,7 @@ struct ReplayRequest {
     failed: bool,
     #[serde(default)]
     full: bool,
-    batch: Option<u64>,
+    batch: Option<String>,
     record: Option<String>,
 }
 
@@ -304,7 +318,7 @@ async fn replay(
 ) -> Answer {
     let req: ReplayRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::Invalid(format!(
-            "expected {{\"failed\":true}}, {{\"full\":true}}, {{\"batch\":SEQ}} or {{\"record\":KEY}}: {e}"
+            "expected {{\"failed\":true}}, {{\"full\":true}}, {{\"batch\":ID}} or {{\"record\":KEY}}: {e}"
         ))
     })?;
     let chosen = usize::from(req.failed)
@@ -338,9 +352,18 @@ async fn replay(
             json!({"tenant": tenant, "pipeline": pipeline, "batch": batch.id}),
         ));
     }
-    let (kind, keys, action) = if let Some(seq) = req.batch {
+    let (kind, keys, action) = if let Some(id) = &req.batch {
+        // The whole id must match: the same number under another store
+        // instance is another batch.
+        let seq = id
+            .rsplit('.')
+            .next()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| ApiError::Invalid(format!("`{id}` is not a batch id")))?;
         let original = block_in_place(|| store.batch(pipeline, seq))
-            .map_err(|_| ApiError::NotFound(format!("{tenant}/{pipeline} has no batch {seq}")))?;
+            .ok()
+            .filter(|b| &b.id == id)
+            .ok_or_else(|| ApiError::NotFound(format!("{tenant}/{pipeline} has no batch {id}")))?;
         let mut keys = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -486,11 +509,20 @@ async fn set_secret(
     }
     let store = held(&app, &tenant).await?;
     block_in_place(|| store.set_secret(app.scheduler.host.key(), &name, &value))?;
-    audited(&app, "secret.set", &tenant, json!({"name": name})).await?;
+    let referenced = block_in_place(|| stored_definition(&store))
+        .map(|d| d.secrets().iter().any(|s| s.name() == name))
+        .unwrap_or(false);
+    audited(
+        &app,
+        "secret.set",
+        &tenant,
+        json!({"name": name, "referenced": referenced}),
+    )
+    .await?;
     // Its clients hold the old value: the tenant is built again with it.
     app.scheduler.restart(&tenant).await;
     Ok(axum::Json(
-        json!({"tenant": tenant, "secret": name, "stored": true}),
+        json!({"tenant": tenant, "secret": name, "set": true, "referenced": referenced}),
     ))
 }
 

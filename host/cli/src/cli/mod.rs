@@ -9,6 +9,8 @@ mod ops;
 #[cfg(feature = "plugin")]
 mod plugin;
 #[cfg(feature = "runtime")]
+mod remote;
+#[cfg(feature = "runtime")]
 mod runtime;
 mod sandbox;
 #[cfg(feature = "runtime")]

@@ -2,13 +2,14 @@
 //! reads and toggles in a tenant's store. Pausing and resuming are
 //! audited; reading is not.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use mlc_serve::views;
 use mlc_store::{Batch, BatchState, TenantStore};
-use mlc_sync::definition::format_duration;
 use serde_json::json;
 
 use super::Output;
-use super::runtime::{BatchRef, RecordTarget, RuntimeArgs, Target, actor, print};
+use super::remote::Place;
+use super::runtime::{BatchRef, RecordTarget, RuntimeArgs, Target, actor, blocking, print};
 use super::tenant::stored_definition;
 
 /// List, pause and resume pipelines.
@@ -67,140 +68,131 @@ pub struct AuditCommand {
 impl PipelineCommand {
     pub async fn run(self, args: &RuntimeArgs, output: Output) -> Result<()> {
         match self {
-            Self::List { tenant } => list(args, output, &tenant),
-            Self::Pause { target } => set_paused(args, output, &target, true),
-            Self::Resume { target } => set_paused(args, output, &target, false),
+            Self::List { tenant } => list(args, output, &tenant).await,
+            Self::Pause { target } => set_paused(args, output, &target, true).await,
+            Self::Resume { target } => set_paused(args, output, &target, false).await,
         }
     }
 }
 
-fn list(args: &RuntimeArgs, output: Output, tenant: &str) -> Result<()> {
-    let runtime = args.runtime()?;
-    let store = args.tenant_store(&runtime, tenant)?;
-    let def = stored_definition(&store)?;
-    let mut rows = Vec::new();
-    for p in &def.pipelines {
-        let state = store.pipeline(&p.id)?;
-        let open = store.open_batch(&p.id)?;
-        rows.push(json!({
-            "pipeline": p.id,
-            "resource": p.resource.name(),
-            "datasource": p.datasource,
-            "every": format_duration(p.every),
-            "paused": state.paused,
-            "confirmed_batches": state.confirmed_seq,
-            "cursor": state.cursor,
-            "open_batch": open.map(|b| json!({"id": b.id, "state": b.state.name()})),
-        }));
-    }
-    print(
-        output,
-        &json!({"tenant": tenant, "pipelines": rows}),
-        || {
-            let mut t = format!(
-                "{:<22} {:<22} {:<28} {:>6} {:>7} {:>9}  {}\n",
-                "pipeline", "resource", "data source", "every", "paused", "confirmed", "open batch"
-            );
-            for r in &rows {
-                let open = r["open_batch"]
-                    .as_object()
-                    .map(|o| {
-                        format!(
-                            "{} ({})",
-                            o["id"].as_str().unwrap_or_default(),
-                            o["state"].as_str().unwrap_or_default()
-                        )
-                    })
-                    .unwrap_or_else(|| "—".into());
-                t.push_str(&format!(
-                    "{:<22} {:<22} {:<28} {:>6} {:>7} {:>9}  {open}\n",
-                    r["pipeline"].as_str().unwrap_or_default(),
-                    r["resource"].as_str().unwrap_or_default(),
-                    r["datasource"].as_str().unwrap_or_default(),
-                    r["every"].as_str().unwrap_or_default(),
-                    if r["paused"].as_bool() == Some(true) {
-                        "yes"
-                    } else {
-                        "no"
-                    },
-                    r["confirmed_batches"],
-                ));
-            }
-            t
-        },
-    );
+async fn list(args: &RuntimeArgs, output: Output, tenant: &str) -> Result<()> {
+    let doc = match args.place(tenant)? {
+        Place::Local(store) => {
+            let def = stored_definition(&store)?;
+            blocking(|| views::pipelines(&store, &def))?
+        }
+        Place::Server(remote) => remote.get("/pipelines").await?,
+    };
+    let rows = doc["pipelines"].as_array().cloned().unwrap_or_default();
+    print(output, &doc, || {
+        let mut t = format!(
+            "{:<22} {:<22} {:<28} {:>6} {:>7} {:>9}  {}\n",
+            "pipeline", "resource", "data source", "every", "paused", "confirmed", "open batch"
+        );
+        for r in &rows {
+            let open = r["open_batch"]
+                .as_object()
+                .map(|o| {
+                    format!(
+                        "{} ({})",
+                        o["id"].as_str().unwrap_or_default(),
+                        o["state"].as_str().unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "—".into());
+            t.push_str(&format!(
+                "{:<22} {:<22} {:<28} {:>6} {:>7} {:>9}  {open}\n",
+                r["pipeline"].as_str().unwrap_or_default(),
+                r["resource"].as_str().unwrap_or_default(),
+                r["datasource"].as_str().unwrap_or_default(),
+                r["every"].as_str().unwrap_or_default(),
+                if r["paused"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                },
+                r["confirmed_batches"],
+            ));
+        }
+        t
+    });
     Ok(())
 }
 
-fn set_paused(args: &RuntimeArgs, output: Output, target: &Target, paused: bool) -> Result<()> {
+async fn set_paused(
+    args: &RuntimeArgs,
+    output: Output,
+    target: &Target,
+    paused: bool,
+) -> Result<()> {
     let pipeline = target.pipeline()?;
-    let runtime = args.runtime()?;
-    let store = args.tenant_store(&runtime, &target.tenant)?;
-    let def = stored_definition(&store)?;
-    if def.pipeline(pipeline).is_none() {
-        bail!("tenant {} has no pipeline `{pipeline}`", target.tenant);
-    }
-    store.set_paused(pipeline, paused)?;
-    let action = if paused {
-        "pipeline.pause"
-    } else {
-        "pipeline.resume"
+    let action = if paused { "pause" } else { "resume" };
+    let doc = match args.place(&target.tenant)? {
+        Place::Local(store) => {
+            let def = stored_definition(&store)?;
+            if def.pipeline(pipeline).is_none() {
+                bail!("tenant {} has no pipeline `{pipeline}`", target.tenant);
+            }
+            store.set_paused(pipeline, paused)?;
+            args.runtime()?.audit(
+                &actor(),
+                &format!("pipeline.{action}"),
+                Some(&target.tenant),
+                json!({ "pipeline": pipeline }),
+            )?;
+            json!({"tenant": target.tenant, "pipeline": pipeline, "paused": paused})
+        }
+        Place::Server(remote) => {
+            remote
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/pipelines/{pipeline}/{action}"),
+                    None,
+                )
+                .await?
+        }
     };
-    runtime.audit(
-        &actor(),
-        action,
-        Some(&target.tenant),
-        json!({ "pipeline": pipeline }),
-    )?;
-    print(
-        output,
-        &json!({"tenant": target.tenant, "pipeline": pipeline, "paused": paused}),
-        || {
-            format!(
-                "{}/{pipeline} {}",
-                target.tenant,
-                if paused { "paused" } else { "resumed" }
-            )
-        },
-    );
+    print(output, &doc, || {
+        format!(
+            "{}/{pipeline} {}",
+            target.tenant,
+            if paused { "paused" } else { "resumed" }
+        )
+    });
     Ok(())
 }
 
 impl BatchesCommand {
     pub async fn run(self, args: &RuntimeArgs, output: Output) -> Result<()> {
-        const STATES: [&str; 7] = [
-            "pulling",
-            "pulled",
-            "mapped",
-            "written",
-            "submitted",
-            "confirmed",
-            "failed",
-        ];
         if let Some(s) = &self.state
-            && !STATES.contains(&s.as_str())
+            && !views::STATES.contains(&s.as_str())
         {
-            bail!("--state {s}: expected one of {}", STATES.join(", "));
+            bail!("--state {s}: expected one of {}", views::STATES.join(", "));
         }
-        let runtime = args.runtime()?;
-        let store = args.tenant_store(&runtime, &self.target.tenant)?;
-        let def = stored_definition(&store)?;
-        let pipelines: Vec<String> = match &self.target.pipeline {
-            Some(p) => vec![p.clone()],
-            None => def.pipelines.iter().map(|p| p.id.clone()).collect(),
+        let query = views::BatchQuery {
+            pipeline: self.target.pipeline.clone(),
+            state: self.state.clone(),
+            limit: self.limit,
         };
-        let mut rows: Vec<Batch> = Vec::new();
-        for p in &pipelines {
-            let mut batches = store.batches(p)?;
-            batches.reverse();
-            rows.extend(
-                batches
-                    .into_iter()
-                    .filter(|b| self.state.as_deref().is_none_or(|s| b.state.name() == s))
-                    .take(self.limit),
-            );
-        }
-        print(output, &json!({"batches": rows}), || {
+        let doc = match args.place(&self.target.tenant)? {
+            Place::Local(store) => {
+                let def = stored_definition(&store)?;
+                blocking(|| views::batches(&store, &def, &query))?
+            }
+            Place::Server(remote) => {
+                let mut path = format!("/batches?limit={}", self.limit);
+                if let Some(p) = &query.pipeline {
+                    path.push_str(&format!("&pipeline={p}"));
+                }
+                if let Some(s) = &query.state {
+                    path.push_str(&format!("&state={s}"));
+                }
+                remote.get(&path).await?
+            }
+        };
+        let rows: Vec<Batch> =
+            serde_json::from_value(doc["batches"].clone()).context("the batches document")?;
+        print(output, &doc, || {
             let mut t = format!(
                 "{:<44} {:<12} {:<10} {:>9} {:>8}  {}\n",
                 "batch", "kind", "state", "records", "failures", "last change"

@@ -45,7 +45,15 @@ pub struct RuntimeArgs {
     /// The hyperd binary (default: from the tableauhyperapi Python package).
     #[arg(long, global = true, env = "ML_CONNECTOR_HYPERD")]
     pub hyperd: Option<PathBuf>,
+    /// A file holding the admin API's bearer token (default: the
+    /// ML_CONNECTOR_ADMIN_TOKEN variable): `serve` requires it, other
+    /// commands use it to reach a running server.
+    #[arg(long, global = true, env = "ML_CONNECTOR_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
+
+/// The shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 
 impl RuntimeArgs {
     /// The data directory.
@@ -62,6 +70,25 @@ impl RuntimeArgs {
                 mlc_store::MASTER_KEY_ENV
             )
         })
+    }
+
+    /// The admin API's token, from `--admin-token-file` or
+    /// `ML_CONNECTOR_ADMIN_TOKEN`.
+    pub fn admin_token(&self) -> Result<mlc_common::Secret> {
+        let token = match &self.admin_token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the admin token file {}", path.display()))?,
+            None => std::env::var("ML_CONNECTOR_ADMIN_TOKEN").unwrap_or_default(),
+        };
+        let token = mlc_common::Secret::new(token.trim().to_owned());
+        if token.expose().len() < MIN_ADMIN_TOKEN {
+            bail!(
+                "an admin token of at least {MIN_ADMIN_TOKEN} characters is needed: set \
+                 ML_CONNECTOR_ADMIN_TOKEN or pass --admin-token-file FILE \
+                 (e.g. `openssl rand -hex 32 > admin-token`)"
+            );
+        }
+        Ok(token)
     }
 
     /// Opens the runtime file.

@@ -2,11 +2,9 @@
 //! page in one process, until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use mlc_common::Secret;
+use anyhow::{Result, bail};
 use mlc_serve::{Clock, Replica, ServeConfig, ServeLimits};
 
 use super::runtime::RuntimeArgs;
@@ -21,10 +19,6 @@ pub struct ServeCommand {
     /// webhooks are registered on its site at start.
     #[arg(long, env = "ML_CONNECTOR_PUBLIC_URL")]
     public_url: Option<String>,
-    /// A file holding the admin API's bearer token (default: the
-    /// ML_CONNECTOR_ADMIN_TOKEN variable).
-    #[arg(long, env = "ML_CONNECTOR_ADMIN_TOKEN_FILE")]
-    admin_token_file: Option<PathBuf>,
     /// This replica's index (0-based) when several share the data directory.
     #[arg(long, env = "ML_CONNECTOR_REPLICA", default_value_t = 0)]
     replica: u32,
@@ -62,9 +56,6 @@ fn duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 5m or 1h"))
 }
 
-/// The shortest admin token accepted.
-const MIN_TOKEN: usize = 16;
-
 impl ServeCommand {
     pub async fn run(self, args: &RuntimeArgs) -> Result<()> {
         if self.replicas == 0 || self.replica >= self.replicas {
@@ -74,7 +65,7 @@ impl ServeCommand {
                 self.replicas
             );
         }
-        let admin_token = self.admin_token()?;
+        let admin_token = args.admin_token()?;
         let key = args.master_key()?;
         let host = args.host(key).await?;
         let limits = ServeLimits {
@@ -101,23 +92,6 @@ impl ServeCommand {
         .await?;
         eprintln!("stopped");
         Ok(())
-    }
-
-    fn admin_token(&self) -> Result<Secret> {
-        let token = match &self.admin_token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("reading the admin token file {}", path.display()))?,
-            None => std::env::var("ML_CONNECTOR_ADMIN_TOKEN").unwrap_or_default(),
-        };
-        let token = Secret::new(token.trim().to_owned());
-        if token.expose().len() < MIN_TOKEN {
-            bail!(
-                "serve needs an admin token of at least {MIN_TOKEN} characters for its API: set \
-                 ML_CONNECTOR_ADMIN_TOKEN or pass --admin-token-file FILE \
-                 (e.g. `openssl rand -hex 32 > admin-token`)"
-            );
-        }
-        Ok(token)
     }
 }
 

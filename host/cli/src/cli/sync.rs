@@ -13,6 +13,7 @@ use mlc_sync::{CycleAction, CycleReport, Progress, Stage};
 use serde_json::json;
 
 use super::Output;
+use super::remote::{Place, Remote};
 use super::runtime::{BatchRef, RecordTarget, RuntimeArgs, Target, actor, blocking, print};
 use super::tenant::stored_definition;
 
@@ -56,11 +57,11 @@ pub struct ReplayCommand {
 impl SyncCommand {
     pub async fn run(self, args: &RuntimeArgs, output: Output) -> Result<()> {
         let _ = self.once;
-        let key = args.master_key()?;
-        let store = {
-            let runtime = args.runtime()?;
-            args.tenant_store(&runtime, &self.target.tenant)?
+        let store = match args.place(&self.target.tenant)? {
+            Place::Local(store) => store,
+            Place::Server(remote) => return self.ask_server(&remote, output).await,
         };
+        let key = args.master_key()?;
         let def = stored_definition(&store)?;
         let names: Vec<String> = match &self.target.pipeline {
             Some(p) => {
@@ -93,17 +94,81 @@ impl SyncCommand {
     }
 }
 
+impl SyncCommand {
+    /// A running server holds the tenant: it is asked to run the
+    /// pipelines now (on its own schedule slots) instead.
+    async fn ask_server(&self, remote: &Remote, output: Output) -> Result<()> {
+        let names: Vec<String> = match &self.target.pipeline {
+            Some(p) => vec![p.clone()],
+            None => remote.get("/pipelines").await?["pipelines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["paused"] != true)
+                .filter_map(|p| p["pipeline"].as_str().map(str::to_owned))
+                .collect(),
+        };
+        let mut started = Vec::new();
+        for name in &names {
+            remote
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/pipelines/{name}/run"),
+                    None,
+                )
+                .await?;
+            started.push(name.clone());
+        }
+        let doc = json!({"tenant": remote.tenant, "server": remote.url(), "started": started});
+        print(output, &doc, || {
+            format!(
+                "the server at {} runs {} of {} now (follow them with `ml-connector batches {}`)",
+                remote.url(),
+                started.join(", "),
+                remote.tenant,
+                remote.tenant
+            )
+        });
+        Ok(())
+    }
+}
+
 impl ReplayCommand {
     pub async fn run(self, args: &RuntimeArgs, output: Output) -> Result<()> {
-        let key = args.master_key()?;
-        let runtime = args.runtime()?;
         let (tenant, pipeline) = match (&self.batch, &self.failed, &self.record, &self.full) {
             (Some(b), ..) => (b.tenant.clone(), b.pipeline.clone()),
             (_, Some(t), ..) | (.., Some(t)) => (t.tenant.clone(), t.pipeline()?.to_owned()),
             (_, _, Some(r), _) => (r.tenant.clone(), r.pipeline.clone()),
             _ => bail!("say what to replay: --batch, --failed, --record or --full"),
         };
-        let store = args.tenant_store(&runtime, &tenant)?;
+        let store = match args.place(&tenant)? {
+            Place::Local(store) => store,
+            Place::Server(remote) => {
+                let body = match (&self.batch, &self.record) {
+                    (Some(b), _) => json!({"batch": b.id}),
+                    (_, Some(r)) => json!({"record": r.key}),
+                    _ if self.failed.is_some() => json!({"failed": true}),
+                    _ => json!({"full": true}),
+                };
+                let doc = remote
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("/pipelines/{pipeline}/replay"),
+                        Some(body.to_string().into_bytes()),
+                    )
+                    .await?;
+                print(output, &doc, || {
+                    format!(
+                        "batch {} of {tenant}/{pipeline} runs now on the server at {} (follow it with `ml-connector batches {tenant}/{pipeline}`)",
+                        doc["batch"].as_str().unwrap_or("?"),
+                        remote.url()
+                    )
+                });
+                return Ok(());
+            }
+        };
+        let key = args.master_key()?;
+        let runtime = args.runtime()?;
         let def = stored_definition(&store)?;
         if def.pipeline(&pipeline).is_none() {
             bail!("tenant {tenant} has no pipeline `{pipeline}`");

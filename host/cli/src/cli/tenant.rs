@@ -13,6 +13,7 @@ use mlc_sync::definition::{self, Mapping, TenantDefinition, format_duration};
 use serde_json::json;
 
 use super::Output;
+use super::remote::{Place, Remote};
 use super::runtime::{RuntimeArgs, actor, blocking, print};
 
 /// Set up, inspect and remove tenants.
@@ -82,7 +83,7 @@ pub enum KeysCommand {
 impl TenantCommand {
     pub async fn run(self, args: &RuntimeArgs, output: Output) -> Result<()> {
         match self {
-            Self::Apply { file } => apply(args, output, &file),
+            Self::Apply { file } => apply(args, output, &file).await,
             Self::List => list(args, output),
             Self::Show { id } => show(args, output, &id),
             Self::Remove { id } => remove(args, output, &id),
@@ -91,10 +92,29 @@ impl TenantCommand {
     }
 }
 
-fn apply(args: &RuntimeArgs, output: Output, file: &std::path::Path) -> Result<()> {
+async fn apply(args: &RuntimeArgs, output: Output, file: &std::path::Path) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
+    let id = definition::parse(&name, &text)?.id;
+    let listed = args.runtime()?.tenant(&id)?.is_some();
+    if listed && let Place::Server(remote) = args.place(&id)? {
+        let doc = remote
+            .call(reqwest::Method::PUT, "", Some(text.into_bytes()))
+            .await?;
+        print(output, &doc, || {
+            format!(
+                "tenant {id} {} by the running server at {} (it restarts with it)",
+                if doc["changed"] == true {
+                    "applied"
+                } else {
+                    "unchanged"
+                },
+                remote.url()
+            )
+        });
+        return Ok(());
+    }
     let runtime = args.runtime()?;
     let applied =
         blocking(|| mlc_sync::apply_definition(&args.data(), &runtime, &name, &text, &actor()))?;
@@ -360,7 +380,7 @@ async fn authorize(
 impl SecretCommand {
     pub async fn run(self, args: &RuntimeArgs, output: Output) -> Result<()> {
         match self {
-            Self::Set { tenant, name } => set_secret(args, output, &tenant, &name),
+            Self::Set { tenant, name } => set_secret(args, output, &tenant, &name).await,
             Self::List { tenant } => {
                 let runtime = args.runtime()?;
                 let store = args.tenant_store(&runtime, &tenant)?;
@@ -374,11 +394,14 @@ impl SecretCommand {
     }
 }
 
-fn set_secret(args: &RuntimeArgs, output: Output, tenant: &str, name: &str) -> Result<()> {
+async fn set_secret(args: &RuntimeArgs, output: Output, tenant: &str, name: &str) -> Result<()> {
     definition::SecretRef::new(name).map_err(|e| anyhow::anyhow!("secret name `{name}`: {e}"))?;
+    let store = match args.place(tenant)? {
+        Place::Local(store) => store,
+        Place::Server(remote) => return set_secret_remote(&remote, output, tenant, name).await,
+    };
     let key = args.master_key()?;
     let runtime = args.runtime()?;
-    let store = args.tenant_store(&runtime, tenant)?;
     check_key(&store, &key)?;
     let value = read_secret_value(name)?;
     if value.expose().is_empty() {
@@ -405,6 +428,32 @@ fn set_secret(args: &RuntimeArgs, output: Output, tenant: &str, name: &str) -> R
             t
         },
     );
+    Ok(())
+}
+
+async fn set_secret_remote(
+    remote: &Remote,
+    output: Output,
+    tenant: &str,
+    name: &str,
+) -> Result<()> {
+    let value = read_secret_value(name)?;
+    if value.expose().is_empty() {
+        bail!("the value of secret `{name}` is empty: nothing was stored");
+    }
+    let doc = remote
+        .call(
+            reqwest::Method::PUT,
+            &format!("/secrets/{name}"),
+            Some(value.expose().as_bytes().to_vec()),
+        )
+        .await?;
+    print(output, &doc, || {
+        format!(
+            "secret `{name}` of tenant {tenant} stored (sealed) by the running server at {}; the tenant restarts with it",
+            remote.url()
+        )
+    });
     Ok(())
 }
 

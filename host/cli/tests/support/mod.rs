@@ -206,6 +206,7 @@ accounts = "CORP_ACCOUNT"
             .env("ML_CONNECTOR_MASTER_KEY", &self.master_key)
             .env("ML_CONNECTOR_MAPPINGS", self.mappings_dir())
             .env("ML_CONNECTOR_SCRIPTED_WASM", scripted_wasm())
+            .env("ML_CONNECTOR_ADMIN_TOKEN", serve::ADMIN_TOKEN)
             .env_remove("ML_CONNECTOR_MASTER_KEY_FILE")
             .args(args)
             .stdin(Stdio::null());
