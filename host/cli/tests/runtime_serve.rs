@@ -750,3 +750,105 @@ async fn the_cli_talks_to_the_running_server_that_holds_the_store() {
     assert_eq!(keys(&local), keys(&served), "{local:#}\n{served:#}");
     assert_eq!(local["pipelines"][0]["paused"], false);
 }
+
+/// The mapping scripts stay live under `serve`: a broken edit is refused
+/// (recorded in the audit log and the status, with its file and line) while
+/// the previous version keeps syncing; a valid edit that changes the schema
+/// is swapped in and re-exports the data source from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_mapping_script_is_validated_and_swapped_while_serving() {
+    let world = World::start(
+        SandboxConfig {
+            seed: 26,
+            invoices: 50,
+            ..SandboxConfig::default()
+        },
+        TableauSandboxConfig::default(),
+    )
+    .await;
+    world.setup_tenant_with("acme", &INVOICES, every_minute);
+    let server = world.serve(0, &[]);
+    until_equal(&server, &world, "acme", "the first load").await;
+    let script = world.mappings_dir().join("acme/invoices.toml");
+    let good = std::fs::read_to_string(&script).expect("the script");
+
+    // A broken edit: refused with its location, the old version serves.
+    std::fs::write(
+        &script,
+        good.replace("type = \"integer\"", "type = \"integr\""),
+    )
+    .unwrap();
+    let reason = server
+        .wait_for(
+            Duration::from_secs(30),
+            "the broken script to be refused",
+            || async {
+                let doc = server.status().await;
+                doc["tenants"][0]["refused"]
+                    .as_array()
+                    .and_then(|r| r.iter().find(|x| x["pipeline"] == "invoices"))
+                    .and_then(|x| x["reason"].as_str().map(str::to_owned))
+            },
+        )
+        .await;
+    assert!(
+        reason.contains("invoices.toml"),
+        "the refusal names the file: {reason}"
+    );
+    assert!(
+        reason.contains("integr"),
+        "the refusal says what is wrong: {reason}"
+    );
+    world.oracle.mutate(3, 1);
+    until_equal(&server, &world, "acme", "syncing on the previous version").await;
+    let (_, audit) = server.get("/api/v1/audit?limit=200").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "mapping.refused" && e["tenant"] == "acme"),
+        "{audit:#}"
+    );
+
+    // A valid edit with one more column: swapped in, the data source
+    // re-exported from the store with the new schema.
+    let wider = format!(
+        "{good}\n[[column]]\nname = \"Invoice Currency Copy\"\ntype = \"text\"\nsource = \"InvoiceCurrency\"\n"
+    );
+    std::fs::write(&script, wider).unwrap();
+    server
+        .wait_for(
+            Duration::from_secs(60),
+            "a re-export with the new schema",
+            || async {
+                let (_, b) = server
+                    .get("/api/v1/tenants/acme/batches?state=confirmed&limit=50")
+                    .await;
+                b["batches"]
+                    .as_array()
+                    .is_some_and(|bs| bs.iter().any(|x| x["kind"]["type"] == "reexport"))
+                    .then_some(())
+            },
+        )
+        .await;
+    let doc = server.status().await;
+    assert!(
+        doc["tenants"][0]["refused"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "the refusal is cleared once a version loads: {doc:#}"
+    );
+    let rows = world
+        .tableau
+        .datasource_rows("acme invoices", &[])
+        .await
+        .expect("rows")
+        .expect("the data source");
+    let columns = support::script_columns("invoices.toml").len() + 1;
+    assert!(
+        rows.iter().all(|r| r.len() == columns),
+        "every row has the new column"
+    );
+    assert_eq!(rows.len(), oracle_invoices(&world).len());
+}
