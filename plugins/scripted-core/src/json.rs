@@ -16,9 +16,10 @@
 //!
 //! What the scanner does read it reads as `serde_json` does; the property
 //! tests in `tests/json_props.rs` hold it to that:
-//! - A wanted string holds no raw control character, and its escapes are
-//!   decoded on use ([`Raw::as_str`]; one that does not decode, such as a
-//!   lone surrogate, is a reject of the record, never a value).
+//! - A wanted string holds no raw control character and no backslash
+//!   before anything but an escape letter; its escapes are decoded on use
+//!   ([`Raw::as_str`]; a `\u` escape that does not decode, such as a lone
+//!   surrogate, is a reject of the record, never a value).
 //! - A wanted number follows the JSON grammar (no `01`, `1.`, `-`, `1e`)
 //!   and fits an `f64` as `serde_json` requires (`1e400` is refused); its
 //!   text is kept, so decimals stay exact.
@@ -411,7 +412,9 @@ fn string_end(bytes: &[u8], start: usize) -> Option<(usize, bool)> {
 }
 
 /// [`string_end`] for a string whose value is used: a raw control
-/// character (below U+0020) is an error, as in `serde_json`.
+/// character (below U+0020) is an error, and so is a backslash before
+/// anything but a JSON escape letter, as in `serde_json` (whether a `\u`
+/// escape decodes is seen when the value is used).
 #[inline(always)]
 fn string_end_checked(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonError> {
     let mut i = start;
@@ -422,6 +425,15 @@ fn string_end_checked(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonE
             Some(b'"') => return Ok((i, escaped)),
             Some(b'\\') => {
                 escaped = true;
+                if !matches!(
+                    bytes.get(i + 1),
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' | b'u')
+                ) {
+                    return Err(JsonError {
+                        at: i,
+                        what: "bad escape",
+                    });
+                }
                 i += 2;
             }
             Some(_) => {
@@ -1174,6 +1186,19 @@ mod tests {
                     );
                 }
             }
+        }
+        // Nor after a backslash, where only an escape letter may stand.
+        // Bug: `\<NUL>` passed (a backslash skipped the next byte unseen).
+        for text in ["{\"a\": \"x\\\u{0}y\"}", "{\"a\": \"\\\u{1f}\"}"] {
+            let mut slots = vec![Raw::Missing];
+            let e = scan_object(text, &tables, 0, &mut slots).unwrap_err();
+            assert_eq!(e.what, "bad escape", "{text:?}");
+        }
+        for text in [r#"{"a": "\x41"}"#, r#"{"a": "\é"}"#, r#"{"a": "\ "}"#] {
+            let mut slots = vec![Raw::Missing];
+            let e = scan_object(text, &tables, 0, &mut slots).unwrap_err();
+            assert_eq!(e.what, "bad escape", "{text:?}");
+            assert!(serde_json::from_str::<serde_json::Value>(text).is_err());
         }
         // Escaped, they are fine; unwanted raw ones are the host's to refuse.
         let mut slots = vec![Raw::Missing];
