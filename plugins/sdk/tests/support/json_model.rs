@@ -17,8 +17,8 @@
 //! [`config`] is the property configuration of both suites: a fixed number
 //! of cases, failure persistence off (no files are written next to the
 //! sources), and an RNG seed that is printed on every run, so a failure
-//! can be replayed with `PROPTEST_RNG_SEED=<seed>`; proptest also prints
-//! the shrunk failing input.
+//! can be replayed with `PROPTEST_RNG_SEED=<seed> PROPTEST_CASES=<cases>`
+//! (both printed); proptest also prints the shrunk failing input.
 
 #![allow(dead_code)]
 
@@ -584,8 +584,13 @@ fn seed() -> u64 {
 /// overrides), no failure files, a seed printed for replay.
 pub fn config(cases: u32) -> Config {
     let seed = seed();
-    // Captured by the test harness and shown with a failure.
-    eprintln!("proptest seed {seed}: replay with PROPTEST_RNG_SEED={seed}");
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(cases);
+    // Captured by the test harness and shown with a failure. The same seed
+    // and number of cases run the same inputs in the same order.
+    eprintln!("proptest seed {seed}: replay with PROPTEST_RNG_SEED={seed} PROPTEST_CASES={cases}");
     Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),
