@@ -32,10 +32,10 @@
 //!
 //! The JSON model is shared with the SDK's suite
 //! (`plugins/sdk/tests/support/json_model.rs`, included by path). Failures
-//! print the shrunk input; every run prints its RNG seed
-//! (`PROPTEST_RNG_SEED=<seed>` replays it). Failure persistence is off:
-//! nothing is written next to the sources. `PROPTEST_CASES` overrides the
-//! cases set below.
+//! print the shrunk input; every run prints its RNG seed and cases
+//! (`PROPTEST_RNG_SEED=<seed> PROPTEST_CASES=<cases>` replays them).
+//! Failure persistence is off: nothing is written next to the sources.
+//! `PROPTEST_CASES` overrides the cases set below.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -17,10 +17,10 @@
 //!   the text; a parsed one evaluates over scanned values to a value or a
 //!   fault, and converts to any column type or refuses.
 //!
-//! Every run prints its RNG seed (`PROPTEST_RNG_SEED=<seed>` replays it)
-//! and a failure its shrunk input; failure persistence is off. Shared
-//! generators come from the JSON model of the SDK's suite
-//! (`plugins/sdk/tests/support/json_model.rs`).
+//! Every run prints its RNG seed and cases (`PROPTEST_RNG_SEED=<seed>
+//! PROPTEST_CASES=<cases>` replays them) and a failure its shrunk input;
+//! failure persistence is off. Shared generators come from the JSON model
+//! of the SDK's suite (`plugins/sdk/tests/support/json_model.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -23,10 +23,11 @@
 //! come from the edits of the mutation property; one in about 200,000
 //! cases hits the band.
 //!
-//! Failures print the shrunk input; every run prints its RNG seed
-//! (`PROPTEST_RNG_SEED=<seed>` replays it). Failure persistence is off:
-//! nothing is written next to the sources. Cases per property are set
-//! below (`PROPTEST_CASES` overrides them all).
+//! Failures print the shrunk input; every run prints its RNG seed and
+//! cases (`PROPTEST_RNG_SEED=<seed> PROPTEST_CASES=<cases>` replays them).
+//! Failure persistence is off: nothing is written next to the sources.
+//! Cases per property are set below (`PROPTEST_CASES` overrides them
+//! all).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
