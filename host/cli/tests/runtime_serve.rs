@@ -506,6 +506,43 @@ async fn the_admin_api_wants_its_token_and_drives_the_runtime() {
         })
         .await;
 
+    // A plugin uploaded through the API: a component that is not one is
+    // refused, a real one is loaded and listed.
+    let (code, body) = server
+        .call(
+            Method::PUT,
+            "/api/v1/plugins/acme/gl",
+            Some("not wasm".into()),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    let wasm = std::fs::read(support::scripted_wasm().with_file_name("gl-journal-lines.wasm"))
+        .expect("the gl-journal-lines component (cargo xtask build-plugins)");
+    let upload = server
+        .http
+        .put(format!("{}/api/v1/plugins/acme/gl", server.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(wasm)
+        .send()
+        .await
+        .expect("uploading");
+    assert_eq!(
+        upload.status().as_u16(),
+        200,
+        "{}",
+        upload.text().await.unwrap_or_default()
+    );
+    let (_, plugins) = server.get("/api/v1/plugins").await;
+    assert!(
+        plugins["plugins"]
+            .as_array()
+            .expect("plugins")
+            .iter()
+            .any(|p| p["current"]["tenant"] == "acme" && p["current"]["name"] == "gl"),
+        "{plugins:#}"
+    );
+
     // Every change is in the audit log, by the API, and the chain holds.
     let (_, audit) = server.get("/api/v1/audit?limit=1000").await;
     let actions: Vec<&str> = audit["entries"]

@@ -16,6 +16,7 @@
 //! | `PUT /tenants/{t}/secrets/{name}` | set a secret (body: the value) |
 //! | `GET /audit?after=&limit=`, `GET /audit/verify` | the admin audit log |
 //! | `GET /plugins` | loaded plugins and refusals |
+//! | `PUT /plugins/{t}/{name}` | load a component (the body, at most 16 MiB), validated, swapped in for the next batch; kept until restart (the plugins directory keeps one for good) |
 //! | `POST /plugins/{t}/{name}/rollback` | back to the previous version |
 //!
 //! Every change is written to the admin audit log (actor `admin-api`).
@@ -109,7 +110,14 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/audit/verify", get(verify))
         .route("/plugins", get(plugins))
         .route("/plugins/{tenant}/{name}/rollback", post(rollback))
+        .route(
+            "/plugins/{tenant}/{name}",
+            put(load_plugin).layer(axum::extract::DefaultBodyLimit::max(MAX_COMPONENT)),
+        )
 }
+
+/// The largest component `PUT /plugins/{t}/{name}` takes (16 MiB).
+pub const MAX_COMPONENT: usize = 16 << 20;
 
 /// What `/status.json` and `GET /api/v1/status` answer.
 pub async fn status_document(app: &App) -> Value {
@@ -566,6 +574,31 @@ async fn rollback(
         "plugin.rollback",
         &tenant,
         json!({"plugin": name, "version": info.version}),
+    )
+    .await?;
+    Ok(axum::Json(
+        json!({"tenant": tenant, "plugin": name, "current": info}),
+    ))
+}
+
+async fn load_plugin(
+    State(app): State<Arc<App>>,
+    Path((tenant, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Answer {
+    held(&app, &tenant).await?;
+    let info = app
+        .scheduler
+        .host
+        .plugins()
+        .load(&tenant, &name, body.to_vec(), None)
+        .await
+        .map_err(|e| ApiError::Invalid(e.chain()))?;
+    audited(
+        &app,
+        "plugin.load",
+        &tenant,
+        json!({"plugin": name, "version": info.version, "bytes": body.len()}),
     )
     .await?;
     Ok(axum::Json(

@@ -48,6 +48,12 @@ pub struct ServeLimits {
     /// Freshness samples kept per pipeline: those of the last day, at most
     /// this many (default 10,000).
     pub freshness_samples: usize,
+    /// Raw record versions of confirmed batches are kept this long (default
+    /// 30 days; a record's latest version is always kept).
+    pub raw_retention: Duration,
+    /// How often a pipeline applies the retention, after a confirmed cycle
+    /// (default 1 h, not scaled by the clock).
+    pub retention_every: Duration,
 }
 
 impl Default for ServeLimits {
@@ -67,6 +73,8 @@ impl Default for ServeLimits {
             grace: Duration::from_secs(30),
             webhook_memory: 1_000,
             freshness_samples: 10_000,
+            raw_retention: Duration::from_secs(30 * 24 * 3600),
+            retention_every: Duration::from_secs(3600),
         }
     }
 }

@@ -682,6 +682,7 @@ async fn pipeline_loop(mut l: PipelineLoop) {
     let spread = l.limits.start_spread.min(l.every);
     let first = spread.mul_f64(rand::rng().random_range(0.0..=1.0));
     let mut next = Instant::now() + l.clock.wait(first);
+    let mut pruned: Option<Instant> = None;
     loop {
         let paused = tokio::task::block_in_place(|| l.tenant.store.pipeline(&name))
             .map(|s| s.paused)
@@ -750,6 +751,19 @@ async fn pipeline_loop(mut l: PipelineLoop) {
         }
         next = match outcome {
             Ok(report) => {
+                if pruned.is_none_or(|t| t.elapsed() >= l.limits.retention_every) {
+                    pruned = Some(Instant::now());
+                    let cutoff = time::OffsetDateTime::now_utc() - l.limits.raw_retention;
+                    match tokio::task::block_in_place(|| l.tenant.store.prune_raw(&name, cutoff)) {
+                        Ok(0) => {}
+                        Ok(dropped) => {
+                            tracing::info!(tenant = %tenant_id, pipeline = %name, dropped, "raw record versions past retention dropped")
+                        }
+                        Err(e) => {
+                            tracing::warn!(tenant = %tenant_id, pipeline = %name, error = %e, "applying raw-record retention failed")
+                        }
+                    }
+                }
                 let freshness = freshness(&l.tenant.store, &name, &report);
                 metrics::cycle_ok(&tenant_id, &name, &report, seconds, freshness);
                 tracing::info!(tenant = %tenant_id, pipeline = %name, batch = %report.batch_id, records = report.records, rows = report.rows_written, seconds, "cycle confirmed");

@@ -62,14 +62,7 @@ pub fn batches(
     };
     let mut rows: Vec<Batch> = Vec::new();
     for p in &pipelines {
-        let mut batches = store.batches(p)?;
-        batches.reverse();
-        rows.extend(
-            batches
-                .into_iter()
-                .filter(|b| q.state.as_deref().is_none_or(|s| b.state.name() == s))
-                .take(q.limit),
-        );
+        rows.extend(store.recent_batches(p, q.state.as_deref(), q.limit)?);
     }
     Ok(json!({ "batches": rows }))
 }

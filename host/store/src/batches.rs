@@ -20,7 +20,9 @@ impl TenantStore {
 
     /// Opens a new batch of `kind` with the pipeline's next sequence number
     /// (never reused). A replay or re-export copies its key set now and
-    /// starts `pulled`; a pulling batch starts `pulling`.
+    /// starts `pulled`; a pulling batch starts `pulling`. Refused while the
+    /// pipeline has an unfinished batch: so the unfinished one, if any, is
+    /// always the newest ([`TenantStore::open_batch`] reads only that).
     pub fn create_batch(
         &self,
         pipeline: &str,
@@ -39,6 +41,29 @@ impl TenantStore {
                         Some(v) => self.decode("pipelines", pipeline, v.value())?,
                         None => PipelineState::default(),
                     };
+                {
+                    let batches = tx
+                        .open_table(BATCHES)
+                        .map_err(self.err("opening batches"))?;
+                    let newest = batches
+                        .range((pipeline, 0)..=(pipeline, u64::MAX))
+                        .map_err(self.err("listing batches"))?
+                        .next_back()
+                        .transpose()
+                        .map_err(self.err("listing batches"))?;
+                    if let Some((k, v)) = newest {
+                        let (_, seq) = k.value();
+                        let last: Batch =
+                            self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?;
+                        if !last.state.is_final() {
+                            return Err(StoreError::Unfinished {
+                                pipeline: pipeline.to_owned(),
+                                batch: last.id,
+                                state: last.state.name(),
+                            });
+                        }
+                    }
+                }
                 let seq = state.next_seq.max(state.confirmed_seq) + 1;
                 state.next_seq = seq;
                 let bytes = json(&state);
@@ -122,9 +147,24 @@ impl TenantStore {
         })
     }
 
-    /// The pipeline's unfinished batch, if any (at most one: a pipeline
-    /// never moves past a batch that is not confirmed).
+    /// The pipeline's unfinished batch, if any: at most one, and always the
+    /// newest (a batch is only created when the newest is final), so this
+    /// reads one entry however long the history.
     pub fn open_batch(&self, pipeline: &str) -> Result<Option<Batch>, StoreError> {
+        Ok(self
+            .recent_batches(pipeline, None, 1)?
+            .into_iter()
+            .find(|b| !b.state.is_final()))
+    }
+
+    /// The newest `limit` batches of a pipeline, newest first, only those in
+    /// state `state` (its name) when given; reads from the newest back.
+    pub fn recent_batches(
+        &self,
+        pipeline: &str,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Batch>, StoreError> {
         self.guard(|| {
             let tx = self.db.begin_read().map_err(self.err("reading"))?;
             let t = tx
@@ -133,16 +173,19 @@ impl TenantStore {
             let mut range = t
                 .range((pipeline, 0)..=(pipeline, u64::MAX))
                 .map_err(self.err("listing batches"))?;
-            while let Some(entry) = range.next_back() {
+            let mut out = Vec::new();
+            while out.len() < limit
+                && let Some(entry) = range.next_back()
+            {
                 let (k, v) = entry.map_err(self.err("listing batches"))?;
                 let (_, seq) = k.value();
                 let batch: Batch =
                     self.decode("batches", &format!("{pipeline}/{seq}"), v.value())?;
-                if !batch.state.is_final() {
-                    return Ok(Some(batch));
+                if state.is_none_or(|s| batch.state.name() == s) {
+                    out.push(batch);
                 }
             }
-            Ok(None)
+            Ok(out)
         })
     }
 

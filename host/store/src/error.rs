@@ -80,6 +80,18 @@ pub enum StoreError {
         /// Its name.
         name: String,
     },
+    /// A pipeline already has an unfinished batch: it must finish first.
+    #[error(
+        "pipeline `{pipeline}` has an unfinished batch {batch} ({state}): it must finish first"
+    )]
+    Unfinished {
+        /// The pipeline.
+        pipeline: String,
+        /// The unfinished batch's id.
+        batch: String,
+        /// Its state.
+        state: &'static str,
+    },
     /// A state change that the journal does not allow.
     #[error("batch {batch}: cannot go from {from} to {to}")]
     Transition {

@@ -189,6 +189,19 @@ impl RuntimeStore {
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
+        // A file already at this version needs no write (a running `serve`
+        // opens it every few seconds; a write would be an fsync each time).
+        {
+            let tx = self.db.begin_read().map_err(self.err("opening"))?;
+            if let Ok(meta) = tx.open_table(META)
+                && crate::tenant::check_schema_version(&meta, &self.path, RUNTIME_SCHEMA_VERSION)?
+                    == RUNTIME_SCHEMA_VERSION
+                && tx.open_table(TENANTS).is_ok()
+                && tx.open_table(AUDIT).is_ok()
+            {
+                return Ok(());
+            }
+        }
         let tx = self.db.begin_write().map_err(self.err("opening"))?;
         {
             let mut meta = tx.open_table(META).map_err(self.err("opening meta"))?;

@@ -192,19 +192,9 @@ fn a_batch_records_pages_and_confirms_in_one_step_with_the_cursor() {
 fn latest_versions_win_and_every_version_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let mut first = store
-        .create_batch("inv", BatchKind::Incremental, &[])
-        .unwrap();
-    store
-        .record_page(&mut first, &[record("7", 10, "old")], None)
-        .unwrap();
-    let mut second = store
-        .create_batch("inv", BatchKind::Incremental, &[])
-        .unwrap();
+    confirmed_batch(&store, BatchKind::Incremental, &[record("7", 10, "old")]);
+    let second = confirmed_batch(&store, BatchKind::Incremental, &[record("7", 20, "new")]);
     assert_eq!(second.seq, 2, "sequence numbers are never reused");
-    store
-        .record_page(&mut second, &[record("7", 20, "new")], None)
-        .unwrap();
     let latest = store
         .latest_records("inv", &["7".into(), "8".into()])
         .unwrap();
@@ -301,8 +291,47 @@ fn state_survives_reopening() {
         Some("id = \"acme\"")
     );
     assert!(store.pipeline("inv").unwrap().paused);
+    // The unfinished batch is still there, and nothing new starts before it
+    // finishes.
+    let open_one = store.open_batch("inv").unwrap().expect("the open batch");
+    assert_eq!(open_one.id, id);
+    let err = store.create_batch("inv", BatchKind::Full, &[]).unwrap_err();
+    assert!(matches!(err, StoreError::Unfinished { .. }), "{err}");
+    let mut b = open_one;
+    store.fail(&mut b, "given up", false).unwrap();
+    assert!(
+        store.create_batch("inv", BatchKind::Full, &[]).is_err(),
+        "a failed batch is unfinished"
+    );
+    store
+        .transition(&mut b, BatchState::Pulled { end: None })
+        .unwrap();
+    store
+        .transition(
+            &mut b,
+            BatchState::Submitted {
+                end: None,
+                rows: 0,
+                extract: String::new(),
+                request_ids: Vec::new(),
+                jobs: Vec::new(),
+            },
+        )
+        .unwrap();
+    store.confirm(&mut b, Vec::new(), "ds", "{}").unwrap();
+    assert!(store.open_batch("inv").unwrap().is_none());
     let next = store.create_batch("inv", BatchKind::Full, &[]).unwrap();
     assert_eq!(next.seq, 2);
+    assert_eq!(store.open_batch("inv").unwrap().map(|b| b.seq), Some(2));
+    assert_eq!(
+        store
+            .recent_batches("inv", Some("confirmed"), 10)
+            .unwrap()
+            .iter()
+            .map(|b| b.seq)
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
     // The instance part of the id is kept with the file.
     assert_eq!(
         id.rsplit_once('.').map(|p| p.0),

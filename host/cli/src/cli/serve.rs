@@ -36,6 +36,10 @@ pub struct ServeCommand {
     /// resumes from its journal at the next start).
     #[arg(long, env = "ML_CONNECTOR_GRACE", default_value = "30s", value_parser = duration)]
     grace: Duration,
+    /// Keep each batch's raw record versions this long after it is
+    /// confirmed (the latest version of every record is always kept).
+    #[arg(long, env = "ML_CONNECTOR_RAW_RETENTION", default_value = "30d", value_parser = duration)]
+    raw_retention: Duration,
     /// Run schedules this many times faster (tests and demos only).
     #[arg(
         long,
@@ -72,6 +76,7 @@ impl ServeCommand {
             per_tenant: self.per_tenant.max(1),
             global: self.global.max(1),
             grace: self.grace,
+            raw_retention: self.raw_retention,
             ..ServeLimits::default()
         };
         let config = ServeConfig {
