@@ -78,18 +78,103 @@ impl fmt::Display for PluginRef {
     }
 }
 
+/// What a plugin reported of its own failure (the WIT `failure` record),
+/// kept as the plugin gave it: the cause, the message and where the fault
+/// is, each in its own field. The host never reads the message for more;
+/// it only names the file a plugin could not know
+/// ([`GuestFailure::in_file`]).
+///
+/// Displays as `FILE:LINE:COL: column "NAME": message`, the form editors
+/// and terminals link to, leaving out what is not known (`line L:C: ...`
+/// without a file).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GuestFailure {
+    /// The plugin's short machine-readable name of the cause (the scripted
+    /// mapper: `script`, `lookup`, ...).
+    pub kind: String,
+    /// What is wrong, without the location below.
+    pub message: String,
+    /// The file at fault, when known.
+    pub file: Option<String>,
+    /// 1-based line.
+    pub line: Option<u32>,
+    /// 1-based character position within the line.
+    pub column: Option<u32>,
+    /// The output column the failure is about.
+    pub output_column: Option<String>,
+}
+
+impl GuestFailure {
+    /// A failure of `kind` saying `message`, at no particular place.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+            file: None,
+            line: None,
+            column: None,
+            output_column: None,
+        }
+    }
+
+    /// Whether the plugin said where the fault is (a line).
+    pub fn is_located(&self) -> bool {
+        self.line.is_some()
+    }
+
+    /// The same failure naming `file` when the plugin named none (the
+    /// file the configuration was read from).
+    pub fn in_file(&self, file: &str) -> Self {
+        let mut located = self.clone();
+        if located.file.is_none() {
+            located.file = Some(file.to_owned());
+        }
+        located
+    }
+}
+
+impl fmt::Display for GuestFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let position = match (self.line, self.column) {
+            (Some(line), Some(column)) => Some(format!("{line}:{column}")),
+            (Some(line), None) => Some(line.to_string()),
+            (None, _) => None,
+        };
+        match (&self.file, position) {
+            (Some(file), Some(position)) => write!(f, "{file}:{position}: ")?,
+            (Some(file), None) => write!(f, "{file}: ")?,
+            (None, Some(position)) => write!(f, "line {position}: ")?,
+            (None, None) => {}
+        }
+        if let Some(column) = &self.output_column {
+            write!(f, "column {column:?}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
 /// A failure the plugin itself reported (the WIT `plugin-error`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GuestError {
     /// The configuration given to `configure` is invalid.
     #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(Box<GuestFailure>),
     /// The plugin does not map this resource.
     #[error("unknown resource: {0}")]
     UnknownResource(String),
     /// Anything else.
     #[error("{0}")]
-    Internal(String),
+    Internal(Box<GuestFailure>),
+}
+
+impl GuestError {
+    /// The failure record the plugin gave, unless the resource was unknown.
+    pub fn failure(&self) -> Option<&GuestFailure> {
+        match self {
+            Self::InvalidConfig(failure) | Self::Internal(failure) => Some(failure),
+            Self::UnknownResource(_) => None,
+        }
+    }
 }
 
 /// Which output cap a batch exceeded.
@@ -406,6 +491,16 @@ impl PluginError {
         }
     }
 
+    /// What the plugin itself reported, when this error is its own
+    /// failure or a sample batch that failed with one.
+    pub fn guest_failure(&self) -> Option<&GuestFailure> {
+        match self {
+            Self::Guest { error, .. } => error.failure(),
+            Self::Sample { source, .. } => source.guest_failure(),
+            _ => None,
+        }
+    }
+
     /// The error with its whole source chain on one line.
     pub fn chain(&self) -> String {
         let mut text = self.to_string();
@@ -424,16 +519,13 @@ impl PluginError {
     }
 }
 
-/// A configuration error located as `FILE:LINE:COL: message`, the form
-/// editors and terminals link to, when `message` carries a position as the
-/// scripted mapper reports it (`mapping script line L:C: ...`); `None`
-/// otherwise.
-pub fn locate_config_error(message: &str, file: &str) -> Option<String> {
-    let rest = message.strip_prefix("mapping script line ")?;
-    let (position, message) = rest.split_once(": ")?;
-    let (line, col) = position.split_once(':')?;
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (digits(line) && digits(col)).then(|| format!("{file}:{line}:{col}: {message}"))
+/// A configuration error read from `file`, as `FILE:LINE:COL: message`,
+/// when the plugin located it (a line); `None` otherwise. The location is
+/// the plugin's own data: nothing is read out of its message.
+pub fn locate_config_error(failure: &GuestFailure, file: &str) -> Option<String> {
+    failure
+        .is_located()
+        .then(|| failure.in_file(file).to_string())
 }
 
 /// Turns a wasmtime error into a boxed source, keeping its context chain.
@@ -519,7 +611,11 @@ mod tests {
     fn chain_does_not_repeat_a_cause_the_message_shows() {
         let err = PluginError::Guest {
             plugin: plugin(),
-            error: GuestError::InvalidConfig("mapping script line 5:8: unknown type".into()),
+            error: GuestError::InvalidConfig(Box::new(GuestFailure {
+                line: Some(5),
+                column: Some(8),
+                ..GuestFailure::new("script", "unknown type")
+            })),
         };
         assert_eq!(err.chain(), err.to_string());
         assert_eq!(
@@ -536,26 +632,82 @@ mod tests {
     }
 
     #[test]
-    fn script_errors_are_located_in_the_configuration_file() {
-        let file = "mappings/demo/invoices.toml";
+    fn failures_show_their_location_as_data() {
+        let failure = GuestFailure {
+            line: Some(11),
+            column: Some(8),
+            output_column: Some("Invoice Amount".into()),
+            ..GuestFailure::new("script", "type \"decimal(18)\"")
+        };
         assert_eq!(
-            locate_config_error(
-                "mapping script line 11:8: column \"Invoice Amount\": type \"decimal(18)\"",
-                file
-            )
-            .as_deref(),
-            Some(
-                "mappings/demo/invoices.toml:11:8: column \"Invoice Amount\": type \"decimal(18)\""
-            )
+            failure.to_string(),
+            "line 11:8: column \"Invoice Amount\": type \"decimal(18)\""
         );
-        for unlocated in [
-            "missing `resource`",
-            "mapping script line x:8: bad",
-            "mapping script line 3: bad",
-            "mapping script line :8: bad",
-        ] {
-            assert_eq!(locate_config_error(unlocated, file), None, "{unlocated}");
-        }
+        let file = "mappings/demo/invoices.toml";
+        let located =
+            "mappings/demo/invoices.toml:11:8: column \"Invoice Amount\": type \"decimal(18)\"";
+        assert_eq!(failure.in_file(file).to_string(), located);
+        assert_eq!(
+            locate_config_error(&failure, file).as_deref(),
+            Some(located)
+        );
+        // A file the plugin named is kept.
+        let named = GuestFailure {
+            file: Some("lib/common.toml".into()),
+            ..failure.clone()
+        };
+        assert!(
+            named
+                .in_file(file)
+                .to_string()
+                .starts_with("lib/common.toml:11:8: ")
+        );
+        // A line without a column, a file without a line.
+        let line_only = GuestFailure {
+            line: Some(3),
+            ..GuestFailure::new("config", "bad")
+        };
+        assert_eq!(
+            line_only.in_file(file).to_string(),
+            format!("{file}:3: bad")
+        );
+        let unlocated = GuestFailure::new("config", "mapping script line 3:4: looks located");
+        assert_eq!(
+            unlocated.in_file(file).to_string(),
+            format!("{file}: mapping script line 3:4: looks located")
+        );
+        // Not located: the message's text is never read for a position.
+        assert_eq!(locate_config_error(&unlocated, file), None);
+        assert_eq!(
+            serde_json::to_value(&failure).unwrap(),
+            serde_json::json!({
+                "kind": "script",
+                "message": "type \"decimal(18)\"",
+                "file": null,
+                "line": 11,
+                "column": 8,
+                "output_column": "Invoice Amount",
+            })
+        );
+    }
+
+    #[test]
+    fn the_guest_failure_is_found_under_a_sample() {
+        let failure = GuestFailure::new("lookup", "reference data `suppliers` unavailable");
+        let err = PluginError::Sample {
+            plugin: plugin(),
+            resource: "items".into(),
+            source: Box::new(PluginError::Guest {
+                plugin: plugin(),
+                error: GuestError::Internal(Box::new(failure.clone())),
+            }),
+        };
+        assert_eq!(err.guest_failure(), Some(&failure));
+        let unknown = PluginError::Guest {
+            plugin: plugin(),
+            error: GuestError::UnknownResource("x".into()),
+        };
+        assert_eq!(unknown.guest_failure(), None);
     }
 
     #[test]

@@ -61,7 +61,8 @@ pub const CONTRACT_VERSION: &str = "0.2.0";
 /// The world every plugin implements.
 pub const WORLD: &str = "ml-connector:mapping/mapping@0.2.0";
 pub use error::{
-    BoxError, GuestError, OutputMeasure, PluginError, PluginRef, VersionId, locate_config_error,
+    BoxError, GuestError, GuestFailure, OutputMeasure, PluginError, PluginRef, VersionId,
+    locate_config_error,
 };
 pub use limits::PluginLimits;
 pub use pool::InstanceAllocator;

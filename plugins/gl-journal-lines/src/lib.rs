@@ -113,8 +113,8 @@ fn split4(text: &str, separator: char) -> Option<[&str; 4]> {
 impl Mapper for GlJournalLines {
     fn configure(config: &str) -> Result<Self, PluginError> {
         if !config.trim().is_empty() {
-            return Err(PluginError::InvalidConfig(
-                "gl-journal-lines takes no configuration".into(),
+            return Err(PluginError::invalid_config(
+                "gl-journal-lines takes no configuration",
             ));
         }
         Ok(Self {

@@ -58,12 +58,12 @@ impl Mapper for Misbehave {
             other => match other.split_once(':') {
                 Some(("version", label)) if !label.is_empty() => Mode::Ok(label.to_owned()),
                 Some(("huge", rows)) => Mode::Huge(rows.parse().map_err(|_| {
-                    PluginError::InvalidConfig(format!(
+                    PluginError::invalid_config(format!(
                         "huge:<rows> needs a row count, got {rows:?}"
                     ))
                 })?),
                 _ => {
-                    return Err(PluginError::InvalidConfig(format!(
+                    return Err(PluginError::invalid_config(format!(
                         "unknown mode {other:?}"
                     )));
                 }
@@ -206,7 +206,7 @@ thread_local! {
 }
 
 fn not_configured() -> PluginError {
-    PluginError::Internal("misbehave: configure was not called".into())
+    PluginError::internal("misbehave: configure was not called")
 }
 
 struct Export;

@@ -10,17 +10,20 @@
 //! script uses, and each output value is appended to its column
 //! (`mlc_plugin_sdk::ColumnsBuilder`, the contract's column-wise output).
 //! Lookups go to the host's tenant-scoped `lookup` import.
-//! Script mistakes come back from `configure` as `invalid-config` with the
-//! line, position and output column; bad records come back as rejects.
+//! Script mistakes come back from `configure` as `invalid-config` whose
+//! `failure` record holds the line, position and output column apart from
+//! the message (kind `script`); a batch that cannot be mapped fails with
+//! `internal` (kind `lookup`, `batch-too-large`, ...); bad records come
+//! back as rejects.
 
 use std::cell::RefCell;
 
 use mlc_common::{Cell, ColumnType};
 use mlc_plugin_sdk::bindings::ml_connector::mapping::host;
 use mlc_plugin_sdk::{
-    BatchOutput, Column, ColumnsBuilder, DecimalType, Guest, PluginError, Reject, RowError,
+    BatchOutput, Column, ColumnsBuilder, DecimalType, Failure, Guest, PluginError, Reject, RowError,
 };
-use mlc_scripted_core::{Lookup, LookupError, MapError, RowSink, Script, SinkFault};
+use mlc_scripted_core::{Lookup, LookupError, MapError, RowSink, Script, ScriptError, SinkFault};
 
 thread_local! {
     /// The compiled script of this instance (set by `configure`) and its
@@ -91,7 +94,32 @@ fn sink_fault(e: RowError) -> SinkFault {
 }
 
 fn not_configured() -> PluginError {
-    PluginError::Internal("the scripted plugin has no script: configure was not called".into())
+    PluginError::Internal(Failure::new(
+        "not-configured",
+        "the scripted plugin has no script: configure was not called",
+    ))
+}
+
+/// A script mistake as the contract's failure record: its position and
+/// output column as data, its message without them.
+fn script_failure(e: ScriptError) -> Failure {
+    let position = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut failure = Failure::new("script", e.message).at(position(e.line), position(e.col));
+    failure.file = e.file;
+    failure.output_column = e.column;
+    failure
+}
+
+/// A batch the script cannot map.
+fn map_failure(e: MapError) -> PluginError {
+    let kind = match &e {
+        MapError::UnknownResource { asked, .. } => {
+            return PluginError::UnknownResource(asked.clone());
+        }
+        MapError::Lookup { .. } => "lookup",
+        MapError::BatchTooLarge(_) => "batch-too-large",
+    };
+    PluginError::Internal(Failure::new(kind, e.to_string()))
 }
 
 struct Component;
@@ -99,7 +127,7 @@ struct Component;
 impl Guest for Component {
     fn configure(config: String) -> Result<(), PluginError> {
         let script =
-            Script::compile(&config).map_err(|e| PluginError::InvalidConfig(e.to_string()))?;
+            Script::compile(&config).map_err(|e| PluginError::InvalidConfig(script_failure(e)))?;
         let columns = script
             .schema()
             .columns
@@ -142,10 +170,7 @@ impl Guest for Component {
             let mut sink = Columns(ColumnsBuilder::new(columns, records.len()));
             let rejects = script
                 .map_batch_into(&resource, &records, &mut HostLookup, &mut sink)
-                .map_err(|e| match e {
-                    MapError::UnknownResource { asked, .. } => PluginError::UnknownResource(asked),
-                    other => PluginError::Internal(other.to_string()),
-                })?;
+                .map_err(map_failure)?;
             Ok(sink.0.finish(
                 rejects
                     .into_iter()

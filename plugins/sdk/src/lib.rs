@@ -30,6 +30,9 @@
 //! parsed with the fast borrowing [`Object`] index (no JSON tree is built),
 //! a [`Rejection`] returned for a record becomes a reject with the field
 //! named (its rows are dropped), and a [`MapError::Fail`] fails the batch.
+//! A [`PluginError`] carries a [`Failure`]: a machine-readable kind, the
+//! message, and where the fault is (line, column, output column) as data
+//! the host shows as it is ([`Failure::at`], [`Failure::output_column`]).
 //! Rows go back to the host column by column ([`ColumnsBuilder`]); a row
 //! whose values do not follow the schema fails the batch with the column
 //! named.
@@ -53,14 +56,70 @@ pub mod bindings {
 
 pub use bindings::exports::ml_connector::mapping::mapper::Guest;
 pub use bindings::ml_connector::mapping::types::{
-    BatchOutput, Column, ColumnData, ColumnType, ColumnValues, DecimalType, DecimalValues, Level,
-    PluginError, Reject, TextValues,
+    BatchOutput, Column, ColumnData, ColumnType, ColumnValues, DecimalType, DecimalValues, Failure,
+    Level, PluginError, Reject, TextValues,
 };
 pub use columns::{ColumnsBuilder, RowError};
 pub use json::{Json, JsonError, Kind, Object};
 pub use lookup::{Lookups, log};
 pub use mlc_common::{Decimal, Value};
 pub use value::column;
+
+impl Failure {
+    /// A failure of `kind` (short and stable, e.g. `config`) saying
+    /// `message`, at no particular place.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+            file: None,
+            line: None,
+            column: None,
+            output_column: None,
+        }
+    }
+
+    /// The same failure at 1-based `line` and character `column` of the
+    /// configuration (or of [`Failure::in_file`]).
+    pub fn at(mut self, line: u32, column: u32) -> Self {
+        self.line = Some(line);
+        self.column = Some(column);
+        self
+    }
+
+    /// The same failure in `file` (leave it out for the configuration
+    /// given to `configure`: the host names that file).
+    pub fn in_file(mut self, file: impl Into<String>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+
+    /// The same failure about output column `name`.
+    pub fn output_column(mut self, name: impl Into<String>) -> Self {
+        self.output_column = Some(name.into());
+        self
+    }
+}
+
+impl PluginError {
+    /// An invalid configuration (kind `config`) at no particular place.
+    pub fn invalid_config(message: impl Into<String>) -> Self {
+        Self::InvalidConfig(Failure::new("config", message))
+    }
+
+    /// Any other failure (kind `internal`).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Internal(Failure::new("internal", message))
+    }
+
+    /// The failure carried, unless the resource is unknown.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Self::InvalidConfig(f) | Self::Internal(f) => Some(f),
+            Self::UnknownResource(_) => None,
+        }
+    }
+}
 
 /// Why one record cannot be mapped: it becomes a reject, not a failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,7 +281,10 @@ pub mod __private {
 
     /// The error for a call before `configure`.
     pub fn not_configured() -> PluginError {
-        PluginError::Internal("the host called the plugin before `configure`".into())
+        PluginError::Internal(Failure::new(
+            "not-configured",
+            "the host called the plugin before `configure`",
+        ))
     }
 
     /// `schema` for a mapper.
@@ -259,8 +321,7 @@ pub fn map_records<M: Mapper>(
     };
     let mut rejects = Vec::new();
     for (index, text) in records.iter().enumerate() {
-        let index =
-            u32::try_from(index).map_err(|_| PluginError::Internal("batch too large".into()))?;
+        let index = u32::try_from(index).map_err(|_| PluginError::internal("batch too large"))?;
         rows.source = index;
         let mark = rows.out.rows();
         let mut result = match Object::parse(text) {
@@ -272,7 +333,10 @@ pub fn map_records<M: Mapper>(
         match rows.error.take() {
             None => {}
             Some(RowError::Mismatch(m)) => {
-                return Err(PluginError::Internal(format!("record {index}: {m}")));
+                return Err(PluginError::Internal(Failure::new(
+                    "wrong-row",
+                    format!("record {index}: {m}"),
+                )));
             }
             Some(RowError::Fault { column, reason }) if result.is_ok() => {
                 result = Err(MapError::Reject(Rejection {
@@ -325,7 +389,7 @@ mod tests {
                 rows.push(vec![id.clone(), part.text("name")?]);
             }
             if rec.get("fail").is_some() {
-                return Err(PluginError::Internal("asked to fail".into()).into());
+                return Err(PluginError::internal("asked to fail").into());
             }
             Ok(())
         }
@@ -368,10 +432,10 @@ mod tests {
         let err = __private::map_batch(&Demo, "things", &records).unwrap_err();
         assert_eq!(
             err,
-            PluginError::Internal(
+            PluginError::Internal(Failure::new(
+                "wrong-row",
                 "record 1: column `Id` is declared integer but the plugin gave a value of type text"
-                    .into()
-            )
+            ))
         );
     }
 
@@ -380,7 +444,7 @@ mod tests {
         let records = vec![r#"{"Id": 1, "parts": [], "fail": true}"#.to_owned()];
         assert!(matches!(
             __private::map_batch(&Demo, "things", &records),
-            Err(PluginError::Internal(m)) if m == "asked to fail"
+            Err(PluginError::Internal(f)) if f.message == "asked to fail" && f.kind == "internal"
         ));
         assert!(matches!(
             __private::map_batch(&Demo, "others", &records),

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::MapError;
 use crate::bindings::ml_connector::mapping::host::{self, LookupError};
-use crate::bindings::ml_connector::mapping::types::{Level, PluginError};
+use crate::bindings::ml_connector::mapping::types::{Failure, Level, PluginError};
 use crate::json::Object;
 
 /// Looks up one record of the tenant's reference data: its JSON text, or
@@ -60,8 +60,9 @@ impl Lookups {
                 None
             }
             Err(LookupError::Unavailable(why)) => {
-                return Err(MapError::Fail(PluginError::Internal(format!(
-                    "reference data `{dataset}` unavailable: {why}"
+                return Err(MapError::Fail(PluginError::Internal(Failure::new(
+                    "lookup",
+                    format!("reference data `{dataset}` unavailable: {why}"),
                 ))));
             }
         };

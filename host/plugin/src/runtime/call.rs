@@ -13,7 +13,7 @@ use super::PluginRuntime;
 use super::registry::{Loaded, unknown_resource};
 use crate::bindings::types as wit;
 use crate::convert::batch_from_wit;
-use crate::error::{GuestError, PluginError, PluginRef, VersionId, boxed};
+use crate::error::{GuestError, GuestFailure, PluginError, PluginRef, VersionId, boxed};
 use crate::host::HostState;
 use crate::limits::{PluginLimits, deadline_ticks};
 
@@ -28,9 +28,22 @@ pub(super) enum CallFailure {
 impl From<wit::PluginError> for GuestError {
     fn from(e: wit::PluginError) -> Self {
         match e {
-            wit::PluginError::InvalidConfig(m) => Self::InvalidConfig(m),
+            wit::PluginError::InvalidConfig(f) => Self::InvalidConfig(Box::new(f.into())),
             wit::PluginError::UnknownResource(m) => Self::UnknownResource(m),
-            wit::PluginError::Internal(m) => Self::Internal(m),
+            wit::PluginError::Internal(f) => Self::Internal(Box::new(f.into())),
+        }
+    }
+}
+
+impl From<wit::Failure> for GuestFailure {
+    fn from(f: wit::Failure) -> Self {
+        Self {
+            kind: f.kind,
+            message: f.message,
+            file: f.file,
+            line: f.line,
+            column: f.column,
+            output_column: f.output_column,
         }
     }
 }

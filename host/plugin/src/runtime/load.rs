@@ -351,8 +351,9 @@ impl PluginRuntime {
 #[cfg(test)]
 mod tests {
     use super::super::RuntimeConfig;
-    use super::super::test_support::{files_under, load_mode, misbehave_wasm};
+    use super::super::test_support::{component, files_under, load_mode, misbehave_wasm};
     use super::*;
+    use crate::error::{GuestError, GuestFailure};
 
     #[test]
     fn a_component_refused_for_its_imports_leaves_no_cache_entry() {
@@ -397,6 +398,96 @@ mod tests {
         );
         let kinds: Vec<&str> = runtime.refusals().iter().map(|r| r.kind).collect();
         assert_eq!(kinds, vec!["forbidden-import", "contract-version"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_script_carries_its_location_as_data() {
+        let runtime = PluginRuntime::new(RuntimeConfig::default()).unwrap();
+        let script = "resource = \"invoices\"\n\n[[column]]\nname = \"Supplier\"\ntype = \"text\"\nexpr = \"uper(Supplier)\"\n";
+        let options = LoadOptions {
+            config: Some(script.into()),
+            ..LoadOptions::default()
+        };
+        let file = "/p/acme/invoices.toml";
+        let err = runtime
+            .load_from_files(
+                "acme",
+                "invoices",
+                component("scripted"),
+                options,
+                Some(file.into()),
+            )
+            .await
+            .unwrap_err();
+        // The scripted guest's located error, field by field, as it gave it.
+        let failure = err
+            .guest_failure()
+            .cloned()
+            .unwrap_or_else(|| panic!("{}", err.chain()));
+        assert!(
+            matches!(
+                &err,
+                PluginError::Guest {
+                    error: GuestError::InvalidConfig(_),
+                    ..
+                }
+            ),
+            "{}",
+            err.chain()
+        );
+        assert_eq!(
+            (
+                failure.kind.as_str(),
+                failure.file.as_deref(),
+                failure.line,
+                failure.column,
+                failure.output_column.as_deref()
+            ),
+            ("script", None, Some(6), Some(9), Some("Supplier")),
+            "{failure:?}"
+        );
+        assert!(
+            failure
+                .message
+                .starts_with("in expr: unknown function \"uper\""),
+            "{failure:?}"
+        );
+        // The refusal names the script's file, as text and as data.
+        let refusals = runtime.refusals();
+        let [refusal] = refusals.as_slice() else {
+            panic!("{refusals:?}");
+        };
+        assert_eq!(refusal.failure, Some(failure.in_file(file)));
+        assert!(
+            refusal.reason.starts_with(&format!(
+                "{file}:6:9: column \"Supplier\": in expr: unknown function \"uper\""
+            )) && refusal.reason.ends_with("refused this configuration)"),
+            "{}",
+            refusal.reason
+        );
+        let json = serde_json::to_value(refusal).unwrap();
+        assert_eq!(json["failure"]["line"], 6, "{json}");
+        assert_eq!(json["failure"]["file"], file, "{json}");
+
+        // A plugin's unlocated refusal has its kind and message only.
+        let err = runtime
+            .load(
+                "acme",
+                "items",
+                misbehave_wasm(),
+                Some("no-such-mode".into()),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.guest_failure(),
+            Some(&GuestFailure::new(
+                "config",
+                "unknown mode \"no-such-mode\""
+            )),
+            "{}",
+            err.chain()
+        );
     }
 
     #[tokio::test]

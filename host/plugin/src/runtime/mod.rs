@@ -293,12 +293,17 @@ pub(crate) mod test_support {
 
     /// The staged `misbehave` component (`cargo xtask build-plugins`).
     pub(crate) fn misbehave_wasm() -> Vec<u8> {
+        component("misbehave")
+    }
+
+    /// A staged component (`cargo xtask build-plugins`) by name.
+    pub(crate) fn component(name: &str) -> Vec<u8> {
         let dir = std::env::var_os("MLC_PLUGINS_BUILT")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins")
             });
-        let path = dir.join("misbehave.wasm");
+        let path = dir.join(format!("{name}.wasm"));
         std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
                 "component {} missing ({e}): run `cargo xtask build-plugins` \

@@ -18,7 +18,7 @@ use super::load::SampleSummary;
 use super::{PluginRuntime, lock, read, write};
 use crate::bindings::MappingPre;
 use crate::engine::CompileSource;
-use crate::error::{GuestError, PluginError, PluginRef, VersionId};
+use crate::error::{GuestError, GuestFailure, PluginError, PluginRef, VersionId};
 use crate::host::HostState;
 
 /// A loaded plugin version.
@@ -96,6 +96,12 @@ pub struct Refusal {
     pub kind: &'static str,
     /// The full reason.
     pub reason: String,
+    /// What the plugin itself reported, as it reported it, when it refused
+    /// (kind `guest`) or failed its sample (kind `sample`): its cause,
+    /// message, and where the fault is (file, line, column, output
+    /// column). A fault in a configuration read from a file names that
+    /// file.
+    pub failure: Option<GuestFailure>,
     /// Where the component came from, when known.
     pub origin: Option<String>,
     /// When it was refused.
@@ -175,6 +181,7 @@ impl PluginRuntime {
             version: version.cloned(),
             kind: error.kind(),
             reason,
+            failure: refusal_failure(error, config_file),
             origin,
             at: SystemTime::now(),
         });
@@ -383,21 +390,44 @@ impl PluginRuntime {
 }
 
 /// The reason of a refusal when the configuration was read from `file`:
-/// a configuration the plugin refused names the file, and a mapping script
-/// error located as `mapping script line L:C: message` (the scripted
-/// plugin's form for a script given as text) becomes `FILE:L:C: message`,
-/// as `mappings/README.md` documents. Any other refusal keeps its chain.
+/// a configuration the plugin refused names the file, as
+/// `FILE:LINE:COL: message` when the plugin located the fault (as
+/// `mappings/README.md` documents for mapping scripts). Any other refusal
+/// keeps its chain.
 fn config_refusal(error: &PluginError, file: &str) -> String {
     match error {
         PluginError::Guest {
             plugin,
-            error: GuestError::InvalidConfig(message),
-        } => crate::error::locate_config_error(message, file).map_or_else(
-            || format!("{} (configuration file {file})", error.chain()),
-            |located| format!("{located} ({plugin} refused this configuration)"),
+            error: GuestError::InvalidConfig(failure),
+        } if failure.is_located() => format!(
+            "{} ({plugin} refused this configuration)",
+            failure.in_file(file)
         ),
+        PluginError::Guest {
+            error: GuestError::InvalidConfig(_),
+            ..
+        } => format!("{} (configuration file {file})", error.chain()),
         _ => error.chain(),
     }
+}
+
+/// The plugin's own failure behind a refusal, naming the configuration's
+/// file (when it was read from one) if the fault is in the configuration:
+/// a refused configuration, or any failure the plugin located.
+fn refusal_failure(error: &PluginError, config_file: Option<&str>) -> Option<GuestFailure> {
+    let failure = error.guest_failure()?;
+    let in_config = failure.is_located()
+        || matches!(
+            error,
+            PluginError::Guest {
+                error: GuestError::InvalidConfig(_),
+                ..
+            }
+        );
+    Some(match config_file {
+        Some(file) if in_config => failure.in_file(file),
+        _ => failure.clone(),
+    })
 }
 
 pub(super) fn unknown_resource(loaded: &Loaded, resource: &str) -> PluginError {
@@ -419,40 +449,61 @@ mod tests {
             plugin: "invoices".into(),
             version: VersionId::from_hex("0123456789abcdef"),
         };
-        let config = |message: &str| PluginError::Guest {
+        let config = |failure: GuestFailure| PluginError::Guest {
             plugin: plugin.clone(),
-            error: GuestError::InvalidConfig(message.into()),
+            error: GuestError::InvalidConfig(Box::new(failure)),
         };
+        let file = "/p/acme/invoices.toml";
+        let located = GuestFailure {
+            line: Some(12),
+            column: Some(9),
+            output_column: Some("Supplier".into()),
+            ..GuestFailure::new("script", "unknown function")
+        };
+        let error = config(located.clone());
         assert_eq!(
-            config_refusal(
-                &config("mapping script line 12:9: column \"Supplier\": unknown function"),
-                "/p/acme/invoices.toml"
-            ),
+            config_refusal(&error, file),
             "/p/acme/invoices.toml:12:9: column \"Supplier\": unknown function \
              (plugin `invoices` version 0123456789ab of tenant `acme` refused this configuration)"
         );
-        // Refused but not located: the whole error, and the file.
-        for error in [
-            config("unknown mode \"x\""),
-            config("mapping script line x:9: y"),
+        assert_eq!(
+            refusal_failure(&error, Some(file)),
+            Some(GuestFailure {
+                file: Some(file.into()),
+                ..located.clone()
+            })
+        );
+        assert_eq!(refusal_failure(&error, None), Some(located));
+        // Refused but not located: the whole error, and the file (even
+        // when the message looks located: it is never parsed).
+        for failure in [
+            GuestFailure::new("config", "unknown mode \"x\""),
+            GuestFailure::new("config", "mapping script line 3:9: y"),
         ] {
-            let reason = config_refusal(&error, "/p/acme/invoices.toml");
+            let error = config(failure.clone());
+            let reason = config_refusal(&error, file);
             assert_eq!(
                 reason,
-                format!(
-                    "{} (configuration file /p/acme/invoices.toml)",
-                    error.chain()
-                )
+                format!("{} (configuration file {file})", error.chain())
+            );
+            assert_eq!(
+                refusal_failure(&error, Some(file)),
+                Some(failure.in_file(file))
             );
         }
-        // Not a refusal of the configuration: the error as it is.
+        // Not a refusal of the configuration: the error as it is, and its
+        // failure without the file.
+        let lookup = GuestFailure::new("lookup", "reference data unavailable");
         let internal = PluginError::Guest {
             plugin: plugin.clone(),
-            error: GuestError::Internal("mapping script line 1:1: z".into()),
+            error: GuestError::Internal(Box::new(lookup.clone())),
         };
-        assert_eq!(
-            config_refusal(&internal, "/p/acme/invoices.toml"),
-            internal.chain()
-        );
+        assert_eq!(config_refusal(&internal, file), internal.chain());
+        assert_eq!(refusal_failure(&internal, Some(file)), Some(lookup));
+        let io = PluginError::Io {
+            path: file.into(),
+            source: std::io::Error::other("gone"),
+        };
+        assert_eq!(refusal_failure(&io, Some(file)), None);
     }
 }
