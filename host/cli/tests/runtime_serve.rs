@@ -612,6 +612,26 @@ async fn the_admin_api_wants_its_token_and_drives_the_runtime() {
         .sum();
     assert!(pulled >= 60.0, "records pulled {pulled}:\n{text}");
     assert!(!text.contains(ADMIN_TOKEN));
+
+    // The freshness history survives a restart (read back from the store;
+    // Oracle does not change meanwhile, so no new sample can stand in).
+    let samples = server.pipeline("acme", "invoices").await["freshness"]["samples"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(samples >= 1, "no freshness sample after upserts");
+    let (ended, _) = server.terminate();
+    assert!(ended.status.success(), "{}", ended.stderr);
+    let server = world.serve(0, &[]);
+    server
+        .wait_for(
+            Duration::from_secs(30),
+            "the freshness history restored",
+            || async {
+                let p = server.pipeline("acme", "invoices").await;
+                (p["freshness"]["samples"].as_u64().unwrap_or(0) >= samples).then_some(())
+            },
+        )
+        .await;
 }
 
 /// `kill -9` of `serve` at random moments while Oracle changes and cycles

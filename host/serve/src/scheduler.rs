@@ -507,6 +507,15 @@ impl Scheduler {
                 .map(|p| (p.id.clone(), p.every))
                 .collect::<Vec<_>>(),
         );
+        let since = unix(SystemTime::now()).saturating_sub(crate::status::DAY);
+        for p in &tenant.definition.pipelines {
+            match tokio::task::block_in_place(|| tenant.store.freshness(&p.id, since)) {
+                Ok(samples) => self.status.restore_freshness(id, &p.id, samples),
+                Err(e) => {
+                    tracing::warn!(tenant = %id, pipeline = %p.id, error = %e, "freshness history not readable")
+                }
+            }
+        }
         tracing::info!(tenant = %id, pipelines = pipelines.len(), "tenant running");
         let mut tenants = self.tenants.lock().await;
         if let Some(slot) = tenants.get_mut(id) {
@@ -765,6 +774,15 @@ async fn pipeline_loop(mut l: PipelineLoop) {
                     }
                 }
                 let freshness = freshness(&l.tenant.store, &name, &report);
+                if let Some(f) = freshness {
+                    let now = unix(SystemTime::now());
+                    let since = now.saturating_sub(crate::status::DAY);
+                    if let Err(e) = tokio::task::block_in_place(|| {
+                        l.tenant.store.record_freshness(&name, now, f, since)
+                    }) {
+                        tracing::warn!(tenant = %tenant_id, pipeline = %name, error = %e, "a freshness sample could not be stored");
+                    }
+                }
                 metrics::cycle_ok(&tenant_id, &name, &report, seconds, freshness);
                 tracing::info!(tenant = %tenant_id, pipeline = %name, batch = %report.batch_id, records = report.records, rows = report.rows_written, seconds, "cycle confirmed");
                 l.status.cycle_ended(

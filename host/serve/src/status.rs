@@ -3,9 +3,9 @@
 //! schedule stands, how its last cycle ended, and the last day of rows and
 //! freshness samples.
 //!
-//! The durable facts (batches, cursors, errors of failed batches) live in
-//! the tenant stores; this is the in-memory view a restart rebuilds as the
-//! pipelines run again.
+//! The durable facts (batches, cursors, errors of failed batches, a day of
+//! freshness samples) live in the tenant stores; this is the in-memory view
+//! a restart rebuilds from them and as the pipelines run again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -133,7 +133,8 @@ pub struct Status {
     webhooks: Mutex<WebhookCounts>,
 }
 
-const DAY: u64 = 24 * 3600;
+/// The window of the rows and freshness history: a day, in seconds.
+pub const DAY: u64 = 24 * 3600;
 
 /// Unix seconds of `t`.
 pub fn unix(t: SystemTime) -> u64 {
@@ -211,6 +212,18 @@ impl Status {
         {
             f(p);
         }
+    }
+
+    /// Restores a pipeline's freshness samples from its store (at start;
+    /// samples already in memory are kept).
+    pub fn restore_freshness(&self, tenant: &str, pipeline: &str, samples: Vec<(u64, f64)>) {
+        let max = self.max_samples;
+        self.with_pipeline(tenant, pipeline, |p| {
+            if p.freshness.is_empty() {
+                let skip = samples.len().saturating_sub(max);
+                p.freshness = samples.into_iter().skip(skip).collect();
+            }
+        });
     }
 
     /// Sets a pipeline's schedule state.

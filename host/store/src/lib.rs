@@ -4,7 +4,8 @@
 //!   with its definition, sealed secrets, pipeline state, the batch journal
 //!   ([`Batch`], [`BatchState`]), every raw record version a batch carried
 //!   (lz4-compressed), each record's latest version, rejects and reference
-//!   datasets, and the webhook events it received. A tenant's state moves, backs up and is deleted as one file;
+//!   datasets, the webhook events it received and a day of freshness
+//!   samples. A tenant's state moves, backs up and is deleted as one file;
 //!   redb's file lock lets one process run a tenant at a time.
 //! - [`RuntimeStore`]: the data directory's runtime file (the tenant list
 //!   and the hash-chained admin audit log); [`DataDir`] owns the layout.
@@ -19,6 +20,7 @@ mod batches;
 mod codec;
 mod error;
 mod events;
+mod freshness;
 mod records;
 mod runtime;
 pub mod seal;

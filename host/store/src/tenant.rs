@@ -44,6 +44,8 @@ pub(crate) const REJECTS: TableDefinition<(&str, u64, &str), &str> =
 pub(crate) const REFERENCE: TableDefinition<(&str, &str), &str> = TableDefinition::new("reference");
 /// event id → the webhook event as received (JSON).
 pub(crate) const EVENTS: TableDefinition<&str, &str> = TableDefinition::new("events");
+/// (pipeline, Unix seconds) → freshness seconds of a confirmed batch.
+pub(crate) const FRESHNESS: TableDefinition<(&str, u64), f64> = TableDefinition::new("freshness");
 /// arrival number → event id, to drop the oldest.
 pub(crate) const EVENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("event_order");
 
@@ -227,6 +229,8 @@ impl TenantStore {
         tx.open_table(REFERENCE)
             .map_err(self.err("creating tables"))?;
         tx.open_table(EVENTS).map_err(self.err("creating tables"))?;
+        tx.open_table(FRESHNESS)
+            .map_err(self.err("creating tables"))?;
         tx.open_table(EVENT_ORDER)
             .map_err(self.err("creating tables"))?;
         tx.commit().map_err(self.err("committing the schema"))?;

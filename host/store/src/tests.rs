@@ -463,3 +463,23 @@ fn a_webhook_event_is_recorded_once_and_the_oldest_go() {
     assert_eq!(store.events(usize::MAX).unwrap().len(), 3);
     assert!(store.record_event("e1", "{}", 3).unwrap());
 }
+
+#[test]
+fn freshness_samples_are_kept_for_the_window_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.record_freshness("inv", 100, 1.5, 0).unwrap();
+    store.record_freshness("inv", 200, 2.5, 0).unwrap();
+    store.record_freshness("other", 150, 9.0, 0).unwrap();
+    assert_eq!(
+        store.freshness("inv", 0).unwrap(),
+        vec![(100, 1.5), (200, 2.5)]
+    );
+    // A sample at 300 with a window starting at 150 drops the one at 100.
+    store.record_freshness("inv", 300, 3.5, 150).unwrap();
+    assert_eq!(
+        store.freshness("inv", 0).unwrap(),
+        vec![(200, 2.5), (300, 3.5)]
+    );
+    assert_eq!(store.freshness("other", 0).unwrap(), vec![(150, 9.0)]);
+}
