@@ -494,21 +494,15 @@ impl Host {
         };
         let script = String::from_utf8_lossy(&read(&path)?).into_owned();
         let wasm = read(&self.config.scripted_wasm)?;
-        let refused = |e: mlc_plugin::PluginError| {
-            // The runtime's record names the script file and line.
-            let reason = self
-                .plugins
-                .refusals()
-                .into_iter()
-                .rev()
-                .find(|r| r.tenant == tenant && r.name == pipeline)
-                .map_or_else(|| e.chain(), |r| r.reason);
-            ComposeError::Mapping {
-                tenant: tenant.to_owned(),
-                pipeline: pipeline.to_owned(),
-                mapping: path.display().to_string(),
-                reason,
-            }
+        let script_file = path.display().to_string();
+        let refused = |e: mlc_plugin::PluginError| ComposeError::Mapping {
+            tenant: tenant.to_owned(),
+            pipeline: pipeline.to_owned(),
+            mapping: script_file.clone(),
+            // What the runtime records for this refusal (the script's
+            // FILE:LINE:COL when the plugin located the mistake), from this
+            // error itself: never an older refusal of the pipeline.
+            reason: e.refusal_reason(Some(&script_file)),
         };
         let sample = match std::fs::read_to_string(&sample_path) {
             Ok(text) => Some(
@@ -529,13 +523,7 @@ impl Host {
             origin: Some(path.display().to_string()),
         };
         self.plugins
-            .load_from_files(
-                tenant,
-                pipeline,
-                wasm,
-                options,
-                Some(path.display().to_string()),
-            )
+            .load_from_files(tenant, pipeline, wasm, options, Some(script_file.clone()))
             .await
             .map_err(refused)?;
         Ok(())

@@ -158,10 +158,7 @@ impl PluginRuntime {
         config_file: Option<&str>,
         error: &PluginError,
     ) {
-        let reason = match config_file {
-            Some(file) => config_refusal(error, file),
-            None => error.chain(),
-        };
+        let reason = error.refusal_reason(config_file);
         tracing::warn!(
             tenant,
             plugin = name,
@@ -181,7 +178,7 @@ impl PluginRuntime {
             version: version.cloned(),
             kind: error.kind(),
             reason,
-            failure: refusal_failure(error, config_file),
+            failure: error.refusal_failure(config_file),
             origin,
             at: SystemTime::now(),
         });
@@ -389,45 +386,56 @@ impl PluginRuntime {
     }
 }
 
-/// The reason of a refusal when the configuration was read from `file`:
-/// a configuration the plugin refused names the file, as
-/// `FILE:LINE:COL: message` when the plugin located the fault (as
-/// `mappings/README.md` documents for mapping scripts). Any other refusal
-/// keeps its chain.
-fn config_refusal(error: &PluginError, file: &str) -> String {
-    match error {
-        PluginError::Guest {
-            plugin,
-            error: GuestError::InvalidConfig(failure),
-        } if failure.is_located() => format!(
-            "{} ({plugin} refused this configuration)",
-            failure.in_file(file)
-        ),
-        PluginError::Guest {
-            error: GuestError::InvalidConfig(_),
-            ..
-        } => format!("{} (configuration file {file})", error.chain()),
-        _ => error.chain(),
+/// What a refusal records of an error.
+impl PluginError {
+    /// The reason a refusal of this error records, `config_file` being
+    /// where the configuration was read from, if a file: a configuration
+    /// the plugin refused names the file, as `FILE:LINE:COL: message (...
+    /// refused this configuration)` when the plugin located the fault (as
+    /// `mappings/README.md` documents for mapping scripts). Any other
+    /// error gives its chain.
+    pub fn refusal_reason(&self, config_file: Option<&str>) -> String {
+        match (self, config_file) {
+            (
+                PluginError::Guest {
+                    plugin,
+                    error: GuestError::InvalidConfig(failure),
+                },
+                Some(file),
+            ) if failure.is_located() => format!(
+                "{} ({plugin} refused this configuration)",
+                failure.in_file(file)
+            ),
+            (
+                PluginError::Guest {
+                    error: GuestError::InvalidConfig(_),
+                    ..
+                },
+                Some(file),
+            ) => format!("{} (configuration file {file})", self.chain()),
+            _ => self.chain(),
+        }
     }
-}
 
-/// The plugin's own failure behind a refusal, naming the configuration's
-/// file (when it was read from one) if the fault is in the configuration:
-/// a refused configuration, or any failure the plugin located.
-fn refusal_failure(error: &PluginError, config_file: Option<&str>) -> Option<GuestFailure> {
-    let failure = error.guest_failure()?;
-    let in_config = failure.is_located()
-        || matches!(
-            error,
-            PluginError::Guest {
-                error: GuestError::InvalidConfig(_),
-                ..
-            }
-        );
-    Some(match config_file {
-        Some(file) if in_config => failure.in_file(file),
-        _ => failure.clone(),
-    })
+    /// The plugin's own failure behind this error, as a refusal records
+    /// it: naming `config_file` (when the configuration was read from one)
+    /// if the fault is in the configuration, i.e. a refused configuration
+    /// or any failure the plugin located.
+    pub fn refusal_failure(&self, config_file: Option<&str>) -> Option<GuestFailure> {
+        let failure = self.guest_failure()?;
+        let in_config = failure.is_located()
+            || matches!(
+                self,
+                PluginError::Guest {
+                    error: GuestError::InvalidConfig(_),
+                    ..
+                }
+            );
+        Some(match config_file {
+            Some(file) if in_config => failure.in_file(file),
+            _ => failure.clone(),
+        })
+    }
 }
 
 pub(super) fn unknown_resource(loaded: &Loaded, resource: &str) -> PluginError {
@@ -462,18 +470,19 @@ mod tests {
         };
         let error = config(located.clone());
         assert_eq!(
-            config_refusal(&error, file),
+            error.refusal_reason(Some(file)),
             "/p/acme/invoices.toml:12:9: column \"Supplier\": unknown function \
              (plugin `invoices` version 0123456789ab of tenant `acme` refused this configuration)"
         );
         assert_eq!(
-            refusal_failure(&error, Some(file)),
+            error.refusal_failure(Some(file)),
             Some(GuestFailure {
                 file: Some(file.into()),
                 ..located.clone()
             })
         );
-        assert_eq!(refusal_failure(&error, None), Some(located));
+        assert_eq!(error.refusal_failure(None), Some(located));
+        assert_eq!(error.refusal_reason(None), error.chain());
         // Refused but not located: the whole error, and the file (even
         // when the message looks located: it is never parsed).
         for failure in [
@@ -481,13 +490,13 @@ mod tests {
             GuestFailure::new("config", "mapping script line 3:9: y"),
         ] {
             let error = config(failure.clone());
-            let reason = config_refusal(&error, file);
+            let reason = error.refusal_reason(Some(file));
             assert_eq!(
                 reason,
                 format!("{} (configuration file {file})", error.chain())
             );
             assert_eq!(
-                refusal_failure(&error, Some(file)),
+                error.refusal_failure(Some(file)),
                 Some(failure.in_file(file))
             );
         }
@@ -498,12 +507,12 @@ mod tests {
             plugin: plugin.clone(),
             error: GuestError::Internal(Box::new(lookup.clone())),
         };
-        assert_eq!(config_refusal(&internal, file), internal.chain());
-        assert_eq!(refusal_failure(&internal, Some(file)), Some(lookup));
+        assert_eq!(internal.refusal_reason(Some(file)), internal.chain());
+        assert_eq!(internal.refusal_failure(Some(file)), Some(lookup));
         let io = PluginError::Io {
             path: file.into(),
             source: std::io::Error::other("gone"),
         };
-        assert_eq!(refusal_failure(&io, Some(file)), None);
+        assert_eq!(io.refusal_failure(Some(file)), None);
     }
 }
