@@ -11,18 +11,31 @@ use wasmtime::{Store, Trap, WasmBacktrace};
 
 use super::PluginRuntime;
 use super::registry::{Loaded, unknown_resource};
-use crate::bindings::types as wit;
+use crate::bindings::{MappingPre, mapper, types as wit};
 use crate::convert::batch_from_wit;
 use crate::error::{GuestError, GuestFailure, PluginError, PluginRef, VersionId, boxed};
 use crate::host::HostState;
 use crate::limits::{PluginLimits, deadline_ticks};
 
+/// Why a call into an instance failed, before the cause is named.
 pub(super) enum CallFailure {
+    /// wasmtime failed: a trap, or instantiation itself.
     Wasm {
         error: wasmtime::Error,
         instantiating: bool,
     },
+    /// The plugin returned its `plugin-error`.
     Guest(wit::PluginError),
+}
+
+impl CallFailure {
+    /// A failure of an exported function.
+    pub(super) fn calling(error: wasmtime::Error) -> Self {
+        Self::Wasm {
+            error,
+            instantiating: false,
+        }
+    }
 }
 
 impl From<wit::PluginError> for GuestError {
@@ -171,36 +184,59 @@ impl PluginRuntime {
                 u32::MAX
             )));
         }
-        // Declared before the store so that it is returned after the store
-        // (and with it the instance's pool slots) is dropped.
-        let permit = self.inner.permits.acquire();
-        let mut store = self.new_store(&loaded.plugin, limits)?;
-        let output = (|| -> Result<wit::BatchOutput, CallFailure> {
-            let wasm_err = |instantiating| {
-                move |error| CallFailure::Wasm {
-                    error,
-                    instantiating,
-                }
-            };
-            let instance = loaded.pre.instantiate(&mut store).map_err(wasm_err(true))?;
-            let mapper = instance.ml_connector_mapping_mapper();
-            mapper
-                .call_configure(&mut store, &loaded.config)
-                .map_err(wasm_err(false))?
-                .map_err(CallFailure::Guest)?;
-            mapper
-                .call_map_batch(&mut store, resource, records)
-                .map_err(wasm_err(false))?
-                .map_err(CallFailure::Guest)
-        })();
-        store.data().flush_output();
-        let output = output.map_err(|f| self.failure(plugin, &store, limits, f))?;
-        drop(store);
-        drop(permit);
+        let output = self.with_instance(
+            plugin,
+            &loaded.pre,
+            &loaded.config,
+            limits,
+            |mapper, store| {
+                mapper
+                    .call_map_batch(store, resource, records)
+                    .map_err(CallFailure::calling)?
+                    .map_err(CallFailure::Guest)
+            },
+        )?;
         batch_from_wit(plugin, resource, schema, records.len(), limits, output)
     }
 
-    pub(super) fn new_store(
+    /// Runs `calls` on a fresh instance of `pre`, configured with
+    /// `config`, in a new store under `limits`: the one place that takes a
+    /// permit of the instance pool (returned after the store, and with it
+    /// the instance's pool slots, is dropped), flushes what the guest wrote
+    /// and names the cause of a failure.
+    pub(super) fn with_instance<T>(
+        &self,
+        plugin: &PluginRef,
+        pre: &MappingPre<HostState>,
+        config: &str,
+        limits: &PluginLimits,
+        calls: impl FnOnce(&mapper::Guest, &mut Store<HostState>) -> Result<T, CallFailure>,
+    ) -> Result<T, PluginError> {
+        // Declared before the store so that it is returned after it.
+        let permit = self.inner.permits.acquire();
+        let mut store = self.new_store(plugin, limits)?;
+        let result = (|| {
+            let instance = pre
+                .instantiate(&mut store)
+                .map_err(|error| CallFailure::Wasm {
+                    error,
+                    instantiating: true,
+                })?;
+            let mapper = instance.ml_connector_mapping_mapper();
+            mapper
+                .call_configure(&mut store, config)
+                .map_err(CallFailure::calling)?
+                .map_err(CallFailure::Guest)?;
+            calls(mapper, &mut store)
+        })();
+        store.data().flush_output();
+        let result = result.map_err(|f| self.failure(plugin, &store, limits, f));
+        drop(store);
+        drop(permit);
+        result
+    }
+
+    fn new_store(
         &self,
         identity: &PluginRef,
         limits: &PluginLimits,
@@ -223,7 +259,7 @@ impl PluginRuntime {
     }
 
     /// Names the cause of a failed call.
-    pub(super) fn failure(
+    fn failure(
         &self,
         plugin: &PluginRef,
         store: &Store<HostState>,

@@ -13,7 +13,7 @@ use super::call::CallFailure;
 use super::records::Sample;
 use super::registry::{Loaded, PluginInfo};
 use super::{PluginRuntime, check_name};
-use crate::bindings::{MappingPre, types as wit};
+use crate::bindings::MappingPre;
 use crate::convert::schema_from_wit;
 use crate::engine::{CompileSource, sha256_hex, version_hex};
 use crate::error::{PluginError, PluginRef, VersionId, boxed};
@@ -209,39 +209,23 @@ impl PluginRuntime {
         let config = options.config.clone().unwrap_or_default();
         let limits = self.limits(&plugin.tenant);
 
-        // Configure, then read the resources and their schemas.
-        // Held until the store is dropped (the sample batch below takes its
-        // own permit, so this one must be returned first).
-        let permit = self.inner.permits.acquire();
-        let mut store = self.new_store(plugin, &limits)?;
-        let described = (|| -> Result<Vec<(String, Vec<wit::Column>)>, CallFailure> {
-            let wasm_err = |instantiating| {
-                move |error| CallFailure::Wasm {
-                    error,
-                    instantiating,
-                }
-            };
-            let instance = pre.instantiate(&mut store).map_err(wasm_err(true))?;
-            let mapper = instance.ml_connector_mapping_mapper();
-            mapper
-                .call_configure(&mut store, &config)
-                .map_err(wasm_err(false))?
-                .map_err(CallFailure::Guest)?;
-            let resources = mapper.call_resources(&mut store).map_err(wasm_err(false))?;
+        // Configure, then read the resources and their schemas (the
+        // instance is gone, and its pool permit returned, before the sample
+        // batch below takes its own).
+        let described = self.with_instance(plugin, &pre, &config, &limits, |mapper, store| {
+            let resources = mapper
+                .call_resources(&mut *store)
+                .map_err(CallFailure::calling)?;
             let mut out = Vec::with_capacity(resources.len());
             for resource in resources {
                 let columns = mapper
-                    .call_schema(&mut store, &resource)
-                    .map_err(wasm_err(false))?
+                    .call_schema(&mut *store, &resource)
+                    .map_err(CallFailure::calling)?
                     .map_err(CallFailure::Guest)?;
                 out.push((resource, columns));
             }
             Ok(out)
-        })();
-        store.data().flush_output();
-        let described = described.map_err(|f| self.failure(plugin, &store, &limits, f))?;
-        drop(store);
-        drop(permit);
+        })?;
 
         if described.is_empty() {
             return Err(PluginError::InvalidSchema {
