@@ -191,7 +191,7 @@ fn check_prints_the_world_and_the_schema() {
         mapping.as_os_str(),
     ]);
     let out = run.ok();
-    run.expect(out, "world      ml-connector:mapping/mapping@0.2.0: ok");
+    run.expect(out, "world      ml-connector:mapping/mapping@0.3.0: ok");
     run.expect(out, "resource invoices (");
     let header = out
         .lines()
@@ -223,7 +223,7 @@ fn check_prints_the_world_and_the_schema() {
     let info = run.json();
     assert_eq!(
         info["world"],
-        "ml-connector:mapping/mapping@0.2.0",
+        "ml-connector:mapping/mapping@0.3.0",
         "{}",
         run.dump()
     );

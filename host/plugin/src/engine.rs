@@ -23,8 +23,8 @@ use crate::pool::{InstanceAllocator, pooling_config};
 
 /// The interfaces of our own package a plugin may import (exact version).
 const OWN_IMPORTS: &[&str] = &[
-    "ml-connector:mapping/types@0.2.0",
-    "ml-connector:mapping/host@0.2.0",
+    "ml-connector:mapping/types@0.3.0",
+    "ml-connector:mapping/host@0.3.0",
 ];
 
 /// Our own package's interfaces, any version.
@@ -366,8 +366,8 @@ mod tests {
     #[test]
     fn allow_list() {
         for ok in [
-            "ml-connector:mapping/host@0.2.0",
-            "ml-connector:mapping/types@0.2.0",
+            "ml-connector:mapping/host@0.3.0",
+            "ml-connector:mapping/types@0.3.0",
             "wasi:io/poll@0.2.0",
             "wasi:io/streams@0.2.6",
             "wasi:cli/terminal-stderr@0.2.3",
@@ -377,7 +377,8 @@ mod tests {
         }
         for refused in [
             "ml-connector:mapping/host@0.1.0",
-            "ml-connector:mapping/host@0.3.0",
+            "ml-connector:mapping/host@0.2.0",
+            "ml-connector:mapping/host@0.4.0",
             "wasi:filesystem/types@0.2.6",
             "wasi:filesystem/preopens@0.2.6",
             "wasi:sockets/tcp@0.2.6",
@@ -412,22 +413,22 @@ mod tests {
         };
         let old = Component::new(
             &parts.engine,
-            r#"(component (import "ml-connector:mapping/host@0.1.0" (instance)))"#,
+            r#"(component (import "ml-connector:mapping/host@0.2.0" (instance)))"#,
         )
         .unwrap();
         let err = parts.check_imports(&plugin, &old).unwrap_err();
         assert!(
-            matches!(&err, PluginError::ContractVersion { found, .. } if found == "0.1.0"),
+            matches!(&err, PluginError::ContractVersion { found, .. } if found == "0.2.0"),
             "{err}"
         );
         assert!(
             err.to_string()
-                .contains("built against plugin contract ml-connector:mapping@0.1.0; this runtime speaks 0.2.0"),
+                .contains("built against plugin contract ml-connector:mapping@0.2.0; this runtime speaks 0.3.0"),
             "{err}"
         );
         let current = Component::new(
             &parts.engine,
-            r#"(component (import "ml-connector:mapping/host@0.2.0" (instance)))"#,
+            r#"(component (import "ml-connector:mapping/host@0.3.0" (instance)))"#,
         )
         .unwrap();
         parts.check_imports(&plugin, &current).unwrap();

@@ -318,7 +318,7 @@ pub enum PluginError {
         source: BoxError,
     },
     /// The component does not export the mapping world.
-    #[error("{plugin} does not implement world `ml-connector:mapping/mapping@0.2.0`")]
+    #[error("{plugin} does not implement world `ml-connector:mapping/mapping@0.3.0`")]
     Incompatible {
         /// The plugin.
         plugin: PluginRef,

@@ -1,7 +1,7 @@
 //! Sandboxed WebAssembly mapping plugins.
 //!
 //! A tenant's mapping is a WebAssembly component of the world
-//! `ml-connector:mapping/mapping@0.2.0` (`wit/mapping.wit`). This crate
+//! `ml-connector:mapping/mapping@0.3.0` (`wit/mapping.wit`). This crate
 //! loads such components, checks them, and runs each batch in a fresh,
 //! bounded sandbox:
 //!
@@ -56,10 +56,10 @@ pub use engine::CompileSource;
 
 /// The version of the plugin contract (`wit/mapping.wit`) this runtime
 /// speaks.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub const CONTRACT_VERSION: &str = "0.3.0";
 
 /// The world every plugin implements.
-pub const WORLD: &str = "ml-connector:mapping/mapping@0.2.0";
+pub const WORLD: &str = "ml-connector:mapping/mapping@0.3.0";
 pub use error::{
     BoxError, GuestError, GuestFailure, OutputMeasure, PluginError, PluginRef, VersionId,
     locate_config_error,

@@ -1,7 +1,7 @@
 //! The SDK for ml-connector mapping plugins.
 //!
 //! A plugin is a WebAssembly component of the world
-//! `ml-connector:mapping/mapping@0.2.0`. With this crate it is a type that
+//! `ml-connector:mapping/mapping@0.3.0`. With this crate it is a type that
 //! implements [`Mapper`] — configuration, resources, a schema per resource,
 //! and a function that maps one record — plus one [`export_mapper!`] line:
 //!
