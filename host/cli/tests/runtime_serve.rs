@@ -17,6 +17,36 @@ use support::{World, first_difference, oracle_invoices, tableau_invoices};
 
 const INVOICES: [(&str, &str, &str); 1] = [("invoices", "invoices", "invoices.toml")];
 
+/// Both sandboxes, Oracle with `invoices` invoices generated from `seed`.
+async fn world(seed: u64, invoices: u64) -> World {
+    World::start(
+        SandboxConfig {
+            seed,
+            invoices,
+            ..SandboxConfig::default()
+        },
+        TableauSandboxConfig::default(),
+    )
+    .await
+}
+
+/// Waits until batch `id` of `tenant` is confirmed.
+async fn until_confirmed(server: &Server, tenant: &str, id: &str, what: &str) {
+    server
+        .wait_for(Duration::from_secs(60), what, || async {
+            let (_, b) = server
+                .get(&format!(
+                    "/api/v1/tenants/{tenant}/batches?state=confirmed&limit=50"
+                ))
+                .await;
+            b["batches"]
+                .as_array()
+                .is_some_and(|bs| bs.iter().any(|x| x["id"] == id))
+                .then_some(())
+        })
+        .await;
+}
+
 /// Waits until `tenant`'s invoices data source equals Oracle's invoices.
 async fn until_equal(server: &Server, world: &World, tenant: &str, what: &str) {
     let tenant = tenant.to_owned();
@@ -41,15 +71,7 @@ async fn confirmed(server: &Server, tenant: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_keeps_two_tenants_current_and_one_tenants_failures_stay_its_own() {
-    let world = World::start(
-        SandboxConfig {
-            seed: 21,
-            invoices: 150,
-            ..SandboxConfig::default()
-        },
-        TableauSandboxConfig::default(),
-    )
-    .await;
+    let world = world(21, 150).await;
     world.setup_tenant_with("acme", &INVOICES, every_minute);
     world.setup_tenant_with("globex", &INVOICES, every_minute);
     let server = world.serve(0, &[]);
@@ -188,15 +210,7 @@ async fn deliver(http: &reqwest::Client, url: &str, body: impl Into<reqwest::Bod
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_hints_checked_over_rest_and_bad_deliveries_change_nothing() {
-    let world = World::start(
-        SandboxConfig {
-            seed: 22,
-            invoices: 80,
-            ..SandboxConfig::default()
-        },
-        TableauSandboxConfig::default(),
-    )
-    .await;
+    let world = world(22, 80).await;
     world.setup_tenant_with("acme", &INVOICES, every_minute);
     let port = support::serve::free_port();
     let public = format!("http://127.0.0.1:{port}");
@@ -348,15 +362,7 @@ async fn webhooks_are_hints_checked_over_rest_and_bad_deliveries_change_nothing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_wants_its_token_and_drives_the_runtime() {
-    let world = World::start(
-        SandboxConfig {
-            seed: 23,
-            invoices: 60,
-            ..SandboxConfig::default()
-        },
-        TableauSandboxConfig::default(),
-    )
-    .await;
+    let world = world(23, 60).await;
     let file = world.setup_tenant_with("acme", &INVOICES, every_minute);
     let server = world.serve(0, &[]);
 
@@ -443,21 +449,7 @@ async fn the_admin_api_wants_its_token_and_drives_the_runtime() {
         .await;
     assert_eq!(code, 200, "{body}");
     let replayed = body["batch"].as_str().expect("batch id").to_owned();
-    server
-        .wait_for(
-            Duration::from_secs(60),
-            "the replay to be confirmed",
-            || async {
-                let (_, b) = server
-                    .get("/api/v1/tenants/acme/batches?state=confirmed&limit=50")
-                    .await;
-                b["batches"]
-                    .as_array()
-                    .is_some_and(|bs| bs.iter().any(|x| x["id"] == replayed.as_str()))
-                    .then_some(())
-            },
-        )
-        .await;
+    until_confirmed(&server, "acme", &replayed, "the replay to be confirmed").await;
     let (code, body) = server
         .call(
             Method::POST,
@@ -641,15 +633,7 @@ async fn the_admin_api_wants_its_token_and_drives_the_runtime() {
 /// `MLC_CRASH_SEED=<n>` draws the same moments again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_serve_during_cycles_then_restart_loses_and_doubles_nothing() {
-    let world = World::start(
-        SandboxConfig {
-            seed: 24,
-            invoices: 300,
-            ..SandboxConfig::default()
-        },
-        TableauSandboxConfig::default(),
-    )
-    .await;
+    let world = world(24, 300).await;
     world.setup_tenant_with("acme", &INVOICES, every_minute);
     world.tableau.faults().slow_jobs(Duration::from_millis(700));
     let seed = std::env::var("MLC_CRASH_SEED")
@@ -713,15 +697,7 @@ async fn kill9_of_serve_during_cycles_then_restart_loses_and_doubles_nothing() {
 /// admin API and print the same documents as over the store itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_talks_to_the_running_server_that_holds_the_store() {
-    let world = World::start(
-        SandboxConfig {
-            seed: 25,
-            invoices: 50,
-            ..SandboxConfig::default()
-        },
-        TableauSandboxConfig::default(),
-    )
-    .await;
+    let world = world(25, 50).await;
     let file = world.setup_tenant_with("acme", &INVOICES, every_minute);
     let file = file.to_str().expect("utf-8 path");
     let server = world.serve(0, &[]);
@@ -757,21 +733,7 @@ async fn the_cli_talks_to_the_running_server_that_holds_the_store() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&pat));
     let replay = world.json(&["replay", "--full", "acme/invoices"]);
     let id = replay["batch"].as_str().expect("a batch id").to_owned();
-    server
-        .wait_for(
-            Duration::from_secs(60),
-            "the replay through the CLI",
-            || async {
-                let (_, b) = server
-                    .get("/api/v1/tenants/acme/batches?state=confirmed&limit=20")
-                    .await;
-                b["batches"]
-                    .as_array()
-                    .is_some_and(|bs| bs.iter().any(|x| x["id"] == id.as_str()))
-                    .then_some(())
-            },
-        )
-        .await;
+    until_confirmed(&server, "acme", &id, "the replay through the CLI").await;
     let skipped = world.json(&["sync", "acme", "--once"]);
     assert_eq!(
         skipped["started"],
@@ -814,15 +776,7 @@ async fn the_cli_talks_to_the_running_server_that_holds_the_store() {
 /// is swapped in and re-exports the data source from the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_mapping_script_is_validated_and_swapped_while_serving() {
-    let world = World::start(
-        SandboxConfig {
-            seed: 26,
-            invoices: 50,
-            ..SandboxConfig::default()
-        },
-        TableauSandboxConfig::default(),
-    )
-    .await;
+    let world = world(26, 50).await;
     world.setup_tenant_with("acme", &INVOICES, every_minute);
     let server = world.serve(0, &[]);
     until_equal(&server, &world, "acme", "the first load").await;
