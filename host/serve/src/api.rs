@@ -37,9 +37,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::task::block_in_place;
 
-use crate::http::App;
+use crate::app::App;
+use crate::pipeline::Command;
 use crate::runtime_file;
-use crate::scheduler::{Command, anyhow_chain};
+use crate::status::error_chain;
 use crate::views::{self, BatchQuery};
 
 /// The actor the audit log names for API changes.
@@ -171,7 +172,7 @@ async fn held(app: &App, tenant: &str) -> Result<Arc<TenantStore>, ApiError> {
 }
 
 fn definition(store: &TenantStore) -> Result<mlc_sync::definition::TenantDefinition, ApiError> {
-    block_in_place(|| stored_definition(store)).map_err(|e| ApiError::Invalid(anyhow_chain(&e)))
+    block_in_place(|| stored_definition(store)).map_err(|e| ApiError::Invalid(error_chain(&e)))
 }
 
 async fn tenants(State(app): State<Arc<App>>) -> Answer {

@@ -21,26 +21,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use metrics_exporter_prometheus::PrometheusHandle;
-use mlc_common::Secret;
 use serde_json::json;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::limits::ServeLimits;
-use crate::scheduler::Scheduler;
-
-/// What every handler shares.
-pub struct App {
-    /// The scheduler (tenants, stores, status).
-    pub scheduler: Arc<Scheduler>,
-    /// The admin API's bearer token.
-    pub admin_token: Secret,
-    /// Renders `/metrics`.
-    pub metrics: Option<PrometheusHandle>,
-    /// Limits.
-    pub limits: ServeLimits,
-}
+use crate::app::App;
 
 /// The router.
 pub fn router(app: Arc<App>) -> Router {

@@ -15,9 +15,11 @@
 //! resolves, then lets running cycles finish within the grace period.
 
 pub mod api;
+pub mod app;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod pipeline;
 mod runtime_file;
 pub mod scheduler;
 pub mod status;
@@ -156,7 +158,7 @@ pub async fn serve(
         config.public_url.clone(),
     ));
     let supervisor = tokio::spawn(scheduler.clone().supervise());
-    let app = Arc::new(http::App {
+    let app = Arc::new(app::App {
         scheduler: scheduler.clone(),
         admin_token: config.admin_token,
         metrics: metrics::install(),

@@ -1,6 +1,6 @@
-//! The scheduler: one task per pipeline running its cycles on its `every`,
-//! and a supervisor that keeps the set of tenants and mappings in step with
-//! the data directory.
+//! The scheduler: one task per pipeline ([`crate::pipeline`]) running its
+//! cycles on its `every`, and a supervisor that keeps the set of tenants and
+//! mappings in step with the data directory.
 //!
 //! - A pipeline task sleeps until its next run (its first run spread at
 //!   random, each next one moved by a little jitter), or until it is told to
@@ -26,17 +26,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mlc_common::Secret;
-use mlc_store::{BatchKind, TenantStore};
+use mlc_store::TenantStore;
 use mlc_sync::definition::Mapping;
-use mlc_sync::{CycleAction, CycleReport, Host, PipelineSpec, Quiet, Tenant};
+use mlc_sync::{Host, Tenant};
 use rand::Rng;
-use tokio::sync::{Mutex, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::limits::{Clock, ServeLimits};
-use crate::metrics;
+use crate::pipeline::{Command, PipelineLoop, pipeline_loop};
 use crate::runtime_file;
-use crate::status::{LastCycle, Refused, RunState, Status, TenantState, unix};
+use crate::status::{Refused, Status, TenantState, error_chain, unix};
 
 /// The secret that holds a tenant's webhook token.
 pub const WEBHOOK_TOKEN_SECRET: &str = "webhook-token";
@@ -77,22 +77,6 @@ pub fn owner(tenant: &str, count: u32) -> u32 {
             (u64::from_be_bytes(first), *r)
         })
         .unwrap_or(0)
-}
-
-/// What a pipeline task can be asked between cycles.
-pub enum Command {
-    /// Run a cycle now (a webhook hint, the API's run button).
-    RunNow,
-    /// Open a batch that exports from the store (a replay), then run it;
-    /// answers with the batch id, or why not.
-    Replay {
-        /// What to export.
-        kind: BatchKind,
-        /// The keys, for a replay of records.
-        keys: Vec<String>,
-        /// The answer.
-        reply: oneshot::Sender<Result<String, String>>,
-    },
 }
 
 struct PipelineTask {
@@ -367,7 +351,7 @@ impl Scheduler {
                     self.status.accepted(id, name);
                 }
                 Err(e) => {
-                    let reason = anyhow_chain(&e);
+                    let reason = error_chain(&e);
                     tracing::warn!(tenant = %id, pipeline = %name, reason = %reason, "mapping script refused: the previous version keeps serving");
                     self.status.refused(
                         id,
@@ -410,7 +394,7 @@ impl Scheduler {
         let tenant = match built {
             Ok(t) => t,
             Err(e) => {
-                let error = anyhow_chain(&e);
+                let error = error_chain(&e);
                 let retry = self.clock.wait(self.limits.tenant_retry);
                 let mut tenants = self.tenants.lock().await;
                 match tenants.get_mut(id).map(|s| &mut s.state) {
@@ -566,7 +550,7 @@ impl Scheduler {
                     tracing::info!(tenant = %id, webhooks = hooks.len(), "Tableau webhooks registered")
                 }
                 Err(e) => {
-                    tracing::warn!(tenant = %id, error = %anyhow_chain(&e), "could not register Tableau webhooks: batches are confirmed by polling only")
+                    tracing::warn!(tenant = %id, error = %error_chain(&e), "could not register Tableau webhooks: batches are confirmed by polling only")
                 }
             }
         }
@@ -648,252 +632,6 @@ fn changed_scripts(r: &Running) -> Vec<String> {
         })
         .map(|(name, _)| name.clone())
         .collect()
-}
-
-/// An error and its causes on one line.
-pub fn anyhow_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !text.contains(&c) {
-            text.push_str(": ");
-            text.push_str(&c);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-struct PipelineLoop {
-    host: Arc<Host>,
-    tenant: Arc<Tenant>,
-    spec: PipelineSpec,
-    every: Duration,
-    status: Arc<Status>,
-    limits: ServeLimits,
-    clock: Clock,
-    per_tenant: Arc<Semaphore>,
-    global: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
-    commands: mpsc::Receiver<Command>,
-}
-
-impl PipelineLoop {
-    fn jitter(&self, d: Duration, fraction: f64) -> Duration {
-        let f = rand::rng().random_range(-fraction..=fraction);
-        d.mul_f64((1.0 + f).max(0.0))
-    }
-}
-
-async fn pipeline_loop(mut l: PipelineLoop) {
-    let (tenant_id, name) = (l.spec.tenant.clone(), l.spec.name.clone());
-    let spread = l.limits.start_spread.min(l.every);
-    let first = spread.mul_f64(rand::rng().random_range(0.0..=1.0));
-    let mut next = Instant::now() + l.clock.wait(first);
-    let mut pruned: Option<Instant> = None;
-    loop {
-        let paused = tokio::task::block_in_place(|| l.tenant.store.pipeline(&name))
-            .map(|s| s.paused)
-            .unwrap_or(false);
-        l.status.run_state(
-            &tenant_id,
-            &name,
-            if paused {
-                RunState::Paused
-            } else {
-                RunState::Scheduled {
-                    next_run: unix(
-                        SystemTime::now() + next.saturating_duration_since(Instant::now()),
-                    ),
-                }
-            },
-        );
-        // A paused pipeline looks again every few seconds, so a resume
-        // applies quickly.
-        let wake = if paused {
-            Instant::now() + Duration::from_secs(2).min(l.clock.wait(l.every))
-        } else {
-            next
-        };
-        let mut replay = None;
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => {
-                if paused { continue; }
-            }
-            command = l.commands.recv() => match command {
-                None => return,
-                Some(Command::RunNow) => {
-                    if paused { continue; }
-                }
-                Some(Command::Replay { kind, keys, reply }) => replay = Some((kind, keys, reply)),
-            },
-            _ = l.stop.wait_for(|s| *s) => return,
-        }
-        if let Some((kind, keys, reply)) = replay {
-            let opened = open_replay(&l.tenant.store, &name, kind, &keys);
-            let ok = opened.is_ok();
-            let _ = reply.send(opened);
-            if !ok {
-                continue;
-            }
-        }
-        l.status.run_state(&tenant_id, &name, RunState::Queued);
-        let Ok(_tenant_slot) = l.per_tenant.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok(_global_slot) = l.global.clone().acquire_owned().await else {
-            return;
-        };
-        l.status.run_state(
-            &tenant_id,
-            &name,
-            RunState::Running {
-                since: unix(SystemTime::now()),
-            },
-        );
-        let started = Instant::now();
-        let outcome = l.tenant.run_once(&l.spec, &Quiet).await;
-        let seconds = started.elapsed().as_secs_f64();
-        if let Err(e) = l.host.save_refresh_token(&l.tenant) {
-            tracing::warn!(tenant = %tenant_id, error = %e, "a rotated refresh token could not be stored");
-        }
-        next = match outcome {
-            Ok(report) => {
-                if pruned.is_none_or(|t| t.elapsed() >= l.limits.retention_every) {
-                    pruned = Some(Instant::now());
-                    let cutoff = time::OffsetDateTime::now_utc() - l.limits.raw_retention;
-                    match tokio::task::block_in_place(|| l.tenant.store.prune_raw(&name, cutoff)) {
-                        Ok(0) => {}
-                        Ok(dropped) => {
-                            tracing::info!(tenant = %tenant_id, pipeline = %name, dropped, "raw record versions past retention dropped")
-                        }
-                        Err(e) => {
-                            tracing::warn!(tenant = %tenant_id, pipeline = %name, error = %e, "applying raw-record retention failed")
-                        }
-                    }
-                }
-                let freshness = freshness(&l.tenant.store, &name, &report);
-                if let Some(f) = freshness {
-                    let now = unix(SystemTime::now());
-                    let since = now.saturating_sub(crate::status::DAY);
-                    if let Err(e) = tokio::task::block_in_place(|| {
-                        l.tenant.store.record_freshness(&name, now, f, since)
-                    }) {
-                        tracing::warn!(tenant = %tenant_id, pipeline = %name, error = %e, "a freshness sample could not be stored");
-                    }
-                }
-                metrics::cycle_ok(&tenant_id, &name, &report, seconds, freshness);
-                tracing::info!(tenant = %tenant_id, pipeline = %name, batch = %report.batch_id, records = report.records, rows = report.rows_written, seconds, "cycle confirmed");
-                l.status.cycle_ended(
-                    &tenant_id,
-                    &name,
-                    LastCycle::Ok {
-                        at: unix(SystemTime::now()),
-                        batch: report.batch_id.clone(),
-                        records: report.records,
-                        rows: report.rows_written,
-                        action: action_text(&report),
-                        after_webhook: matches!(
-                            report.action,
-                            CycleAction::Upserted {
-                                after_webhook: true,
-                                ..
-                            }
-                        ),
-                        seconds,
-                    },
-                    freshness,
-                );
-                Instant::now() + l.clock.wait(l.jitter(l.every, l.limits.jitter_fraction))
-            }
-            Err(e) => {
-                let failures = l.status.failures(&tenant_id, &name) + 1;
-                let error = anyhow_chain(&e);
-                let wait = l.limits.backoff(failures);
-                metrics::cycle_failed(&tenant_id, &name, seconds);
-                tracing::warn!(tenant = %tenant_id, pipeline = %name, failures, retry_secs = wait.as_secs(), error = %error, "cycle failed: the batch is retried after a backoff");
-                l.status.cycle_ended(
-                    &tenant_id,
-                    &name,
-                    LastCycle::Failed {
-                        at: unix(SystemTime::now()),
-                        error,
-                        failures,
-                        seconds,
-                    },
-                    None,
-                );
-                Instant::now() + l.clock.wait(l.jitter(wait, l.limits.jitter_fraction))
-            }
-        };
-        if let Ok(state) = tokio::task::block_in_place(|| l.tenant.store.open_batch(&name)) {
-            metrics::open_batch(&tenant_id, &name, state.as_ref().map(|b| b.state.name()));
-        }
-    }
-}
-
-/// Opens a replay batch unless the pipeline has an unfinished one.
-fn open_replay(
-    store: &TenantStore,
-    pipeline: &str,
-    kind: BatchKind,
-    keys: &[String],
-) -> Result<String, String> {
-    tokio::task::block_in_place(|| {
-        if let Some(open) = store.open_batch(pipeline).map_err(|e| e.to_string())? {
-            return Err(format!(
-                "batch {} is {}: it must finish first",
-                open.id,
-                open.state.name()
-            ));
-        }
-        if store
-            .pipeline(pipeline)
-            .map_err(|e| e.to_string())?
-            .datasource_id
-            .is_none()
-        {
-            return Err("the pipeline was never published".into());
-        }
-        store
-            .create_batch(pipeline, kind, keys)
-            .map(|b| b.id)
-            .map_err(|e| e.to_string())
-    })
-}
-
-/// Seconds from the newest record's LastUpdateDate to now, for a cycle
-/// that upserted new records (a first load or a replay says nothing about
-/// how fresh a change is).
-fn freshness(store: &TenantStore, pipeline: &str, report: &CycleReport) -> Option<f64> {
-    if report.records == 0 || !matches!(report.action, CycleAction::Upserted { .. }) {
-        return None;
-    }
-    let cursor = tokio::task::block_in_place(|| store.pipeline(pipeline))
-        .ok()?
-        .cursor?;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()?
-        .as_micros();
-    let newest = u128::try_from(cursor.last_update).ok()?;
-    Some(now.saturating_sub(newest) as f64 / 1e6)
-}
-
-fn action_text(r: &CycleReport) -> String {
-    match &r.action {
-        CycleAction::NothingNew => "nothing new".into(),
-        CycleAction::Published { .. } => format!("published {} rows", r.rows_written),
-        CycleAction::Upserted {
-            after_webhook: true,
-            ..
-        } => format!(
-            "upserted {} rows (job seen finished after a webhook)",
-            r.rows_written
-        ),
-        CycleAction::Upserted { .. } => format!("upserted {} rows", r.rows_written),
-    }
 }
 
 #[cfg(test)]

@@ -303,10 +303,10 @@ impl Status {
         }
     }
 
-    /// Counts a webhook delivery.
-    pub fn webhook(&self, outcome: crate::webhook::Outcome) {
+    /// Counts a webhook delivery by its outcome's name.
+    pub fn webhook(&self, outcome: &'static str) {
         let mut w = self.webhooks.lock().unwrap_or_else(|p| p.into_inner());
-        *w.entry(outcome.name()).or_default() += 1;
+        *w.entry(outcome).or_default() += 1;
     }
 
     /// Freshness p50 and p95 of a pipeline's last day, seconds.
@@ -355,6 +355,21 @@ impl Status {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// p50 and p95 (nearest rank) of `samples`.

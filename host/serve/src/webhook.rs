@@ -32,8 +32,8 @@ use mlc_tableau::WebhookEvent;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::http::App;
-use crate::scheduler::Command;
+use crate::app::App;
+use crate::pipeline::Command;
 
 /// How a delivery ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,7 +143,7 @@ pub async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (outcome, detail) = handle(&app, &tenant, &token, body).await;
-    app.scheduler.status.webhook(outcome);
+    app.scheduler.status.webhook(outcome.name());
     crate::metrics::webhook(outcome.name());
     if outcome.status().is_success() {
         tracing::info!(tenant = %tenant, outcome = outcome.name(), "webhook delivery");
