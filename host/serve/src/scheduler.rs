@@ -499,6 +499,9 @@ impl Scheduler {
                     tracing::warn!(tenant = %id, pipeline = %p.id, error = %e, "freshness history not readable")
                 }
             }
+            if let Some(at) = last_confirmed(&tenant.store, &p.id) {
+                self.status.restore_last_success(id, &p.id, at);
+            }
         }
         tracing::info!(tenant = %id, pipelines = pipelines.len(), "tenant running");
         let mut tenants = self.tenants.lock().await;
@@ -621,6 +624,18 @@ impl Scheduler {
     }
 }
 
+/// When the pipeline's newest confirmed batch was confirmed (Unix seconds).
+fn last_confirmed(store: &TenantStore, pipeline: &str) -> Option<u64> {
+    let newest =
+        tokio::task::block_in_place(|| store.recent_batches(pipeline, Some("confirmed"), 1))
+            .ok()?
+            .into_iter()
+            .next()?;
+    let at = &newest.history.last()?.at;
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp()).ok()
+}
+
 fn changed_scripts(r: &Running) -> Vec<String> {
     r.scripts
         .iter()
@@ -637,6 +652,45 @@ fn changed_scripts(r: &Running) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_success_is_read_from_the_newest_confirmed_batch() {
+        use mlc_store::{BatchKind, BatchState};
+        let dir = tempfile::tempdir().unwrap();
+        let store = TenantStore::open(&dir.path().join("acme.redb"), "acme").unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(last_confirmed(&store, "inv"), None, "nothing confirmed yet");
+            let mut b = store.create_batch("inv", BatchKind::Full, &[]).unwrap();
+            store
+                .transition(&mut b, BatchState::Pulled { end: None })
+                .unwrap();
+            assert_eq!(
+                last_confirmed(&store, "inv"),
+                None,
+                "an open batch is not a success"
+            );
+            store
+                .transition(
+                    &mut b,
+                    BatchState::Submitted {
+                        end: None,
+                        rows: 0,
+                        extract: String::new(),
+                        request_ids: Vec::new(),
+                        jobs: Vec::new(),
+                    },
+                )
+                .unwrap();
+            store.confirm(&mut b, Vec::new(), "ds", "{}").unwrap();
+            let at = last_confirmed(&store, "inv").expect("a confirmed batch");
+            let now = unix(SystemTime::now());
+            assert!(now.abs_diff(at) <= 2, "confirmed at {at}, now {now}");
+        });
+    }
 
     #[test]
     fn each_tenant_has_one_owner_and_resizing_moves_few() {

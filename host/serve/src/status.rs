@@ -226,6 +226,16 @@ impl Status {
         });
     }
 
+    /// Restores when a pipeline last confirmed a batch (at start, from its
+    /// store), so its lag is known before its first cycle here.
+    pub fn restore_last_success(&self, tenant: &str, pipeline: &str, at: u64) {
+        self.with_pipeline(tenant, pipeline, |p| {
+            if p.last_success.is_none() {
+                p.last_success = Some(at);
+            }
+        });
+    }
+
     /// Sets a pipeline's schedule state.
     pub fn run_state(&self, tenant: &str, pipeline: &str, run: RunState) {
         self.with_pipeline(tenant, pipeline, |p| p.run = run);
