@@ -863,3 +863,83 @@ async fn a_changed_mapping_script_is_validated_and_swapped_while_serving() {
     );
     assert_eq!(rows.len(), oracle_invoices(&world).len());
 }
+
+/// Floods are limited per source before anything else is looked at: webhook
+/// deliveries and admin API requests over their rate get 429 with
+/// `Retry-After`, change no batch and are counted; probes are not limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_webhooks_and_api_calls_are_rate_limited() {
+    let world = world(27, 30).await;
+    world.setup_tenant_with("acme", &INVOICES, every_minute);
+    let server = world.serve(0, &["--webhook-rate", "30", "--api-rate", "60"]);
+    until_equal(&server, &world, "acme", "the first load").await;
+    let (_, before) = server.get("/api/v1/tenants/acme/batches?limit=100").await;
+
+    let http = reqwest::Client::new();
+    let forged = format!("{}/webhooks/tableau/acme/{}", server.url, "0".repeat(64));
+    let mut codes = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        *codes
+            .entry(deliver(&http, &forged, "{}").await)
+            .or_insert(0) += 1;
+    }
+    assert!(
+        codes.get(&404).is_some_and(|n| *n >= 3),
+        "the burst is answered: {codes:?}"
+    );
+    assert!(
+        codes.get(&429).is_some_and(|n| *n >= 25),
+        "the flood is limited: {codes:?}"
+    );
+    let limited = server.status().await["webhooks"]["rate-limited"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        limited >= 25,
+        "rate-limited deliveries are counted: {limited}"
+    );
+
+    let mut api = std::collections::BTreeMap::new();
+    let mut retry_after = None;
+    for _ in 0..40 {
+        let r = http
+            .get(format!("{}/api/v1/tenants", server.url))
+            .bearer_auth("wrong-token")
+            .send()
+            .await
+            .expect("the API");
+        if r.status().as_u16() == 429 {
+            retry_after = r.headers().get("retry-after").cloned();
+        }
+        *api.entry(r.status().as_u16()).or_insert(0) += 1;
+    }
+    assert!(api.get(&401).is_some_and(|n| *n >= 5), "{api:?}");
+    assert!(
+        api.get(&429).is_some_and(|n| *n >= 20),
+        "token guessing is slowed: {api:?}"
+    );
+    assert!(retry_after.is_some(), "a 429 says when to come back");
+    assert_eq!(
+        server.text("/healthz").await.0,
+        200,
+        "probes are not limited"
+    );
+
+    // Nothing changed, and the budget comes back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, after) = server.get("/api/v1/tenants/acme/batches?limit=100").await;
+    assert_eq!(code, 200, "{after}");
+    let strip = |v: &serde_json::Value| {
+        v["batches"].as_array().map(|bs| {
+            bs.iter()
+                .filter(|b| b["records"] != 0)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(
+        strip(&before),
+        strip(&after),
+        "a flood changed a batch with records"
+    );
+}

@@ -64,6 +64,9 @@ pub enum ApiError {
     /// The store refused.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// Too many requests from this source: try again after the wait.
+    #[error("too many requests: try again in {} s", .0.as_secs().max(1))]
+    RateLimited(std::time::Duration),
 }
 
 impl ApiError {
@@ -75,6 +78,7 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Store(StoreError::Locked { .. }) => (StatusCode::CONFLICT, "locked"),
             Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
         }
     }
 }
@@ -82,11 +86,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
-        (
+        let mut response = (
             status,
             axum::Json(json!({"error": {"code": code, "message": self.to_string()}})),
         )
-            .into_response()
+            .into_response();
+        if let Self::RateLimited(wait) = &self
+            && let Ok(v) = axum::http::HeaderValue::from_str(&wait.as_secs().max(1).to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
+        response
     }
 }
 

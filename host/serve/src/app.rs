@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use mlc_common::Secret;
 
 use crate::limits::ServeLimits;
+use crate::ratelimit::RateLimits;
 use crate::scheduler::Scheduler;
 
 /// What every handler shares.
@@ -19,4 +20,6 @@ pub struct App {
     pub metrics: Option<PrometheusHandle>,
     /// Limits.
     pub limits: ServeLimits,
+    /// Rate limits of webhooks and the API.
+    pub rates: RateLimits,
 }

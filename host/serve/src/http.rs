@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -60,9 +60,18 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Refuses an API request without the admin token (401, constant-time
-/// comparison; the token is never logged or echoed).
-async fn admin_only(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+/// Refuses an API request over its source's rate (429) or without the
+/// admin token (401, constant-time comparison; the token is never logged or
+/// echoed).
+async fn admin_only(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(wait) = app.rates.api_source(peer.ip()) {
+        return crate::api::ApiError::RateLimited(wait).into_response();
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -20,6 +20,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
+pub mod ratelimit;
 mod runtime_file;
 pub mod scheduler;
 pub mod status;
@@ -163,11 +164,13 @@ pub async fn serve(
         admin_token: config.admin_token,
         metrics: metrics::install(),
         limits: config.limits.clone(),
+        rates: ratelimit::RateLimits::new(&config.limits),
     });
     on_listening(addr);
     tracing::info!(%addr, replica = config.replica.index, replicas = config.replica.count, "serving");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, http::router(app)).with_graceful_shutdown(async {
+    let service = http::router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async {
         let _ = http_stopped.await;
     });
     let server = tokio::spawn(async move { server.await });

@@ -54,6 +54,14 @@ pub struct ServeLimits {
     /// How often a pipeline applies the retention, after a confirmed cycle
     /// (default 1 h, not scaled by the clock).
     pub retention_every: Duration,
+    /// Webhook deliveries a minute from one source address (default 600,
+    /// bursting to a sixth of that).
+    pub webhook_per_source: u32,
+    /// Genuine webhook deliveries a minute for one tenant (default 600).
+    pub webhook_per_tenant: u32,
+    /// Admin API requests a minute from one source address, counted before
+    /// the token is checked (default 1,200).
+    pub api_per_source: u32,
 }
 
 impl Default for ServeLimits {
@@ -75,6 +83,9 @@ impl Default for ServeLimits {
             freshness_samples: 10_000,
             raw_retention: Duration::from_secs(30 * 24 * 3600),
             retention_every: Duration::from_secs(3600),
+            webhook_per_source: 600,
+            webhook_per_tenant: 600,
+            api_per_source: 1_200,
         }
     }
 }

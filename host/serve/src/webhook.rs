@@ -18,13 +18,15 @@
 //!    original job): the job's state read over REST confirms or fails the
 //!    batch. The delivery itself changes no batch.
 //!
+//! Before all of it, a source over its rate ([`crate::ratelimit`]) is
+//! answered 429; so is a tenant's genuine delivery over the tenant's rate.
 //! Every delivery is counted by outcome (`/metrics`, `/status.json`).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mlc_store::BatchState;
@@ -54,6 +56,8 @@ pub enum Outcome {
     Malformed,
     /// Refused: the event is for another site.
     ForeignSite,
+    /// Refused: too many deliveries from its source, or for its tenant.
+    RateLimited,
 }
 
 impl Outcome {
@@ -68,6 +72,7 @@ impl Outcome {
             Self::Oversized => "oversized",
             Self::Malformed => "malformed",
             Self::ForeignSite => "foreign-site",
+            Self::RateLimited => "rate-limited",
         }
     }
 
@@ -77,6 +82,7 @@ impl Outcome {
             Self::UnknownTenant | Self::Forged => StatusCode::NOT_FOUND,
             Self::Oversized => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Malformed | Self::ForeignSite => StatusCode::BAD_REQUEST,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -139,10 +145,20 @@ impl Event {
 /// The handler.
 pub async fn receive(
     State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Path((tenant, token)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (outcome, detail) = handle(&app, &tenant, &token, body).await;
+    let (outcome, detail) = match app.rates.webhook_source(peer.ip()) {
+        Ok(()) => handle(&app, &tenant, &token, body).await,
+        Err(wait) => (
+            Outcome::RateLimited,
+            format!(
+                "too many deliveries from this source: try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        ),
+    };
     app.scheduler.status.webhook(outcome.name());
     crate::metrics::webhook(outcome.name());
     if outcome.status().is_success() {
@@ -151,11 +167,18 @@ pub async fn receive(
         // The path carries the token: never logged.
         tracing::warn!(outcome = outcome.name(), detail = %detail, "webhook delivery refused");
     }
-    (
+    let mut response = (
         outcome.status(),
         axum::Json(json!({"outcome": outcome.name(), "detail": detail})),
     )
-        .into_response()
+        .into_response();
+    if outcome == Outcome::RateLimited {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("10"),
+        );
+    }
+    response
 }
 
 async fn handle(
@@ -173,6 +196,15 @@ async fn handle(
     });
     if !genuine {
         return (Outcome::Forged, not_found);
+    }
+    if let Err(wait) = app.rates.webhook_tenant(tenant) {
+        return (
+            Outcome::RateLimited,
+            format!(
+                "too many deliveries for this tenant: try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        );
     }
     let body = match body {
         Ok(b) => b,

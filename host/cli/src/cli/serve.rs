@@ -40,6 +40,16 @@ pub struct ServeCommand {
     /// confirmed (the latest version of every record is always kept).
     #[arg(long, env = "ML_CONNECTOR_RAW_RETENTION", default_value = "30d", value_parser = duration)]
     raw_retention: Duration,
+    /// Webhook deliveries a minute from one source address.
+    #[arg(long, env = "ML_CONNECTOR_WEBHOOK_RATE", default_value_t = ServeLimits::default().webhook_per_source)]
+    webhook_rate: u32,
+    /// Genuine webhook deliveries a minute for one tenant.
+    #[arg(long, env = "ML_CONNECTOR_WEBHOOK_TENANT_RATE", default_value_t = ServeLimits::default().webhook_per_tenant)]
+    webhook_tenant_rate: u32,
+    /// Admin API requests a minute from one source address (counted before
+    /// the token is checked).
+    #[arg(long, env = "ML_CONNECTOR_API_RATE", default_value_t = ServeLimits::default().api_per_source)]
+    api_rate: u32,
     /// Run schedules this many times faster (tests and demos only).
     #[arg(
         long,
@@ -77,6 +87,9 @@ impl ServeCommand {
             global: self.global.max(1),
             grace: self.grace,
             raw_retention: self.raw_retention,
+            webhook_per_source: self.webhook_rate.max(1),
+            webhook_per_tenant: self.webhook_tenant_rate.max(1),
+            api_per_source: self.api_rate.max(1),
             ..ServeLimits::default()
         };
         let config = ServeConfig {
