@@ -394,6 +394,31 @@ pub enum PluginError {
         /// The name given.
         name: String,
     },
+    /// An upload is over its limit ([`crate::UploadLimits`]); nothing was
+    /// compiled.
+    #[error("{plugin}: the {what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// The plugin.
+        plugin: PluginRef,
+        /// `component` or `configuration`.
+        what: &'static str,
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A tenant already has as many plugins as it may.
+    #[error(
+        "tenant `{tenant}` already has {limit} plugins, the most it may have: plugin `{name}` is not loaded"
+    )]
+    TooManyPlugins {
+        /// The tenant.
+        tenant: String,
+        /// The plugin refused.
+        name: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The runtime configuration or limits are unusable.
     #[error("invalid plugin runtime configuration: {0}")]
     Config(String),
@@ -448,11 +473,13 @@ impl PluginError {
             | Self::Incompatible { plugin, .. }
             | Self::Instantiate { plugin, .. }
             | Self::Sample { plugin, .. }
-            | Self::SampleRejected { plugin, .. } => Some(plugin),
+            | Self::SampleRejected { plugin, .. }
+            | Self::TooLarge { plugin, .. } => Some(plugin),
             Self::BadSample { .. }
             | Self::NotFound { .. }
             | Self::NoSuchVersion { .. }
             | Self::InvalidName { .. }
+            | Self::TooManyPlugins { .. }
             | Self::Config(_)
             | Self::Engine(_)
             | Self::Io { .. }
@@ -484,6 +511,8 @@ impl PluginError {
             Self::NotFound { .. } => "not-found",
             Self::NoSuchVersion { .. } => "no-such-version",
             Self::InvalidName { .. } => "invalid-name",
+            Self::TooLarge { .. } => "too-large",
+            Self::TooManyPlugins { .. } => "too-many-plugins",
             Self::Config(_) => "config",
             Self::Engine(_) => "engine",
             Self::Io { .. } => "io",

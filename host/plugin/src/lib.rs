@@ -64,7 +64,7 @@ pub use error::{
     BoxError, GuestError, GuestFailure, OutputMeasure, PluginError, PluginRef, VersionId,
     locate_config_error,
 };
-pub use limits::PluginLimits;
+pub use limits::{PluginLimits, UploadLimits};
 pub use pool::InstanceAllocator;
 pub use reference::{
     JsonDirReference, LookupError, NoReferenceData, ReferenceData, ReferenceError,

@@ -1,4 +1,5 @@
-//! Per-call limits: memory cap, CPU deadline, fuel, output caps.
+//! Per-call limits: memory cap, CPU deadline, fuel, output caps; and the
+//! upload limits ([`UploadLimits`]) on what a tenant may hand the runtime.
 //!
 //! One [`PluginLimits`] value describes everything a single batch call may
 //! use. The runtime applies it to the fresh `Store` of each call:
@@ -57,6 +58,40 @@ impl Default for PluginLimits {
             fuel: None,
             max_output_rows: Self::DEFAULT_MAX_OUTPUT_ROWS,
             max_output_bytes: Self::DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+}
+
+/// What a tenant may hand the runtime to load, checked before anything is
+/// compiled: a larger upload, or one plugin too many, is refused with the
+/// limit named and the previous version keeps serving. Defaults: 16 MiB of
+/// component, 256 KiB of configuration (a mapping script), 64 plugins per
+/// tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Largest component, bytes.
+    pub max_component: usize,
+    /// Largest configuration text (a mapping script), bytes.
+    pub max_config: usize,
+    /// Most plugins one tenant may have loaded at once.
+    pub max_plugins_per_tenant: usize,
+}
+
+impl UploadLimits {
+    /// Default component cap: 16 MiB.
+    pub const DEFAULT_MAX_COMPONENT: usize = 16 << 20;
+    /// Default configuration cap: 256 KiB.
+    pub const DEFAULT_MAX_CONFIG: usize = 256 << 10;
+    /// Default plugins per tenant.
+    pub const DEFAULT_MAX_PLUGINS_PER_TENANT: usize = 64;
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            max_component: Self::DEFAULT_MAX_COMPONENT,
+            max_config: Self::DEFAULT_MAX_CONFIG,
+            max_plugins_per_tenant: Self::DEFAULT_MAX_PLUGINS_PER_TENANT,
         }
     }
 }

@@ -153,6 +153,17 @@ impl PluginRuntime {
             plugin: name.into(),
             version: version.clone(),
         };
+        if let Err(error) = self.check_upload(&plugin, wasm, options.config.as_deref()) {
+            self.refuse(
+                tenant,
+                name,
+                Some(&version),
+                options.origin.clone(),
+                config_file,
+                &error,
+            );
+            return Err(error);
+        }
         if let Some(kept) = self.kept(tenant, name, &version) {
             // Loaded and validated before: swap it in again.
             self.activate(kept.clone());
@@ -181,6 +192,43 @@ impl PluginRuntime {
             }
         }
     }
+    /// The upload limits, before anything is compiled.
+    fn check_upload(
+        &self,
+        plugin: &PluginRef,
+        wasm: &[u8],
+        config: Option<&str>,
+    ) -> Result<(), PluginError> {
+        let limits = &self.inner.uploads;
+        let too_large = |what, size, limit| PluginError::TooLarge {
+            plugin: plugin.clone(),
+            what,
+            size,
+            limit,
+        };
+        if wasm.len() > limits.max_component {
+            return Err(too_large("component", wasm.len(), limits.max_component));
+        }
+        if let Some(c) = config
+            && c.len() > limits.max_config
+        {
+            return Err(too_large("configuration", c.len(), limits.max_config));
+        }
+        let (tenant, name): (&str, &str) = (&plugin.tenant, &plugin.plugin);
+        let others = super::read(&self.inner.slots)
+            .keys()
+            .filter(|(t, n)| t == tenant && n != name)
+            .count();
+        if others >= limits.max_plugins_per_tenant {
+            return Err(PluginError::TooManyPlugins {
+                tenant: tenant.to_owned(),
+                name: name.to_owned(),
+                limit: limits.max_plugins_per_tenant,
+            });
+        }
+        Ok(())
+    }
+
     /// Compiles and validates one version.
     fn prepare(
         &self,
@@ -338,6 +386,50 @@ mod tests {
     use super::super::test_support::{component, files_under, load_mode, misbehave_wasm};
     use super::*;
     use crate::error::{GuestError, GuestFailure};
+
+    #[test]
+    fn uploads_over_their_limits_are_refused_before_compiling() {
+        let runtime = PluginRuntime::new(RuntimeConfig {
+            uploads: crate::UploadLimits {
+                max_component: 1 << 20,
+                max_config: 64,
+                max_plugins_per_tenant: 1,
+            },
+            ..RuntimeConfig::default()
+        })
+        .unwrap();
+        // Not even wasm: refused for its size, never compiled.
+        let big = vec![0u8; (1 << 20) + 1];
+        let err = runtime
+            .load_blocking("acme", "big", &big, LoadOptions::default())
+            .unwrap_err();
+        assert_eq!(err.kind(), "too-large", "{}", err.chain());
+        assert!(err.to_string().contains("component"), "{err}");
+        let err = runtime
+            .load_blocking(
+                "acme",
+                "wordy",
+                &misbehave_wasm(),
+                LoadOptions {
+                    config: Some("x".repeat(65)),
+                    ..LoadOptions::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), "too-large", "{}", err.chain());
+        assert!(err.to_string().contains("configuration"), "{err}");
+        // One plugin per tenant: a second name is refused, the first one
+        // can still be replaced, another tenant has its own count.
+        load_mode(&runtime, "acme", "ok");
+        let err = runtime
+            .load_blocking("acme", "second", &misbehave_wasm(), LoadOptions::default())
+            .unwrap_err();
+        assert_eq!(err.kind(), "too-many-plugins", "{}", err.chain());
+        load_mode(&runtime, "acme", "ok");
+        load_mode(&runtime, "globex", "ok");
+        let kinds: Vec<&str> = runtime.refusals().iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, ["too-large", "too-large", "too-many-plugins"]);
+    }
 
     #[test]
     fn a_component_refused_for_its_imports_leaves_no_cache_entry() {

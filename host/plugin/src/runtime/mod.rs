@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use crate::engine::{EngineParts, PoolSizing, version_hex};
 use crate::error::{PluginError, VersionId};
-use crate::limits::{EpochTicker, PluginLimits};
+use crate::limits::{EpochTicker, PluginLimits, UploadLimits};
 use crate::pool::{CallPermits, InstanceAllocator, default_max_concurrent_calls};
 use crate::reference::{NoReferenceData, ReferenceData};
 
@@ -79,6 +79,8 @@ pub struct RuntimeConfig {
     /// the pool is sized from it and further calls wait. Default: four per
     /// available core, at least 4.
     pub max_concurrent_calls: usize,
+    /// What a tenant may hand the runtime to load.
+    pub uploads: UploadLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -92,6 +94,7 @@ impl Default for RuntimeConfig {
             max_versions: 16,
             pooling: true,
             max_concurrent_calls: default_max_concurrent_calls(),
+            uploads: UploadLimits::default(),
         }
     }
 }
@@ -116,6 +119,7 @@ struct Inner {
     tick: Duration,
     reference: Arc<dyn ReferenceData>,
     max_versions: usize,
+    uploads: UploadLimits,
     slots: RwLock<HashMap<Key, Arc<Slot>>>,
     tenant_limits: RwLock<HashMap<String, PluginLimits>>,
     refusals: Mutex<Vec<Refusal>>,
@@ -197,6 +201,7 @@ impl PluginRuntime {
                 tick: config.epoch_tick,
                 reference: config.reference,
                 max_versions: config.max_versions,
+                uploads: config.uploads,
                 slots: RwLock::new(HashMap::new()),
                 tenant_limits: RwLock::new(HashMap::new()),
                 refusals: Mutex::new(Vec::new()),
