@@ -136,8 +136,14 @@ pub const MAX_COMPONENT: usize = 16 << 20;
 pub async fn status_document(app: &App) -> Value {
     let mut extra = std::collections::BTreeMap::new();
     for (id, store) in app.scheduler.stores().await {
-        let Ok(def) = block_in_place(|| stored_definition(&store)) else {
-            continue;
+        // A running tenant's definition is at hand; only one that could not
+        // be built is read (and parsed) from its store.
+        let def = match app.scheduler.running(&id).await {
+            Some((tenant, _)) => tenant.definition.clone(),
+            None => match block_in_place(|| stored_definition(&store)) {
+                Ok(def) => def,
+                Err(_) => continue,
+            },
         };
         for p in &def.pipelines {
             let state = block_in_place(|| store.pipeline(&p.id)).ok();
@@ -240,17 +246,7 @@ async fn apply(State(app): State<Arc<App>>, Path(tenant): Path<String>, body: By
     })?;
     app.scheduler.refresh().await;
     let def = &applied.definition;
-    let scripts_missing: Vec<String> = def
-        .pipelines
-        .iter()
-        .filter_map(|p| match &p.mapping {
-            mlc_sync::definition::Mapping::Script(f) => {
-                let (path, _) = app.scheduler.host.mapping_paths(&def.id, f);
-                (!path.exists()).then(|| path.display().to_string())
-            }
-            mlc_sync::definition::Mapping::Plugin(_) => None,
-        })
-        .collect();
+    let scripts_missing = app.scheduler.host.missing_scripts(def);
     Ok(axum::Json(json!({
         "tenant": def.id,
         "changed": applied.changed,

@@ -215,6 +215,38 @@ pub fn stored_definition(store: &TenantStore) -> Result<TenantDefinition, Compos
     })
 }
 
+/// A mapping script `file` of `tenant` under `mappings_dir`, and its
+/// sample: `<mappings-dir>/<tenant>/<file>` and
+/// `<mappings-dir>/<tenant>/samples/<stem>.json` (the one owner of that
+/// layout).
+pub fn mapping_paths(mappings_dir: &Path, tenant: &str, file: &str) -> (PathBuf, PathBuf) {
+    let dir = mappings_dir.join(tenant);
+    let stem = Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(file);
+    (
+        dir.join(file),
+        dir.join("samples").join(format!("{stem}.json")),
+    )
+}
+
+/// The mapping scripts a definition names that are not under
+/// `mappings_dir` yet (paths, for `tenant apply` to report).
+pub fn missing_scripts(mappings_dir: &Path, definition: &TenantDefinition) -> Vec<String> {
+    definition
+        .pipelines
+        .iter()
+        .filter_map(|p| match &p.mapping {
+            Mapping::Script(f) => {
+                let (path, _) = mapping_paths(mappings_dir, &definition.id, f);
+                (!path.exists()).then(|| path.display().to_string())
+            }
+            Mapping::Plugin(_) => None,
+        })
+        .collect()
+}
+
 /// The reference datasets a definition names.
 fn reference_names(definition: &TenantDefinition) -> Vec<String> {
     let r = &definition.reference;
@@ -444,20 +476,15 @@ impl Host {
         &self.key
     }
 
-    /// Where a tenant's mapping script `file` and its sample live:
-    /// `<mappings-dir>/<tenant>/<file>` and
-    /// `<mappings-dir>/<tenant>/samples/<stem>.json` (this is the one place
-    /// that knows the layout).
+    /// Where a tenant's mapping script `file` and its sample live
+    /// ([`mapping_paths`] under this host's mappings directory).
     pub fn mapping_paths(&self, tenant: &str, file: &str) -> (PathBuf, PathBuf) {
-        let dir = self.config.mappings_dir.join(tenant);
-        let stem = Path::new(file)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or(file);
-        (
-            dir.join(file),
-            dir.join("samples").join(format!("{stem}.json")),
-        )
+        mapping_paths(&self.config.mappings_dir, tenant, file)
+    }
+
+    /// [`missing_scripts`] under this host's mappings directory.
+    pub fn missing_scripts(&self, definition: &TenantDefinition) -> Vec<String> {
+        missing_scripts(&self.config.mappings_dir, definition)
     }
 
     /// Loads a pipeline's mapping script again (after its file changed): a

@@ -29,7 +29,8 @@ pub mod template;
 
 pub use apply::{Applied, ApplyError, apply_definition, apply_definition_to};
 pub use compose::{
-    ComposeError, Host, HostConfig, REFRESH_TOKEN_SECRET, Tenant, stored_definition,
+    ComposeError, Host, HostConfig, REFRESH_TOKEN_SECRET, Tenant, mapping_paths, missing_scripts,
+    stored_definition,
 };
 pub use cycle::{Progress, Quiet, Stage};
 pub use error::SyncError;

@@ -142,6 +142,12 @@ pub fn scripted_mapper(given: Option<&std::path::Path>) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A duration option (`30s`, `90m`, `12h`, `30d`, `1h30m`).
+pub fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    mlc_sync::definition::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 90m, 12h or 30d"))
+}
+
 /// Who an audit entry names for a CLI call.
 pub fn actor() -> String {
     let user = std::env::var("USER")

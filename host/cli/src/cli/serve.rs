@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use mlc_serve::{Clock, Replica, ServeConfig, ServeLimits};
 
-use super::runtime::RuntimeArgs;
+use super::runtime::{RuntimeArgs, duration_arg};
 
 /// Run every tenant's pipelines on their schedules, and the HTTP server.
 #[derive(Debug, clap::Args)]
@@ -34,11 +34,11 @@ pub struct ServeCommand {
     global: usize,
     /// How long SIGTERM waits for running cycles (an interrupted cycle
     /// resumes from its journal at the next start).
-    #[arg(long, env = "ML_CONNECTOR_GRACE", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "ML_CONNECTOR_GRACE", default_value = "30s", value_parser = duration_arg)]
     grace: Duration,
     /// Keep each batch's raw record versions this long after it is
     /// confirmed (the latest version of every record is always kept).
-    #[arg(long, env = "ML_CONNECTOR_RAW_RETENTION", default_value = "30d", value_parser = duration)]
+    #[arg(long, env = "ML_CONNECTOR_RAW_RETENTION", default_value = "30d", value_parser = duration_arg)]
     raw_retention: Duration,
     /// Webhook deliveries a minute from one source address.
     #[arg(long, env = "ML_CONNECTOR_WEBHOOK_RATE", default_value_t = ServeLimits::default().webhook_per_source)]
@@ -58,16 +58,6 @@ pub struct ServeCommand {
         hide = true
     )]
     time_scale: f64,
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
-    if let Some(s) = text.strip_suffix('s')
-        && let Ok(n) = s.parse::<u64>()
-    {
-        return Ok(Duration::from_secs(n));
-    }
-    mlc_sync::definition::parse_duration(text)
-        .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 5m or 1h"))
 }
 
 impl ServeCommand {

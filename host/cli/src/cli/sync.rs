@@ -14,7 +14,9 @@ use serde_json::json;
 
 use super::Output;
 use super::remote::{Place, Remote};
-use super::runtime::{BatchRef, RecordTarget, RuntimeArgs, Target, actor, blocking, print};
+use super::runtime::{
+    BatchRef, RecordTarget, RuntimeArgs, Target, actor, blocking, duration_arg, print,
+};
 use super::tenant::stored_definition;
 
 /// Run pipelines now, in the foreground.
@@ -27,13 +29,8 @@ pub struct SyncCommand {
     once: bool,
     /// Keep each batch's raw record versions this long after it is
     /// confirmed (the latest version of every record is always kept).
-    #[arg(long, env = "ML_CONNECTOR_RAW_RETENTION", default_value = "30d", value_parser = retention)]
+    #[arg(long, env = "ML_CONNECTOR_RAW_RETENTION", default_value = "30d", value_parser = duration_arg)]
     raw_retention: Duration,
-}
-
-fn retention(text: &str) -> Result<Duration, String> {
-    mlc_sync::definition::parse_duration(text)
-        .ok_or_else(|| format!("{text:?} is not a duration such as 30d, 12h or 90m"))
 }
 
 /// Export again from the store, without asking Oracle.

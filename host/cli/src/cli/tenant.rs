@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use mlc_common::Secret;
 use mlc_store::{MasterKey, TenantStore};
-use mlc_sync::definition::{self, Mapping, TenantDefinition, format_duration};
+use mlc_sync::definition::{self, TenantDefinition, format_duration};
 use serde_json::json;
 
 use super::Output;
@@ -125,17 +125,7 @@ async fn apply(args: &RuntimeArgs, output: Output, file: &std::path::Path) -> Re
         &applied.removed_pipelines,
     );
     let path = &applied.store;
-    let scripts_missing: Vec<String> = def
-        .pipelines
-        .iter()
-        .filter_map(|p| match &p.mapping {
-            Mapping::Script(f) => {
-                let path = args.mappings_dir.join(&def.id).join(f);
-                (!path.exists()).then(|| path.display().to_string())
-            }
-            Mapping::Plugin(_) => None,
-        })
-        .collect();
+    let scripts_missing = mlc_sync::missing_scripts(&args.mappings_dir, def);
     let pipelines: Vec<&str> = def.pipelines.iter().map(|p| p.id.as_str()).collect();
     let doc = json!({
         "tenant": def.id,
