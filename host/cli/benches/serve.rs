@@ -26,9 +26,11 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Bench, binary, now_utc, workspace};
+use common::{
+    Bench, binary, connection, now_utc, scratch, stage_bench_mapping, start_sandboxes, workspace,
+};
 use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
-use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
+use mlc_sandbox_tableau::TableauSandbox;
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
@@ -40,25 +42,17 @@ struct World {
 }
 
 async fn world(invoices: u64) -> World {
-    let scratch = match std::env::var_os("MLC_BENCH_DIR") {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .expect("scratch dir");
+    let scratch = scratch();
     let dir = scratch.path().to_path_buf();
-    let oracle = OracleSandbox::start(SandboxConfig {
-        seed: 5,
-        invoices,
-        ..SandboxConfig::default()
-    })
-    .await
-    .expect("Oracle sandbox");
-    let tableau = TableauSandbox::start(TableauSandboxConfig {
-        data_dir: dir.join("tableau"),
-        ..TableauSandboxConfig::default()
-    })
-    .await
-    .expect("Tableau sandbox");
+    let (oracle, tableau) = start_sandboxes(
+        &dir,
+        SandboxConfig {
+            seed: 5,
+            invoices,
+            ..SandboxConfig::default()
+        },
+    )
+    .await;
     let bench = Bench {
         dir,
         bin: binary(),
@@ -88,20 +82,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Applies a tenant with `pipelines` (id, resource, script) and its secrets.
 fn tenant(w: &World, id: &str, pipelines: &[(&str, &str, &str)], reference: bool) {
-    let base = w.oracle.base_url();
-    let url = base.split("/fscmRestApi").next().unwrap_or(&base);
-    let mut text = format!(
-        "id = \"{id}\"\n\n[oracle]\nurl = \"{url}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n\
-         client_secret = \"secret:oracle-client-secret\"\nscope = \"{}\"\n\n[tableau]\nurl = \"{}\"\n\
-         site = \"{}\"\nproject = \"{}\"\npat_name = \"{}\"\npat_secret = \"secret:tableau-pat\"\n",
-        w.oracle.token_url(),
-        w.oracle.client_id(),
-        w.oracle.scope(),
-        w.tableau.server_url(),
-        w.tableau.site_content_url(),
-        w.tableau.project_name(),
-        w.tableau.pat_name(),
-    );
+    let mut text = format!("id = \"{id}\"\n\n{}", connection(&w.oracle, &w.tableau, ""));
     if reference {
         text.push_str(
             "\n[reference]\nsuppliers = true\naccount_combination_segments = [\"entity\", \"department\", \"account\", \"subAccount\", \"location\"]\n\n[reference.value_sets]\ncompanies = \"CORP_ENTITY\"\ncost-centers = \"CORP_COST_CENTER\"\naccounts = \"CORP_ACCOUNT\"\n",
@@ -112,18 +93,7 @@ fn tenant(w: &World, id: &str, pipelines: &[(&str, &str, &str)], reference: bool
             "\n[[pipeline]]\nid = \"{p}\"\nresource = \"{resource}\"\ndatasource = \"{id} {p}\"\nmapping = \"{script}\"\nevery = \"1m\"\n"
         ));
     }
-    let file = w.bench.dir.join(format!("{id}.toml"));
-    std::fs::write(&file, text).expect("tenant file");
-    w.bench
-        .ok(&["tenant", "apply", file.to_str().expect("path")], None);
-    w.bench.ok(
-        &["secret", "set", id, "oracle-client-secret"],
-        Some(w.oracle.client_secret().expose()),
-    );
-    w.bench.ok(
-        &["secret", "set", id, "tableau-pat"],
-        Some(w.tableau.pat_secret().expose()),
-    );
+    w.bench.apply_tenant(id, &text, &w.oracle, &w.tableau);
 }
 
 /// Starts `serve` and waits for its address.
@@ -180,15 +150,7 @@ fn now_micros() -> i64 {
 
 async fn freshness(seconds: u64) {
     let w = world(5_000).await;
-    copy_dir(
-        &workspace().join("mappings/demo"),
-        &w.bench.dir.join("mappings/acme"),
-    );
-    std::fs::copy(
-        workspace().join("mappings/bench/invoices.toml"),
-        w.bench.dir.join("mappings/acme/bench-invoices.toml"),
-    )
-    .expect("bench mapping");
+    stage_bench_mapping(&w.bench.dir, "acme", "bench-invoices.toml");
     tenant(
         &w,
         "acme",

@@ -32,9 +32,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Bench, Timed, binary, now_utc, timed, workspace};
+use common::{
+    Bench, Timed, binary, connection, now_utc, scratch, stage_bench_mapping, start_sandboxes,
+    timed, workspace,
+};
 use mlc_sandbox_oracle::{OracleSandbox, SandboxConfig};
-use mlc_sandbox_tableau::{TableauSandbox, TableauSandboxConfig};
 
 const CONCURRENCY: u64 = 8;
 const PAGE: u64 = 499;
@@ -93,95 +95,38 @@ fn print(label: &str, n: u64, m: &Measured) {
 
 /// Returns whether both data sources hold the same rows.
 async fn scenario(n: u64, latency_ms: u64) -> bool {
-    let scratch = match std::env::var_os("MLC_BENCH_DIR") {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .expect("scratch dir");
+    let scratch = scratch();
     let dir = scratch.path().to_path_buf();
     let latency = Duration::from_millis(latency_ms);
-    let oracle = OracleSandbox::start(SandboxConfig {
-        seed: 1,
-        invoices: n,
-        latency,
-        ..SandboxConfig::default()
-    })
-    .await
-    .expect("Oracle sandbox");
-    let tableau = TableauSandbox::start(TableauSandboxConfig {
-        data_dir: dir.join("tableau"),
-        ..TableauSandboxConfig::default()
-    })
-    .await
-    .expect("Tableau sandbox");
-    let mappings = dir.join("mappings/bench");
-    std::fs::create_dir_all(mappings.join("samples")).expect("mappings dir");
-    std::fs::copy(
-        workspace().join("mappings/bench/invoices.toml"),
-        mappings.join("invoices.toml"),
+    let (oracle, tableau) = start_sandboxes(
+        &dir,
+        SandboxConfig {
+            seed: 1,
+            invoices: n,
+            latency,
+            ..SandboxConfig::default()
+        },
     )
-    .expect("mapping");
-    std::fs::copy(
-        workspace().join("mappings/demo/samples/invoices.json"),
-        mappings.join("samples/invoices.json"),
-    )
-    .expect("sample");
-    let base = oracle.base_url();
-    let url = base
-        .split("/fscmRestApi")
-        .next()
-        .unwrap_or(&base)
-        .to_owned();
+    .await;
+    stage_bench_mapping(&dir, "bench", "invoices.toml");
     let tenant = format!(
-        r#"id = "bench"
-
-[oracle]
-url = "{url}"
-token_url = "{token}"
-client_id = "{client}"
-client_secret = "secret:oracle-client-secret"
-scope = "{scope}"
-max_concurrency = {CONCURRENCY}
-
-[tableau]
-url = "{tab}"
-site = "{site}"
-project = "{project}"
-pat_name = "{pat}"
-pat_secret = "secret:tableau-pat"
-
-[[pipeline]]
-id = "invoices"
-resource = "invoices"
-datasource = "connector invoices"
-mapping = "invoices.toml"
-"#,
-        token = oracle.token_url(),
-        client = oracle.client_id(),
-        scope = oracle.scope(),
-        tab = tableau.server_url(),
-        site = tableau.site_content_url(),
-        project = tableau.project_name(),
-        pat = tableau.pat_name(),
+        "id = \"bench\"\n\n{}\n[[pipeline]]\nid = \"invoices\"\nresource = \"invoices\"\n\
+         datasource = \"connector invoices\"\nmapping = \"invoices.toml\"\n",
+        connection(
+            &oracle,
+            &tableau,
+            &format!("max_concurrency = {CONCURRENCY}")
+        )
     );
-    let file = dir.join("bench.toml");
-    std::fs::write(&file, tenant).expect("tenant file");
     let bench = Bench {
         log: "warn",
         dir: dir.clone(),
         bin: binary(),
         master_key: mlc_store::MasterKey::generate_base64().expose().to_owned(),
     };
-    bench.ok(&["tenant", "apply", file.to_str().expect("path")], None);
-    bench.ok(
-        &["secret", "set", "bench", "oracle-client-secret"],
-        Some(oracle.client_secret().expose()),
-    );
-    bench.ok(
-        &["secret", "set", "bench", "tableau-pat"],
-        Some(tableau.pat_secret().expose()),
-    );
+    bench.apply_tenant("bench", &tenant, &oracle, &tableau);
 
+    let base = oracle.base_url();
     let peer_dir = dir.join("peer");
     std::fs::create_dir_all(&peer_dir).expect("peer dir");
     let mut peer = Command::new(python());

@@ -224,3 +224,100 @@ pub fn timed(inner: &Command, what: &str) -> Timed {
         stderr,
     }
 }
+
+/// A scratch directory for one run (under `MLC_BENCH_DIR` when set).
+pub fn scratch() -> tempfile::TempDir {
+    match std::env::var_os("MLC_BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .expect("scratch dir")
+}
+
+/// Both sandboxes: Oracle as `oracle` says, Tableau keeping its data
+/// sources under `dir/tableau`.
+pub async fn start_sandboxes(
+    dir: &Path,
+    oracle: mlc_sandbox_oracle::SandboxConfig,
+) -> (
+    mlc_sandbox_oracle::OracleSandbox,
+    mlc_sandbox_tableau::TableauSandbox,
+) {
+    let oracle = mlc_sandbox_oracle::OracleSandbox::start(oracle)
+        .await
+        .expect("Oracle sandbox");
+    let tableau =
+        mlc_sandbox_tableau::TableauSandbox::start(mlc_sandbox_tableau::TableauSandboxConfig {
+            data_dir: dir.join("tableau"),
+            ..mlc_sandbox_tableau::TableauSandboxConfig::default()
+        })
+        .await
+        .expect("Tableau sandbox");
+    (oracle, tableau)
+}
+
+/// Copies `mappings/bench/invoices.toml` and the demo's invoice sample as
+/// tenant `tenant`'s, under `dir/mappings/<tenant>/`.
+pub fn stage_bench_mapping(dir: &Path, tenant: &str, file: &str) {
+    let mappings = dir.join("mappings").join(tenant);
+    std::fs::create_dir_all(mappings.join("samples")).expect("mappings dir");
+    let stem = file.trim_end_matches(".toml");
+    std::fs::copy(
+        workspace().join("mappings/bench/invoices.toml"),
+        mappings.join(file),
+    )
+    .expect("mapping");
+    std::fs::copy(
+        workspace().join("mappings/demo/samples/invoices.json"),
+        mappings.join(format!("samples/{stem}.json")),
+    )
+    .expect("sample");
+}
+
+/// The `[oracle]` and `[tableau]` sections of a tenant file for the
+/// sandboxes; `oracle_extra` lines go into `[oracle]`.
+pub fn connection(
+    oracle: &mlc_sandbox_oracle::OracleSandbox,
+    tableau: &mlc_sandbox_tableau::TableauSandbox,
+    oracle_extra: &str,
+) -> String {
+    let base = oracle.base_url();
+    let url = base.split("/fscmRestApi").next().unwrap_or(&base);
+    format!(
+        "[oracle]\nurl = \"{url}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\n\
+         client_secret = \"secret:oracle-client-secret\"\nscope = \"{}\"\n{oracle_extra}\n\
+         [tableau]\nurl = \"{}\"\nsite = \"{}\"\nproject = \"{}\"\npat_name = \"{}\"\n\
+         pat_secret = \"secret:tableau-pat\"\n",
+        oracle.token_url(),
+        oracle.client_id(),
+        oracle.scope(),
+        tableau.server_url(),
+        tableau.site_content_url(),
+        tableau.project_name(),
+        tableau.pat_name(),
+    )
+}
+
+impl Bench {
+    /// Writes `text` as tenant `id`'s file, applies it and sets both
+    /// secrets of the sandboxes.
+    pub fn apply_tenant(
+        &self,
+        id: &str,
+        text: &str,
+        oracle: &mlc_sandbox_oracle::OracleSandbox,
+        tableau: &mlc_sandbox_tableau::TableauSandbox,
+    ) {
+        let file = self.dir.join(format!("{id}.toml"));
+        std::fs::write(&file, text).expect("tenant file");
+        self.ok(&["tenant", "apply", file.to_str().expect("path")], None);
+        self.ok(
+            &["secret", "set", id, "oracle-client-secret"],
+            Some(oracle.client_secret().expose()),
+        );
+        self.ok(
+            &["secret", "set", id, "tableau-pat"],
+            Some(tableau.pat_secret().expose()),
+        );
+    }
+}
