@@ -99,6 +99,12 @@ where
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 async fn text_of(page: &Client, css: &str) -> String {
     match page.find(Locator::Css(css)).await {
         Ok(e) => e.text().await.unwrap_or_default(),
@@ -187,8 +193,8 @@ async fn the_status_page_shows_pipelines_and_its_button_replays_a_failed_batch()
     .await;
     assert!(text_of(&page, row).await.contains("failed"));
     screenshot(&page, "failed").await;
-    // Let the retries back off (to 8 s at the test's clock), so the retry
-    // that follows is the button's.
+    // Let the retries back off (to 8 s at the test's clock, then 16 s), so
+    // the retry that follows is the button's.
     server
         .wait_for(Duration::from_secs(60), "five failed attempts", || async {
             (server.pipeline("acme", "invoices").await["store"]["failed_batch"]["failures"]
@@ -198,6 +204,24 @@ async fn the_status_page_shows_pipelines_and_its_button_replays_a_failed_batch()
                 .then_some(())
         })
         .await;
+    // While an attempt runs the batch is not failed and the page shows no
+    // button; wait for a moment between attempts when the page shows it and
+    // the next automatic attempt is at least 5 s away, so clearing the
+    // faults cannot let that attempt succeed before the click.
+    let button = format!("{row} button.replay");
+    until(
+        Duration::from_secs(60),
+        "the replay button, with the next automatic attempt 5 s away",
+        &page,
+        || async {
+            let p = server.pipeline("acme", "invoices").await;
+            let waiting = p["schedule"]["state"] == "scheduled"
+                && p["store"]["failed_batch"].is_object()
+                && p["schedule"]["next_run"].as_u64().unwrap_or(0) >= unix_now() + 5;
+            waiting && page.find(Locator::Css(&button)).await.is_ok()
+        },
+    )
+    .await;
 
     // Tableau works again; the operator replays from the page.
     world.tableau.faults().clear_job_failures();
@@ -205,11 +229,11 @@ async fn the_status_page_shows_pipelines_and_its_button_replays_a_failed_batch()
     // gone by the click, so find it again.
     let mut clicked = false;
     for _ in 0..10 {
-        let button = page
-            .find(Locator::Css(&format!("{row} button.replay")))
-            .await
-            .expect("a replay button on the failed pipeline");
-        if button.click().await.is_ok() {
+        let Ok(found) = page.find(Locator::Css(&button)).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        if found.click().await.is_ok() {
             clicked = true;
             break;
         }
