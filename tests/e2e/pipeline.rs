@@ -118,6 +118,7 @@ async fn world_with(invoices: u64, tweak: impl Fn(String) -> String) -> World {
         resource: "invoices".into(),
         datasource: DATASOURCE.into(),
         script: "invoices.toml".into(),
+        every: None,
     }];
     let text = tweak(template::definition_text(
         TENANT, &endpoints, true, &pipelines,

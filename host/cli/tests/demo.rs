@@ -69,7 +69,15 @@ fn demo_publishes_every_pipeline_then_upserts_then_sends_nothing() {
     let out = demo(
         &work,
         &mappings,
-        &["--invoices", "80", "--updates", "6", "--inserts", "3"],
+        &[
+            "--once",
+            "--invoices",
+            "80",
+            "--updates",
+            "6",
+            "--inserts",
+            "3",
+        ],
     );
     assert!(out.status.success(), "{}", explain(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -151,7 +159,11 @@ fn demo_stops_with_the_reason_when_a_mapping_is_refused() {
         "resource = \"invoices\"\n\n[[column]]\nname = \"Invoice Id\"\ntype = \"integr\"\nsource = \"InvoiceId\"\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let out = demo(&work.join("run"), &mappings, &["--invoices", "10"]);
+    let out = demo(
+        &work.join("run"),
+        &mappings,
+        &["--once", "--invoices", "10"],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{}", explain(&out));
     // The staged copy under the run's mappings directory is named, with the

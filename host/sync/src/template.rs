@@ -36,6 +36,8 @@ pub struct PipelineTemplate {
     pub datasource: String,
     /// The mapping script's file name under `<mappings-dir>/<tenant>/`.
     pub script: String,
+    /// How often it polls Oracle (`None`: the definition's default).
+    pub every: Option<std::time::Duration>,
 }
 
 /// The secret names the template refers to.
@@ -80,6 +82,9 @@ pub fn definition_text(
         let _ = writeln!(t, "resource = {}", quote(&p.resource));
         let _ = writeln!(t, "datasource = {}", quote(&p.datasource));
         let _ = writeln!(t, "mapping = {}", quote(&p.script));
+        if let Some(every) = p.every {
+            let _ = writeln!(t, "every = \"{}s\"", every.as_secs());
+        }
     }
     t
 }
@@ -144,11 +149,13 @@ mod tests {
             resource: "journalBatches".into(),
             datasource: "Demo Journal Batches".into(),
             script: "journalBatches.toml".into(),
+            every: Some(std::time::Duration::from_secs(120)),
         }];
         let text = definition_text("demo", &e, true, &pipelines);
         let def = crate::definition::parse("template", &text).expect("parses");
         assert_eq!(def.oracle.client_id, "client \"x\"");
         assert_eq!(def.pipelines[0].id, "journal-batches");
+        assert_eq!(def.pipelines[0].every, std::time::Duration::from_secs(120));
         assert_eq!(def.reference.value_sets.len(), 3);
     }
 
