@@ -9,8 +9,8 @@
 //!   `target/plugins/<name>.wasm`.
 //! - `test`: setup, build-plugins, then `cargo test --workspace` (the
 //!   README's test command, and CI's).
-//! - `demo`: setup, build-plugins, then `ml-connector demo`: the product's
-//!   main job once on the sandboxes.
+//! - `demo`: setup, build-plugins, then `ml-connector demo`: the product
+//!   live on the sandboxes until Ctrl-C (`--once`: the one-shot check).
 //! - `bench`: setup, build-plugins, then the benchmarks (release build).
 
 use std::env;
