@@ -6,38 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("workspace root: {e}"))
-}
-
-fn scripted_wasm() -> PathBuf {
-    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/plugins"));
-    let path = dir.join("scripted.wasm");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask build-plugins` (or set MLC_PLUGINS_BUILT)",
-        path.display()
-    );
-    path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use support::serve::free_port;
+use support::{scripted_wasm, workspace};
 
 /// A running live demo: its stderr lines as they come.
 struct Live {

@@ -103,8 +103,14 @@ impl ServeCommand {
     }
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
+/// Resolves on SIGTERM or Ctrl-C, saying so.
 async fn shutdown_signal() {
+    interrupted().await;
+    eprintln!("stopping: waiting for running cycles");
+}
+
+/// Resolves on SIGTERM or Ctrl-C (also the live demo's stop).
+pub async fn interrupted() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -123,5 +129,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
-    eprintln!("stopping: waiting for running cycles");
 }

@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::{DemoCommand, TENANT, World};
 use crate::cli::Output;
+use crate::cli::serve::interrupted;
 
 /// First-load cycles running at once (the machine's cores are shared with
 /// hyperd and the sandboxes).
@@ -174,28 +175,6 @@ pub async fn run(cmd: DemoCommand, output: Output) -> Result<()> {
         (None, _) => eprintln!("stopped; the demo's data is in {}", work.display()),
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
 
 /// What the first load did, per pipeline.
