@@ -7,6 +7,7 @@
 //! `Debug` and `Display` never show the value.
 
 pub mod decimal;
+pub mod fs;
 pub mod json_text;
 pub mod row;
 pub mod secret;

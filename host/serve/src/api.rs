@@ -10,6 +10,8 @@
 //! | `POST /tenants/{t}/pipelines/{p}/pause`, `/resume` | as `pipeline pause|resume` |
 //! | `POST /tenants/{t}/pipelines/{p}/run` | run a cycle now |
 //! | `POST /tenants/{t}/pipelines/{p}/replay` | `{"failed":true}`, `{"full":true}`, `{"batch":ID}` or `{"record":KEY}` |
+//! | `POST /tenants/{t}/pipelines/{p}/mapping/diff?records=&sample=` | shadow run of a candidate (body: script or component) over stored records, as `mapping diff` |
+//! | `POST /tenants/{t}/pipelines/{p}/mapping/promote` | install a candidate script (body), as `mapping promote` |
 //! | `GET /tenants/{t}/batches?pipeline=&state=&limit=` | as `batches` |
 //! | `GET /tenants/{t}/events?limit=` | webhook events received |
 //! | `GET /tenants/{t}/secrets` | secret names (never values) |
@@ -40,6 +42,7 @@ use tokio::task::block_in_place;
 use crate::app::App;
 use crate::pipeline::Command;
 use crate::runtime_file;
+use crate::shadow;
 use crate::status::error_chain;
 use crate::views::{self, BatchQuery};
 
@@ -64,6 +67,9 @@ pub enum ApiError {
     /// The store refused.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// Something on the server side failed.
+    #[error("{0}")]
+    Internal(String),
     /// Too many requests from this source: try again after the wait.
     #[error("too many requests: try again in {} s", .0.as_secs().max(1))]
     RateLimited(std::time::Duration),
@@ -79,6 +85,7 @@ impl ApiError {
             Self::Store(StoreError::Locked { .. }) => (StatusCode::CONFLICT, "locked"),
             Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store"),
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 }
@@ -114,6 +121,14 @@ pub fn routes() -> Router<Arc<App>> {
         .route(
             "/tenants/{tenant}/pipelines/{pipeline}/{action}",
             post(pipeline_action),
+        )
+        .route(
+            "/tenants/{tenant}/pipelines/{pipeline}/mapping/diff",
+            post(shadow::diff).layer(axum::extract::DefaultBodyLimit::max(MAX_COMPONENT)),
+        )
+        .route(
+            "/tenants/{tenant}/pipelines/{pipeline}/mapping/promote",
+            post(shadow::promote),
         )
         .route("/tenants/{tenant}/batches", get(batches))
         .route("/tenants/{tenant}/events", get(events))
@@ -182,7 +197,7 @@ async fn status(State(app): State<Arc<App>>) -> Answer {
     Ok(axum::Json(status_document(&app).await))
 }
 
-async fn held(app: &App, tenant: &str) -> Result<Arc<TenantStore>, ApiError> {
+pub(crate) async fn held(app: &App, tenant: &str) -> Result<Arc<TenantStore>, ApiError> {
     app.scheduler
         .store(tenant)
         .await
@@ -439,7 +454,7 @@ async fn replay(
     ))
 }
 
-async fn audited(app: &App, action: &str, tenant: &str, detail: Value) -> Result<(), ApiError> {
+pub(crate) async fn audited(app: &App, action: &str, tenant: &str, detail: Value) -> Result<(), ApiError> {
     runtime_file::audit(
         app.scheduler.host.data(),
         ACTOR,

@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod ratelimit;
 mod runtime_file;
 pub mod scheduler;
+pub mod shadow;
 pub mod status;
 pub mod views;
 pub mod webhook;

@@ -163,11 +163,11 @@ pub enum ComposeError {
 
 /// The process's shared parts.
 pub struct Host {
-    config: HostConfig,
+    pub(crate) config: HostConfig,
     key: MasterKey,
-    plugins: PluginRuntime,
+    pub(crate) plugins: PluginRuntime,
     hyperd: Arc<Hyperd>,
-    reference: Arc<StoreReference>,
+    pub(crate) reference: Arc<StoreReference>,
     _watcher: Option<WatchHandle>,
 }
 
@@ -229,6 +229,20 @@ pub fn mapping_paths(mappings_dir: &Path, tenant: &str, file: &str) -> (PathBuf,
         dir.join(file),
         dir.join("samples").join(format!("{stem}.json")),
     )
+}
+
+/// Where a promote keeps the script `file` of `tenant` it replaced, as
+/// `<mappings-dir>/<tenant>/.versions/<stem>.<version>.toml` (the scripted
+/// mapper's version of it).
+pub fn kept_script_path(mappings_dir: &Path, tenant: &str, file: &str, version: &str) -> PathBuf {
+    let stem = Path::new(file)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(file);
+    mappings_dir
+        .join(tenant)
+        .join(".versions")
+        .join(format!("{stem}.{version}.toml"))
 }
 
 /// The mapping scripts a definition names that are not under
@@ -505,7 +519,7 @@ impl Host {
 
     /// Loads `<mappings-dir>/<tenant>/<file>` through the scripted mapper as
     /// plugin `<pipeline>`, validated against its sample when there is one.
-    async fn load_script(
+    pub(crate) async fn load_script(
         &self,
         tenant: &str,
         pipeline: &str,

@@ -24,6 +24,7 @@ mod error;
 mod journal;
 mod pipeline;
 mod reference;
+pub mod shadow;
 mod stages;
 pub mod template;
 
@@ -34,6 +35,7 @@ pub use compose::{
 };
 pub use cycle::{Progress, Quiet, Stage};
 pub use error::SyncError;
+pub use shadow::{CandidateFile, DiffOptions, MappingDiff, Promoted, ShadowError};
 pub use journal::{run_durable_cycle, run_durable_cycle_with};
 pub use pipeline::{
     Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, PipelineSpec,

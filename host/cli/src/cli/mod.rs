@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[cfg(feature = "demo")]
 mod demo;
 #[cfg(feature = "runtime")]
+mod mapping;
+#[cfg(feature = "runtime")]
 mod ops;
 #[cfg(feature = "plugin")]
 mod plugin;
@@ -94,6 +96,10 @@ enum Command {
     /// The audit trail: records, batches, the admin log.
     #[cfg(feature = "runtime")]
     Audit(ops::AuditCommand),
+    /// Shadow-run a candidate mapping over stored records, and promote it.
+    #[cfg(feature = "runtime")]
+    #[command(subcommand)]
+    Mapping(mapping::MappingCommand),
 }
 
 impl Cli {
@@ -123,6 +129,8 @@ impl Cli {
             Command::Batches(cmd) => cmd.run(&self.runtime, self.output).await,
             #[cfg(feature = "runtime")]
             Command::Audit(cmd) => cmd.run(&self.runtime, self.output).await,
+            #[cfg(feature = "runtime")]
+            Command::Mapping(cmd) => cmd.run(&self.runtime, self.output).await,
         }
     }
 }

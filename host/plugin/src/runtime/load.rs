@@ -193,7 +193,7 @@ impl PluginRuntime {
         }
     }
     /// The upload limits, before anything is compiled.
-    fn check_upload(
+    pub(super) fn check_upload(
         &self,
         plugin: &PluginRef,
         wasm: &[u8],
@@ -230,7 +230,7 @@ impl PluginRuntime {
     }
 
     /// Compiles and validates one version.
-    fn prepare(
+    pub(super) fn prepare(
         &self,
         plugin: &PluginRef,
         wasm: &[u8],

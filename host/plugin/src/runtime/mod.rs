@@ -25,9 +25,12 @@
 //! - [`records`]: validation samples and the record texts they hold;
 //! - [`registry`]: the versions kept per plugin, swaps, rollback, refusals;
 //! - [`load`]: compiling and validating a version before it is swapped in;
-//! - [`call`]: one batch call in a fresh, bounded store.
+//! - [`call`]: one batch call in a fresh, bounded store;
+//! - [`candidate`]: a version validated and run beside the current one,
+//!   never swapped in (shadow runs).
 
 mod call;
+mod candidate;
 mod load;
 mod records;
 mod registry;
@@ -43,6 +46,7 @@ use crate::limits::{EpochTicker, PluginLimits, UploadLimits};
 use crate::pool::{CallPermits, InstanceAllocator, default_max_concurrent_calls};
 use crate::reference::{NoReferenceData, ReferenceData};
 
+pub use candidate::Candidate;
 pub use load::{LoadOptions, SampleSummary};
 pub(crate) use records::UniqueMembers;
 pub use records::{Sample, records_of};
