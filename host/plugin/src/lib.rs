@@ -70,7 +70,7 @@ pub use reference::{
     JsonDirReference, LookupError, NoReferenceData, ReferenceData, ReferenceError,
 };
 pub use runtime::{
-    Candidate, LoadOptions, PluginInfo, PluginRuntime, PluginStatus, Refusal, RuntimeConfig, Sample,
-    SampleSummary, check_name, records_of, version_of,
+    Candidate, LoadOptions, PluginInfo, PluginRuntime, PluginStatus, Refusal, RuntimeConfig,
+    Sample, SampleSummary, check_name, records_of, version_of,
 };
 pub use watch::{WatchHandle, WatchOptions};

@@ -454,7 +454,12 @@ async fn replay(
     ))
 }
 
-pub(crate) async fn audited(app: &App, action: &str, tenant: &str, detail: Value) -> Result<(), ApiError> {
+pub(crate) async fn audited(
+    app: &App,
+    action: &str,
+    tenant: &str,
+    detail: Value,
+) -> Result<(), ApiError> {
     runtime_file::audit(
         app.scheduler.host.data(),
         ACTOR,

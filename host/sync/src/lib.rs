@@ -35,7 +35,6 @@ pub use compose::{
 };
 pub use cycle::{Progress, Quiet, Stage};
 pub use error::SyncError;
-pub use shadow::{CandidateFile, DiffOptions, MappingDiff, Promoted, ShadowError};
 pub use journal::{run_durable_cycle, run_durable_cycle_with};
 pub use pipeline::{
     Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, PipelineSpec,
@@ -44,3 +43,4 @@ pub use reference::{
     Dataset, ReferenceSources, ReferenceStore, StoreReference, read_reference,
     sync_reference_into_store,
 };
+pub use shadow::{CandidateFile, DiffOptions, MappingDiff, Promoted, ShadowError};

@@ -56,8 +56,8 @@ pub struct PromoteArgs {
 }
 
 fn read_candidate(path: &std::path::Path) -> Result<CandidateFile> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("reading the candidate {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading the candidate {}", path.display()))?;
     Ok(CandidateFile {
         origin: path.display().to_string(),
         bytes,
@@ -298,7 +298,9 @@ fn promote_text(doc: &Value) -> String {
         ));
     }
     if doc["schema_changed"].as_bool() == Some(true) {
-        text.push_str("\nthe schema changed: the next batch re-exports the data source from the store");
+        text.push_str(
+            "\nthe schema changed: the next batch re-exports the data source from the store",
+        );
     }
     text
 }

@@ -416,7 +416,10 @@ mod tests {
                 to: "Vendor".into()
             }]
         );
-        assert!(schema.added.is_empty() && schema.removed.is_empty(), "{schema:?}");
+        assert!(
+            schema.added.is_empty() && schema.removed.is_empty(),
+            "{schema:?}"
+        );
         assert_eq!((changes.rows_changed, changes.rows_unchanged), (0, 2));
     }
 

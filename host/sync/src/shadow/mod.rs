@@ -230,13 +230,14 @@ impl Host {
     ) -> Result<Target<'a>, ShadowError> {
         let tenant = store.tenant();
         let definition = blocking(|| stored_definition(store))?;
-        let def = definition
-            .pipeline(pipeline)
-            .cloned()
-            .ok_or_else(|| ShadowError::UnknownPipeline {
-                tenant: tenant.to_owned(),
-                pipeline: pipeline.to_owned(),
-            })?;
+        let def =
+            definition
+                .pipeline(pipeline)
+                .cloned()
+                .ok_or_else(|| ShadowError::UnknownPipeline {
+                    tenant: tenant.to_owned(),
+                    pipeline: pipeline.to_owned(),
+                })?;
         let plugin = match &def.mapping {
             Mapping::Script(_) => def.id.clone(),
             Mapping::Plugin(name) => name.clone(),
