@@ -1,7 +1,8 @@
 //! The status page of `serve` in headless Chromium (Debian's `chromium`,
 //! driven through `chromedriver` over WebDriver): it loads, shows the
 //! pipelines of a running server, shows a failed batch with its error, and
-//! its replay button (which asks for the admin token) retries the batch.
+//! its replay button (which asks for the admin token) retries the batch;
+//! its mapping section diffs a pasted candidate and promotes it.
 //! Screenshots are kept in `$CARGO_TARGET_TMPDIR/status-page-*.png`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -285,6 +286,80 @@ async fn the_status_page_shows_pipelines_and_its_button_replays_a_failed_batch()
             .iter()
             .any(|e| e["action"] == "replay.failed" && e["actor"] == "admin-api"),
         "the page's replay went through the audited API: {audit:#}"
+    );
+
+    // The mapping section: paste a candidate that relabels one status,
+    // diff it (the token is remembered), then promote it.
+    let demo = std::fs::read_to_string(support::workspace().join("mappings/demo/invoices.toml"))
+        .expect("demo script");
+    let from = "\"Needs revalidation\" = \"Needs Revalidation\"";
+    assert!(demo.contains(from));
+    let candidate = demo.replacen(from, "\"Needs revalidation\" = \"Revalidate\"", 1);
+    let needs = world
+        .oracle
+        .snapshot("invoices")
+        .expect("snapshot")
+        .iter()
+        .filter(|i| i["ValidationStatus"] == "Needs revalidation")
+        .count();
+    page.execute(
+        "const c = document.getElementById('candidate'); c.value = arguments[0]; \
+         c.dispatchEvent(new Event('input')); \
+         document.getElementById('candidate-pipeline').value = 'acme/invoices';",
+        vec![serde_json::json!(candidate)],
+    )
+    .await
+    .expect("pasting the candidate");
+    page.find(Locator::Css("#diff"))
+        .await
+        .expect("the diff button")
+        .click()
+        .await
+        .expect("clicking diff");
+    until(Duration::from_secs(30), "the diff", &page, || async {
+        page.find(Locator::Css("#diff-result[data-state='diffed']"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let rows = text_of(&page, "#diff-rows").await;
+    assert!(
+        rows.contains(&format!("{needs} would change")),
+        "{rows} (expected {needs} changed rows)"
+    );
+    let result = text_of(&page, "#diff-result").await;
+    assert!(
+        result.contains("Schema unchanged") && result.contains("Revalidate"),
+        "{result}"
+    );
+    screenshot(&page, "diff").await;
+    let script = world.mappings_dir().join("acme/invoices.toml");
+    assert_eq!(
+        std::fs::read_to_string(&script).unwrap(),
+        demo,
+        "a diff installs nothing"
+    );
+    page.find(Locator::Css("#promote:not([disabled])"))
+        .await
+        .expect("promote is offered after the diff")
+        .click()
+        .await
+        .expect("clicking promote");
+    until(Duration::from_secs(30), "the promote", &page, || async {
+        page.find(Locator::Css("#diff-result[data-state='promoted']"))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(&script).unwrap(), candidate);
+    let (_, audit) = server.get("/api/v1/audit?limit=100").await;
+    assert!(
+        audit["entries"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "mapping.promote" && e["actor"] == "admin-api"),
+        "the page's promote went through the audited API: {audit:#}"
     );
     page.close().await.ok();
 }

@@ -1,5 +1,6 @@
 // The status page: reads /status.json every 3 s and draws it; the replay
-// button posts to the admin API with the token the operator types once.
+// button posts to the admin API with the token the operator types once, as
+// do the mapping section's diff and promote buttons.
 "use strict";
 
 const DAY = 24 * 3600;
@@ -100,6 +101,111 @@ async function replay(tenant, pipeline, button) {
   showReplay(key, button);
 }
 
+// The mapping section: the pipelines to choose from follow the status
+// document; a promote is offered for exactly the text and pipeline diffed.
+let diffed = null;
+
+function choosePipelines(doc) {
+  const select = document.getElementById("candidate-pipeline");
+  const want = doc.tenants.flatMap((t) => t.pipelines.map((p) => `${t.tenant}/${p.pipeline}`));
+  const have = [...select.options].map((o) => o.value);
+  if (want.join("\n") === have.join("\n")) return;
+  const chosen = select.value;
+  select.replaceChildren(...want.map((k) => el("option", { value: k }, k)));
+  if (want.includes(chosen)) select.value = chosen;
+}
+
+function mappingUrl(target, action) {
+  const [tenant, pipeline] = target.split("/");
+  return `/api/v1/tenants/${encodeURIComponent(tenant)}/pipelines/${encodeURIComponent(pipeline)}/mapping/${action}`;
+}
+
+function showDiff(d) {
+  const out = [];
+  const s = d.schema;
+  out.push(el("p", {}, `${d.tenant}/${d.pipeline}: ${d.rows.records} stored records mapped with the version in use (${d.current_version.slice(0, 12)}) and the candidate (${d.candidate_version.slice(0, 12)}).`));
+  if (s.changed) {
+    const items = [
+      ...s.renamed.map((r) => `renamed ${r.from} → ${r.to}`),
+      ...s.added.map((c) => `added ${c.name} (${c.type})`),
+      ...s.removed.map((c) => `removed ${c.name} (${c.type})`),
+      ...s.retyped.map((r) => `retyped ${r.after.name}`),
+      ...(s.reordered ? ["columns reordered"] : []),
+    ];
+    out.push(el("p", { class: "changed" }, `Schema changes (a promote re-exports the data source): ${items.join("; ")}`));
+  } else {
+    out.push(el("p", {}, "Schema unchanged."));
+  }
+  const r = d.rows;
+  out.push(el("p", { id: "diff-rows" }, `Rows: ${r.rows_before} before, ${r.rows_after} after — ${r.rows_changed} would change, ${r.rows_unchanged} unchanged, ${r.rows_added} added, ${r.rows_removed} removed.`));
+  const by = Object.entries(r.changed_by_column);
+  if (by.length) out.push(el("p", {}, `Changed by column: ${by.map(([c, n]) => `${c} ${n}`).join(", ")}`));
+  if (r.sample.length) {
+    const rows = r.sample.flatMap((c) => c.cells.map((cell) =>
+      el("tr", {}, el("td", {}, c.key), el("td", {}, cell.column),
+        el("td", {}, JSON.stringify(cell.before)), el("td", {}, JSON.stringify(cell.after)))));
+    out.push(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "record"), el("th", {}, "column"),
+      el("th", {}, "before"), el("th", {}, "after"))), el("tbody", {}, ...rows)));
+  }
+  out.push(el("p", { id: "diff-rejects" }, `Rejects: ${r.new_rejects} new, ${r.no_longer_rejected} no longer rejected, ${r.still_rejected} by both.`));
+  if (r.new_reject_sample.length) {
+    out.push(el("ul", {}, ...r.new_reject_sample.map((x) => el("li", { class: "error" }, `${x.key}: ${x.reason}`))));
+  }
+  out.push(el("p", { class: "muted" }, `Time per record: ${d.timing.current_us_per_record.toFixed(1)} µs in use, ${d.timing.candidate_us_per_record.toFixed(1)} µs candidate.`));
+  return out;
+}
+
+async function mappingAction(action) {
+  const t = token();
+  if (!t) return;
+  const target = document.getElementById("candidate-pipeline").value;
+  const text = document.getElementById("candidate").value;
+  const result = document.getElementById("diff-result");
+  const promote = document.getElementById("promote");
+  result.dataset.state = "busy";
+  result.replaceChildren(el("p", { class: "muted" }, `${action === "diff" ? "mapping" : "installing"}…`));
+  try {
+    const r = await fetch(mappingUrl(target, action), {
+      method: "POST",
+      headers: { "Authorization": `Bearer ${t}`, "Content-Type": "text/plain" },
+      body: text,
+    });
+    const body = await r.json().catch(() => ({}));
+    if (r.status === 401) sessionStorage.removeItem("mlc-admin-token");
+    if (!r.ok) {
+      result.dataset.state = "refused";
+      result.replaceChildren(el("div", { class: "error" }, `refused (${r.status}): ${body.error ? body.error.message : ""}`));
+      return;
+    }
+    if (action === "diff") {
+      diffed = { target, text };
+      result.replaceChildren(...showDiff(body));
+      result.dataset.state = "diffed";
+    } else {
+      diffed = null;
+      result.replaceChildren(el("p", {}, `Installed ${body.version.slice(0, 12)} for ${target}: it maps the next batch.${body.schema_changed ? " The schema changed: the next batch re-exports the data source." : ""}`));
+      result.dataset.state = "promoted";
+    }
+  } catch (e) {
+    result.dataset.state = "refused";
+    result.replaceChildren(el("div", { class: "error" }, `failed: ${e}`));
+  } finally {
+    const now = document.getElementById("candidate").value;
+    promote.disabled = !(diffed && diffed.text === now && diffed.target === target);
+  }
+}
+
+function candidateChanged() {
+  const target = document.getElementById("candidate-pipeline").value;
+  const text = document.getElementById("candidate").value;
+  document.getElementById("promote").disabled = !(diffed && diffed.text === text && diffed.target === target);
+}
+
+document.getElementById("diff").addEventListener("click", () => mappingAction("diff"));
+document.getElementById("promote").addEventListener("click", () => mappingAction("promote"));
+document.getElementById("candidate").addEventListener("input", candidateChanged);
+document.getElementById("candidate-pipeline").addEventListener("change", candidateChanged);
+
 function stateOf(p) {
   const s = p.store || {};
   if (s.paused) return ["paused", "paused"];
@@ -171,6 +277,7 @@ function draw(doc) {
   const hooks = Object.entries(doc.webhooks || {});
   document.getElementById("webhooks").textContent = hooks.length
     ? hooks.map(([k, v]) => `${k}: ${v}`).join(" · ") : "none received";
+  choosePipelines(doc);
   document.body.dataset.loaded = "true";
 }
 
