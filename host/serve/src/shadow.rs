@@ -40,7 +40,7 @@ fn api_error(e: ShadowError) -> ApiError {
 
 fn candidate(body: Bytes) -> CandidateFile {
     CandidateFile {
-        origin: "the uploaded candidate".into(),
+        origin: "upload".into(),
         bytes: body.to_vec(),
     }
 }
