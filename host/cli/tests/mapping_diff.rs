@@ -47,7 +47,7 @@ fn with_status(world: &World, status: &str) -> u64 {
         .count() as u64
 }
 
-fn diff(world: &World, path: &PathBuf) -> Value {
+fn diff(world: &World, path: &std::path::Path) -> Value {
     world.json(&[
         "mapping",
         "diff",
@@ -247,7 +247,10 @@ async fn diff_reports_each_candidate_exactly_and_promote_installs_one() {
         explain(&out)
     );
     let batches = world.json(&["batches", "acme/invoices", "--limit", "1"]);
-    assert_eq!(batches["batches"][0]["kind"]["type"], "reexport", "{batches:#}");
+    assert_eq!(
+        batches["batches"][0]["kind"]["type"], "reexport",
+        "{batches:#}"
+    );
     let name = datasource_name("acme", "invoices");
     let rows = world
         .tableau
