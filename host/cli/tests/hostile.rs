@@ -189,6 +189,60 @@ impl Suite<'_> {
     }
 }
 
+/// Sends `text` on a fresh connection; what came back before the server
+/// closed it (at most 5 s).
+async fn raw_request(addr: &str, text: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return "cannot connect".into();
+    };
+    // The server may answer and close before all of a large head is sent.
+    let _ = stream.write_all(text.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A refused head: 431, or the connection closed without an answer.
+fn head_refused(answer: &str) -> Result<(), String> {
+    if answer.is_empty() || answer.starts_with("HTTP/1.1 431") {
+        Ok(())
+    } else {
+        Err(format!(
+            "the head was not refused: {}",
+            answer.lines().next().unwrap_or("")
+        ))
+    }
+}
+
+/// Opens a connection, sends half a request head and waits: the server
+/// must close it after its header timeout (2 s here), well within 8 s.
+async fn slow_client(addr: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .map_err(|e| format!("writing: {e}"))?;
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(Duration::from_secs(8), stream.read(&mut buf)).await {
+        Ok(_) => {
+            let took = started.elapsed();
+            if took >= Duration::from_millis(1500) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "closed too early ({took:?}), before the header timeout"
+                ))
+            }
+        }
+        Err(_) => Err("the connection was still open after 8 s".into()),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_tenant_hurts_no_one_and_changes_nothing() {
     let world = World::start(
@@ -214,6 +268,8 @@ async fn a_hostile_tenant_hurts_no_one_and_changes_nothing() {
             "120",
             "--api-rate",
             "100000",
+            "--header-timeout",
+            "2s",
         ],
     );
     server
@@ -489,6 +545,37 @@ async fn a_hostile_tenant_hurts_no_one_and_changes_nothing() {
         ))
     };
     s.case("webhook: a flood", flood, before).await;
+    // --- HTTP heads -----------------------------------------------------
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let before = picture(&server, &world).await;
+    let slow = slow_client(&addr).await;
+    s.case(
+        "http: a client that never finishes its headers",
+        slow,
+        before,
+    )
+    .await;
+    let before = picture(&server, &world).await;
+    let big = raw_request(
+        &addr,
+        &format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(100 << 10)
+        ),
+    )
+    .await;
+    s.case("http: a head over the size cap", head_refused(&big), before)
+        .await;
+    let before = picture(&server, &world).await;
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = raw_request(
+        &addr,
+        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+    )
+    .await;
+    s.case("http: too many headers", head_refused(&answer), before)
+        .await;
+
     let Suite {
         mut passed,
         mut failed,

@@ -18,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod http;
 pub mod limits;
+mod listen;
 pub mod metrics;
 pub mod pipeline;
 pub mod ratelimit;
@@ -170,11 +171,14 @@ pub async fn serve(
     on_listening(addr);
     tracing::info!(%addr, replica = config.replica.index, replicas = config.replica.count, "serving");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = http::router(app).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async {
-        let _ = http_stopped.await;
+    let router = http::router(app);
+    let http_limits = config.limits.clone();
+    let server = tokio::spawn(async move {
+        listen::serve(listener, router, &http_limits, async {
+            let _ = http_stopped.await;
+        })
+        .await;
     });
-    let server = tokio::spawn(async move { server.await });
     shutdown.await;
     tracing::info!(
         grace_secs = config.limits.grace.as_secs(),
@@ -190,8 +194,7 @@ pub async fn serve(
         host.shutdown().await;
     }
     match served {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(ServeError::Http(e)),
+        Ok(()) => Ok(()),
         Err(e) => Err(ServeError::Http(std::io::Error::other(e.to_string()))),
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`ServeLimits`] bounds the scheduler (how many cycles run at once, how a
 //! failing pipeline backs off, how schedules are spread) and the HTTP side
-//! (body caps, timeouts). [`Clock`] turns schedule durations into waits; a
+//! (body, header and time caps). [`Clock`] turns schedule durations into waits; a
 //! test or a demo may speed it up (`--time-scale`), production runs at 1.
 
 use std::time::Duration;
@@ -39,6 +39,15 @@ pub struct ServeLimits {
     pub api_body: usize,
     /// Longest time a request may take, reading included (default 30 s).
     pub request_timeout: Duration,
+    /// Longest time a client may take to send a request's headers (default
+    /// 10 s): a slow client holding a connection open without finishing its
+    /// headers is cut off.
+    pub header_timeout: Duration,
+    /// Largest request head, request line and headers together (default
+    /// 64 KiB; at least 8 KiB); larger is answered 431.
+    pub header_bytes: usize,
+    /// Most headers in one request (default 64); more is answered 431.
+    pub max_headers: usize,
     /// How long SIGTERM waits for running cycles before stopping them
     /// (default 30 s); an interrupted cycle resumes from its journal at the
     /// next start.
@@ -78,6 +87,9 @@ impl Default for ServeLimits {
             webhook_body: 64 << 10,
             api_body: 1 << 20,
             request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            header_bytes: 64 << 10,
+            max_headers: 64,
             grace: Duration::from_secs(30),
             webhook_memory: 1_000,
             freshness_samples: 10_000,

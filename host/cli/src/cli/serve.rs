@@ -50,6 +50,10 @@ pub struct ServeCommand {
     /// the token is checked).
     #[arg(long, env = "ML_CONNECTOR_API_RATE", default_value_t = ServeLimits::default().api_per_source)]
     api_rate: u32,
+    /// Longest time a client may take to send a request's headers; a
+    /// connection that has not sent them by then is closed.
+    #[arg(long, env = "ML_CONNECTOR_HEADER_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
+    header_timeout: Duration,
     /// Run schedules this many times faster (tests and demos only).
     #[arg(
         long,
@@ -80,6 +84,7 @@ impl ServeCommand {
             webhook_per_source: self.webhook_rate.max(1),
             webhook_per_tenant: self.webhook_tenant_rate.max(1),
             api_per_source: self.api_rate.max(1),
+            header_timeout: self.header_timeout,
             ..ServeLimits::default()
         };
         let config = ServeConfig {
