@@ -390,7 +390,7 @@ async fn a_hostile_tenant_hurts_no_one_and_changes_nothing() {
                 &format!("expr = \"{deep}\""),
                 1,
             ),
-            vec!["refused"],
+            vec!["nests more than"],
         ),
         (
             "mapping script: an unknown function",
