@@ -122,6 +122,22 @@ async fn screenshot(page: &Client, name: &str) -> PathBuf {
     path
 }
 
+/// Clicks `button` of the mapping section and waits for its result to
+/// reach `state`.
+async fn click_until(page: &Client, button: &str, state: &str) {
+    page.find(Locator::Css(button))
+        .await
+        .unwrap_or_else(|e| panic!("{button}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {button}: {e}"));
+    let done = format!("#diff-result[data-state='{state}']");
+    until(Duration::from_secs(30), &done, page, || async {
+        page.find(Locator::Css(&done)).await.is_ok()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_pipelines_and_its_button_replays_a_failed_batch() {
     let driver = start_driver();
@@ -310,18 +326,7 @@ async fn the_status_page_shows_pipelines_and_its_button_replays_a_failed_batch()
     )
     .await
     .expect("pasting the candidate");
-    page.find(Locator::Css("#diff"))
-        .await
-        .expect("the diff button")
-        .click()
-        .await
-        .expect("clicking diff");
-    until(Duration::from_secs(30), "the diff", &page, || async {
-        page.find(Locator::Css("#diff-result[data-state='diffed']"))
-            .await
-            .is_ok()
-    })
-    .await;
+    click_until(&page, "#diff", "diffed").await;
     let rows = text_of(&page, "#diff-rows").await;
     assert!(
         rows.contains(&format!("{needs} would change")),
@@ -339,18 +344,8 @@ async fn the_status_page_shows_pipelines_and_its_button_replays_a_failed_batch()
         demo,
         "a diff installs nothing"
     );
-    page.find(Locator::Css("#promote:not([disabled])"))
-        .await
-        .expect("promote is offered after the diff")
-        .click()
-        .await
-        .expect("clicking promote");
-    until(Duration::from_secs(30), "the promote", &page, || async {
-        page.find(Locator::Css("#diff-result[data-state='promoted']"))
-            .await
-            .is_ok()
-    })
-    .await;
+    // Offered only after a diff of this very text.
+    click_until(&page, "#promote:not([disabled])", "promoted").await;
     assert_eq!(std::fs::read_to_string(&script).unwrap(), candidate);
     let (_, audit) = server.get("/api/v1/audit?limit=100").await;
     assert!(

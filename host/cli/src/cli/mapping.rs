@@ -163,19 +163,23 @@ fn columns(v: &Value) -> Vec<&Value> {
     v.as_array().map(|a| a.iter().collect()).unwrap_or_default()
 }
 
+/// A field of a document as text (`?` when missing).
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
 /// The text `mapping diff` prints, from its document.
 fn diff_text(doc: &Value, candidate: &std::path::Path) -> String {
-    let mut out = String::new();
-    let mut line = |s: String| {
-        out.push_str(&s);
-        out.push('\n');
+    let mut lines: Vec<String> = Vec::new();
+    let each = |lines: &mut Vec<String>, items: &Value, render: &dyn Fn(&Value) -> String| {
+        lines.extend(columns(items).into_iter().map(render));
     };
     let rows = &doc["rows"];
     let n = |k: &str| rows[k].as_u64().unwrap_or(0);
-    line(format!(
+    lines.push(format!(
         "{}/{}: candidate {} ({}) against the version in use ({}), over {} stored records of recent batches",
-        doc["tenant"].as_str().unwrap_or("?"),
-        doc["pipeline"].as_str().unwrap_or("?"),
+        s(&doc["tenant"]),
+        s(&doc["pipeline"]),
         candidate.display(),
         short(&doc["candidate_version"]),
         short(&doc["current_version"]),
@@ -183,43 +187,31 @@ fn diff_text(doc: &Value, candidate: &std::path::Path) -> String {
     ));
     let schema = &doc["schema"];
     if schema["changed"].as_bool() == Some(true) {
-        line("schema: changed (a promote re-exports the data source from the store)".into());
-        for r in columns(&schema["renamed"]) {
-            line(format!(
-                "  renamed  {} -> {}",
-                r["from"].as_str().unwrap_or("?"),
-                r["to"].as_str().unwrap_or("?")
-            ));
-        }
-        for c in columns(&schema["added"]) {
-            line(format!(
-                "  added    {} ({})",
-                c["name"].as_str().unwrap_or("?"),
-                c["type"].as_str().unwrap_or("?")
-            ));
-        }
-        for c in columns(&schema["removed"]) {
-            line(format!(
-                "  removed  {} ({})",
-                c["name"].as_str().unwrap_or("?"),
-                c["type"].as_str().unwrap_or("?")
-            ));
-        }
-        for r in columns(&schema["retyped"]) {
-            line(format!(
+        lines.push("schema: changed (a promote re-exports the data source from the store)".into());
+        each(&mut lines, &schema["renamed"], &|r| {
+            format!("  renamed  {} -> {}", s(&r["from"]), s(&r["to"]))
+        });
+        each(&mut lines, &schema["added"], &|c| {
+            format!("  added    {} ({})", s(&c["name"]), s(&c["type"]))
+        });
+        each(&mut lines, &schema["removed"], &|c| {
+            format!("  removed  {} ({})", s(&c["name"]), s(&c["type"]))
+        });
+        each(&mut lines, &schema["retyped"], &|r| {
+            format!(
                 "  retyped  {}: {} -> {}",
-                r["after"]["name"].as_str().unwrap_or("?"),
+                s(&r["after"]["name"]),
                 r["before"],
                 r["after"]
-            ));
-        }
+            )
+        });
         if schema["reordered"].as_bool() == Some(true) {
-            line("  reordered columns".into());
+            lines.push("  reordered columns".into());
         }
     } else {
-        line("schema: unchanged".into());
+        lines.push("schema: unchanged".into());
     }
-    line(format!(
+    lines.push(format!(
         "rows: {} before, {} after: {} would change, {} unchanged, {} added, {} removed",
         n("rows_before"),
         n("rows_after"),
@@ -232,64 +224,49 @@ fn diff_text(doc: &Value, candidate: &std::path::Path) -> String {
         && !by.is_empty()
     {
         let parts: Vec<String> = by.iter().map(|(c, k)| format!("{c} {k}")).collect();
-        line(format!("  changed by column: {}", parts.join(", ")));
+        lines.push(format!("  changed by column: {}", parts.join(", ")));
     }
-    for change in columns(&rows["sample"]) {
+    each(&mut lines, &rows["sample"], &|change| {
         let cells: Vec<String> = columns(&change["cells"])
             .iter()
-            .map(|c| {
-                format!(
-                    "{}: {} -> {}",
-                    c["column"].as_str().unwrap_or("?"),
-                    c["before"],
-                    c["after"]
-                )
-            })
+            .map(|c| format!("{}: {} -> {}", s(&c["column"]), c["before"], c["after"]))
             .collect();
-        line(format!(
+        format!(
             "  record {} row {}: {}",
-            change["key"].as_str().unwrap_or("?"),
+            s(&change["key"]),
             change["row"],
             cells.join("; ")
-        ));
-    }
-    line(format!(
+        )
+    });
+    lines.push(format!(
         "rejects: {} new, {} no longer rejected, {} rejected by both",
         n("new_rejects"),
         n("no_longer_rejected"),
         n("still_rejected"),
     ));
-    for r in columns(&rows["new_reject_sample"]) {
-        line(format!(
-            "  new reject {}: {}",
-            r["key"].as_str().unwrap_or("?"),
-            r["reason"].as_str().unwrap_or("?")
-        ));
-    }
-    for r in columns(&rows["no_longer_rejected_sample"]) {
-        line(format!(
-            "  now mapped {} (was: {})",
-            r["key"].as_str().unwrap_or("?"),
-            r["reason"].as_str().unwrap_or("?")
-        ));
-    }
+    each(&mut lines, &rows["new_reject_sample"], &|r| {
+        format!("  new reject {}: {}", s(&r["key"]), s(&r["reason"]))
+    });
+    each(&mut lines, &rows["no_longer_rejected_sample"], &|r| {
+        format!("  now mapped {} (was: {})", s(&r["key"]), s(&r["reason"]))
+    });
     let t = &doc["timing"];
-    line(format!(
+    lines.push(format!(
         "time per record: {:.1} µs in use, {:.1} µs candidate",
         t["current_us_per_record"].as_f64().unwrap_or(0.0),
         t["candidate_us_per_record"].as_f64().unwrap_or(0.0),
     ));
-    out
+    lines.join("\n")
 }
 
 /// The text `mapping promote` prints, from its document.
 fn promote_text(doc: &Value) -> String {
     let mut text = format!(
         "{}/{}: version {} installed in {}; it maps the next batch",
-        doc["tenant"].as_str().unwrap_or("?"),
-        doc["pipeline"].as_str().unwrap_or("?"),
+        s(&doc["tenant"]),
+        s(&doc["pipeline"]),
         short(&doc["version"]),
-        doc["file"].as_str().unwrap_or("?"),
+        s(&doc["file"]),
     );
     if let Some(kept) = doc["previous_kept"].as_str() {
         text.push_str(&format!(
