@@ -174,7 +174,7 @@ fn build_plugins() -> Result {
 
 fn with_python(cmd: &mut Command) -> &mut Command {
     cmd.env("ML_CONNECTOR_PYTHON", venv_python())
-        .env("MLC_PLUGINS_BUILT", target_dir().join("plugins"))
+        .env("ML_CONNECTOR_PLUGINS_BUILT", target_dir().join("plugins"))
 }
 
 fn test(rest: &[String]) -> Result {

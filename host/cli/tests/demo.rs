@@ -1,7 +1,7 @@
 //! `ml-connector demo`, the README's first command, run as a user runs it:
 //! the real binary, the sandboxes, hyperd and the staged `scripted`
 //! component (`cargo xtask build-plugins`; `cargo xtask test` points
-//! `MLC_PLUGINS_BUILT` at them and `ML_CONNECTOR_PYTHON` at the virtual
+//! `ML_CONNECTOR_PLUGINS_BUILT` at them and `ML_CONNECTOR_PYTHON` at the virtual
 //! environment that ships hyperd).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -17,13 +17,13 @@ fn workspace() -> PathBuf {
 }
 
 fn scripted_wasm() -> PathBuf {
-    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+    let dir = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/plugins"));
     let path = dir.join("scripted.wasm");
     assert!(
         path.exists(),
-        "{} is missing: run `cargo xtask build-plugins` (or set MLC_PLUGINS_BUILT)",
+        "{} is missing: run `cargo xtask build-plugins` (or set ML_CONNECTOR_PLUGINS_BUILT)",
         path.display()
     );
     path

@@ -2,7 +2,7 @@
 //! binary in a temporary plugins directory: exit codes, stdout and stderr.
 //!
 //! Needs the guest components: `cargo xtask build-plugins` stages them in
-//! `<target>/plugins`; these tests read `$MLC_PLUGINS_BUILT` (set by
+//! `<target>/plugins`; these tests read `$ML_CONNECTOR_PLUGINS_BUILT` (set by
 //! `cargo xtask test`), else `<workspace>/target/plugins`. Compiled
 //! components are cached under the test target's tmp directory, so only the
 //! first run compiles them.
@@ -28,14 +28,14 @@ fn workspace() -> PathBuf {
 /// A staged guest component (`scripted`, `gl-journal-lines`,
 /// `misbehave-import`, ...), or a failure saying how to build them.
 fn component(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+    let dir = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/plugins"));
     let path = dir.join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build the guest components with `cargo xtask build-plugins` \
-         (with CARGO_TARGET_DIR=<dir>, then set MLC_PLUGINS_BUILT=<dir>/plugins)",
+         (with CARGO_TARGET_DIR=<dir>, then set ML_CONNECTOR_PLUGINS_BUILT=<dir>/plugins)",
         path.display()
     );
     path
@@ -131,9 +131,9 @@ impl Env {
             .arg("plugin")
             .args(args)
             .current_dir(workspace())
-            .env("MLC_PLUGINS_DIR", self.plugins())
-            .env("MLC_CACHE_DIR", &cache)
-            .env_remove("MLC_OUTPUT")
+            .env("ML_CONNECTOR_PLUGINS_DIR", self.plugins())
+            .env("ML_CONNECTOR_CACHE_DIR", &cache)
+            .env_remove("ML_CONNECTOR_OUTPUT")
             .env_remove("RUST_LOG");
         let described = std::iter::once("ml-connector plugin".to_owned())
             .chain(

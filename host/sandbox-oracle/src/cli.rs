@@ -14,7 +14,11 @@ use crate::{OracleSandbox, SandboxConfig, SandboxError};
 #[derive(Debug, clap::Args)]
 pub struct OracleSandboxArgs {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:0", env = "MLC_SANDBOX_ORACLE_LISTEN")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:0",
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_LISTEN"
+    )]
     pub listen: SocketAddr,
     /// Generator seed: the same seed gives the same data.
     #[arg(long, default_value_t = 1)]
@@ -32,7 +36,11 @@ pub struct OracleSandboxArgs {
     #[arg(long, default_value = "ml-connector-sandbox")]
     pub client_id: String,
     /// OAuth client secret (random when not given).
-    #[arg(long, env = "MLC_SANDBOX_ORACLE_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_CLIENT_SECRET",
+        hide_env_values = true
+    )]
     pub client_secret: Option<String>,
     /// Background updates per second.
     #[arg(long, default_value_t = 0.0)]

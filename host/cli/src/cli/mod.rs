@@ -29,7 +29,7 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Output format of commands that print results.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text, env = "MLC_OUTPUT")]
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text, env = "ML_CONNECTOR_OUTPUT")]
     pub output: Output,
 
     #[cfg(feature = "runtime")]

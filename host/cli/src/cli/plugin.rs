@@ -123,7 +123,7 @@ pub enum PluginCommand {
 pub struct DirArgs {
     /// The plugins directory (`<dir>/<tenant>/<name>.wasm`), the one a
     /// runtime's watcher loads plugins from.
-    #[arg(long, env = "MLC_PLUGINS_DIR", default_value = ".mlc/plugins")]
+    #[arg(long, env = "ML_CONNECTOR_PLUGINS_DIR", default_value = ".mlc/plugins")]
     plugins_dir: PathBuf,
 }
 
@@ -131,7 +131,7 @@ pub struct DirArgs {
 #[derive(Debug, Args)]
 pub struct CacheArgs {
     /// Compile cache directory.
-    #[arg(long, env = "MLC_CACHE_DIR", default_value = ".mlc/cache")]
+    #[arg(long, env = "ML_CONNECTOR_CACHE_DIR", default_value = ".mlc/cache")]
     cache_dir: PathBuf,
 }
 

@@ -123,12 +123,12 @@ impl RuntimeArgs {
 }
 
 /// The `scripted` mapper component: `given`, or the one `cargo xtask
-/// build-plugins` staged (`$MLC_PLUGINS_BUILT`, default `target/plugins`);
+/// build-plugins` staged (`$ML_CONNECTOR_PLUGINS_BUILT`, default `target/plugins`);
 /// an error saying how to build it when it is missing.
 pub fn scripted_mapper(given: Option<&std::path::Path>) -> Result<PathBuf> {
     let path = match given {
         Some(p) => p.to_path_buf(),
-        None => std::env::var_os("MLC_PLUGINS_BUILT")
+        None => std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("target/plugins"))
             .join("scripted.wasm"),
