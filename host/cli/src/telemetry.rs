@@ -1,4 +1,5 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` or `-v`.
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` or `-v`, without
+//! colour under `NO_COLOR`.
 
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +24,13 @@ pub fn init(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour())
         .try_init();
+}
+
+/// Whether logs are coloured: on a terminal, unless `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn colour() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }

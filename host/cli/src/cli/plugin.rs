@@ -591,6 +591,18 @@ fn plugin_name(file: &Path, fallback: &str) -> String {
 /// - Anything else keeps the runtime's error (with its causes, on one
 ///   line) under "FILE is refused".
 fn refusal(error: PluginError, file: &Path, config: Option<&Path>, after: &str) -> anyhow::Error {
+    anyhow::Error::new(crate::failure::MappingRefused(refusal_text(
+        error, file, config, after,
+    )))
+}
+
+/// What [`refusal`] says.
+fn refusal_text(
+    error: PluginError,
+    file: &Path,
+    config: Option<&Path>,
+    after: &str,
+) -> anyhow::Error {
     if let PluginError::Guest {
         error: GuestError::InvalidConfig(message),
         ..

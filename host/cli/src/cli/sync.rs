@@ -291,6 +291,8 @@ async fn run_cycles(
         );
     }
     let mut results: Vec<(String, Result<CycleReport, String>, Duration)> = Vec::new();
+    // The class of the first failure: the exit code of the whole run.
+    let mut first_failure = None;
     for name in names {
         let Some(spec) = tenant.pipeline(name).cloned() else {
             bail!("tenant {} has no pipeline `{name}`", tenant.id());
@@ -315,11 +317,12 @@ async fn run_cycles(
                 tracing::info!(pipeline = %name, dropped, "raw record versions past retention dropped");
             }
         }
-        results.push((
-            name.clone(),
-            outcome.map_err(|e| format!("{:#}", anyhow::Error::new(e))),
-            t.elapsed(),
-        ));
+        let outcome = outcome.map_err(|e| {
+            let e = anyhow::Error::new(e);
+            first_failure.get_or_insert_with(|| crate::failure::classify(&e));
+            format!("{e:#}")
+        });
+        results.push((name.clone(), outcome, t.elapsed()));
     }
     tenant.connectors.tableau.shutdown().await.ok();
     host.shutdown().await;
@@ -364,12 +367,14 @@ async fn run_cycles(
         }
         t
     });
-    if failed > 0 {
-        bail!(
-            "{failed} of {} pipelines failed; the failed batches resume at the next `sync` (see `ml-connector batches {} --state failed`)",
-            results.len(),
-            tenant.definition.id
-        );
+    if let Some(first) = first_failure {
+        return Err(crate::failure::CliError::PipelinesFailed {
+            failed,
+            total: results.len(),
+            tenant: tenant.definition.id.clone(),
+            first,
+        }
+        .into());
     }
     Ok(())
 }
