@@ -689,4 +689,5 @@ pub fn first_difference<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug
     }
     "none".into()
 }
+pub mod operator;
 pub mod serve;
