@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
         Ok(args) => args,
         Err(usage) => return failure::usage(usage),
     };
-    telemetry::init(args.verbose);
+    telemetry::init(args.verbose, args.output == cli::Output::Json);
     let output = args.output;
     match args.run().await {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,8 +4,10 @@
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Logs go to stderr so that commands which
-/// print machine-readable output on stdout keep it clean.
-pub fn init(verbose: u8) {
+/// print machine-readable output on stdout keep it clean; with `json` each
+/// log line is a JSON object, so that stderr stays JSON lines up to the
+/// error object a failure ends with.
+pub fn init(verbose: u8, json: bool) {
     // At the default level the runtime's refusal warning is left out: the
     // commands report a refusal themselves, as their error.
     // Our crates get the level asked for; the compiler stack below the
@@ -21,11 +23,14 @@ pub fn init(verbose: u8) {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        logs.json().try_init()
+    } else {
+        logs.with_ansi(colour()).try_init()
+    };
 }
 
 /// Whether logs are coloured: on a terminal, unless `NO_COLOR` is set to

@@ -67,6 +67,11 @@ fn an_error_under_output_json_is_one_object_with_code_exit_message_causes_and_hi
         "abc",
     ]);
     let error = error_json(&out, "authorize against a closed port");
+    assert!(
+        out.stdout.is_empty(),
+        "no result on stdout: {}",
+        explain(&out)
+    );
     assert_eq!(error["code"], "oracle_unreachable", "{error:#}");
     assert_eq!(error["exit"], 4, "{error:#}");
     assert!(

@@ -291,7 +291,7 @@ async fn run_cycles(
         );
     }
     let mut results: Vec<(String, Result<CycleReport, String>, Duration)> = Vec::new();
-    // The class of the first failure: the exit code of the whole run.
+    // The first failure: the cause (and the class) of the run's error.
     let mut first_failure = None;
     for name in names {
         let Some(spec) = tenant.pipeline(name).cloned() else {
@@ -319,8 +319,11 @@ async fn run_cycles(
         }
         let outcome = outcome.map_err(|e| {
             let e = anyhow::Error::new(e);
-            first_failure.get_or_insert_with(|| crate::failure::classify(&e));
-            format!("{e:#}")
+            let text = format!("{e:#}");
+            if first_failure.is_none() {
+                first_failure = Some(crate::failure::Cause(e));
+            }
+            text
         });
         results.push((name.clone(), outcome, t.elapsed()));
     }

@@ -6,7 +6,7 @@
 
 use std::error::Error as StdError;
 
-use super::{CliError, Diagnosis, ExitKind, MappingRefused};
+use super::{Cause, CliError, Diagnosis, ExitKind, MappingRefused};
 
 /// How sure a link is of its class.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,7 +22,14 @@ enum Strength {
 pub fn classify(error: &anyhow::Error) -> Diagnosis {
     let mut found: Option<(Strength, Diagnosis)> = None;
     for link in error.chain() {
-        if let Some((strength, diagnosis)) = link_diagnosis(link) {
+        // A wrapped error's own top link is not in the chain (the wrapper
+        // stands for it): look at it too.
+        let wrapped: Option<&(dyn StdError + 'static)> =
+            link.downcast_ref::<Cause>().map(|c| c.0.as_ref());
+        for link in std::iter::once(link).chain(wrapped) {
+            let Some((strength, diagnosis)) = link_diagnosis(link) else {
+                continue;
+            };
             // Later links are inner ones: they win at equal strength.
             if found.as_ref().is_none_or(|(s, _)| strength >= *s) {
                 found = Some((strength, diagnosis));
@@ -38,7 +45,7 @@ pub fn classify(error: &anyhow::Error) -> Diagnosis {
 fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosis)> {
     use Strength::{Fallback, Specific};
     if let Some(e) = link.downcast_ref::<CliError>() {
-        return Some((Specific, cli(e)));
+        return cli(e).map(|d| (Specific, d));
     }
     if link.downcast_ref::<MappingRefused>().is_some() {
         return Some((Specific, mapping_refused()));
@@ -83,8 +90,9 @@ fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosi
     None
 }
 
-fn cli(e: &CliError) -> Diagnosis {
-    match e {
+/// The CLI's own failures; `None` for one that only wraps its cause.
+fn cli(e: &CliError) -> Option<Diagnosis> {
+    Some(match e {
         CliError::PluginsNotBuilt { .. } => Diagnosis::new(
             ExitKind::Config,
             "plugins_not_built",
@@ -106,8 +114,8 @@ fn cli(e: &CliError) -> Diagnosis {
             "server_unreachable",
             "start it with `ml-connector serve`, or remove its stale serve-*.json from the data directory",
         ),
-        CliError::PipelinesFailed { first, .. } => first.clone(),
-    }
+        CliError::PipelinesFailed { .. } => return None,
+    })
 }
 
 fn listen_taken() -> Diagnosis {

@@ -131,8 +131,8 @@ pub enum CliError {
         /// What the HTTP client said.
         reason: String,
     },
-    /// Some pipelines of a `sync` failed; `first` is what the first
-    /// failure was classified as.
+    /// Some pipelines of a `sync` failed; the first failure is the cause
+    /// (and decides the class).
     #[error(
         "{failed} of {total} pipelines failed; the failed batches resume at the next `sync` (see `ml-connector batches {tenant} --state failed`)"
     )]
@@ -143,9 +143,27 @@ pub enum CliError {
         total: usize,
         /// The tenant.
         tenant: String,
-        /// The class of the first failure.
-        first: Diagnosis,
+        /// The first pipeline's error.
+        #[source]
+        first: Cause,
     },
+}
+
+/// An error kept as the cause of another; it reads exactly as the error it
+/// wraps, and [`classify`] looks into it.
+#[derive(Debug)]
+pub struct Cause(pub anyhow::Error);
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// A mapping (a plugin or its configuration) the plugin runtime refused;

@@ -164,28 +164,31 @@ pub fn assert_exit(out: &Output, code: i32, what: &str) {
     );
 }
 
-/// The one JSON object on stderr of a failed `--output json` run, checked
-/// for its shape: `{"error":{code,exit,message,causes,hint}}` and nothing
-/// else on stderr or stdout.
+/// The error object of a failed `--output json` run, checked for its shape:
+/// stderr is JSON lines (logs, if any, are JSON too) and exactly one of them,
+/// the last, is `{"error":{code,exit,message,causes,hint}}`.
 pub fn error_json(out: &Output, what: &str) -> serde_json::Value {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let doc: serde_json::Value = serde_json::from_str(stderr.trim()).unwrap_or_else(|e| {
-        panic!(
-            "{what}: stderr is not exactly one JSON object ({e}): {}",
-            explain(out)
-        )
-    });
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| {
+                panic!(
+                    "{what}: a stderr line is not JSON ({e}): {l}\n{}",
+                    explain(out)
+                )
+            })
+        })
+        .collect();
+    let errors = lines.iter().filter(|l| l.get("error").is_some()).count();
     assert_eq!(
-        stderr.trim().lines().count(),
+        errors,
         1,
-        "{what}: one line: {}",
+        "{what}: exactly one error object: {}",
         explain(out)
     );
-    assert!(
-        out.stdout.is_empty(),
-        "{what}: nothing on stdout: {}",
-        explain(out)
-    );
+    let doc = lines.last().cloned().unwrap_or_default();
     let error = doc["error"]
         .as_object()
         .unwrap_or_else(|| panic!("{what}: no `error` object: {}", explain(out)));
@@ -253,8 +256,8 @@ pub fn assert_reports(
     assert_exit(&text, expected.exit, what);
     let stderr = String::from_utf8_lossy(&text.stderr).into_owned();
     assert!(
-        stderr.starts_with("error: "),
-        "{what}: text starts `error: `: {}",
+        stderr.lines().any(|l| l.starts_with("error: ")),
+        "{what}: an `error: ` line: {}",
         explain(&text)
     );
     for needle in expected.says {
