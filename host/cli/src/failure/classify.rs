@@ -58,6 +58,17 @@ fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosi
     if let Some(e) = link.downcast_ref::<mlc_plugin::PluginError>() {
         return plugin(e).map(|d| (Specific, d));
     }
+    #[cfg(feature = "plugin")]
+    if link.downcast_ref::<mlc_plugin::ReferenceError>().is_some() {
+        return Some((
+            Specific,
+            Diagnosis::new(
+                ExitKind::Config,
+                "reference_data_invalid",
+                "give --reference a directory of <dataset>.json files, each a JSON object of objects",
+            ),
+        ));
+    }
     #[cfg(feature = "tableau")]
     if let Some(e) = link.downcast_ref::<mlc_hyper::HyperError>() {
         return match e {
@@ -77,15 +88,10 @@ fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosi
             Diagnosis::bare(ExitKind::Unreachable, "unreachable"),
         ));
     }
-    if let Some(e) = link.downcast_ref::<std::io::Error>() {
-        return match e.kind() {
-            std::io::ErrorKind::AddrInUse => Some((Fallback, listen_taken())),
-            std::io::ErrorKind::NotFound => Some((
-                Fallback,
-                Diagnosis::bare(ExitKind::Config, "file_not_found"),
-            )),
-            _ => None,
-        };
+    if let Some(e) = link.downcast_ref::<std::io::Error>()
+        && e.kind() == std::io::ErrorKind::AddrInUse
+    {
+        return Some((Fallback, listen_taken()));
     }
     None
 }
