@@ -165,15 +165,24 @@ fn demo_stops_with_the_reason_when_a_mapping_is_refused() {
         &["--once", "--invoices", "10"],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{}", explain(&out));
+    // A refused mapping is a validation failure (exit 3), reported as one
+    // JSON object under --output json.
+    assert_eq!(out.status.code(), Some(3), "{}", explain(&out));
+    let error: serde_json::Value = stderr
+        .lines()
+        .find(|l| l.starts_with("{\"error\""))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON error object: {}", explain(&out)));
+    assert_eq!(error["error"]["code"], "mapping_refused", "{error:#}");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
     // The staged copy under the run's mappings directory is named, with the
     // line, column and column name of the mistake.
     let staged = work.join("run/mappings/demo/broken.toml");
     assert!(
-        stderr.contains(&format!(
+        message.contains(&format!(
             "pipeline broken: mapping {} was refused",
             staged.display()
-        )) && stderr.contains(&format!(
+        )) && message.contains(&format!(
             "{}:5:8: column \"Invoice Id\": unknown type \"integr\"",
             staged.display()
         )),
