@@ -4,6 +4,8 @@
 //! `--version` with the git revision, no colour under `NO_COLOR`, results on
 //! stdout and logs on stderr, shell completions and man pages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use support::explain;

@@ -9,6 +9,8 @@ mod docs;
 mod ops;
 #[cfg(feature = "plugin")]
 mod plugin;
+#[cfg(feature = "plugin")]
+mod plugin_new;
 #[cfg(feature = "runtime")]
 mod remote;
 #[cfg(feature = "runtime")]

@@ -99,6 +99,9 @@ pub enum PluginCommand {
         #[command(flatten)]
         cache: CacheArgs,
     },
+    /// Scaffold a custom plugin crate against the SDK: a mapper, a sample,
+    /// its test, and `cargo wasm` to build the component.
+    New(super::plugin_new::NewArgs),
     /// List the plugins installed in the plugins directory.
     List {
         #[command(flatten)]
@@ -139,6 +142,7 @@ impl PluginCommand {
     /// Runs the command.
     pub async fn run(self, output: Output) -> anyhow::Result<()> {
         match self {
+            Self::New(args) => args.run(output),
             Self::Check {
                 file,
                 config,
