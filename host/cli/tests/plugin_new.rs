@@ -69,6 +69,15 @@ fn a_scaffolded_plugin_tests_builds_and_maps_its_sample() {
         assert!(dir.join(file).is_file(), "{file} missing: {doc:#}");
     }
 
+    // A name that cannot be a crate: a validation failure (exit 3).
+    let bad = Command::new(bin)
+        .args(["plugin", "new", "Not_A_Crate", "--dir"])
+        .arg(scratch.path().join("bad"))
+        .output()
+        .expect("running plugin new");
+    assert_eq!(bad.status.code(), Some(3), "{}", explain(&bad));
+    assert!(!scratch.path().join("bad").exists(), "{}", explain(&bad));
+
     // A second time into the same directory: refused, nothing overwritten.
     let again = Command::new(bin)
         .args(["plugin", "new", "scaffold-check", "--dir"])

@@ -102,9 +102,12 @@ fn check_crate_name(name: &str) -> Result<()> {
         || name.ends_with('-')
         || name.len() > 64
     {
-        bail!(
-            "`{name}` is not a plugin name: use lowercase letters, digits and `-`, starting with a letter (e.g. acme-invoices)"
-        );
+        return Err(crate::failure::CliError::InvalidName {
+            what: "plugin",
+            name: name.to_owned(),
+            rule: "use lowercase letters, digits and `-`, starting with a letter (e.g. acme-invoices)",
+        }
+        .into());
     }
     Ok(())
 }

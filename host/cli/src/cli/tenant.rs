@@ -76,7 +76,7 @@ pub enum KeysCommand {
     /// secrets already under the new key are skipped).
     Rotate {
         /// A file holding the new key (base64 of 32 bytes).
-        #[arg(long)]
+        #[arg(long, env = "ML_CONNECTOR_NEW_MASTER_KEY_FILE")]
         new_key_file: PathBuf,
     },
 }

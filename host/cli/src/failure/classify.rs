@@ -115,6 +115,7 @@ fn cli(e: &CliError) -> Option<Diagnosis> {
             "openssl rand -hex 32 > admin-token && ml-connector --admin-token-file admin-token ...",
         ),
         CliError::ListenTaken { .. } => listen_taken(),
+        CliError::InvalidName { .. } => Diagnosis::bare(ExitKind::Config, "invalid_name"),
         CliError::ServerUnreachable { .. } => Diagnosis::new(
             ExitKind::Unreachable,
             "server_unreachable",

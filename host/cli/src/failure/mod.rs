@@ -123,6 +123,16 @@ pub enum CliError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A name given on the command line breaks its rule.
+    #[error("`{name}` is not a {what} name: {rule}")]
+    InvalidName {
+        /// What it names (`plugin`, ...).
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The rule, with an example.
+        rule: &'static str,
+    },
     /// A running `serve`'s admin API did not answer.
     #[error("the server at {url} is not reachable: {reason}")]
     ServerUnreachable {
