@@ -192,6 +192,41 @@ fn a_missing_or_wrong_master_key_says_which_key_to_give() {
 }
 
 #[test]
+fn a_sync_under_another_master_key_says_which_key_to_give() {
+    let s = Scratch::new();
+    let file = s.write("acme.toml", &client_credentials_toml(closed_port()));
+    s.ok(&["tenant", "apply", file.to_str().expect("path")]);
+    s.ok_with_stdin(
+        &["secret", "set", "acme", "oracle-client-secret"],
+        "a-client-secret-value",
+    );
+    s.ok_with_stdin(&["secret", "set", "acme", "tableau-pat"], "a-pat-value");
+    let other = mlc_store::MasterKey::generate_base64().expose().to_owned();
+    let scripted = scripted_wasm();
+    let env = [
+        ("ML_CONNECTOR_MASTER_KEY", other.as_str()),
+        (
+            "ML_CONNECTOR_SCRIPTED_WASM",
+            scripted.to_str().expect("path"),
+        ),
+    ];
+    let text = assert_reports(
+        "sync under another master key",
+        &["sync", "acme", "--once"],
+        |args| s.run_env(args, &env),
+        &Expected {
+            exit: 3,
+            code: "master_key_wrong",
+            says: &["oracle-client-secret", "was sealed under master key"],
+            hint: &["ML_CONNECTOR_MASTER_KEY"],
+        },
+    );
+    for secret in ["a-client-secret-value", "a-pat-value", other.as_str()] {
+        assert!(!text.contains(secret), "{text}");
+    }
+}
+
+#[test]
 fn a_refused_mapping_points_at_the_line_of_the_script() {
     let s = Scratch::new();
     let good = std::fs::read_to_string(workspace().join("mappings/demo/invoices.toml"))

@@ -257,13 +257,13 @@ impl BatchRef {
     /// elsewhere) is another batch, not this one.
     pub fn find(&self, store: &TenantStore) -> Result<Batch> {
         let missing = || {
-            anyhow::anyhow!(
+            anyhow::Error::new(CliError::NotFound(format!(
                 "batch {} does not exist in {} (list them with `ml-connector batches {}/{}`)",
                 self.id,
                 store.path().display(),
                 self.tenant,
                 self.pipeline
-            )
+            )))
         };
         match blocking(|| store.batch(&self.pipeline, self.seq)) {
             Ok(batch) if batch.id == self.id => Ok(batch),

@@ -18,6 +18,7 @@ use super::runtime::{
     BatchRef, RecordTarget, RuntimeArgs, Target, actor, blocking, duration_arg, print,
 };
 use super::tenant::stored_definition;
+use crate::failure::CliError;
 
 /// Run pipelines now, in the foreground.
 #[derive(Debug, clap::Args)]
@@ -63,7 +64,7 @@ impl SyncCommand {
         let names: Vec<String> = match &self.target.pipeline {
             Some(p) => {
                 if def.pipeline(p).is_none() {
-                    bail!(
+                    return Err(CliError::NotFound(format!(
                         "tenant {} has no pipeline `{p}` (it has: {})",
                         def.id,
                         def.pipelines
@@ -71,7 +72,8 @@ impl SyncCommand {
                             .map(|p| p.id.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    );
+                    ))
+                    .into());
                 }
                 vec![p.clone()]
             }
@@ -168,7 +170,10 @@ impl ReplayCommand {
         let runtime = args.runtime()?;
         let def = stored_definition(&store)?;
         if def.pipeline(&pipeline).is_none() {
-            bail!("tenant {tenant} has no pipeline `{pipeline}`");
+            return Err(CliError::NotFound(format!(
+                "tenant {tenant} has no pipeline `{pipeline}`"
+            ))
+            .into());
         }
         let open = blocking(|| store.open_batch(&pipeline))?;
         let (action, detail) = if self.failed.is_some() {

@@ -55,11 +55,11 @@ fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosi
         return Some((Specific, d));
     }
     #[cfg(feature = "plugin")]
-    if let Some(e) = link.downcast_ref::<mlc_plugin::PluginError>() {
+    if let Some(e) = down::<mlc_plugin::PluginError>(link) {
         return plugin(e).map(|d| (Specific, d));
     }
     #[cfg(feature = "plugin")]
-    if link.downcast_ref::<mlc_plugin::ReferenceError>().is_some() {
+    if down::<mlc_plugin::ReferenceError>(link).is_some() {
         return Some((
             Specific,
             Diagnosis::new(
@@ -70,7 +70,7 @@ fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosi
         ));
     }
     #[cfg(feature = "tableau")]
-    if let Some(e) = link.downcast_ref::<mlc_hyper::HyperError>() {
+    if let Some(e) = down::<mlc_hyper::HyperError>(link) {
         return match e {
             mlc_hyper::HyperError::HyperdNotFound { .. } => Some((
                 Specific,
@@ -80,7 +80,7 @@ fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosi
         };
     }
     #[cfg(feature = "runtime")]
-    if let Some(e) = link.downcast_ref::<reqwest::Error>()
+    if let Some(e) = down::<reqwest::Error>(link)
         && (e.is_connect() || e.is_timeout())
     {
         return Some((
@@ -88,12 +88,19 @@ fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosi
             Diagnosis::bare(ExitKind::Unreachable, "unreachable"),
         ));
     }
-    if let Some(e) = link.downcast_ref::<std::io::Error>()
+    if let Some(e) = down::<std::io::Error>(link)
         && e.kind() == std::io::ErrorKind::AddrInUse
     {
         return Some((Fallback, listen_taken()));
     }
     None
+}
+
+/// `link` as a `T`, or as the `Box<T>` a library kept it in (a boxed
+/// source's link is the box, which does not downcast to what it holds).
+fn down<'a, T: StdError + 'static>(link: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    link.downcast_ref::<T>()
+        .or_else(|| link.downcast_ref::<Box<T>>().map(AsRef::as_ref))
 }
 
 /// The CLI's own failures; `None` for one that only wraps its cause.
@@ -116,6 +123,7 @@ fn cli(e: &CliError) -> Option<Diagnosis> {
         ),
         CliError::ListenTaken { .. } => listen_taken(),
         CliError::InvalidName { .. } => Diagnosis::bare(ExitKind::Config, "invalid_name"),
+        CliError::NotFound(_) => Diagnosis::bare(ExitKind::Config, "not_found"),
         CliError::ServerUnreachable { .. } => Diagnosis::new(
             ExitKind::Unreachable,
             "server_unreachable",
@@ -173,9 +181,10 @@ mod runtime {
     use mlc_tableau::{ErrorKind as TableauKind, TableauError};
 
     use super::super::{Diagnosis, ExitKind};
+    use super::down;
 
     pub(super) fn specific(link: &(dyn StdError + 'static)) -> Option<Diagnosis> {
-        if let Some(e) = link.downcast_ref::<DefinitionError>() {
+        if let Some(e) = down::<DefinitionError>(link) {
             return Some(Diagnosis::new(
                 ExitKind::Config,
                 "tenant_file_invalid",
@@ -185,7 +194,7 @@ mod runtime {
                 ),
             ));
         }
-        if let Some(e) = link.downcast_ref::<mlc_sync::ApplyError>() {
+        if let Some(e) = down::<mlc_sync::ApplyError>(link) {
             return match e {
                 mlc_sync::ApplyError::OtherTenant { .. } => {
                     Some(Diagnosis::bare(ExitKind::Config, "tenant_mismatch"))
@@ -195,22 +204,22 @@ mod runtime {
                 mlc_sync::ApplyError::Store(s) => store(s),
             };
         }
-        if let Some(e) = link.downcast_ref::<SealError>() {
+        if let Some(e) = down::<SealError>(link) {
             return Some(seal(e));
         }
-        if let Some(e) = link.downcast_ref::<StoreError>() {
+        if let Some(e) = down::<StoreError>(link) {
             return store(e);
         }
-        if let Some(e) = link.downcast_ref::<ComposeError>() {
+        if let Some(e) = down::<ComposeError>(link) {
             return compose(e);
         }
-        if let Some(e) = link.downcast_ref::<OracleError>() {
+        if let Some(e) = down::<OracleError>(link) {
             return oracle(e);
         }
-        if let Some(e) = link.downcast_ref::<TableauError>() {
+        if let Some(e) = down::<TableauError>(link) {
             return tableau(e);
         }
-        if let Some(e) = link.downcast_ref::<mlc_serve::ServeError>() {
+        if let Some(e) = down::<mlc_serve::ServeError>(link) {
             return match e {
                 mlc_serve::ServeError::Bind { .. } => Some(super::listen_taken()),
                 _ => None,

@@ -123,6 +123,10 @@ pub enum CliError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A batch, pipeline or other named thing the command line names does
+    /// not exist; the text says which, and where to list them.
+    #[error("{0}")]
+    NotFound(String),
     /// A name given on the command line breaks its rule.
     #[error("`{name}` is not a {what} name: {rule}")]
     InvalidName {
