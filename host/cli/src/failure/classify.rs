@@ -20,7 +20,12 @@ enum Strength {
 /// The class, code and hint of `error`; `runtime_failure` (exit 1) when no
 /// link is recognised.
 pub fn classify(error: &anyhow::Error) -> Diagnosis {
-    let mut found: Option<(Strength, Diagnosis)> = None;
+    // A CliError given as `.context(...)` is not a chain link of its own
+    // type (the link is anyhow's context wrapper): anyhow finds it.
+    let mut found: Option<(Strength, Diagnosis)> = error
+        .downcast_ref::<CliError>()
+        .and_then(cli)
+        .map(|d| (Strength::Specific, d));
     for link in error.chain() {
         // A wrapped error's own top link is not in the chain (the wrapper
         // stands for it): look at it too.
@@ -359,5 +364,84 @@ mod runtime {
             }
             _ => return None,
         })
+    }
+}
+
+#[cfg(all(test, feature = "runtime"))]
+mod tests {
+    use super::*;
+    use mlc_store::{KeyId, SealError, StoreError};
+
+    fn wrong_key() -> StoreError {
+        StoreError::Seal(SealError::WrongKey {
+            tenant: "acme".into(),
+            name: "tableau-pat".into(),
+            sealed_with: KeyId([1; 8]),
+            given: KeyId([2; 8]),
+        })
+    }
+
+    #[test]
+    fn an_unknown_error_is_a_runtime_failure() {
+        let d = classify(&anyhow::anyhow!("something broke"));
+        assert_eq!((d.kind, d.code), (ExitKind::Runtime, "runtime_failure"));
+    }
+
+    #[test]
+    fn a_boxed_source_is_looked_into() {
+        let error = mlc_sync::ComposeError::Secret {
+            tenant: "acme".into(),
+            name: "tableau-pat".into(),
+            source: Box::new(wrong_key()),
+        };
+        let d = classify(&anyhow::Error::new(error).context("starting the tenant"));
+        assert_eq!(
+            (d.kind, d.code),
+            (ExitKind::Config, "master_key_wrong"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_sync_takes_the_class_of_its_first_pipeline_failure() {
+        let first = anyhow::Error::new(wrong_key()).context("pipeline acme/invoices");
+        let error = CliError::PipelinesFailed {
+            failed: 1,
+            total: 2,
+            tenant: "acme".into(),
+            first: Cause(first),
+        };
+        let d = classify(&anyhow::Error::new(error));
+        assert_eq!(d.code, "master_key_wrong", "{d:?}");
+    }
+
+    #[test]
+    fn a_typed_error_wins_over_a_plain_io_error_below_it() {
+        let bind = mlc_serve::ServeError::Bind {
+            addr: ([127, 0, 0, 1], 8080).into(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        let d = classify(&anyhow::Error::new(bind));
+        assert_eq!(
+            (d.kind, d.code),
+            (ExitKind::Runtime, "listen_address_in_use")
+        );
+        let missing = CliError::PluginsNotBuilt {
+            path: "target/plugins/scripted.wasm".into(),
+        };
+        let d = classify(
+            &anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::AddrInUse))
+                .context(missing),
+        );
+        // The outer CliError is the only specific link: it decides.
+        assert_eq!(
+            (d.kind, d.code),
+            (ExitKind::Config, "plugins_not_built"),
+            "{d:?}"
+        );
+        assert!(
+            d.hint
+                .is_some_and(|h| h.contains("cargo xtask build-plugins"))
+        );
     }
 }

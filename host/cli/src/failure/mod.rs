@@ -82,7 +82,9 @@ impl Diagnosis {
 }
 
 /// Failures the CLI finds itself, as typed errors so that [`classify`] can
-/// tell them apart.
+/// tell them apart. Raise one as the error itself (`Err(CliError::…)?`),
+/// or as the outermost context: a context further down the chain is a link
+/// of anyhow's wrapper type, which does not downcast to it.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The `scripted` mapper component was never built.
