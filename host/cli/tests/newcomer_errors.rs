@@ -3,7 +3,8 @@
 //! command that fixes it — in text and in `--output json` — and never a
 //! secret in either. Most run without sandboxes (support/operator.rs); the
 //! credentials Oracle or Tableau refuse and an unreachable Tableau run
-//! against both sandboxes (support/mod.rs).
+//! against both sandboxes (support/mod.rs), and so does an Oracle that does
+//! not answer a sync.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -288,9 +289,10 @@ fn an_unreachable_oracle_is_exit_4_naming_its_url() {
 }
 
 /// Oracle refusing the client secret, Tableau refusing the PAT, then
-/// Tableau not answering: one pair of sandboxes, the tenant changed between.
+/// Tableau not answering, then a tenant whose Oracle does not answer: one
+/// pair of sandboxes, the tenants changed between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_credentials_are_exit_3_and_an_unreachable_tableau_exit_4() {
+async fn refused_credentials_are_exit_3_and_unreachable_services_exit_4() {
     let world = World::start(
         SandboxConfig {
             seed: 61,
@@ -356,6 +358,41 @@ async fn refused_credentials_are_exit_3_and_an_unreachable_tableau_exit_4() {
             code: "tableau_unreachable",
             says: &["request failed"],
             hint: &["[tableau] url"],
+        },
+    );
+
+    // Another tenant, whose Oracle does not answer (a wrong url): exit 4
+    // once the retries are spent.
+    let oracle_root = world
+        .oracle
+        .base_url()
+        .split("/fscmRestApi")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let nowhere = format!("http://127.0.0.1:{}", closed_port());
+    let beta = world
+        .tenant_toml("beta", &[ALL_PIPELINES[0]])
+        .replace(&oracle_root, &nowhere);
+    assert!(!beta.contains(&oracle_root), "{beta}");
+    world.copy_demo_mappings("beta");
+    let beta_file = world.dir.path().join("beta.toml");
+    std::fs::write(&beta_file, beta).expect("tenant file");
+    world.ok(&["tenant", "apply", beta_file.to_str().expect("path")]);
+    world.ok_with_stdin(
+        &["secret", "set", "beta", "oracle-client-secret"],
+        &oracle_secret,
+    );
+    world.ok_with_stdin(&["secret", "set", "beta", "tableau-pat"], &pat);
+    assert_reports(
+        "sync with Oracle not answering",
+        &["sync", "beta", "--once"],
+        |args| world.run(args),
+        &Expected {
+            exit: 4,
+            code: "oracle_unreachable",
+            says: &["gave up after"],
+            hint: &["[oracle] url"],
         },
     );
 }
