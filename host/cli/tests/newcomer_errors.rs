@@ -33,24 +33,44 @@ fn client_credentials_toml(port: u16) -> String {
 fn hyperd_missing_says_to_run_xtask_setup() {
     let s = Scratch::new();
     s.apply_unreachable_tenant(closed_port());
-    let missing = s.dir.path().join("no-such-hyperd");
     let scripted = scripted_wasm();
+    let scripted = scripted.to_str().expect("path");
+    // Nothing installed: no Python with tableauhyperapi anywhere (an empty
+    // PATH hides python3), no --hyperd.
+    let empty = s.dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).expect("empty dir");
+    let no_python = s.dir.path().join("no-python");
     let env = [
-        ("ML_CONNECTOR_HYPERD", missing.to_str().expect("path")),
-        (
-            "ML_CONNECTOR_SCRIPTED_WASM",
-            scripted.to_str().expect("path"),
-        ),
+        ("ML_CONNECTOR_PYTHON", no_python.to_str().expect("path")),
+        ("PATH", empty.to_str().expect("path")),
+        ("ML_CONNECTOR_SCRIPTED_WASM", scripted),
     ];
     assert_reports(
-        "sync without hyperd",
+        "sync with no hyperd installed",
+        &["sync", "acme", "--once"],
+        |args| s.run_env(args, &env),
+        &Expected {
+            exit: 3,
+            code: "hyperd_missing",
+            says: &["hyperd not found", "no-python"],
+            hint: &["cargo xtask setup"],
+        },
+    );
+    // A --hyperd (here ML_CONNECTOR_HYPERD) that is not there.
+    let missing = s.dir.path().join("no-such-hyperd");
+    let env = [
+        ("ML_CONNECTOR_HYPERD", missing.to_str().expect("path")),
+        ("ML_CONNECTOR_SCRIPTED_WASM", scripted),
+    ];
+    assert_reports(
+        "sync with a --hyperd that is not there",
         &["sync", "acme", "--once"],
         |args| s.run_env(args, &env),
         &Expected {
             exit: 3,
             code: "hyperd_missing",
             says: &["hyperd not found", "no-such-hyperd"],
-            hint: &["cargo xtask setup"],
+            hint: &["--hyperd", "cargo xtask setup"],
         },
     );
 }

@@ -77,9 +77,17 @@ fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosi
     #[cfg(feature = "tableau")]
     if let Some(e) = down::<mlc_hyper::HyperError>(link) {
         return match e {
-            mlc_hyper::HyperError::HyperdNotFound { .. } => Some((
+            mlc_hyper::HyperError::HyperdNotFound { given: None, .. } => Some((
                 Specific,
                 Diagnosis::new(ExitKind::Config, "hyperd_missing", "cargo xtask setup"),
+            )),
+            mlc_hyper::HyperError::HyperdNotFound { given: Some(_), .. } => Some((
+                Specific,
+                Diagnosis::new(
+                    ExitKind::Config,
+                    "hyperd_missing",
+                    "point --hyperd (ML_CONNECTOR_HYPERD) at an existing hyperd, or leave it unset to use the one `cargo xtask setup` installs",
+                ),
             )),
             _ => None,
         };
