@@ -51,7 +51,7 @@ fn component(name: &str, package: &str) -> Option<(PathBuf, Vec<u8>)> {
         targets.insert(0, PathBuf::from(dir));
     }
     let mut candidates = Vec::new();
-    if let Some(dir) = std::env::var_os("MLC_PLUGINS_BUILT") {
+    if let Some(dir) = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT") {
         candidates.push(PathBuf::from(dir).join(format!("{name}.wasm")));
     }
     for t in targets {
@@ -293,7 +293,7 @@ fn fmt_rate(r: f64) -> String {
 }
 
 fn main() -> Result<()> {
-    let quick = cfg!(debug_assertions) || std::env::var_os("MLC_BENCH_QUICK").is_some();
+    let quick = cfg!(debug_assertions) || std::env::var_os("ML_CONNECTOR_BENCH_QUICK").is_some();
     let (round, rounds) = if quick {
         (Duration::from_millis(100), 1)
     } else {
@@ -350,11 +350,11 @@ fn main() -> Result<()> {
         }
     };
 
-    // MLC_BENCH_ONLY=wasm times only the sandboxed scripted path (for
+    // ML_CONNECTOR_BENCH_ONLY=wasm times only the sandboxed scripted path (for
     // profiling it with perf); the other columns read 0.
-    let only_wasm = std::env::var("MLC_BENCH_ONLY").as_deref() == Ok("wasm");
-    // MLC_BENCH_BATCH=<n> times only that batch size.
-    let only_batch: Option<usize> = std::env::var("MLC_BENCH_BATCH")
+    let only_wasm = std::env::var("ML_CONNECTOR_BENCH_ONLY").as_deref() == Ok("wasm");
+    // ML_CONNECTOR_BENCH_BATCH=<n> times only that batch size.
+    let only_batch: Option<usize> = std::env::var("ML_CONNECTOR_BENCH_BATCH")
         .ok()
         .and_then(|b| b.parse().ok());
     let mut table = Vec::new();

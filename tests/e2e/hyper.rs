@@ -933,7 +933,7 @@ async fn sql_literals_evaluate_to_the_same_values() {
 #[tokio::test]
 #[ignore = "helper process for hyperd_does_not_outlive_a_killed_parent"]
 async fn helper_hold_hyperd() {
-    let Ok(dir) = std::env::var("MLC_HYPER_HELPER_DIR") else {
+    let Ok(dir) = std::env::var("ML_CONNECTOR_HYPER_HELPER_DIR") else {
         return;
     };
     let hyperd = start_hyperd(Path::new(&dir)).await;
@@ -952,7 +952,7 @@ async fn hyperd_does_not_outlive_a_killed_parent() {
             "--ignored",
             "--nocapture",
         ])
-        .env("MLC_HYPER_HELPER_DIR", dir.path())
+        .env("ML_CONNECTOR_HYPER_HELPER_DIR", dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

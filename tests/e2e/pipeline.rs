@@ -19,7 +19,7 @@ const TENANT: &str = "acme";
 const DATASOURCE: &str = "AP Invoices";
 
 fn scripted_wasm() -> std::path::PathBuf {
-    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+    let dir = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/plugins"));
     let path = dir.join("scripted.wasm");

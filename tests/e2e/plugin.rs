@@ -2,7 +2,7 @@
 //! fail alone, hot reload never mixes versions, refused components leave
 //! the old version serving, rollback, exact decimals, tenant-scoped lookups.
 //!
-//! Components come from `$MLC_PLUGINS_BUILT` or `<workspace>/target/plugins`
+//! Components come from `$ML_CONNECTOR_PLUGINS_BUILT` or `<workspace>/target/plugins`
 //! (build them with `cargo xtask build-plugins`).
 // Test helpers fail the test loudly, like the tests themselves.
 
@@ -22,14 +22,14 @@ use crate::common::{init_tracing, workspace_root};
 
 /// A built component's bytes.
 fn component(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+    let dir = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/plugins"));
     let path = dir.join(format!("{name}.wasm"));
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
             "component {} missing ({e}): run `cargo xtask build-plugins` \
-             (with CARGO_TARGET_DIR=<dir>, then set MLC_PLUGINS_BUILT=<dir>/plugins)",
+             (with CARGO_TARGET_DIR=<dir>, then set ML_CONNECTOR_PLUGINS_BUILT=<dir>/plugins)",
             path.display()
         )
     })

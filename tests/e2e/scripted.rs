@@ -24,7 +24,7 @@ use crate::common::{init_tracing, workspace_root};
 fn scripted_wasm() -> Result<Vec<u8>> {
     let root = workspace_root();
     let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::var_os("MLC_PLUGINS_BUILT") {
+    if let Some(dir) = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT") {
         candidates.push(PathBuf::from(dir).join("scripted.wasm"));
     }
     let mut targets = vec![root.join("target")];

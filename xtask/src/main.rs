@@ -12,6 +12,8 @@
 //! - `demo`: setup, build-plugins, then `ml-connector demo`: the product
 //!   live on the sandboxes until Ctrl-C (`--once`: the one-shot check).
 //! - `bench`: setup, build-plugins, then the benchmarks (release build).
+//! - `dist-docs`: shell completions and man pages of `ml-connector`, from
+//!   its clap definitions, into `target/dist-docs/{completions,man}`.
 
 use std::env;
 use std::fs;
@@ -48,8 +50,9 @@ fn main() -> ExitCode {
         "bench" => setup()
             .and_then(|()| build_plugins())
             .and_then(|()| bench(rest)),
+        "dist-docs" => dist_docs(),
         _ => {
-            eprintln!("usage: cargo xtask <setup|build-plugins|test|demo|bench> [args]");
+            eprintln!("usage: cargo xtask <setup|build-plugins|test|demo|bench|dist-docs> [args]");
             return ExitCode::from(2);
         }
     };
@@ -152,7 +155,26 @@ fn browser() -> Result {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
+/// Whether rustup has the wasm32-wasip2 target (true when rustup is not
+/// there to ask: a toolchain installed otherwise may still have it).
+fn wasm_target_installed() -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2")
+        })
+        .unwrap_or(true)
+}
+
 fn build_plugins() -> Result {
+    if !wasm_target_installed() {
+        return Err(
+            "the wasm32-wasip2 target is not installed: run `rustup target add wasm32-wasip2` \
+             (or `cargo xtask setup`), then `cargo xtask build-plugins` again"
+                .into(),
+        );
+    }
     let mut cmd = cargo();
     cmd.args(["build", "--target", "wasm32-wasip2", "--profile", "plugin"]);
     for (package, _) in PLUGINS {
@@ -174,7 +196,7 @@ fn build_plugins() -> Result {
 
 fn with_python(cmd: &mut Command) -> &mut Command {
     cmd.env("ML_CONNECTOR_PYTHON", venv_python())
-        .env("MLC_PLUGINS_BUILT", target_dir().join("plugins"))
+        .env("ML_CONNECTOR_PLUGINS_BUILT", target_dir().join("plugins"))
 }
 
 fn test(rest: &[String]) -> Result {
@@ -194,4 +216,43 @@ fn bench(rest: &[String]) -> Result {
     let mut cmd = cargo();
     cmd.args(["bench"]).args(rest);
     run(with_python(&mut cmd))
+}
+
+/// Shells `ml-connector completions` is written for, and their file names.
+const COMPLETIONS: &[(&str, &str)] = &[
+    ("bash", "ml-connector.bash"),
+    ("zsh", "_ml-connector"),
+    ("fish", "ml-connector.fish"),
+    ("elvish", "ml-connector.elv"),
+    ("powershell", "_ml-connector.ps1"),
+];
+
+fn dist_docs() -> Result {
+    run(cargo().args(["build", "--quiet", "--bin", "ml-connector"]))?;
+    let binary = target_dir().join("debug/ml-connector");
+    let out = target_dir().join("dist-docs");
+    let completions = out.join("completions");
+    fs::create_dir_all(&completions).map_err(|e| format!("{}: {e}", completions.display()))?;
+    for (shell, file) in COMPLETIONS {
+        let script = Command::new(&binary)
+            .args(["completions", shell])
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+        if !script.status.success() {
+            return Err(format!(
+                "ml-connector completions {shell} failed: {}",
+                String::from_utf8_lossy(&script.stderr)
+            ));
+        }
+        let path = completions.join(file);
+        fs::write(&path, script.stdout).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let man = out.join("man");
+    run(Command::new(&binary).args(["man", "--out"]).arg(&man))?;
+    eprintln!(
+        "completions in {}, man pages in {}",
+        completions.display(),
+        man.display()
+    );
+    Ok(())
 }

@@ -21,7 +21,7 @@
 //! Each argument is `INVOICES@LATENCY_MS` (the sandbox's base latency per
 //! request, so per 499-row page). `ML_CONNECTOR_PYTHON` is the Python with
 //! requests, tableauhyperapi and tableauserverclient (default `python3`);
-//! `MLC_BENCH_BIN` runs another `ml-connector` binary; `MLC_BENCH_DIR`
+//! `ML_CONNECTOR_BENCH_BIN` runs another `ml-connector` binary; `ML_CONNECTOR_BENCH_DIR`
 //! places the scratch directories.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

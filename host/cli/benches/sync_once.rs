@@ -16,7 +16,7 @@
 //! cargo bench -p ml-connector --bench sync_once -- 100000 1000000
 //! ```
 //!
-//! `MLC_BENCH_BIN` runs another `ml-connector` binary; `MLC_BENCH_DIR`
+//! `ML_CONNECTOR_BENCH_BIN` runs another `ml-connector` binary; `ML_CONNECTOR_BENCH_DIR`
 //! places the scratch directories (default: the system temp dir).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

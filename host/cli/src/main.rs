@@ -1,24 +1,24 @@
-//! The `ml-connector` binary: parse arguments, run, print the error chain.
+//! The `ml-connector` binary: parse arguments, run, report a failure with
+//! its exit code (see `failure` for the codes).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 mod cli;
+mod failure;
 mod telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = cli::Cli::parse();
-    telemetry::init(args.verbose);
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(usage) => return failure::usage(usage),
+    };
+    telemetry::init(args.verbose, args.output == cli::Output::Json);
+    let output = args.output;
     match args.run().await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::FAILURE
-        }
+        Err(error) => failure::report(&error, output),
     }
 }

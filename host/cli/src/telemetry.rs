@@ -1,10 +1,13 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` or `-v`.
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` or `-v`, without
+//! colour under `NO_COLOR`.
 
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Logs go to stderr so that commands which
-/// print machine-readable output on stdout keep it clean.
-pub fn init(verbose: u8) {
+/// print machine-readable output on stdout keep it clean; with `json` each
+/// log line is a JSON object, so that stderr stays JSON lines up to the
+/// error object a failure ends with.
+pub fn init(verbose: u8, json: bool) {
     // At the default level the runtime's refusal warning is left out: the
     // commands report a refusal themselves, as their error.
     // Our crates get the level asked for; the compiler stack below the
@@ -20,9 +23,19 @@ pub fn init(verbose: u8) {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        logs.json().try_init()
+    } else {
+        logs.with_ansi(colour()).try_init()
+    };
+}
+
+/// Whether logs are coloured: on a terminal, unless `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn colour() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::IsTerminal::is_terminal(&std::io::stderr())
 }

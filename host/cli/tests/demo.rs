@@ -1,7 +1,7 @@
 //! `ml-connector demo`, the README's first command, run as a user runs it:
 //! the real binary, the sandboxes, hyperd and the staged `scripted`
 //! component (`cargo xtask build-plugins`; `cargo xtask test` points
-//! `MLC_PLUGINS_BUILT` at them and `ML_CONNECTOR_PYTHON` at the virtual
+//! `ML_CONNECTOR_PLUGINS_BUILT` at them and `ML_CONNECTOR_PYTHON` at the virtual
 //! environment that ships hyperd).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -17,13 +17,13 @@ fn workspace() -> PathBuf {
 }
 
 fn scripted_wasm() -> PathBuf {
-    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+    let dir = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/plugins"));
     let path = dir.join("scripted.wasm");
     assert!(
         path.exists(),
-        "{} is missing: run `cargo xtask build-plugins` (or set MLC_PLUGINS_BUILT)",
+        "{} is missing: run `cargo xtask build-plugins` (or set ML_CONNECTOR_PLUGINS_BUILT)",
         path.display()
     );
     path
@@ -165,15 +165,24 @@ fn demo_stops_with_the_reason_when_a_mapping_is_refused() {
         &["--once", "--invoices", "10"],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{}", explain(&out));
+    // A refused mapping is a validation failure (exit 3), reported as one
+    // JSON object under --output json.
+    assert_eq!(out.status.code(), Some(3), "{}", explain(&out));
+    let error: serde_json::Value = stderr
+        .lines()
+        .find(|l| l.starts_with("{\"error\""))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON error object: {}", explain(&out)));
+    assert_eq!(error["error"]["code"], "mapping_refused", "{error:#}");
+    let message = error["error"]["message"].as_str().unwrap_or_default();
     // The staged copy under the run's mappings directory is named, with the
     // line, column and column name of the mistake.
     let staged = work.join("run/mappings/demo/broken.toml");
     assert!(
-        stderr.contains(&format!(
+        message.contains(&format!(
             "pipeline broken: mapping {} was refused",
             staged.display()
-        )) && stderr.contains(&format!(
+        )) && message.contains(&format!(
             "{}:5:8: column \"Invoice Id\": unknown type \"integr\"",
             staged.display()
         )),

@@ -2,7 +2,7 @@
 //! binary in a temporary plugins directory: exit codes, stdout and stderr.
 //!
 //! Needs the guest components: `cargo xtask build-plugins` stages them in
-//! `<target>/plugins`; these tests read `$MLC_PLUGINS_BUILT` (set by
+//! `<target>/plugins`; these tests read `$ML_CONNECTOR_PLUGINS_BUILT` (set by
 //! `cargo xtask test`), else `<workspace>/target/plugins`. Compiled
 //! components are cached under the test target's tmp directory, so only the
 //! first run compiles them.
@@ -28,14 +28,14 @@ fn workspace() -> PathBuf {
 /// A staged guest component (`scripted`, `gl-journal-lines`,
 /// `misbehave-import`, ...), or a failure saying how to build them.
 fn component(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+    let dir = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/plugins"));
     let path = dir.join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build the guest components with `cargo xtask build-plugins` \
-         (with CARGO_TARGET_DIR=<dir>, then set MLC_PLUGINS_BUILT=<dir>/plugins)",
+         (with CARGO_TARGET_DIR=<dir>, then set ML_CONNECTOR_PLUGINS_BUILT=<dir>/plugins)",
         path.display()
     );
     path
@@ -68,11 +68,12 @@ impl Run {
         &self.stdout
     }
 
-    /// Asserts failure (exit code 1, nothing on stdout) and returns stderr.
-    fn fails(&self) -> &str {
+    /// Asserts failure with exit `code` (1 a runtime failure, 3 a refused
+    /// component, script or input), nothing on stdout, and returns stderr.
+    fn fails(&self, code: i32) -> &str {
         assert_eq!(
             self.code,
-            Some(1),
+            Some(code),
             "the command did not fail as expected\n{}",
             self.dump()
         );
@@ -131,9 +132,9 @@ impl Env {
             .arg("plugin")
             .args(args)
             .current_dir(workspace())
-            .env("MLC_PLUGINS_DIR", self.plugins())
-            .env("MLC_CACHE_DIR", &cache)
-            .env_remove("MLC_OUTPUT")
+            .env("ML_CONNECTOR_PLUGINS_DIR", self.plugins())
+            .env("ML_CONNECTOR_CACHE_DIR", &cache)
+            .env_remove("ML_CONNECTOR_OUTPUT")
             .env_remove("RUST_LOG");
         let described = std::iter::once("ml-connector plugin".to_owned())
             .chain(
@@ -251,7 +252,7 @@ fn check_prints_the_world_and_the_schema() {
 fn check_without_a_mapping_script_says_one_is_needed() {
     let env = Env::new();
     let run = env.plugin(&["check".as_ref(), component("scripted").as_os_str()]);
-    let err = run.fails();
+    let err = run.fails(3);
     run.expect(
         err,
         "scripted.wasm is refused: this component needs a configuration",
@@ -348,7 +349,7 @@ fn test_needs_resource_for_a_plugin_of_several_resources() {
         "--records".as_ref(),
         records.as_os_str(),
     ]);
-    let err = run.fails();
+    let err = run.fails(1);
     run.expect(
         err,
         "error: the plugin maps several resources (journalBatches, invoices): choose one with --resource",
@@ -386,7 +387,7 @@ fn test_needs_resource_for_a_plugin_of_several_resources() {
         "--resource".as_ref(),
         "payments".as_ref(),
     ]);
-    let err = run.fails();
+    let err = run.fails(1);
     run.expect(err, "plugin `gl-journal-lines` version ");
     run.expect(err, "does not map resource `payments`");
 }
@@ -422,7 +423,7 @@ fn test_refuses_malformed_records_and_reference_data() {
             "--records".as_ref(),
             records.as_os_str(),
         ]);
-        let err = run.fails();
+        let err = run.fails(1);
         run.expect(err, message);
     }
 
@@ -441,7 +442,7 @@ fn test_refuses_malformed_records_and_reference_data() {
             "--reference".as_ref(),
             dir.as_os_str(),
         ]);
-        let err = run.fails();
+        let err = run.fails(3);
         run.expect(
             err,
             &format!("error: cannot read reference data from {}", dir.display()),
@@ -472,7 +473,7 @@ fn a_broken_script_is_reported_at_its_file_line_and_column() {
             args.push(demo("samples/invoices.json").into_os_string());
         }
         let run = env.plugin(&args);
-        let err = run.fails();
+        let err = run.fails(3);
         let mut lines = err.lines().skip_while(|l| !l.starts_with("error: "));
         let error = lines.next().unwrap_or_default();
         assert!(
@@ -551,14 +552,14 @@ fn load_list_and_rollback_manage_the_plugins_directory() {
     );
     let run = env.plugin(&["rollback", "--tenant", "demo", "--name", "invoices"]);
     run.expect(
-        run.fails(),
+        run.fails(1),
         "plugin `invoices` of tenant `demo` has no previous version",
     );
 
     // The sample's lookups need the reference data: without it the load is
     // refused, with it the component is validated and installed.
     let run = env.plugin(&load_args(&demo("invoices.toml"), false));
-    let err = run.fails();
+    let err = run.fails(3);
     run.expect(err, "nothing was installed");
     assert!(
         !env.plugins().join("demo/invoices.wasm").exists(),
@@ -630,8 +631,10 @@ fn load_list_and_rollback_manage_the_plugins_directory() {
     // Refused components leave the installed version and its history alone.
     let (broken, line, col) = broken_invoices_script();
     let broken_path = env.file("broken.toml", &broken);
-    let run = env.plugin(&load_args(&broken_path, true));
-    let err = run.fails();
+    let mut args = load_args(&broken_path, true);
+    args.drain(..2); // the text report
+    let run = env.plugin(&args);
+    let err = run.fails(3);
     run.expect(
         err,
         &format!(
@@ -649,7 +652,7 @@ fn load_list_and_rollback_manage_the_plugins_directory() {
         "--name".as_ref(),
         "invoices".as_ref(),
     ]);
-    let err = run.fails();
+    let err = run.fails(3);
     run.expect(
         err,
         "misbehave-import.wasm is refused; nothing was installed",
@@ -731,7 +734,7 @@ fn load_list_and_rollback_manage_the_plugins_directory() {
     assert_eq!(run.json()[0]["version"], first_version, "{}", run.dump());
     let run = env.plugin(&["rollback", "--tenant", "demo", "--name", "invoices"]);
     run.expect(
-        run.fails(),
+        run.fails(1),
         "plugin `invoices` of tenant `demo` has no previous version",
     );
 }

@@ -18,7 +18,7 @@
 //! the test asserts enough kills left a batch `submitted`.
 //!
 //! The moments come from a seeded RNG: the seed is printed, and
-//! `MLC_CRASH_SEED=<n>` draws the same moments again (what state each one
+//! `ML_CONNECTOR_CRASH_SEED=<n>` draws the same moments again (what state each one
 //! hits still depends on the machine's speed).
 //!
 //! The pipeline runs without an overlap (`overlap_secs = 0`) so that the
@@ -224,7 +224,7 @@ struct Step {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_twenty_moments_ends_exact_and_pulls_no_batch_twice() {
-    let seed = std::env::var("MLC_CRASH_SEED")
+    let seed = std::env::var("ML_CONNECTOR_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -232,7 +232,7 @@ async fn kill_9_at_twenty_moments_ends_exact_and_pulls_no_batch_twice() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         });
-    eprintln!("runtime_crash: seed {seed} (MLC_CRASH_SEED={seed} replays the moments)");
+    eprintln!("runtime_crash: seed {seed} (ML_CONNECTOR_CRASH_SEED={seed} replays the moments)");
     let mut rng = Rng(seed);
     let test_started = Instant::now();
 

@@ -41,11 +41,13 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Asserts `out` failed and its stderr holds every one of `needles`.
-fn assert_fails_saying(out: &Output, what: &str, needles: &[&str]) {
-    assert!(
-        !out.status.success(),
-        "{what} should have failed: {}",
+/// Asserts `out` failed with exit `code` (1 runtime, 2 usage, 3
+/// configuration or validation) and its stderr holds every one of `needles`.
+fn assert_fails_saying(out: &Output, code: i32, what: &str, needles: &[&str]) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what} should have failed with exit code {code}: {}",
         explain(out)
     );
     let text = stderr(out);
@@ -157,6 +159,7 @@ async fn a_wrong_or_missing_master_key_is_refused_naming_what_to_set_and_changes
     let out = with_key(&["sync", "acme", "--once"], Some(&wrong), "");
     assert_fails_saying(
         &out,
+        3,
         "sync with a wrong master key",
         &["was sealed under master key", "ML_CONNECTOR_MASTER_KEY"],
     );
@@ -167,6 +170,7 @@ async fn a_wrong_or_missing_master_key_is_refused_naming_what_to_set_and_changes
     );
     assert_fails_saying(
         &out,
+        3,
         "secret set with a wrong master key",
         &["ML_CONNECTOR_MASTER_KEY"],
     );
@@ -179,6 +183,7 @@ async fn a_wrong_or_missing_master_key_is_refused_naming_what_to_set_and_changes
         let out = with_key(args, None, stdin);
         assert_fails_saying(
             &out,
+            3,
             &format!("{args:?} without a master key"),
             &[
                 "no master key",
@@ -189,6 +194,7 @@ async fn a_wrong_or_missing_master_key_is_refused_naming_what_to_set_and_changes
         let out = with_key(args, Some("not-a-key"), stdin);
         assert_fails_saying(
             &out,
+            3,
             &format!("{args:?} with a malformed master key"),
             &["not the base64 of 32 bytes", "ML_CONNECTOR_MASTER_KEY"],
         );
@@ -231,6 +237,7 @@ async fn a_missing_secret_is_named_with_the_command_that_sets_it() {
     let out = world.run(&["sync", "acme", "--once"]);
     assert_fails_saying(
         &out,
+        3,
         "sync with the PAT secret not set",
         &["tableau-pat", "ml-connector secret set acme tableau-pat"],
     );
@@ -298,6 +305,7 @@ async fn a_corrupt_store_file_gives_an_error_naming_the_file() {
         let out = world.run(args);
         assert_fails_saying(
             &out,
+            1,
             &format!("{args:?} on a corrupt store"),
             &[&path, "damaged", "restore it from a backup"],
         );
@@ -341,6 +349,7 @@ async fn a_store_file_of_a_newer_version_is_refused_unchanged() {
         let out = world.run(args);
         assert_fails_saying(
             &out,
+            3,
             &format!("{args:?} on a newer store"),
             &[
                 &path.display().to_string(),
@@ -354,7 +363,7 @@ async fn a_store_file_of_a_newer_version_is_refused_unchanged() {
         );
     }
     let out = world.run_with_stdin(&["secret", "set", "acme", "tableau-pat"], "x");
-    assert_fails_saying(&out, "secret set on a newer store", &[&message]);
+    assert_fails_saying(&out, 3, "secret set on a newer store", &[&message]);
     assert!(std::fs::read(&path).expect("store file") == bytes);
 }
 
@@ -419,6 +428,7 @@ async fn a_bad_tenant_file_names_the_file_line_and_field_and_changes_nothing() {
         let located = format!("{}:{line}:", file.display());
         assert_fails_saying(
             &out,
+            3,
             &format!("tenant apply of {what}"),
             &[&located, &format!("{field}: "), says],
         );
@@ -432,7 +442,7 @@ async fn a_bad_tenant_file_names_the_file_line_and_field_and_changes_nothing() {
     let file = world.dir.path().join("newco.toml");
     std::fs::write(&file, unknown.replace("id = \"acme\"", "id = \"newco\"")).expect("write");
     let out = world.run(&["tenant", "apply", file.to_str().expect("path")]);
-    assert_fails_saying(&out, "tenant apply of a new tenant", &["tableau.colour"]);
+    assert_fails_saying(&out, 3, "tenant apply of a new tenant", &["tableau.colour"]);
     assert!(
         !world.store_file("newco").exists(),
         "a refused tenant file created a store file"
@@ -466,6 +476,7 @@ async fn the_replay_of_a_batch_that_does_not_exist_is_refused_and_changes_nothin
             let out = world.run(&[command, "--batch", id]);
             assert_fails_saying(
                 &out,
+                3,
                 &format!("{command} --batch {id}"),
                 &[
                     &format!("batch {id} does not exist"),
@@ -477,12 +488,14 @@ async fn the_replay_of_a_batch_that_does_not_exist_is_refused_and_changes_nothin
     let out = world.run(&["replay", "--batch", "acme.nosuch.00000000.000001"]);
     assert_fails_saying(
         &out,
+        3,
         "replay --batch of another pipeline",
         &["has no pipeline `nosuch`"],
     );
     let out = world.run(&["replay", "--batch", "not-a-batch-id"]);
     assert_fails_saying(
         &out,
+        2,
         "replay --batch of a malformed id",
         &["is not a batch id"],
     );

@@ -630,13 +630,13 @@ async fn the_admin_api_wants_its_token_and_drives_the_runtime() {
 /// run (Tableau's jobs slowed so some kills land between submit and
 /// confirm), five times, each followed by a restart: Tableau ends equal to
 /// Oracle, no row doubled, every batch confirmed. The seed is printed;
-/// `MLC_CRASH_SEED=<n>` draws the same moments again.
+/// `ML_CONNECTOR_CRASH_SEED=<n>` draws the same moments again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_serve_during_cycles_then_restart_loses_and_doubles_nothing() {
     let world = world(24, 300).await;
     world.setup_tenant_with("acme", &INVOICES, every_minute);
     world.tableau.faults().slow_jobs(Duration::from_millis(700));
-    let seed = std::env::var("MLC_CRASH_SEED")
+    let seed = std::env::var("ML_CONNECTOR_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -645,7 +645,7 @@ async fn kill9_of_serve_during_cycles_then_restart_loses_and_doubles_nothing() {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(7)
         });
-    eprintln!("crash seed {seed} (MLC_CRASH_SEED={seed} draws the same moments)");
+    eprintln!("crash seed {seed} (ML_CONNECTOR_CRASH_SEED={seed} draws the same moments)");
     let mut rng = seed;
     let mut next = move |lo: u64, hi: u64| {
         rng ^= rng << 13;

@@ -21,6 +21,9 @@ pub enum HyperError {
     HyperdNotFound {
         /// What was looked at, in order, and why each failed.
         tried: String,
+        /// The path `--hyperd` or `ML_CONNECTOR_HYPERD` named, when one
+        /// was given and is not there (none: the Python package was searched).
+        given: Option<PathBuf>,
     },
 
     /// The `hyperd` process could not be spawned.

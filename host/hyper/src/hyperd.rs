@@ -93,12 +93,14 @@ fn locate_in(
     if let Some(path) = explicit {
         return existing_file(path).ok_or_else(|| HyperError::HyperdNotFound {
             tried: format!("--hyperd {}: no such file", path.display()),
+            given: Some(path.to_path_buf()),
         });
     }
     if let Some(value) = env_value.filter(|v| !v.is_empty()) {
         let path = PathBuf::from(value);
         return existing_file(&path).ok_or_else(|| HyperError::HyperdNotFound {
             tried: format!("{HYPERD_ENV}={}: no such file", path.display()),
+            given: Some(path.clone()),
         });
     }
     let mut tried = vec![format!("--hyperd not given, {HYPERD_ENV} not set")];
@@ -122,6 +124,7 @@ fn locate_in(
     }
     Err(HyperError::HyperdNotFound {
         tried: tried.join("; "),
+        given: None,
     })
 }
 

@@ -10,7 +10,7 @@
 //! cargo run --release -p mlc-plugin --example runtime_costs -- [<plugins-built-dir>]
 //! ```
 //!
-//! The directory defaults to `$MLC_PLUGINS_BUILT`, then `target/plugins`.
+//! The directory defaults to `$ML_CONNECTOR_PLUGINS_BUILT`, then `target/plugins`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     let dir = std::env::args()
         .nth(1)
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("MLC_PLUGINS_BUILT").map(PathBuf::from))
+        .or_else(|| std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("target/plugins"));
     let read = |name: &str| {
         let path = dir.join(format!("{name}.wasm"));

@@ -135,9 +135,9 @@ impl EngineParts {
         config.epoch_interruption(true);
         config.consume_fuel(fuel);
         // Operators profiling guest code with `perf` set
-        // MLC_PLUGIN_PROFILE=perfmap (or jitdump) so that compiled plugin
+        // ML_CONNECTOR_PLUGIN_PROFILE=perfmap (or jitdump) so that compiled plugin
         // functions carry their names in the profile.
-        match std::env::var("MLC_PLUGIN_PROFILE").as_deref() {
+        match std::env::var("ML_CONNECTOR_PLUGIN_PROFILE").as_deref() {
             Ok("perfmap") => {
                 config.profiler(wasmtime::ProfilingStrategy::PerfMap);
             }

@@ -14,82 +14,162 @@ use crate::{OracleSandbox, SandboxConfig, SandboxError};
 #[derive(Debug, clap::Args)]
 pub struct OracleSandboxArgs {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:0", env = "MLC_SANDBOX_ORACLE_LISTEN")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:0",
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_LISTEN"
+    )]
     pub listen: SocketAddr,
     /// Generator seed: the same seed gives the same data.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, env = "ML_CONNECTOR_SANDBOX_ORACLE_SEED")]
     pub seed: u64,
     /// Number of payables invoices (other resources scale with it).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_INVOICES"
+    )]
     pub invoices: u64,
     /// Access token lifetime (`expires_in`), seconds.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(
+        long,
+        default_value_t = 3600,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_TOKEN_TTL"
+    )]
     pub token_ttl: u64,
     /// Consecutive records sharing one base LastUpdateDate.
-    #[arg(long, default_value_t = 1)]
+    #[arg(
+        long,
+        default_value_t = 1,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_SAME_TIMESTAMP"
+    )]
     pub same_timestamp: u64,
     /// OAuth client id.
-    #[arg(long, default_value = "ml-connector-sandbox")]
+    #[arg(
+        long,
+        default_value = "ml-connector-sandbox",
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_CLIENT_ID"
+    )]
     pub client_id: String,
     /// OAuth client secret (random when not given).
-    #[arg(long, env = "MLC_SANDBOX_ORACLE_CLIENT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_CLIENT_SECRET",
+        hide_env_values = true
+    )]
     pub client_secret: Option<String>,
     /// Background updates per second.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_UPDATES_PER_SEC"
+    )]
     pub updates_per_sec: f64,
     /// Background inserts per second.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_INSERTS_PER_SEC"
+    )]
     pub inserts_per_sec: f64,
     /// Background deletes per second.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_DELETES_PER_SEC"
+    )]
     pub deletes_per_sec: f64,
     /// Stamp background changes up to this many seconds in the past.
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_LATE_COMMIT_SECS"
+    )]
     pub late_commit_secs: u64,
     /// Update this many records after every collection page served.
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_MUTATE_BETWEEN_PAGES"
+    )]
     pub mutate_between_pages: u32,
     /// Answer every nth resource request with 429 (0: never).
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_RATE_LIMIT_EVERY"
+    )]
     pub rate_limit_every: u64,
     /// Retry-After seconds on 429s.
-    #[arg(long, default_value_t = 1)]
+    #[arg(
+        long,
+        default_value_t = 1,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_RETRY_AFTER"
+    )]
     pub retry_after: u64,
     /// Answer every nth resource request with --error-status (0: never).
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_ERROR_EVERY"
+    )]
     pub error_every: u64,
     /// Status for --error-every (503, 504, ...).
-    #[arg(long, default_value_t = 503)]
+    #[arg(
+        long,
+        default_value_t = 503,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_ERROR_STATUS"
+    )]
     pub error_status: u16,
     /// Delay every resource response by this many milliseconds.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "ML_CONNECTOR_SANDBOX_ORACLE_SLOW_MS")]
     pub slow_ms: u64,
     /// Latency model: every resource answer takes at least this long
     /// (e.g. 1s; a Fusion pod answers a 499-row page in a second or more).
-    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "0ms", value_parser = parse_duration, env = "ML_CONNECTOR_SANDBOX_ORACLE_LATENCY")]
     pub latency: Duration,
     /// Latency model: added per record returned (e.g. 1ms).
-    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "0ms", value_parser = parse_duration, env = "ML_CONNECTOR_SANDBOX_ORACLE_LATENCY_PER_RECORD")]
     pub latency_per_record: Duration,
     /// Latency model: added per expanded child row (e.g. 200us).
-    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "0ms", value_parser = parse_duration, env = "ML_CONNECTOR_SANDBOX_ORACLE_LATENCY_PER_CHILD")]
     pub latency_per_child: Duration,
     /// Throttling: resource requests in flight at once per OAuth client;
     /// more answer 429 (0: no limit).
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_MAX_IN_FLIGHT"
+    )]
     pub max_in_flight: u32,
     /// Throttling: resource requests per OAuth client in any 60 seconds;
     /// more answer 429 (0: no limit).
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_REQUESTS_PER_MINUTE"
+    )]
     pub requests_per_minute: u32,
     /// Retry-After seconds of a 429 for too many requests in flight.
-    #[arg(long, default_value_t = 1)]
+    #[arg(
+        long,
+        default_value_t = 1,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_THROTTLE_RETRY_AFTER"
+    )]
     pub throttle_retry_after: u64,
     /// Drop the connection mid-response on every nth resource request.
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_DROP_EVERY"
+    )]
     pub drop_every: u64,
     /// Revoke all tokens every this many seconds (0: never).
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        env = "ML_CONNECTOR_SANDBOX_ORACLE_REVOKE_TOKENS_EVERY"
+    )]
     pub revoke_tokens_every: u64,
 }
 

@@ -15,28 +15,48 @@ use crate::server::{MB, TableauSandbox, TableauSandboxConfig};
 #[derive(Clone, Debug, clap::Args)]
 pub struct TableauSandboxArgs {
     /// Address to listen on (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:0")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:0",
+        env = "ML_CONNECTOR_SANDBOX_TABLEAU_LISTEN"
+    )]
     pub listen: SocketAddr,
     /// Directory for the stored .hyper files, uploads and hyperd logs
     /// (default: a new directory under the system temp dir, removed on exit).
     /// Not `--data-dir`: that names ml-connector's own data directory.
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_SANDBOX_TABLEAU_DIR")]
     pub sandbox_dir: Option<PathBuf>,
     /// Session lifetime after sign-in, in minutes.
-    #[arg(long, default_value_t = 240)]
+    #[arg(
+        long,
+        default_value_t = 240,
+        env = "ML_CONNECTOR_SANDBOX_TABLEAU_SESSION_TTL_MINUTES"
+    )]
     pub session_ttl_minutes: u64,
     /// The hyperd binary (default: `ML_CONNECTOR_HYPERD`, then the Python
     /// tableauhyperapi package).
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_HYPERD")]
     pub hyperd: Option<PathBuf>,
     /// The site's URL name (contentUrl) for sign-in.
-    #[arg(long, default_value = "sandbox")]
+    #[arg(
+        long,
+        default_value = "sandbox",
+        env = "ML_CONNECTOR_SANDBOX_TABLEAU_SITE"
+    )]
     pub site: String,
     /// The project the connector publishes into.
-    #[arg(long, default_value = "ml-connector")]
+    #[arg(
+        long,
+        default_value = "ml-connector",
+        env = "ML_CONNECTOR_SANDBOX_TABLEAU_PROJECT"
+    )]
     pub project: String,
     /// The personal access token name.
-    #[arg(long, default_value = "ml-connector-pat")]
+    #[arg(
+        long,
+        default_value = "ml-connector-pat",
+        env = "ML_CONNECTOR_SANDBOX_TABLEAU_PAT_NAME"
+    )]
     pub pat_name: String,
     /// The personal access token secret (default: random).
     #[arg(
@@ -47,34 +67,46 @@ pub struct TableauSandboxArgs {
     )]
     pub pat_secret: Option<Secret>,
     /// Largest Update-Data-in-Hyper payload in MB (413 above).
-    #[arg(long, default_value_t = 100)]
+    #[arg(
+        long,
+        default_value_t = 100,
+        env = "ML_CONNECTOR_SANDBOX_TABLEAU_UPDATE_PAYLOAD_LIMIT_MB"
+    )]
     pub update_payload_limit_mb: u64,
     /// Largest single request in MB (publish without chunking, one chunk).
-    #[arg(long, default_value_t = 64)]
+    #[arg(
+        long,
+        default_value_t = 64,
+        env = "ML_CONNECTOR_SANDBOX_TABLEAU_SINGLE_REQUEST_LIMIT_MB"
+    )]
     pub single_request_limit_mb: u64,
     /// Fault: the next chunk upload answers this HTTP status.
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_SANDBOX_TABLEAU_FAIL_NEXT_CHUNK")]
     pub fail_next_chunk: Option<u16>,
     /// Fault: the next job fails with these notes.
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_SANDBOX_TABLEAU_FAIL_NEXT_JOB")]
     pub fail_next_job: Option<String>,
     /// Fault: the next N calls answer 429 with Retry-After.
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_SANDBOX_TABLEAU_RATE_LIMIT_NEXT")]
     pub rate_limit_next: Option<u32>,
     /// Seconds in Retry-After for `--rate-limit-next`.
-    #[arg(long, default_value_t = 30)]
+    #[arg(
+        long,
+        default_value_t = 30,
+        env = "ML_CONNECTOR_SANDBOX_TABLEAU_RETRY_AFTER_SECS"
+    )]
     pub retry_after_secs: u64,
     /// Fault: every job stays running this many milliseconds first.
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_SANDBOX_TABLEAU_SLOW_JOBS_MS")]
     pub slow_jobs_ms: Option<u64>,
     /// Fault: the next N webhook events are never sent.
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_SANDBOX_TABLEAU_LOSE_WEBHOOKS")]
     pub lose_webhooks: Option<u32>,
     /// Fault: deliver every webhook event twice.
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_SANDBOX_TABLEAU_DUPLICATE_WEBHOOKS")]
     pub duplicate_webhooks: bool,
     /// Fault: the next N sign-ins answer 301 (a Cloud pod redirect).
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_SANDBOX_TABLEAU_REDIRECT_SIGN_IN")]
     pub redirect_sign_in: Option<u32>,
 }
 

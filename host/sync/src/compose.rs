@@ -152,12 +152,14 @@ pub enum ComposeError {
         source: Box<SyncError>,
     },
     /// A shared part (plugin runtime, hyperd, watcher) failed to start.
-    #[error("starting {what}: {reason}")]
+    #[error("starting {what}")]
     Start {
         /// What.
         what: &'static str,
-        /// Why.
-        reason: String,
+        /// Why: the failing part's own error (a [`mlc_hyper::HyperError`]
+        /// for hyperd), kept so that a caller can tell the causes apart.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -279,36 +281,35 @@ impl Host {
     /// Starts the plugin runtime (lookups read the tenants' stores), hyperd
     /// and, with a plugins directory, its watcher.
     pub async fn start(config: HostConfig, key: MasterKey) -> Result<Self, ComposeError> {
-        let start = |what: &'static str| {
-            move |e: &dyn std::fmt::Display| ComposeError::Start {
+        fn start<E: std::error::Error + Send + Sync + 'static>(
+            what: &'static str,
+        ) -> impl FnOnce(E) -> ComposeError {
+            move |e| ComposeError::Start {
                 what,
-                reason: e.to_string(),
+                source: Box::new(e),
             }
-        };
-        config
-            .data
-            .prepare()
-            .map_err(|e| start("the data directory")(&e))?;
+        }
+        config.data.prepare().map_err(start("the data directory"))?;
         let reference = Arc::new(StoreReference::new());
         let plugins = PluginRuntime::new(RuntimeConfig {
             cache_dir: Some(config.data.root().join("plugin-cache")),
             reference: reference.clone(),
             ..RuntimeConfig::default()
         })
-        .map_err(|e| start("the plugin runtime")(&e))?;
+        .map_err(start("the plugin runtime"))?;
         let hyperd = Hyperd::start(HyperdConfig {
             binary: config.hyperd.clone(),
             log_dir: config.data.root().join("hyperd-logs"),
             ..HyperdConfig::default()
         })
         .await
-        .map_err(|e| start("hyperd")(&e))?;
+        .map_err(start("hyperd"))?;
         let watcher = match &config.plugins_dir {
             Some(dir) if dir.is_dir() => Some(
                 plugins
                     .watch(dir)
                     .await
-                    .map_err(|e| start("the plugins directory watcher")(&e))?,
+                    .map_err(start("the plugins directory watcher"))?,
             ),
             _ => None,
         };

@@ -19,16 +19,16 @@ pub fn workspace() -> PathBuf {
         .expect("workspace root")
 }
 
-/// The ml-connector binary measured (`MLC_BENCH_BIN` for another one).
+/// The ml-connector binary measured (`ML_CONNECTOR_BENCH_BIN` for another one).
 pub fn binary() -> PathBuf {
-    std::env::var_os("MLC_BENCH_BIN")
+    std::env::var_os("ML_CONNECTOR_BENCH_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ml-connector")))
 }
 
 /// The staged `scripted` mapper.
 pub fn scripted_wasm() -> PathBuf {
-    std::env::var_os("MLC_PLUGINS_BUILT")
+    std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/plugins"))
         .join("scripted.wasm")
@@ -225,9 +225,9 @@ pub fn timed(inner: &Command, what: &str) -> Timed {
     }
 }
 
-/// A scratch directory for one run (under `MLC_BENCH_DIR` when set).
+/// A scratch directory for one run (under `ML_CONNECTOR_BENCH_DIR` when set).
 pub fn scratch() -> tempfile::TempDir {
-    match std::env::var_os("MLC_BENCH_DIR") {
+    match std::env::var_os("ML_CONNECTOR_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
     }

@@ -4,12 +4,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 #[cfg(feature = "demo")]
 mod demo;
+mod docs;
 #[cfg(feature = "runtime")]
 mod mapping;
 #[cfg(feature = "runtime")]
 mod ops;
 #[cfg(feature = "plugin")]
 mod plugin;
+#[cfg(feature = "plugin")]
+mod plugin_new;
 #[cfg(feature = "runtime")]
 mod remote;
 #[cfg(feature = "runtime")]
@@ -22,16 +25,25 @@ mod sync;
 #[cfg(feature = "runtime")]
 mod tenant;
 
+/// `--version`: the crate's version and the git revision it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GIT_REVISION"), ")");
+
 /// Keeps Tableau data sources current with Oracle Fusion Cloud ERP.
 #[derive(Debug, Parser)]
-#[command(name = "ml-connector", version, about)]
+#[command(
+    name = "ml-connector",
+    version = VERSION,
+    about,
+    after_help = "Every option can also be set by its ML_CONNECTOR_* variable (shown as [env: ...]).\n\
+                  Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 configuration or validation, 4 not reachable."
+)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     /// Output format of commands that print results.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text, env = "MLC_OUTPUT")]
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text, env = "ML_CONNECTOR_OUTPUT")]
     pub output: Output,
 
     #[cfg(feature = "runtime")]
@@ -86,6 +98,10 @@ enum Command {
     /// Export again from the store: a batch, a failed batch, a record, or all.
     #[cfg(feature = "runtime")]
     Replay(sync::ReplayCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsCommand),
+    /// Write the man pages (ml-connector.1 and one per subcommand).
+    Man(docs::ManCommand),
     /// List, pause and resume pipelines.
     #[cfg(feature = "runtime")]
     #[command(subcommand)]
@@ -111,6 +127,8 @@ impl Cli {
             #[cfg(feature = "demo")]
             Command::Demo(cmd) => cmd.run(self.output).await,
             Command::Sandbox(cmd) => cmd.run().await,
+            Command::Completions(cmd) => cmd.run(),
+            Command::Man(cmd) => cmd.run(),
             #[cfg(feature = "runtime")]
             Command::Tenant(cmd) => cmd.run(&self.runtime, self.output).await,
             #[cfg(feature = "runtime")]

@@ -131,7 +131,11 @@ async fn set_paused(
         Place::Local(store) => {
             let def = stored_definition(&store)?;
             if def.pipeline(pipeline).is_none() {
-                bail!("tenant {} has no pipeline `{pipeline}`", target.tenant);
+                return Err(crate::failure::CliError::NotFound(format!(
+                    "tenant {} has no pipeline `{pipeline}`",
+                    target.tenant
+                ))
+                .into());
             }
             store.set_paused(pipeline, paused)?;
             args.runtime()?.audit(

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
+
+use crate::failure::CliError;
 use mlc_common::Secret;
 use mlc_serve::ServerFile;
 use mlc_store::{StoreError, TenantStore};
@@ -101,7 +103,10 @@ impl Remote {
         let answer = request
             .send()
             .await
-            .map_err(|e| anyhow!("the server at {} is not reachable: {e}", self.url))?;
+            .map_err(|e| CliError::ServerUnreachable {
+                url: self.url.clone(),
+                reason: e.to_string(),
+            })?;
         let status = answer.status();
         let text = answer.text().await.unwrap_or_default();
         let doc: Value = serde_json::from_str(&text).unwrap_or(Value::Null);

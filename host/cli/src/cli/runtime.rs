@@ -6,11 +6,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use mlc_store::{Batch, DataDir, MasterKey, RuntimeStore, StoreError, TenantStore};
 use mlc_sync::{Host, HostConfig};
 
 use super::Output;
+use crate::failure::CliError;
 
 /// Where the runtime keeps and finds things (global options).
 #[derive(Debug, Clone, clap::Args)]
@@ -63,13 +64,11 @@ impl RuntimeArgs {
 
     /// The master key, or an error saying what to set.
     pub fn master_key(&self) -> Result<MasterKey> {
-        MasterKey::from_env_or_file(self.master_key_file.as_deref()).map_err(|e| {
-            anyhow::anyhow!(
-                "{e}\n  set {} to the base64 of 32 random bytes, or pass --master-key-file FILE \
-                 (a new key: `ml-connector keys generate`)",
-                mlc_store::MASTER_KEY_ENV
-            )
-        })
+        // The error says what to set; its hint (failure::classify) how to
+        // make a new key.
+        Ok(MasterKey::from_env_or_file(
+            self.master_key_file.as_deref(),
+        )?)
     }
 
     /// The admin API's token, from `--admin-token-file` or
@@ -82,11 +81,10 @@ impl RuntimeArgs {
         };
         let token = mlc_common::Secret::new(token.trim().to_owned());
         if token.expose().len() < MIN_ADMIN_TOKEN {
-            bail!(
-                "an admin token of at least {MIN_ADMIN_TOKEN} characters is needed: set \
-                 ML_CONNECTOR_ADMIN_TOKEN or pass --admin-token-file FILE \
-                 (e.g. `openssl rand -hex 32 > admin-token`)"
-            );
+            return Err(CliError::AdminTokenMissing {
+                min: MIN_ADMIN_TOKEN,
+            }
+            .into());
         }
         Ok(token)
     }
@@ -99,10 +97,11 @@ impl RuntimeArgs {
     /// Opens a tenant's store; the tenant must be listed.
     pub fn tenant_store(&self, runtime: &RuntimeStore, tenant: &str) -> Result<Arc<TenantStore>> {
         if runtime.tenant(tenant)?.is_none() {
-            bail!(
-                "tenant `{tenant}` is not in {}: apply it with `ml-connector tenant apply FILE`",
-                self.data_dir.display()
-            );
+            return Err(CliError::TenantNotListed {
+                tenant: tenant.to_owned(),
+                data_dir: self.data_dir.clone(),
+            }
+            .into());
         }
         let path = self.data().tenant_file(tenant);
         Ok(Arc::new(TenantStore::open(&path, tenant)?))
@@ -123,21 +122,18 @@ impl RuntimeArgs {
 }
 
 /// The `scripted` mapper component: `given`, or the one `cargo xtask
-/// build-plugins` staged (`$MLC_PLUGINS_BUILT`, default `target/plugins`);
+/// build-plugins` staged (`$ML_CONNECTOR_PLUGINS_BUILT`, default `target/plugins`);
 /// an error saying how to build it when it is missing.
 pub fn scripted_mapper(given: Option<&std::path::Path>) -> Result<PathBuf> {
     let path = match given {
         Some(p) => p.to_path_buf(),
-        None => std::env::var_os("MLC_PLUGINS_BUILT")
+        None => std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("target/plugins"))
             .join("scripted.wasm"),
     };
     if !path.is_file() {
-        bail!(
-            "the scripted mapper {} is missing: build it with `cargo xtask build-plugins`, or pass --scripted FILE",
-            path.display()
-        );
+        return Err(CliError::PluginsNotBuilt { path }.into());
     }
     Ok(path)
 }
@@ -261,13 +257,13 @@ impl BatchRef {
     /// elsewhere) is another batch, not this one.
     pub fn find(&self, store: &TenantStore) -> Result<Batch> {
         let missing = || {
-            anyhow::anyhow!(
+            anyhow::Error::new(CliError::NotFound(format!(
                 "batch {} does not exist in {} (list them with `ml-connector batches {}/{}`)",
                 self.id,
                 store.path().display(),
                 self.tenant,
                 self.pipeline
-            )
+            )))
         };
         match blocking(|| store.batch(&self.pipeline, self.seq)) {
             Ok(batch) if batch.id == self.id => Ok(batch),

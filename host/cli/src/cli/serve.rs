@@ -75,6 +75,15 @@ impl ServeCommand {
         }
         let admin_token = args.admin_token()?;
         let key = args.master_key()?;
+        // A port that is taken is said before hyperd and the tenants start.
+        if self.listen.port() != 0 {
+            std::net::TcpListener::bind(self.listen).map_err(|source| {
+                crate::failure::CliError::ListenTaken {
+                    addr: self.listen,
+                    source,
+                }
+            })?;
+        }
         let host = args.host(key).await?;
         let limits = ServeLimits {
             per_tenant: self.per_tenant.max(1),

@@ -18,6 +18,7 @@ use super::runtime::{
     BatchRef, RecordTarget, RuntimeArgs, Target, actor, blocking, duration_arg, print,
 };
 use super::tenant::stored_definition;
+use crate::failure::CliError;
 
 /// Run pipelines now, in the foreground.
 #[derive(Debug, clap::Args)]
@@ -63,7 +64,7 @@ impl SyncCommand {
         let names: Vec<String> = match &self.target.pipeline {
             Some(p) => {
                 if def.pipeline(p).is_none() {
-                    bail!(
+                    return Err(CliError::NotFound(format!(
                         "tenant {} has no pipeline `{p}` (it has: {})",
                         def.id,
                         def.pipelines
@@ -71,7 +72,8 @@ impl SyncCommand {
                             .map(|p| p.id.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    );
+                    ))
+                    .into());
                 }
                 vec![p.clone()]
             }
@@ -168,7 +170,10 @@ impl ReplayCommand {
         let runtime = args.runtime()?;
         let def = stored_definition(&store)?;
         if def.pipeline(&pipeline).is_none() {
-            bail!("tenant {tenant} has no pipeline `{pipeline}`");
+            return Err(CliError::NotFound(format!(
+                "tenant {tenant} has no pipeline `{pipeline}`"
+            ))
+            .into());
         }
         let open = blocking(|| store.open_batch(&pipeline))?;
         let (action, detail) = if self.failed.is_some() {
@@ -291,6 +296,8 @@ async fn run_cycles(
         );
     }
     let mut results: Vec<(String, Result<CycleReport, String>, Duration)> = Vec::new();
+    // The first failure: the cause (and the class) of the run's error.
+    let mut first_failure = None;
     for name in names {
         let Some(spec) = tenant.pipeline(name).cloned() else {
             bail!("tenant {} has no pipeline `{name}`", tenant.id());
@@ -315,11 +322,15 @@ async fn run_cycles(
                 tracing::info!(pipeline = %name, dropped, "raw record versions past retention dropped");
             }
         }
-        results.push((
-            name.clone(),
-            outcome.map_err(|e| format!("{:#}", anyhow::Error::new(e))),
-            t.elapsed(),
-        ));
+        let outcome = outcome.map_err(|e| {
+            let e = anyhow::Error::new(e);
+            let text = format!("{e:#}");
+            if first_failure.is_none() {
+                first_failure = Some(crate::failure::Cause(e));
+            }
+            text
+        });
+        results.push((name.clone(), outcome, t.elapsed()));
     }
     tenant.connectors.tableau.shutdown().await.ok();
     host.shutdown().await;
@@ -364,12 +375,14 @@ async fn run_cycles(
         }
         t
     });
-    if failed > 0 {
-        bail!(
-            "{failed} of {} pipelines failed; the failed batches resume at the next `sync` (see `ml-connector batches {} --state failed`)",
-            results.len(),
-            tenant.definition.id
-        );
+    if let Some(first) = first_failure {
+        return Err(crate::failure::CliError::PipelinesFailed {
+            failed,
+            total: results.len(),
+            tenant: tenant.definition.id.clone(),
+            first,
+        }
+        .into());
     }
     Ok(())
 }

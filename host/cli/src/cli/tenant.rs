@@ -15,6 +15,7 @@ use serde_json::json;
 use super::Output;
 use super::remote::{Place, Remote};
 use super::runtime::{RuntimeArgs, actor, blocking, print};
+use crate::failure::CliError;
 
 /// Set up, inspect and remove tenants.
 #[derive(Debug, clap::Subcommand)]
@@ -75,7 +76,7 @@ pub enum KeysCommand {
     /// secrets already under the new key are skipped).
     Rotate {
         /// A file holding the new key (base64 of 32 bytes).
-        #[arg(long)]
+        #[arg(long, env = "ML_CONNECTOR_NEW_MASTER_KEY_FILE")]
         new_key_file: PathBuf,
     },
 }
@@ -266,7 +267,11 @@ fn show(args: &RuntimeArgs, output: Output, id: &str) -> Result<()> {
 fn remove(args: &RuntimeArgs, output: Output, id: &str) -> Result<()> {
     let runtime = args.runtime()?;
     if runtime.tenant(id)?.is_none() {
-        bail!("tenant `{id}` is not in {}", args.data_dir.display());
+        return Err(CliError::TenantNotListed {
+            tenant: id.to_owned(),
+            data_dir: args.data_dir.clone(),
+        }
+        .into());
     }
     let data = args.data();
     let from = data.tenant_file(id);

@@ -46,13 +46,13 @@ pub fn workspace() -> PathBuf {
 
 /// The staged `scripted` mapper.
 pub fn scripted_wasm() -> PathBuf {
-    let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+    let dir = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace().join("target/plugins"));
     let path = dir.join("scripted.wasm");
     assert!(
         path.exists(),
-        "{} is missing: run `cargo xtask build-plugins` (or set MLC_PLUGINS_BUILT)",
+        "{} is missing: run `cargo xtask build-plugins` (or set ML_CONNECTOR_PLUGINS_BUILT)",
         path.display()
     );
     path
@@ -689,4 +689,5 @@ pub fn first_difference<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug
     }
     "none".into()
 }
+pub mod operator;
 pub mod serve;

@@ -307,7 +307,7 @@ pub(crate) mod test_support {
 
     /// A staged component (`cargo xtask build-plugins`) by name.
     pub(crate) fn component(name: &str) -> Vec<u8> {
-        let dir = std::env::var_os("MLC_PLUGINS_BUILT")
+        let dir = std::env::var_os("ML_CONNECTOR_PLUGINS_BUILT")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins")
@@ -316,7 +316,7 @@ pub(crate) mod test_support {
         std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
                 "component {} missing ({e}): run `cargo xtask build-plugins` \
-                 (with CARGO_TARGET_DIR=<dir>, then set MLC_PLUGINS_BUILT=<dir>/plugins)",
+                 (with CARGO_TARGET_DIR=<dir>, then set ML_CONNECTOR_PLUGINS_BUILT=<dir>/plugins)",
                 path.display()
             )
         })

@@ -39,11 +39,11 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 pub async fn run(cmd: DemoCommand, output: Output) -> Result<()> {
     let started = Instant::now();
     // A port that is taken is said before anything starts.
-    std::net::TcpListener::bind(cmd.listen).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {}: {e}; pass another address, e.g. `--listen 127.0.0.1:8090`",
-            cmd.listen
-        )
+    std::net::TcpListener::bind(cmd.listen).map_err(|source| {
+        crate::failure::CliError::ListenTaken {
+            addr: cmd.listen,
+            source,
+        }
     })?;
     let World {
         work,

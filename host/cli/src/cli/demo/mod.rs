@@ -40,43 +40,47 @@ const ONCE_INVOICES: u64 = 300;
 pub struct DemoCommand {
     /// Run three cycles of every pipeline, read back, check against Oracle
     /// and exit (what the tests and CI run), instead of the live demo.
-    #[arg(long)]
+    #[arg(long, env = "ML_CONNECTOR_DEMO_ONCE")]
     once: bool,
     /// Invoices in the Oracle sandbox; the other resources scale with it
     /// (default: 50,000 live, 300 with --once).
     #[arg(long, env = "ML_CONNECTOR_DEMO_INVOICES")]
     invoices: Option<u64>,
     /// Seed of the Oracle sandbox's data.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, env = "ML_CONNECTOR_DEMO_SEED")]
     seed: u64,
     /// With --once: invoices changed in Oracle before the second cycle.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 25, env = "ML_CONNECTOR_DEMO_UPDATES")]
     updates: u64,
     /// With --once: invoices added in Oracle before the second cycle.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, env = "ML_CONNECTOR_DEMO_INSERTS")]
     inserts: u64,
     /// Live: records Oracle changes a second once the first load is in
     /// (invoices, payments and the rest, weighted by their counts; one in
     /// four a new record).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 4.0, env = "ML_CONNECTOR_DEMO_CHANGES_PER_SEC")]
     changes_per_sec: f64,
     /// Live: where the status page, admin API and webhook receiver listen.
     #[arg(long, env = "ML_CONNECTOR_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Live: how often each pipeline polls Oracle (webhooks confirm
     /// Tableau's jobs in between).
-    #[arg(long, default_value = "1m", value_parser = duration_arg)]
+    #[arg(long, default_value = "1m", value_parser = duration_arg, env = "ML_CONNECTOR_DEMO_EVERY")]
     every: Duration,
     /// Live: stop after this long, catch up once more and check every data
     /// source against Oracle (default: run until Ctrl-C).
-    #[arg(long = "for", value_name = "DURATION", value_parser = duration_arg)]
+    #[arg(long = "for", value_name = "DURATION", value_parser = duration_arg, env = "ML_CONNECTOR_DEMO_FOR")]
     stop_after: Option<Duration>,
     /// Working directory: sandbox data, extracts, plugin cache, hyperd logs
     /// (cleared at start).
-    #[arg(long, default_value = ".mlc/demo")]
+    #[arg(long, default_value = ".mlc/demo", env = "ML_CONNECTOR_DEMO_WORK_DIR")]
     work_dir: PathBuf,
     /// The demo tenant's mapping scripts.
-    #[arg(long, default_value = "mappings/demo")]
+    #[arg(
+        long,
+        default_value = "mappings/demo",
+        env = "ML_CONNECTOR_DEMO_MAPPINGS"
+    )]
     mappings: PathBuf,
     /// The scripted mapper component (built by `cargo xtask build-plugins`).
     #[arg(long, env = "ML_CONNECTOR_SCRIPTED_WASM")]

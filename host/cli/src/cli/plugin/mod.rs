@@ -1,5 +1,5 @@
-//! `ml-connector plugin check|test|load|list|rollback`: validate and try
-//! mapping plugins locally, and prepare a plugins directory:
+//! `ml-connector plugin new|check|test|load|list|rollback`: scaffold,
+//! validate and try mapping plugins locally, and prepare a plugins directory:
 //! `<dir>/<tenant>/<name>.wasm` with its `.toml` configuration and
 //! `.sample.json`, old versions kept in `<dir>/<tenant>/.versions/<name>/`.
 //!
@@ -12,10 +12,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use mlc_common::{MappedBatch, Schema, Value};
 use mlc_plugin::{
-    GuestError, JsonDirReference, LoadOptions, PluginError, PluginInfo, PluginRuntime,
-    RuntimeConfig, Sample, check_name, locate_config_error, records_of, version_of,
+    GuestError, JsonDirReference, LoadOptions, PluginError, PluginRuntime, RuntimeConfig, Sample,
+    check_name, locate_config_error, records_of,
 };
 use serde_json::json;
 
@@ -36,6 +35,12 @@ macro_rules! say {
         }
     }};
 }
+
+mod dir;
+mod show;
+
+use dir::{PluginDir, VersionFiles, list, rollback};
+use show::{describe_compile, info_json, print_batch, print_schema};
 
 /// Plugin commands.
 #[derive(Debug, Subcommand)]
@@ -99,6 +104,9 @@ pub enum PluginCommand {
         #[command(flatten)]
         cache: CacheArgs,
     },
+    /// Scaffold a custom plugin crate against the SDK: a mapper, a sample,
+    /// its test, and `cargo wasm` to build the component.
+    New(super::plugin_new::NewArgs),
     /// List the plugins installed in the plugins directory.
     List {
         #[command(flatten)]
@@ -123,7 +131,7 @@ pub enum PluginCommand {
 pub struct DirArgs {
     /// The plugins directory (`<dir>/<tenant>/<name>.wasm`), the one a
     /// runtime's watcher loads plugins from.
-    #[arg(long, env = "MLC_PLUGINS_DIR", default_value = ".mlc/plugins")]
+    #[arg(long, env = "ML_CONNECTOR_PLUGINS_DIR", default_value = ".mlc/plugins")]
     plugins_dir: PathBuf,
 }
 
@@ -131,7 +139,7 @@ pub struct DirArgs {
 #[derive(Debug, Args)]
 pub struct CacheArgs {
     /// Compile cache directory.
-    #[arg(long, env = "MLC_CACHE_DIR", default_value = ".mlc/cache")]
+    #[arg(long, env = "ML_CONNECTOR_CACHE_DIR", default_value = ".mlc/cache")]
     cache_dir: PathBuf,
 }
 
@@ -139,6 +147,7 @@ impl PluginCommand {
     /// Runs the command.
     pub async fn run(self, output: Output) -> anyhow::Result<()> {
         match self {
+            Self::New(args) => args.run(output),
             Self::Check {
                 file,
                 config,
@@ -258,58 +267,6 @@ async fn check(
     Ok(())
 }
 
-fn describe_compile(info: &PluginInfo) -> String {
-    match info.compile {
-        mlc_plugin::CompileSource::Compiled { took } => {
-            format!("compiled in {} ms", took.as_millis())
-        }
-        mlc_plugin::CompileSource::DiskCache { took } => {
-            format!(
-                "loaded from the compile cache in {:.1} ms",
-                took.as_secs_f64() * 1000.0
-            )
-        }
-        mlc_plugin::CompileSource::Memory => "shared with a loaded version".into(),
-    }
-}
-
-fn type_name(ty: &mlc_common::ColumnType) -> String {
-    match ty {
-        mlc_common::ColumnType::Decimal { precision, scale } => {
-            format!("decimal({precision},{scale})")
-        }
-        other => format!("{other:?}").to_lowercase(),
-    }
-}
-
-fn print_schema(schema: &Schema) {
-    let rows: Vec<Vec<String>> = schema
-        .columns
-        .iter()
-        .map(|c| {
-            vec![
-                c.name.clone(),
-                type_name(&c.ty),
-                if c.nullable { "yes" } else { "no" }.into(),
-                if c.key { "key" } else { "" }.into(),
-            ]
-        })
-        .collect();
-    print_table(&["column", "type", "nullable", "key"], &rows);
-}
-
-fn info_json(info: &PluginInfo) -> serde_json::Value {
-    json!({
-        "world": mlc_plugin::WORLD,
-        "version": info.version,
-        "wasm_sha256": info.wasm_sha256,
-        "imports": info.imports,
-        "resources": info.resources,
-        "schemas": info.schemas,
-        "compile": info.compile,
-    })
-}
-
 struct TestArgs<'a> {
     file: &'a Path,
     mapping: Option<&'a Path>,
@@ -357,206 +314,6 @@ async fn test(args: TestArgs<'_>, cache: &CacheArgs, output: Output) -> anyhow::
     Ok(())
 }
 
-fn cell(value: &Value) -> String {
-    match mlc_plugin::output::cell_json(value) {
-        serde_json::Value::Null => String::new(),
-        serde_json::Value::String(s) => s,
-        other => other.to_string(),
-    }
-}
-
-fn print_batch(schema: &Schema, batch: &MappedBatch, records: usize) {
-    let header: Vec<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
-    let rows: Vec<Vec<String>> = batch
-        .rows
-        .iter()
-        .map(|r| r.values.iter().map(cell).collect())
-        .collect();
-    print_table(&header, &rows);
-    say!();
-    say!(
-        "{records} records: {} rows, {} rejected",
-        batch.rows.len(),
-        batch.rejects.len()
-    );
-    for reject in &batch.rejects {
-        match &reject.field {
-            Some(field) => say!("  record {}: {field}: {}", reject.index, reject.reason),
-            None => say!("  record {}: {}", reject.index, reject.reason),
-        }
-    }
-}
-
-/// Longest cell shown in text tables.
-const MAX_CELL: usize = 40;
-
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let clip = |s: &str| -> String {
-        if s.chars().count() > MAX_CELL {
-            let mut out: String = s.chars().take(MAX_CELL - 1).collect();
-            out.push('…');
-            out
-        } else {
-            s.to_owned()
-        }
-    };
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| r.iter().map(|c| clip(c)).collect())
-        .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let text: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        say!("{}", text.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    line(
-        widths
-            .iter()
-            .map(|w| "─".repeat(*w))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect(),
-    );
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-}
-
-/// The plugins directory: `<dir>/<tenant>/<name>.wasm` (+ `.toml`,
-/// `.sample.json`) is what a runtime serves; `<dir>/<tenant>/.versions/<name>/`
-/// keeps every installed version (`<version>.wasm`, `.toml`, `.sample.json`)
-/// and `history`, the installed versions in order, one per line.
-struct PluginDir {
-    root: PathBuf,
-}
-
-/// The files of one version.
-struct VersionFiles {
-    wasm: Vec<u8>,
-    config: Option<String>,
-    sample: Option<String>,
-}
-
-impl PluginDir {
-    fn new(root: &Path) -> Self {
-        Self {
-            root: root.to_path_buf(),
-        }
-    }
-
-    fn tenant_dir(&self, tenant: &str) -> PathBuf {
-        self.root.join(tenant)
-    }
-
-    fn versions_dir(&self, tenant: &str, name: &str) -> PathBuf {
-        self.tenant_dir(tenant).join(".versions").join(name)
-    }
-
-    fn history(&self, tenant: &str, name: &str) -> anyhow::Result<Vec<String>> {
-        let path = self.versions_dir(tenant, name).join("history");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-                .collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-    }
-
-    fn write_history(&self, tenant: &str, name: &str, history: &[String]) -> anyhow::Result<()> {
-        let mut text = history.join("\n");
-        text.push('\n');
-        write_atomically(
-            &self.versions_dir(tenant, name).join("history"),
-            text.as_bytes(),
-        )
-    }
-
-    /// Keeps a version's files under `.versions/`.
-    fn keep(
-        &self,
-        tenant: &str,
-        name: &str,
-        version: &str,
-        files: &VersionFiles,
-    ) -> anyhow::Result<()> {
-        let dir = self.versions_dir(tenant, name);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        write_atomically(&dir.join(format!("{version}.wasm")), &files.wasm)?;
-        for (ext, content) in [("toml", &files.config), ("sample.json", &files.sample)] {
-            if let Some(content) = content {
-                write_atomically(&dir.join(format!("{version}.{ext}")), content.as_bytes())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn kept(&self, tenant: &str, name: &str, version: &str) -> anyhow::Result<VersionFiles> {
-        let dir = self.versions_dir(tenant, name);
-        let optional = |ext: &str| -> anyhow::Result<Option<String>> {
-            let path = dir.join(format!("{version}.{ext}"));
-            match std::fs::read_to_string(&path) {
-                Ok(text) => Ok(Some(text)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-            }
-        };
-        Ok(VersionFiles {
-            wasm: read_bytes(&dir.join(format!("{version}.wasm")))?,
-            config: optional("toml")?,
-            sample: optional("sample.json")?,
-        })
-    }
-
-    /// Puts a version's files where the runtime serves them. The
-    /// configuration and sample go first and the wasm last, each renamed
-    /// into place, so a watcher never loads a half-written file.
-    fn install(&self, tenant: &str, name: &str, files: &VersionFiles) -> anyhow::Result<()> {
-        let dir = self.tenant_dir(tenant);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        for (ext, content) in [("toml", &files.config), ("sample.json", &files.sample)] {
-            let path = dir.join(format!("{name}.{ext}"));
-            match content {
-                Some(content) => write_atomically(&path, content.as_bytes())?,
-                None => match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("cannot remove {}", path.display()));
-                    }
-                },
-            }
-        }
-        write_atomically(&dir.join(format!("{name}.wasm")), &files.wasm)
-    }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("a file path without a name")?;
-    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} into place", path.display()))
-}
-
 /// "FILE is refused", naming the configuration file too.
 fn refused(file: &Path, config: Option<&Path>) -> String {
     match config {
@@ -591,6 +348,18 @@ fn plugin_name(file: &Path, fallback: &str) -> String {
 /// - Anything else keeps the runtime's error (with its causes, on one
 ///   line) under "FILE is refused".
 fn refusal(error: PluginError, file: &Path, config: Option<&Path>, after: &str) -> anyhow::Error {
+    anyhow::Error::new(crate::failure::MappingRefused(refusal_text(
+        error, file, config, after,
+    )))
+}
+
+/// What [`refusal`] says.
+fn refusal_text(
+    error: PluginError,
+    file: &Path,
+    config: Option<&Path>,
+    after: &str,
+) -> anyhow::Error {
     if let PluginError::Guest {
         error: GuestError::InvalidConfig(message),
         ..
@@ -711,127 +480,6 @@ async fn load(
                 dir.root.display()
             );
         }
-    }
-    Ok(())
-}
-
-fn list(dir: &PluginDir, output: Output) -> anyhow::Result<()> {
-    let mut entries = Vec::new();
-    let tenants = match std::fs::read_dir(&dir.root) {
-        Ok(read) => read
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("cannot read {}", dir.root.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.root.display())),
-    };
-    for tenant_entry in tenants {
-        let Some(tenant) = tenant_entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let tenant_path = tenant_entry.path();
-        let file_type = tenant_entry
-            .file_type()
-            .with_context(|| format!("cannot read {}", tenant_path.display()))?;
-        if !file_type.is_dir() || check_name("tenant", &tenant).is_err() {
-            continue;
-        }
-        let cannot_read = || format!("cannot read {}", tenant_path.display());
-        for entry in std::fs::read_dir(&tenant_path).with_context(cannot_read)? {
-            let path = entry.with_context(cannot_read)?.path();
-            let Some(name) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".wasm"))
-                .map(str::to_owned)
-            else {
-                continue;
-            };
-            if check_name("plugin", &name).is_err() {
-                continue;
-            }
-            let wasm = read_bytes(&path)?;
-            let config_path = path.with_extension("toml");
-            let config = config_path
-                .exists()
-                .then(|| read_text(&config_path))
-                .transpose()?;
-            let version = version_of(&wasm, config.as_deref());
-            let history = dir.history(&tenant, &name)?;
-            entries.push(json!({
-                "tenant": tenant,
-                "name": name,
-                "version": version,
-                "bytes": wasm.len(),
-                "configured": config.is_some(),
-                "sample": path.with_file_name(format!("{name}.sample.json")).exists(),
-                "versions_kept": history.len(),
-            }));
-        }
-    }
-    entries.sort_by_key(|e| (e["tenant"].to_string(), e["name"].to_string()));
-    match output {
-        Output::Json => say!("{}", serde_json::to_string_pretty(&entries)?),
-        Output::Text => {
-            if entries.is_empty() {
-                say!("no plugins in {}", dir.root.display());
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = entries
-                .iter()
-                .map(|e| {
-                    let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
-                    vec![
-                        text("tenant"),
-                        text("name"),
-                        text("version").chars().take(12).collect(),
-                        e["bytes"].to_string(),
-                        if e["configured"] == json!(true) {
-                            "yes"
-                        } else {
-                            "no"
-                        }
-                        .into(),
-                        e["versions_kept"].to_string(),
-                    ]
-                })
-                .collect();
-            print_table(
-                &["tenant", "plugin", "version", "bytes", "config", "versions"],
-                &rows,
-            );
-        }
-    }
-    Ok(())
-}
-
-fn rollback(dir: &PluginDir, tenant: &str, name: &str, output: Output) -> anyhow::Result<()> {
-    check_name("tenant", tenant)?;
-    check_name("plugin", name)?;
-    let mut history = dir.history(tenant, name)?;
-    if history.len() < 2 {
-        bail!(
-            "plugin `{name}` of tenant `{tenant}` has no previous version in {}",
-            dir.versions_dir(tenant, name).display()
-        );
-    }
-    let from = history.pop().unwrap_or_default();
-    let to = history.last().cloned().unwrap_or_default();
-    let files = dir.kept(tenant, name, &to)?;
-    dir.install(tenant, name, &files)?;
-    dir.write_history(tenant, name, &history)?;
-    match output {
-        Output::Json => say!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "tenant": tenant, "name": name, "from": from, "to": to, "rollback_depth": history.len() - 1,
-            }))?
-        ),
-        Output::Text => say!(
-            "plugin `{name}` of tenant `{tenant}`: reinstalled version {} (was {}) in {}; a runtime watching that directory loads it on its next scan",
-            &to[..to.len().min(12)],
-            &from[..from.len().min(12)],
-            dir.root.display()
-        ),
     }
     Ok(())
 }
