@@ -210,6 +210,13 @@ async fn diff_reports_each_candidate_exactly_and_promote_installs_one() {
         explain(&out)
     );
     assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a refused candidate is a validation failure: {}",
+        explain(&out)
+    );
+    assert!(stderr.contains("hint:"), "{}", explain(&out));
+    assert_eq!(
         std::fs::read_to_string(&script_path).unwrap(),
         demo_script()
     );

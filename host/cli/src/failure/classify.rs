@@ -232,6 +232,9 @@ mod runtime {
         if let Some(e) = down::<TableauError>(link) {
             return tableau(e);
         }
+        if let Some(e) = down::<mlc_sync::ShadowError>(link) {
+            return shadow(e);
+        }
         if let Some(e) = down::<mlc_serve::ServeError>(link) {
             return match e {
                 mlc_serve::ServeError::Bind { .. } => Some(super::listen_taken()),
@@ -239,6 +242,34 @@ mod runtime {
             };
         }
         None
+    }
+
+    fn shadow(e: &mlc_sync::ShadowError) -> Option<Diagnosis> {
+        use mlc_sync::ShadowError as S;
+        match e {
+            S::Compose(c) => compose(c),
+            S::Store { source, .. } => store(source),
+            S::UnknownPipeline { tenant, .. } => Some(Diagnosis::new(
+                ExitKind::Config,
+                "pipeline_unknown",
+                format!("list the pipelines with `ml-connector pipeline list {tenant}`"),
+            )),
+            S::WrongKind { .. } => Some(Diagnosis::new(
+                ExitKind::Config,
+                "candidate_wrong_kind",
+                "give a mapping script (.toml) for a pipeline with `mapping = …`, a component (.wasm) for one with `plugin = …`",
+            )),
+            S::PluginPipeline { .. } => Some(Diagnosis::bare(
+                ExitKind::Config,
+                "candidate_plugin_pipeline",
+            )),
+            S::Refused { .. } => Some(Diagnosis::new(
+                ExitKind::Config,
+                "candidate_refused",
+                "fix the candidate where the error says, then diff it again; nothing was installed",
+            )),
+            S::Map { .. } | S::Write { .. } => None,
+        }
     }
 
     fn seal(e: &SealError) -> Diagnosis {
