@@ -19,6 +19,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy};
 use crate::bindings::Mapping;
 use crate::error::{PluginError, PluginRef, boxed};
 use crate::host::HostState;
+use crate::limits::{CompileConfig, CompileMode};
 use crate::pool::{InstanceAllocator, pooling_config};
 
 /// The interfaces of our own package a plugin may import (exact version).
@@ -108,6 +109,39 @@ pub(crate) struct EngineParts {
     pub fuel: bool,
     /// The allocator the engine was built with.
     pub allocator: InstanceAllocator,
+    compile: CompileSettings,
+}
+
+/// Where and how components are compiled, and the engine-wide stack.
+#[derive(Clone, Debug)]
+pub(crate) struct CompileSettings {
+    /// Where and under which limits.
+    pub config: CompileConfig,
+    /// `Config::max_wasm_stack`, bytes.
+    pub max_wasm_stack: usize,
+}
+
+/// The settings that decide what compiled code looks like: the host's
+/// engine and the compile worker's are both built from this, so that the
+/// worker's artifact deserializes in the host.
+pub(crate) fn compilation_config(fuel: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(fuel);
+    // Operators profiling guest code with `perf` set
+    // MLC_PLUGIN_PROFILE=perfmap (or jitdump) so that compiled plugin
+    // functions carry their names in the profile.
+    match std::env::var("MLC_PLUGIN_PROFILE").as_deref() {
+        Ok("perfmap") => {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        Ok("jitdump") => {
+            config.profiler(wasmtime::ProfilingStrategy::JitDump);
+        }
+        _ => {}
+    }
+    config
 }
 
 /// The pool the engine should try to reserve.
@@ -129,23 +163,10 @@ impl EngineParts {
         cache_dir: Option<&Path>,
         fuel: bool,
         pool: Option<PoolSizing>,
+        compile: CompileSettings,
     ) -> Result<Self, PluginError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.consume_fuel(fuel);
-        // Operators profiling guest code with `perf` set
-        // MLC_PLUGIN_PROFILE=perfmap (or jitdump) so that compiled plugin
-        // functions carry their names in the profile.
-        match std::env::var("MLC_PLUGIN_PROFILE").as_deref() {
-            Ok("perfmap") => {
-                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-            }
-            Ok("jitdump") => {
-                config.profiler(wasmtime::ProfilingStrategy::JitDump);
-            }
-            _ => {}
-        }
+        let mut config = compilation_config(fuel);
+        config.max_wasm_stack(compile.max_wasm_stack);
         let (engine, allocator) = match pool {
             None => (
                 Engine::new(&config).map_err(|e| PluginError::Engine(boxed(e)))?,
@@ -179,6 +200,7 @@ impl EngineParts {
             cache_dir,
             fuel,
             allocator,
+            compile,
         })
     }
 
@@ -212,10 +234,28 @@ impl EngineParts {
             }
         }
         let started = Instant::now();
-        let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
-            plugin: plugin.clone(),
-            source: boxed(e),
-        })?;
+        let component = match &self.compile.config.mode {
+            CompileMode::InProcess => {
+                Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
+                    plugin: plugin.clone(),
+                    source: boxed(e),
+                })?
+            }
+            CompileMode::Worker { program } => {
+                let artifact = crate::compile_worker::compile(
+                    plugin,
+                    wasm,
+                    self.fuel,
+                    program.as_ref(),
+                    &self.compile.config.limits,
+                )?;
+                self.deserialize_artifact(&artifact)
+                    .map_err(|e| PluginError::CompileWorker {
+                        plugin: plugin.clone(),
+                        detail: format!("its artifact does not load: {e:#}"),
+                    })?
+            }
+        };
         let took = started.elapsed();
         self.check_imports(plugin, &component)?;
         if let Some(path) = cached
@@ -242,6 +282,17 @@ impl EngineParts {
         // settings and returns an error (we then recompile) on any mismatch.
         // The directory must be writable only by this service.
         unsafe { Component::deserialize(&self.engine, &bytes) }
+    }
+
+    /// Loads what the compile worker produced.
+    #[allow(unsafe_code)]
+    fn deserialize_artifact(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        // SAFETY: the bytes are what `Engine::precompile_component` wrote
+        // in our own worker process (`compile_worker`), started from our
+        // own executable, from an engine built by `compilation_config` with
+        // the same settings; wasmtime checks the header and the engine
+        // settings and refuses a mismatch.
+        unsafe { Component::deserialize(&self.engine, bytes) }
     }
 
     /// Refuses a component whose imports leave the allow-list, naming them.
@@ -360,6 +411,20 @@ pub(crate) fn version_hex(wasm: &[u8], config: Option<&str>) -> String {
 }
 
 #[cfg(test)]
+impl CompileSettings {
+    /// Compiling in process, for tests of the engine alone.
+    pub(crate) fn test() -> Self {
+        Self {
+            config: CompileConfig {
+                mode: CompileMode::InProcess,
+                ..CompileConfig::default()
+            },
+            max_wasm_stack: crate::limits::ShapeLimits::DEFAULT_MAX_WASM_STACK,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -405,7 +470,7 @@ mod tests {
 
     #[test]
     fn a_component_of_another_contract_version_is_told_so() {
-        let parts = EngineParts::new(None, false, None).unwrap();
+        let parts = EngineParts::new(None, false, None, CompileSettings::test()).unwrap();
         let plugin = PluginRef {
             tenant: "t".into(),
             plugin: "p".into(),
@@ -445,7 +510,7 @@ mod tests {
 
     #[test]
     fn refuses_core_modules_and_garbage() {
-        let parts = EngineParts::new(None, false, None).unwrap();
+        let parts = EngineParts::new(None, false, None, CompileSettings::test()).unwrap();
         let plugin = PluginRef {
             tenant: "t".into(),
             plugin: "p".into(),

@@ -394,6 +394,7 @@ mod tests {
                 max_component: 1 << 20,
                 max_config: 64,
                 max_plugins_per_tenant: 1,
+                ..crate::UploadLimits::default()
             },
             ..RuntimeConfig::default()
         })

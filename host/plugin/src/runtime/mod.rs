@@ -40,9 +40,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::engine::{EngineParts, PoolSizing, version_hex};
+use crate::engine::{CompileSettings, EngineParts, PoolSizing, version_hex};
 use crate::error::{PluginError, VersionId};
-use crate::limits::{EpochTicker, PluginLimits, UploadLimits};
+use crate::limits::{CompileConfig, EpochTicker, PluginLimits, UploadLimits};
 use crate::pool::{CallPermits, InstanceAllocator, default_max_concurrent_calls};
 use crate::reference::{NoReferenceData, ReferenceData};
 
@@ -85,6 +85,13 @@ pub struct RuntimeConfig {
     pub max_concurrent_calls: usize,
     /// What a tenant may hand the runtime to load.
     pub uploads: UploadLimits,
+    /// Where and under which limits uploads are compiled: out of process
+    /// by default.
+    pub compile: CompileConfig,
+    /// Call permits one tenant may hold at once, so that one tenant's
+    /// calls cannot take the whole pool. `None` (default): half the
+    /// permits, at least one.
+    pub max_calls_per_tenant: Option<usize>,
 }
 
 impl Default for RuntimeConfig {
@@ -99,6 +106,8 @@ impl Default for RuntimeConfig {
             pooling: true,
             max_concurrent_calls: default_max_concurrent_calls(),
             uploads: UploadLimits::default(),
+            compile: CompileConfig::default(),
+            max_calls_per_tenant: None,
         }
     }
 }
@@ -113,6 +122,9 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("max_versions", &self.max_versions)
             .field("pooling", &self.pooling)
             .field("max_concurrent_calls", &self.max_concurrent_calls)
+            .field("uploads", &self.uploads)
+            .field("compile", &self.compile)
+            .field("max_calls_per_tenant", &self.max_calls_per_tenant)
             .finish_non_exhaustive()
     }
 }
@@ -195,7 +207,11 @@ impl PluginRuntime {
             max_calls: config.max_concurrent_calls,
             max_memory: pool_memory(&config.default_limits),
         });
-        let parts = EngineParts::new(config.cache_dir.as_deref(), fuel, pool)?;
+        let compile = CompileSettings {
+            config: config.compile.clone(),
+            max_wasm_stack: config.uploads.shape.max_wasm_stack,
+        };
+        let parts = EngineParts::new(config.cache_dir.as_deref(), fuel, pool, compile)?;
         let ticker = EpochTicker::start(parts.engine.weak(), config.epoch_tick)
             .map_err(|e| PluginError::Engine(Box::new(e)))?;
         Ok(Self {
