@@ -436,11 +436,12 @@ pub enum PluginError {
     },
     /// An upload is over its limit ([`crate::UploadLimits`]); nothing was
     /// compiled.
-    #[error("{plugin}: the {what} is {size} bytes, over the limit of {limit} bytes")]
+    #[error("{plugin}: the {what} is {size} {unit}, over the limit of {limit} {unit}", unit = size_unit(.what))]
     TooLarge {
         /// The plugin.
         plugin: PluginRef,
-        /// `component` or `configuration`.
+        /// `component`, `configuration`, `sample` (bytes of record text) or
+        /// `sample records` (a count).
         what: &'static str,
         /// Its size.
         size: usize,
@@ -483,6 +484,14 @@ fn stderr_suffix(stderr: &Option<String>) -> String {
     match stderr {
         Some(text) if !text.is_empty() => format!(" (guest stderr: {text})"),
         _ => String::new(),
+    }
+}
+
+fn size_unit(what: &str) -> &'static str {
+    if what == "sample records" {
+        "records"
+    } else {
+        "bytes"
     }
 }
 

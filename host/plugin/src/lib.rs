@@ -60,6 +60,7 @@ pub mod output;
 mod pool;
 mod reference;
 mod runtime;
+mod shape;
 mod watch;
 
 pub use engine::CompileSource;

@@ -153,7 +153,12 @@ impl PluginRuntime {
             plugin: name.into(),
             version: version.clone(),
         };
-        if let Err(error) = self.check_upload(&plugin, wasm, options.config.as_deref()) {
+        if let Err(error) = self.check_upload(
+            &plugin,
+            wasm,
+            options.config.as_deref(),
+            options.sample.as_ref(),
+        ) {
             self.refuse(
                 tenant,
                 name,
@@ -192,12 +197,14 @@ impl PluginRuntime {
             }
         }
     }
-    /// The upload limits, before anything is compiled.
+    /// The upload limits, before anything is compiled: sizes, plugins per
+    /// tenant, then the instance shape.
     pub(super) fn check_upload(
         &self,
         plugin: &PluginRef,
         wasm: &[u8],
         config: Option<&str>,
+        sample: Option<&Sample>,
     ) -> Result<(), PluginError> {
         let limits = &self.inner.uploads;
         let too_large = |what, size, limit| PluginError::TooLarge {
@@ -214,6 +221,19 @@ impl PluginRuntime {
         {
             return Err(too_large("configuration", c.len(), limits.max_config));
         }
+        if let Some(sample) = sample {
+            let (records, bytes) = sample.size();
+            if records > limits.max_sample_records {
+                return Err(too_large(
+                    "sample records",
+                    records,
+                    limits.max_sample_records,
+                ));
+            }
+            if bytes > limits.max_sample_bytes {
+                return Err(too_large("sample", bytes, limits.max_sample_bytes));
+            }
+        }
         let (tenant, name): (&str, &str) = (&plugin.tenant, &plugin.plugin);
         let others = super::read(&self.inner.slots)
             .keys()
@@ -226,7 +246,11 @@ impl PluginRuntime {
                 limit: limits.max_plugins_per_tenant,
             });
         }
-        Ok(())
+        // Not parsing is the compiler's to refuse (a `compile` error).
+        match crate::shape::measure(wasm) {
+            Some(shape) => shape.check(plugin, &limits.shape),
+            None => Ok(()),
+        }
     }
 
     /// Compiles and validates one version.

@@ -237,6 +237,11 @@ impl PluginRuntime {
         &self.inner.parts.allocator
     }
 
+    /// What a tenant may hand the runtime to load.
+    pub fn upload_limits(&self) -> &UploadLimits {
+        &self.inner.uploads
+    }
+
     /// Whether this runtime meters fuel.
     pub fn consumes_fuel(&self) -> bool {
         self.inner.parts.fuel
