@@ -9,6 +9,9 @@ mod telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Started as the plugin runtime's compile worker: compile and exit.
+    #[cfg(feature = "plugin")]
+    mlc_plugin::serve_if_worker();
     let args = cli::Cli::parse();
     telemetry::init(args.verbose);
     match args.run().await {
