@@ -630,3 +630,82 @@ fn a_sample_of_too_many_records_is_refused() {
     );
     case.finish();
 }
+
+/// Tenant `hog` runs `threads` looping calls (each stopped by its 1 s
+/// deadline, twice per thread) while tenant `acme` maps small batches;
+/// returns the slowest `acme` call and how many hog calls failed with the
+/// deadline.
+fn hog_and_measure(case: &Case, threads: usize) -> (Duration, usize) {
+    let runtime = &case.runtime;
+    runtime
+        .load_blocking("hog", "items", &misbehave(), options("loop"))
+        .unwrap_or_else(|e| panic!("{}: loading the hog: {}", case.name, e.chain()));
+    runtime
+        .set_tenant_limits(
+            "hog",
+            mlc_plugin::PluginLimits {
+                deadline: Duration::from_secs(1),
+                ..mlc_plugin::PluginLimits::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}", e.chain()));
+    let hogs: Vec<JoinHandle<usize>> = (0..threads)
+        .map(|_| {
+            let runtime = runtime.clone();
+            std::thread::spawn(move || {
+                (0..2)
+                    .filter(|_| {
+                        matches!(
+                            runtime.map_batch_blocking("hog", "items", "items", &records(1)),
+                            Err(PluginError::Deadline { .. })
+                        )
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    // Let the hogs take their permits.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut slowest = Duration::ZERO;
+    while hogs.iter().any(|h| !h.is_finished()) {
+        let started = std::time::Instant::now();
+        let (batch, _) = runtime
+            .map_batch_blocking("acme", "items", "items", &records(5))
+            .unwrap_or_else(|e| panic!("{}: acme's call failed: {}", case.name, e.chain()));
+        assert_eq!(batch.rows.len(), 5, "{}", case.name);
+        slowest = slowest.max(started.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadlines = hogs.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+    (slowest, deadlines)
+}
+
+#[test]
+fn a_tenant_saturating_its_share_does_not_stall_the_others() {
+    // 4 permits: the hog may hold 2; acme and the bystander share the rest.
+    let case = Case::new("fair share");
+    let (slowest, deadlines) = hog_and_measure(&case, 8);
+    assert_eq!(deadlines, 16, "every hog call ends at its deadline");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "an acme call waited {slowest:?} while the hog looped (1 s deadlines): the hog took the pool"
+    );
+    eprintln!("fair share: slowest acme call {slowest:?} while the hog looped");
+    case.finish();
+}
+
+#[test]
+fn without_a_share_the_hog_would_take_the_pool() {
+    // The control: with the share set to the whole pool, acme's calls wait
+    // for the hog's deadlines, which is what the share prevents.
+    let case = Case::with("no share (control)", |config| {
+        config.max_calls_per_tenant = Some(4);
+    });
+    let (slowest, _) = hog_and_measure(&case, 8);
+    eprintln!("no share: slowest acme call {slowest:?} while the hog looped");
+    assert!(
+        slowest >= Duration::from_millis(500),
+        "acme never waited ({slowest:?}): this test could not tell a fair pool from an unfair one"
+    );
+    case.finish();
+}

@@ -11,7 +11,9 @@
 //! - instances from wasmtime's pooling allocator (slots reserved once and
 //!   reused, memory kept resident between calls), at most
 //!   [`RuntimeConfig::max_concurrent_calls`] at a time: a call beyond that
-//!   waits for a permit instead of failing.
+//!   waits for a permit instead of failing; one tenant holds at most
+//!   [`RuntimeConfig::max_calls_per_tenant`] of them, so the others' calls
+//!   keep flowing while it saturates its share.
 //!
 //! Each (tenant, plugin) has a slot whose current version sits in an
 //! `ArcSwap`: a batch takes the current version once, at its start, so a
@@ -43,7 +45,9 @@ use std::time::Duration;
 use crate::engine::{CompileSettings, EngineParts, PoolSizing, version_hex};
 use crate::error::{PluginError, VersionId};
 use crate::limits::{CompileConfig, EpochTicker, PluginLimits, UploadLimits};
-use crate::pool::{CallPermits, InstanceAllocator, default_max_concurrent_calls};
+use crate::pool::{
+    CallPermits, InstanceAllocator, default_max_concurrent_calls, default_per_tenant,
+};
 use crate::reference::{NoReferenceData, ReferenceData};
 
 pub use candidate::Candidate;
@@ -202,6 +206,15 @@ impl PluginRuntime {
                 "max_concurrent_calls must be at least 1".into(),
             ));
         }
+        let per_tenant = match config.max_calls_per_tenant {
+            Some(0) => {
+                return Err(PluginError::Config(
+                    "max_calls_per_tenant must be at least 1".into(),
+                ));
+            }
+            Some(n) => n.min(config.max_concurrent_calls),
+            None => default_per_tenant(config.max_concurrent_calls),
+        };
         let fuel = config.consume_fuel || config.default_limits.fuel.is_some();
         let pool = config.pooling.then(|| PoolSizing {
             max_calls: config.max_concurrent_calls,
@@ -225,7 +238,7 @@ impl PluginRuntime {
                 slots: RwLock::new(HashMap::new()),
                 tenant_limits: RwLock::new(HashMap::new()),
                 refusals: Mutex::new(Vec::new()),
-                permits: CallPermits::new(config.max_concurrent_calls),
+                permits: CallPermits::new(config.max_concurrent_calls, per_tenant),
                 _ticker: ticker,
             }),
         })
@@ -502,6 +515,15 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, PluginError::Config(_)), "{err}");
+        let err = PluginRuntime::new(RuntimeConfig {
+            max_calls_per_tenant: Some(0),
+            ..RuntimeConfig::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, PluginError::Config(m) if m.contains("max_calls_per_tenant")),
+            "{err}"
+        );
     }
 
     #[test]
