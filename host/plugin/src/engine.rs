@@ -3,8 +3,12 @@
 //!
 //! One `Engine` (component model, epoch interruption, optional fuel) and one
 //! `Linker` serve every plugin. Compiled components are cached on disk as
-//! `<cache>/<engine-compat>/<sha256-of-wasm>.cwasm`; a cache file that
-//! cannot be loaded is recompiled and replaced (by rename, never in place).
+//! `<cache>/<engine-compat>/<sha256-of-wasm>.cwasm`, written only once
+//! the version compiled from it is accepted (a refused upload leaves
+//! nothing); a cache file that cannot be loaded is recompiled and replaced
+//! (by rename, never in place). A component not in the cache is compiled
+//! by the compile worker (`compile_worker`) unless in-process compiling is
+//! configured.
 //! Instances come from the pooling allocator when its slots can be reserved
 //! (see `pool`), else from the on-demand allocator.
 
@@ -205,13 +209,15 @@ impl EngineParts {
     }
 
     /// Compiles `wasm` (or loads it from the disk cache), then checks its
-    /// imports against the allow-list.
+    /// imports against the allow-list. A fresh compile is not cached yet:
+    /// the caller stores the returned [`CacheEntry`] once the version is
+    /// accepted, so that a refused upload leaves nothing in the cache.
     pub fn compile(
         &self,
         plugin: &PluginRef,
         wasm: &[u8],
         wasm_sha256: &str,
-    ) -> Result<(Component, CompileSource), PluginError> {
+    ) -> Result<(Component, CompileSource, Option<CacheEntry>), PluginError> {
         let cached = self
             .cache_dir
             .as_ref()
@@ -226,6 +232,7 @@ impl EngineParts {
                         CompileSource::DiskCache {
                             took: started.elapsed(),
                         },
+                        None,
                     ));
                 }
                 Err(error) => {
@@ -234,12 +241,14 @@ impl EngineParts {
             }
         }
         let started = Instant::now();
-        let component = match &self.compile.config.mode {
+        let (component, artifact) = match &self.compile.config.mode {
             CompileMode::InProcess => {
-                Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
-                    plugin: plugin.clone(),
-                    source: boxed(e),
-                })?
+                let component =
+                    Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
+                        plugin: plugin.clone(),
+                        source: boxed(e),
+                    })?;
+                (component, None)
             }
             CompileMode::Worker { program } => {
                 let artifact = crate::compile_worker::compile(
@@ -249,21 +258,33 @@ impl EngineParts {
                     program.as_ref(),
                     &self.compile.config.limits,
                 )?;
-                self.deserialize_artifact(&artifact)
-                    .map_err(|e| PluginError::CompileWorker {
+                let component = self.deserialize_artifact(&artifact).map_err(|e| {
+                    PluginError::CompileWorker {
                         plugin: plugin.clone(),
                         detail: format!("its artifact does not load: {e:#}"),
-                    })?
+                    }
+                })?;
+                (component, Some(artifact))
             }
         };
         let took = started.elapsed();
         self.check_imports(plugin, &component)?;
-        if let Some(path) = cached
-            && let Err(error) = write_cache(&component, &path)
-        {
-            tracing::warn!(path = %path.display(), %error, "cannot write the compile cache");
+        let entry = cached.map(|path| CacheEntry { path, artifact });
+        Ok((component, CompileSource::Compiled { took }, entry))
+    }
+
+    /// Writes a fresh compile into the disk cache (by rename); a failure
+    /// is logged, the version is loaded all the same.
+    pub fn store(&self, entry: CacheEntry, component: &Component) {
+        let bytes = match entry.artifact {
+            Some(bytes) => Ok(bytes),
+            None => component
+                .serialize()
+                .map_err(|e| std::io::Error::other(format!("{e:#}"))),
+        };
+        if let Err(error) = bytes.and_then(|bytes| write_cache(&bytes, &entry.path)) {
+            tracing::warn!(path = %entry.path.display(), %error, "cannot write the compile cache");
         }
-        Ok((component, CompileSource::Compiled { took }))
     }
 
     /// Loads a cached compiled component. The file is read into memory
@@ -379,10 +400,25 @@ fn build_pooled(
     }
 }
 
-fn write_cache(component: &Component, path: &Path) -> std::io::Result<()> {
-    let bytes = component
-        .serialize()
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+/// A compiled component to write into the disk cache once its version is
+/// accepted.
+pub(crate) struct CacheEntry {
+    path: PathBuf,
+    /// The worker's artifact, when it compiled (else the component is
+    /// serialized).
+    artifact: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CacheEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheEntry")
+            .field("path", &self.path)
+            .field("artifact_len", &self.artifact.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+fn write_cache(bytes: &[u8], path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)

@@ -26,6 +26,7 @@
 //! - this module: [`RuntimeConfig`], the shared state and the limits;
 //! - [`records`]: validation samples and the record texts they hold;
 //! - [`registry`]: the versions kept per plugin, swaps, rollback, refusals;
+//! - [`upload`]: the upload limits, checked before anything is compiled;
 //! - [`load`]: compiling and validating a version before it is swapped in;
 //! - [`call`]: one batch call in a fresh, bounded store;
 //! - [`candidate`]: a version validated and run beside the current one,
@@ -36,6 +37,7 @@ mod candidate;
 mod load;
 mod records;
 mod registry;
+mod upload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
