@@ -21,8 +21,8 @@
 //! [`PluginError::CompileLimit`] naming the limit: `cpu-seconds` (killed by
 //! `SIGXCPU`/`SIGKILL` from `RLIMIT_CPU`), `address-space` (an allocation
 //! refused under `RLIMIT_AS`: Rust's allocation-failure abort, or wasmtime
-//! reporting it could not map memory) or `wall-clock` (killed by the
-//! parent).
+//! reporting it could not map memory), `wall-clock` (killed by the parent)
+//! or `artifact-size` (the artifact is larger than the parent reads back).
 //!
 //! **Which executable is the worker.** The worker must exist for every
 //! binary that embeds the runtime (`ml-connector`, test binaries, benches),
@@ -204,10 +204,23 @@ pub(crate) fn compile(
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let reader = std::thread::spawn(move || {
-        let mut artifact = Vec::new();
-        stdout.read_to_end(&mut artifact).map(|_| artifact)
-    });
+    // One byte past the cap tells an artifact over it; the worker then
+    // blocks on a full pipe until the wall clock kills it, or ends.
+    let cap = limits.max_artifact;
+    let over_cap = std::sync::Arc::new(AtomicBool::new(false));
+    let reader = {
+        let over_cap = over_cap.clone();
+        std::thread::spawn(move || {
+            let mut artifact = Vec::new();
+            let read = (&mut stdout)
+                .take(cap as u64 + 1)
+                .read_to_end(&mut artifact);
+            if artifact.len() > cap {
+                over_cap.store(true, Ordering::Relaxed);
+            }
+            read.map(|_| artifact)
+        })
+    };
     let errors = std::thread::spawn(move || {
         let mut text = Vec::new();
         let _ = stderr.read_to_end(&mut text);
@@ -218,6 +231,17 @@ pub(crate) fn compile(
     let (status, killed) = loop {
         match child.try_wait() {
             Ok(Some(status)) => break (status, false),
+            // The reader stopped one byte past the cap: no need to wait
+            // for the worker any longer.
+            Ok(None) if over_cap.load(Ordering::Relaxed) => {
+                let _ = child.kill();
+                break (
+                    child
+                        .wait()
+                        .map_err(|e| failed(format!("waiting for the worker: {e}")))?,
+                    false,
+                );
+            }
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 break (
@@ -252,6 +276,14 @@ pub(crate) fn compile(
     };
     if killed {
         return Err(limit("wall-clock", format!("{:?}", limits.wall_clock)));
+    }
+    if let Ok(Ok(bytes)) = &artifact
+        && bytes.len() > limits.max_artifact
+    {
+        return Err(limit(
+            "artifact-size",
+            format!("{} bytes", limits.max_artifact),
+        ));
     }
     if status.success() {
         return match artifact {

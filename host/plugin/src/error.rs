@@ -324,7 +324,7 @@ pub enum PluginError {
     CompileLimit {
         /// The plugin.
         plugin: PluginRef,
-        /// `cpu-seconds`, `address-space` or `wall-clock`.
+        /// `cpu-seconds`, `address-space`, `wall-clock` or `artifact-size`.
         limit: &'static str,
         /// The limit, with its unit (`2 s`, `1073741824 bytes`).
         limit_value: String,

@@ -229,8 +229,9 @@ impl Default for CompileMode {
 /// OS limits of one compile worker. A worker past one of them is killed
 /// and the upload alone is refused with
 /// [`crate::PluginError::CompileLimit`] naming the limit
-/// (`cpu-seconds`, `address-space` or `wall-clock`). Defaults: 20 CPU
-/// seconds, 4 GiB of address space, 60 s of wall-clock time.
+/// (`cpu-seconds`, `address-space`, `wall-clock` or `artifact-size`).
+/// Defaults: 20 CPU seconds, 4 GiB of address space, 60 s of wall-clock
+/// time, a 256 MiB artifact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompileLimits {
     /// CPU time of the worker, all its threads together, whole seconds
@@ -243,6 +244,9 @@ pub struct CompileLimits {
     pub address_space: u64,
     /// Wall-clock time the parent waits before killing the worker.
     pub wall_clock: Duration,
+    /// Largest compiled artifact the parent reads back, bytes (compiled
+    /// code is a few times the size of the wasm).
+    pub max_artifact: usize,
 }
 
 impl CompileLimits {
@@ -252,6 +256,8 @@ impl CompileLimits {
     pub const DEFAULT_ADDRESS_SPACE: u64 = 4 << 30;
     /// Default wall-clock budget: 60 seconds.
     pub const DEFAULT_WALL_CLOCK: Duration = Duration::from_secs(60);
+    /// Default artifact cap: 256 MiB.
+    pub const DEFAULT_MAX_ARTIFACT: usize = 256 << 20;
 }
 
 impl Default for CompileLimits {
@@ -260,6 +266,7 @@ impl Default for CompileLimits {
             cpu_seconds: Self::DEFAULT_CPU_SECONDS,
             address_space: Self::DEFAULT_ADDRESS_SPACE,
             wall_clock: Self::DEFAULT_WALL_CLOCK,
+            max_artifact: Self::DEFAULT_MAX_ARTIFACT,
         }
     }
 }

@@ -54,6 +54,7 @@ fn compile_limits(
             cpu_seconds,
             address_space,
             wall_clock,
+            ..CompileLimits::default()
         }
     }
 }
@@ -159,6 +160,21 @@ fn garbage_is_a_compile_error_from_the_worker() {
         LoadOptions::default(),
         "compile",
         &["does not compile"],
+    );
+    case.finish();
+}
+
+#[test]
+fn an_artifact_over_its_cap_is_not_read_back() {
+    let mut case = Case::with_cache("artifact size", warm_cache(), |config| {
+        config.compile.limits.max_artifact = 64 << 10;
+    });
+    // Compiles in well under the time limits, to far more than 64 KiB.
+    case.refused(
+        &compile_bomb(2, 20_000),
+        LoadOptions::default(),
+        "compile-limit",
+        &["artifact-size", "65536 bytes"],
     );
     case.finish();
 }
