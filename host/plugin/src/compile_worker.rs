@@ -31,7 +31,7 @@
 //! looks, in order, for:
 //!
 //! 1. the program in [`crate::CompileMode::Worker`], when configured;
-//! 2. `MLC_PLUGIN_COMPILE_WORKER` (a path), when set;
+//! 2. `MLC_PLUGIN_COMPILE_WORKER` (a path), when set and not empty;
 //! 3. the current executable, when its `main` called [`serve_if_worker`]
 //!    first (`ml-connector` does): it is re-executed with
 //!    `MLC_PLUGIN_COMPILE_WORKER_MODE=1`;
@@ -136,7 +136,7 @@ pub(crate) fn locate(configured: Option<&PathBuf>) -> Result<(PathBuf, bool), St
     if let Some(program) = configured {
         return Ok((program.clone(), false));
     }
-    if let Some(path) = std::env::var_os(WORKER_PATH_ENV) {
+    if let Some(path) = std::env::var_os(WORKER_PATH_ENV).filter(|p| !p.is_empty()) {
         return Ok((PathBuf::from(path), false));
     }
     let exe = std::env::current_exe().map_err(|e| format!("the current executable: {e}"))?;
