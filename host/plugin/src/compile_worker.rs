@@ -298,7 +298,7 @@ pub(crate) fn compile(
             source: stderr.into(),
         });
     }
-    match classify(&status, &stderr) {
+    match classify(&status, &stderr, started.elapsed(), limits.cpu_seconds) {
         Some("cpu-seconds") => Err(limit("cpu-seconds", format!("{} s", limits.cpu_seconds))),
         Some("address-space") => Err(limit(
             "address-space",
@@ -315,8 +315,16 @@ pub(crate) fn compile(
     }
 }
 
-/// Which limit, if any, ended a worker that failed.
-fn classify(status: &ExitStatus, stderr: &str) -> Option<&'static str> {
+/// Which limit, if any, ended a worker that failed after `elapsed`.
+/// `SIGKILL` is `RLIMIT_CPU`'s hard limit only if the worker can have used
+/// that much CPU by then (its threads on every core); otherwise something
+/// else killed it (the OOM killer) and no limit is named.
+fn classify(
+    status: &ExitStatus,
+    stderr: &str,
+    elapsed: Duration,
+    cpu_seconds: u64,
+) -> Option<&'static str> {
     let out_of_memory = stderr.contains("memory allocation of")
         || stderr.contains("Cannot allocate memory")
         || stderr.contains("out of memory")
@@ -326,7 +334,12 @@ fn classify(status: &ExitStatus, stderr: &str) -> Option<&'static str> {
         return Some("address-space");
     }
     match os::signal(status) {
-        Some(signal) if signal == os::SIGXCPU || signal == os::SIGKILL => Some("cpu-seconds"),
+        Some(signal) if signal == os::SIGXCPU => Some("cpu-seconds"),
+        Some(signal) if signal == os::SIGKILL => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let possible = elapsed.as_secs_f64() * cores as f64;
+            (possible >= cpu_seconds as f64).then_some("cpu-seconds")
+        }
         // Rust aborts when an allocation fails, sometimes before it can
         // print why.
         Some(signal) if signal == os::SIGABRT => Some("address-space"),

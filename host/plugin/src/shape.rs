@@ -182,6 +182,23 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_wat_does_not_overflow_a_small_stack() {
+        let depth = 1_000_000;
+        let wat = format!(
+            "(component (core module (func {}{})))",
+            "(block ".repeat(depth),
+            ")".repeat(depth)
+        );
+        let measured = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || measure(wat.as_bytes()).is_some())
+            .unwrap()
+            .join();
+        eprintln!("nested WAT measured: {measured:?}");
+        assert!(measured.is_ok(), "measuring nested WAT crashed its thread");
+    }
+
+    #[test]
     fn the_shipped_guests_fit_the_default_limits_with_room() {
         let plugin = PluginRef {
             tenant: "t".into(),

@@ -345,3 +345,34 @@ fn a_component_exporting_nothing_is_incompatible() {
     );
     case.finish();
 }
+
+#[test]
+fn a_looping_guest_runs_out_of_fuel_in_a_fuel_metered_runtime() {
+    // Fuel changes the compiled code: the worker compiles with the same
+    // setting, or its artifact would not load here.
+    let case = Case::with("out of fuel", |config| config.consume_fuel = true);
+    case.runtime
+        .set_tenant_limits(
+            "acme",
+            mlc_plugin::PluginLimits {
+                fuel: Some(50_000_000),
+                ..mlc_plugin::PluginLimits::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{}", e.chain()));
+    case.runtime
+        .load_blocking("acme", "bad", &misbehave(), options("loop"))
+        .unwrap_or_else(|e| panic!("out of fuel: loading: {}", e.chain()));
+    let err = case
+        .runtime
+        .map_batch_blocking("acme", "bad", "items", &records(2))
+        .err()
+        .unwrap_or_else(|| panic!("out of fuel: the loop mapped"));
+    assert_eq!(err.kind(), "out-of-fuel", "{}", err.chain());
+    assert!(
+        err.to_string().contains("50000000 units"),
+        "{}",
+        err.chain()
+    );
+    case.finish();
+}
