@@ -183,3 +183,58 @@ fn a_sample_of_too_many_records_is_refused() {
     );
     case.finish();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugins_directory_file_over_the_cap_is_refused_unread() {
+    let case = Case::new("oversized file in the plugins directory");
+    let dir = tempfile::tempdir().expect("a plugins directory");
+    let tenant = dir.path().join("acme");
+    std::fs::create_dir(&tenant).expect("a tenant directory");
+    // 1 TiB, sparse: reading it would not end within the test.
+    std::fs::File::create(tenant.join("items.wasm"))
+        .and_then(|f| f.set_len(1 << 40))
+        .expect("a sparse file");
+    let watch = case
+        .runtime
+        .watch_with(
+            dir.path(),
+            mlc_plugin::WatchOptions {
+                interval: std::time::Duration::from_millis(50),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("watching: {}", e.chain()));
+    let started = std::time::Instant::now();
+    let refusal = loop {
+        let refusals = case.runtime.refusals();
+        if let Some(r) = refusals.get(case.refusals_before) {
+            break r.clone();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no refusal after 10 s: the watcher is reading the file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(refusal.kind, "too-large", "{refusal:?}");
+    assert!(
+        refusal
+            .reason
+            .contains("the component is 1099511627776 bytes, over the limit of 16777216 bytes"),
+        "{}",
+        refusal.reason
+    );
+    // Refused once: not again at the next scans while unchanged.
+    let scans = watch.scans();
+    while watch.scans() < scans + 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(case.runtime.refusals().len(), case.refusals_before + 1);
+    let current = case
+        .runtime
+        .info("acme", "items")
+        .unwrap_or_else(|e| panic!("{}", e.chain()));
+    assert_eq!(current.version, case.previous);
+    drop(watch);
+    tokio::task::block_in_place(|| case.finish());
+}
