@@ -293,6 +293,8 @@ fn fmt_rate(r: f64) -> String {
 }
 
 fn main() -> Result<()> {
+    // New components compile in a worker: this bench is its own.
+    mlc_plugin::serve_if_worker();
     let quick = cfg!(debug_assertions) || std::env::var_os("ML_CONNECTOR_BENCH_QUICK").is_some();
     let (round, rounds) = if quick {
         (Duration::from_millis(100), 1)

@@ -11,6 +11,9 @@ mod telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Started as the plugin runtime's compile worker: compile and exit.
+    #[cfg(feature = "plugin")]
+    mlc_plugin::serve_if_worker();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(usage) => return failure::usage(usage),

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use mlc_plugin::{CompileSource, InstanceAllocator, PluginRuntime, RuntimeConfig};
 
 fn main() -> anyhow::Result<()> {
+    // New components compile in a worker: this example is its own.
+    mlc_plugin::serve_if_worker();
     let dir = std::env::args()
         .nth(1)
         .map(PathBuf::from)

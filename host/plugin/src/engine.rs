@@ -3,8 +3,12 @@
 //!
 //! One `Engine` (component model, epoch interruption, optional fuel) and one
 //! `Linker` serve every plugin. Compiled components are cached on disk as
-//! `<cache>/<engine-compat>/<sha256-of-wasm>.cwasm`; a cache file that
-//! cannot be loaded is recompiled and replaced (by rename, never in place).
+//! `<cache>/<engine-compat>/<sha256-of-wasm>.cwasm`, written only once
+//! the version compiled from it is accepted (a refused upload leaves
+//! nothing); a cache file that cannot be loaded is recompiled and replaced
+//! (by rename, never in place). A component not in the cache is compiled
+//! by the compile worker (`compile_worker`) unless in-process compiling is
+//! configured.
 //! Instances come from the pooling allocator when its slots can be reserved
 //! (see `pool`), else from the on-demand allocator.
 
@@ -19,6 +23,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy};
 use crate::bindings::Mapping;
 use crate::error::{PluginError, PluginRef, boxed};
 use crate::host::HostState;
+use crate::limits::{CompileConfig, CompileMode};
 use crate::pool::{InstanceAllocator, pooling_config};
 
 /// The interfaces of our own package a plugin may import (exact version).
@@ -108,6 +113,39 @@ pub(crate) struct EngineParts {
     pub fuel: bool,
     /// The allocator the engine was built with.
     pub allocator: InstanceAllocator,
+    compile: CompileSettings,
+}
+
+/// Where and how components are compiled, and the engine-wide stack.
+#[derive(Clone, Debug)]
+pub(crate) struct CompileSettings {
+    /// Where and under which limits.
+    pub config: CompileConfig,
+    /// `Config::max_wasm_stack`, bytes.
+    pub max_wasm_stack: usize,
+}
+
+/// The settings that decide what compiled code looks like: the host's
+/// engine and the compile worker's are both built from this, so that the
+/// worker's artifact deserializes in the host.
+pub(crate) fn compilation_config(fuel: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(fuel);
+    // Operators profiling guest code with `perf` set
+    // ML_CONNECTOR_PLUGIN_PROFILE=perfmap (or jitdump) so that compiled plugin
+    // functions carry their names in the profile.
+    match std::env::var("ML_CONNECTOR_PLUGIN_PROFILE").as_deref() {
+        Ok("perfmap") => {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        Ok("jitdump") => {
+            config.profiler(wasmtime::ProfilingStrategy::JitDump);
+        }
+        _ => {}
+    }
+    config
 }
 
 /// The pool the engine should try to reserve.
@@ -129,23 +167,10 @@ impl EngineParts {
         cache_dir: Option<&Path>,
         fuel: bool,
         pool: Option<PoolSizing>,
+        compile: CompileSettings,
     ) -> Result<Self, PluginError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.consume_fuel(fuel);
-        // Operators profiling guest code with `perf` set
-        // ML_CONNECTOR_PLUGIN_PROFILE=perfmap (or jitdump) so that compiled plugin
-        // functions carry their names in the profile.
-        match std::env::var("ML_CONNECTOR_PLUGIN_PROFILE").as_deref() {
-            Ok("perfmap") => {
-                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-            }
-            Ok("jitdump") => {
-                config.profiler(wasmtime::ProfilingStrategy::JitDump);
-            }
-            _ => {}
-        }
+        let mut config = compilation_config(fuel);
+        config.max_wasm_stack(compile.max_wasm_stack);
         let (engine, allocator) = match pool {
             None => (
                 Engine::new(&config).map_err(|e| PluginError::Engine(boxed(e)))?,
@@ -179,17 +204,20 @@ impl EngineParts {
             cache_dir,
             fuel,
             allocator,
+            compile,
         })
     }
 
     /// Compiles `wasm` (or loads it from the disk cache), then checks its
-    /// imports against the allow-list.
+    /// imports against the allow-list. A fresh compile is not cached yet:
+    /// the caller stores the returned [`CacheEntry`] once the version is
+    /// accepted, so that a refused upload leaves nothing in the cache.
     pub fn compile(
         &self,
         plugin: &PluginRef,
         wasm: &[u8],
         wasm_sha256: &str,
-    ) -> Result<(Component, CompileSource), PluginError> {
+    ) -> Result<(Component, CompileSource, Option<CacheEntry>), PluginError> {
         let cached = self
             .cache_dir
             .as_ref()
@@ -204,6 +232,7 @@ impl EngineParts {
                         CompileSource::DiskCache {
                             took: started.elapsed(),
                         },
+                        None,
                     ));
                 }
                 Err(error) => {
@@ -212,18 +241,50 @@ impl EngineParts {
             }
         }
         let started = Instant::now();
-        let component = Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
-            plugin: plugin.clone(),
-            source: boxed(e),
-        })?;
+        let (component, artifact) = match &self.compile.config.mode {
+            CompileMode::InProcess => {
+                let component =
+                    Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile {
+                        plugin: plugin.clone(),
+                        source: boxed(e),
+                    })?;
+                (component, None)
+            }
+            CompileMode::Worker { program } => {
+                let artifact = crate::compile_worker::compile(
+                    plugin,
+                    wasm,
+                    self.fuel,
+                    program.as_ref(),
+                    &self.compile.config.limits,
+                )?;
+                let component = self.deserialize_artifact(&artifact).map_err(|e| {
+                    PluginError::CompileWorker {
+                        plugin: plugin.clone(),
+                        detail: format!("its artifact does not load: {e:#}"),
+                    }
+                })?;
+                (component, Some(artifact))
+            }
+        };
         let took = started.elapsed();
         self.check_imports(plugin, &component)?;
-        if let Some(path) = cached
-            && let Err(error) = write_cache(&component, &path)
-        {
-            tracing::warn!(path = %path.display(), %error, "cannot write the compile cache");
+        let entry = cached.map(|path| CacheEntry { path, artifact });
+        Ok((component, CompileSource::Compiled { took }, entry))
+    }
+
+    /// Writes a fresh compile into the disk cache (by rename); a failure
+    /// is logged, the version is loaded all the same.
+    pub fn store(&self, entry: CacheEntry, component: &Component) {
+        let bytes = match entry.artifact {
+            Some(bytes) => Ok(bytes),
+            None => component
+                .serialize()
+                .map_err(|e| std::io::Error::other(format!("{e:#}"))),
+        };
+        if let Err(error) = bytes.and_then(|bytes| write_cache(&bytes, &entry.path)) {
+            tracing::warn!(path = %entry.path.display(), %error, "cannot write the compile cache");
         }
-        Ok((component, CompileSource::Compiled { took }))
     }
 
     /// Loads a cached compiled component. The file is read into memory
@@ -242,6 +303,17 @@ impl EngineParts {
         // settings and returns an error (we then recompile) on any mismatch.
         // The directory must be writable only by this service.
         unsafe { Component::deserialize(&self.engine, &bytes) }
+    }
+
+    /// Loads what the compile worker produced.
+    #[allow(unsafe_code)]
+    fn deserialize_artifact(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        // SAFETY: the bytes are what `Engine::precompile_component` wrote
+        // in our own worker process (`compile_worker`), started from our
+        // own executable, from an engine built by `compilation_config` with
+        // the same settings; wasmtime checks the header and the engine
+        // settings and refuses a mismatch.
+        unsafe { Component::deserialize(&self.engine, bytes) }
     }
 
     /// Refuses a component whose imports leave the allow-list, naming them.
@@ -328,10 +400,25 @@ fn build_pooled(
     }
 }
 
-fn write_cache(component: &Component, path: &Path) -> std::io::Result<()> {
-    let bytes = component
-        .serialize()
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+/// A compiled component to write into the disk cache once its version is
+/// accepted.
+pub(crate) struct CacheEntry {
+    path: PathBuf,
+    /// The worker's artifact, when it compiled (else the component is
+    /// serialized).
+    artifact: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CacheEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheEntry")
+            .field("path", &self.path)
+            .field("artifact_len", &self.artifact.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+fn write_cache(bytes: &[u8], path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
@@ -357,6 +444,20 @@ pub(crate) fn version_hex(wasm: &[u8], config: Option<&str>) -> String {
         None => hasher.update([0]),
     }
     hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+impl CompileSettings {
+    /// Compiling in process, for tests of the engine alone.
+    pub(crate) fn test() -> Self {
+        Self {
+            config: CompileConfig {
+                mode: CompileMode::InProcess,
+                ..CompileConfig::default()
+            },
+            max_wasm_stack: crate::limits::ShapeLimits::DEFAULT_MAX_WASM_STACK,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -405,7 +506,7 @@ mod tests {
 
     #[test]
     fn a_component_of_another_contract_version_is_told_so() {
-        let parts = EngineParts::new(None, false, None).unwrap();
+        let parts = EngineParts::new(None, false, None, CompileSettings::test()).unwrap();
         let plugin = PluginRef {
             tenant: "t".into(),
             plugin: "p".into(),
@@ -445,7 +546,7 @@ mod tests {
 
     #[test]
     fn refuses_core_modules_and_garbage() {
-        let parts = EngineParts::new(None, false, None).unwrap();
+        let parts = EngineParts::new(None, false, None, CompileSettings::test()).unwrap();
         let plugin = PluginRef {
             tenant: "t".into(),
             plugin: "p".into(),

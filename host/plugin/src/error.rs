@@ -317,6 +317,46 @@ pub enum PluginError {
         #[source]
         source: BoxError,
     },
+    /// The compile worker ran past one of its OS limits
+    /// ([`crate::CompileLimits`]) and was stopped: this upload alone is
+    /// refused, nothing is cached.
+    #[error("{plugin} refused: compiling it ran past the compile worker's {limit} limit of {limit_value}{}", worker_stderr_suffix(.detail))]
+    CompileLimit {
+        /// The plugin.
+        plugin: PluginRef,
+        /// `cpu-seconds`, `address-space`, `wall-clock` or `artifact-size`.
+        limit: &'static str,
+        /// The limit, with its unit (`2 s`, `1073741824 bytes`).
+        limit_value: String,
+        /// The last lines the worker wrote to stderr, if any.
+        detail: Option<String>,
+    },
+    /// The compile worker could not be started or ended in a way that
+    /// names no limit (a crash, a protocol error).
+    #[error("{plugin}: the compile worker failed: {detail}")]
+    CompileWorker {
+        /// The plugin.
+        plugin: PluginRef,
+        /// What happened.
+        detail: String,
+    },
+    /// The component's shape is over one of the instance-shape limits
+    /// ([`crate::ShapeLimits`]): refused at load, before it is compiled
+    /// or instantiated.
+    #[error("{plugin} refused: {where_} has {actual} {limit}, over the limit of {max}")]
+    ShapeLimit {
+        /// The plugin.
+        plugin: PluginRef,
+        /// The limit: `tables`, `table-elements`, `memories`, `globals`,
+        /// `functions`, `data-bytes`, `core-modules`, `core-instances`.
+        limit: &'static str,
+        /// Which part of the component (`core module 2`, `the component`).
+        where_: String,
+        /// What it has.
+        actual: u64,
+        /// The limit.
+        max: u64,
+    },
     /// The component does not export the mapping world.
     #[error("{plugin} does not implement world `ml-connector:mapping/mapping@0.3.0`")]
     Incompatible {
@@ -396,11 +436,12 @@ pub enum PluginError {
     },
     /// An upload is over its limit ([`crate::UploadLimits`]); nothing was
     /// compiled.
-    #[error("{plugin}: the {what} is {size} bytes, over the limit of {limit} bytes")]
+    #[error("{plugin}: the {what} is {size} {unit}, over the limit of {limit} {unit}", unit = size_unit(.what))]
     TooLarge {
         /// The plugin.
         plugin: PluginRef,
-        /// `component` or `configuration`.
+        /// `component`, `configuration`, `sample` (bytes of record text) or
+        /// `sample records` (a count).
         what: &'static str,
         /// Its size.
         size: usize,
@@ -446,6 +487,21 @@ fn stderr_suffix(stderr: &Option<String>) -> String {
     }
 }
 
+fn size_unit(what: &str) -> &'static str {
+    if what == "sample records" {
+        "records"
+    } else {
+        "bytes"
+    }
+}
+
+fn worker_stderr_suffix(stderr: &Option<String>) -> String {
+    match stderr {
+        Some(text) if !text.is_empty() => format!(" (worker stderr: {text})"),
+        _ => String::new(),
+    }
+}
+
 fn others_suffix(others: &[String]) -> String {
     if others.is_empty() {
         String::new()
@@ -470,6 +526,9 @@ impl PluginError {
             | Self::ForbiddenImport { plugin, .. }
             | Self::ContractVersion { plugin, .. }
             | Self::Compile { plugin, .. }
+            | Self::CompileLimit { plugin, .. }
+            | Self::CompileWorker { plugin, .. }
+            | Self::ShapeLimit { plugin, .. }
             | Self::Incompatible { plugin, .. }
             | Self::Instantiate { plugin, .. }
             | Self::Sample { plugin, .. }
@@ -503,6 +562,9 @@ impl PluginError {
             Self::ForbiddenImport { .. } => "forbidden-import",
             Self::ContractVersion { .. } => "contract-version",
             Self::Compile { .. } => "compile",
+            Self::CompileLimit { .. } => "compile-limit",
+            Self::CompileWorker { .. } => "compile-worker",
+            Self::ShapeLimit { .. } => "shape-limit",
             Self::Incompatible { .. } => "incompatible",
             Self::Instantiate { .. } => "instantiate",
             Self::Sample { .. } => "sample",

@@ -9,6 +9,15 @@
 //!   components (cached on disk by content hash), validates them (imports,
 //!   world, configuration, schemas, an optional sample batch), swaps them in
 //!   atomically and keeps every version for [`PluginRuntime::rollback`];
+//! - a component not in the cache is compiled out of the host process, by
+//!   a short-lived worker ([`compile_worker`], the `mlc-plugin-compile`
+//!   binary or an executable that calls [`serve_if_worker`]) under OS
+//!   limits ([`CompileLimits`]: CPU seconds, address space, wall clock); a
+//!   compile bomb fails its own upload with [`PluginError::CompileLimit`];
+//! - before compiling, the upload's size, its sample's size and its
+//!   instance shape ([`ShapeLimits`]: tables, memories, globals,
+//!   functions, data, core modules and instances) are checked against
+//!   [`UploadLimits`];
 //! - every batch call gets a new `Store` under the tenant's
 //!   [`PluginLimits`] (memory cap, epoch deadline, optional fuel, output
 //!   caps); a trap, loop, memory bomb or oversized output fails that batch
@@ -41,6 +50,7 @@
 //! ```
 
 pub mod bindings;
+pub mod compile_worker;
 pub mod convert;
 mod engine;
 mod error;
@@ -50,6 +60,7 @@ pub mod output;
 mod pool;
 mod reference;
 mod runtime;
+mod shape;
 mod watch;
 
 pub use engine::CompileSource;
@@ -60,11 +71,14 @@ pub const CONTRACT_VERSION: &str = "0.3.0";
 
 /// The world every plugin implements.
 pub const WORLD: &str = "ml-connector:mapping/mapping@0.3.0";
+pub use compile_worker::serve_if_worker;
 pub use error::{
     BoxError, GuestError, GuestFailure, OutputMeasure, PluginError, PluginRef, VersionId,
     locate_config_error,
 };
-pub use limits::{PluginLimits, UploadLimits};
+pub use limits::{
+    CompileConfig, CompileLimits, CompileMode, PluginLimits, ShapeLimits, UploadLimits,
+};
 pub use pool::InstanceAllocator;
 pub use reference::{
     JsonDirReference, LookupError, NoReferenceData, ReferenceData, ReferenceError,

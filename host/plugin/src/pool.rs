@@ -14,14 +14,18 @@
 //!
 //! An exhausted pool makes instantiation fail rather than wait, so every
 //! call first takes a [`CallPermit`] from [`CallPermits`], one per pool
-//! slot set: a call beyond the maximum concurrency waits for a permit.
+//! slot set: a call beyond the maximum concurrency waits for a permit. One
+//! tenant holds at most its share of the permits (by default half, at
+//! least one; `RuntimeConfig::max_calls_per_tenant`), so a tenant whose
+//! calls loop until their deadline cannot starve the others.
 //!
 //! Reserving the pool needs address space (about 4 GiB per memory slot, the
 //! static reservation that lets compiled code skip bounds checks). Where it
 //! cannot be reserved (a `ulimit -v`, a 32-bit host), the engine is built
 //! with the on-demand allocator instead and a warning says why.
 
-use std::sync::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
 
 use wasmtime::PoolingAllocationConfig;
 
@@ -100,47 +104,77 @@ pub enum InstanceAllocator {
     },
 }
 
-/// A counting semaphore in front of instantiation. Calls run on blocking
-/// threads (the runtime's calls are synchronous), so it blocks the thread
-/// rather than awaiting.
+/// A counting semaphore in front of instantiation, with a per-tenant
+/// share: one tenant holds at most `per_tenant` permits at once, so while
+/// it saturates its share the other tenants' calls still find permits.
+/// Calls run on blocking threads (the runtime's calls are synchronous), so
+/// it blocks the thread rather than awaiting.
 #[derive(Debug)]
 pub(crate) struct CallPermits {
-    free: Mutex<usize>,
+    state: Mutex<PermitState>,
     released: Condvar,
+    per_tenant: usize,
+}
+
+#[derive(Debug)]
+struct PermitState {
+    free: usize,
+    /// Permits held per tenant (tenants holding none are removed).
+    held: HashMap<Arc<str>, usize>,
+}
+
+/// The default per-tenant share of `permits`: half, at least one.
+pub(crate) fn default_per_tenant(permits: usize) -> usize {
+    (permits / 2).max(1)
 }
 
 impl CallPermits {
-    /// `permits` concurrent calls.
-    pub fn new(permits: usize) -> Self {
+    /// `permits` concurrent calls, at most `per_tenant` (at least 1, at
+    /// most `permits`) of them for one tenant.
+    pub fn new(permits: usize, per_tenant: usize) -> Self {
         Self {
-            free: Mutex::new(permits),
+            state: Mutex::new(PermitState {
+                free: permits,
+                held: HashMap::new(),
+            }),
             released: Condvar::new(),
+            per_tenant: per_tenant.clamp(1, permits.max(1)),
         }
     }
 
-    /// Takes a permit, waiting for one if all are in use. Hold it until the
-    /// call's `Store` is dropped: that is when the instance's pool slots are
-    /// released.
-    pub fn acquire(&self) -> CallPermit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        if *free == 0 {
+    /// Takes a permit for `tenant`, waiting while all are in use or the
+    /// tenant holds its whole share. Hold it until the call's `Store` is
+    /// dropped: that is when the instance's pool slots are released.
+    pub fn acquire(&self, tenant: &Arc<str>) -> CallPermit<'_> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let blocked = |state: &PermitState| {
+            state.free == 0 || state.held.get(tenant).copied().unwrap_or(0) >= self.per_tenant
+        };
+        if blocked(&state) {
             let waited = std::time::Instant::now();
-            while *free == 0 {
-                free = self.released.wait(free).unwrap_or_else(|p| p.into_inner());
+            let at_share = state.free > 0;
+            while blocked(&state) {
+                state = self.released.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             tracing::debug!(
+                tenant = %tenant,
                 waited_us = waited.elapsed().as_micros() as u64,
+                cause = if at_share { "the tenant's share" } else { "the pool" },
                 "waited for a free instance slot"
             );
         }
-        *free -= 1;
-        CallPermit { permits: self }
+        state.free -= 1;
+        *state.held.entry(tenant.clone()).or_insert(0) += 1;
+        CallPermit {
+            permits: self,
+            tenant: tenant.clone(),
+        }
     }
 
     /// Permits not taken right now.
     #[cfg(test)]
     fn available(&self) -> usize {
-        *self.free.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).free
     }
 }
 
@@ -148,13 +182,22 @@ impl CallPermits {
 #[derive(Debug)]
 pub(crate) struct CallPermit<'a> {
     permits: &'a CallPermits,
+    tenant: Arc<str>,
 }
 
 impl Drop for CallPermit<'_> {
     fn drop(&mut self) {
-        let mut free = self.permits.free.lock().unwrap_or_else(|p| p.into_inner());
-        *free += 1;
-        self.permits.released.notify_one();
+        let mut state = self.permits.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.free += 1;
+        if let Some(held) = state.held.get_mut(&self.tenant) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                state.held.remove(&self.tenant);
+            }
+        }
+        // Waiters wait on different conditions (the pool, their share):
+        // wake them all to recheck.
+        self.permits.released.notify_all();
     }
 }
 
@@ -166,15 +209,45 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn one_tenant_holds_at_most_its_share_and_others_get_the_rest() {
+        let permits = Arc::new(CallPermits::new(4, 2));
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let a1 = permits.acquire(&a);
+        let _a2 = permits.acquire(&a);
+        // A third for `a` waits although two permits are free...
+        let waiting = {
+            let (permits, a) = (permits.clone(), a.clone());
+            std::thread::spawn(move || {
+                let _a3 = permits.acquire(&a);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiting.is_finished(), "tenant a took more than its share");
+        // ...and `b` takes them at once.
+        let b1 = permits.acquire(&b);
+        let b2 = permits.acquire(&b);
+        assert_eq!(permits.available(), 0);
+        drop((b1, b2));
+        assert!(!waiting.is_finished(), "tenant a took more than its share");
+        drop(a1);
+        waiting
+            .join()
+            .expect("the waiting call proceeds once a has a permit back");
+        assert_eq!(permits.available(), 3);
+        assert_eq!(default_per_tenant(1), 1);
+        assert_eq!(default_per_tenant(8), 4);
+    }
+
+    #[test]
     fn permits_bound_concurrency_and_waiters_proceed() {
-        let permits = Arc::new(CallPermits::new(2));
+        let permits = Arc::new(CallPermits::new(2, 2));
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let (permits, running, peak) = (permits.clone(), running.clone(), peak.clone());
                 std::thread::spawn(move || {
-                    let _permit = permits.acquire();
+                    let _permit = permits.acquire(&Arc::from("acme"));
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(5));

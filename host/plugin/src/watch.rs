@@ -19,6 +19,11 @@
 //! files changes. Removing a `.wasm` file does not unload the plugin: the
 //! last version keeps serving.
 //!
+//! A set with a file over its upload limit ([`crate::UploadLimits`]: the
+//! component, configuration or sample size) is refused with kind
+//! `too-large` from the file's metadata size, before it is read, and not
+//! retried until its files change.
+//!
 //! A set whose files cannot be read (permissions, a directory where a file
 //! should be, a file that is not a regular file) is refused with kind `io`,
 //! naming the file and the system's error, and read again at every scan
@@ -39,7 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use crate::error::{PluginError, VersionId};
+use crate::error::{PluginError, PluginRef, VersionId};
 use crate::runtime::{LoadOptions, PluginRuntime, Sample, check_name, version_of};
 
 /// How the plugins directory is watched.
@@ -257,6 +262,23 @@ impl Watcher {
             if !stable || tracked.applied == Some(fingerprint) {
                 continue;
             }
+            if let Some(error) = self.too_large(&plugin, &fingerprint) {
+                // Refused from its size alone, once: not read, not retried
+                // until the files change.
+                if let Some(tracked) = self.tracked.get_mut(&key) {
+                    tracked.applied = Some(fingerprint);
+                    tracked.unreadable = None;
+                }
+                self.runtime.refuse(
+                    &plugin.tenant,
+                    &plugin.name,
+                    None,
+                    Some(plugin.wasm.display().to_string()),
+                    None,
+                    &error,
+                );
+                continue;
+            }
             match read_files(&plugin).await {
                 Ok(files) => {
                     if let Some(tracked) = self.tracked.get_mut(&key) {
@@ -269,6 +291,36 @@ impl Watcher {
             }
         }
         self.first = false;
+    }
+
+    /// A file of the set over its upload limit, told from its metadata
+    /// size before anything is read.
+    fn too_large(&self, plugin: &Found, fingerprint: &Fingerprint) -> Option<PluginError> {
+        let limits = self.runtime.upload_limits();
+        let caps = [
+            ("component", limits.max_component),
+            ("configuration", limits.max_config),
+            ("sample", limits.max_sample_bytes),
+        ];
+        let (what, size, limit) =
+            fingerprint
+                .iter()
+                .zip(caps)
+                .find_map(|(stamp, (what, cap))| {
+                    let len = usize::try_from(stamp.as_ref()?.len).unwrap_or(usize::MAX);
+                    (len > cap).then_some((what, len, cap))
+                })?;
+        Some(PluginError::TooLarge {
+            plugin: PluginRef {
+                tenant: plugin.tenant.as_str().into(),
+                plugin: plugin.name.as_str().into(),
+                // Not read, so not hashed.
+                version: VersionId::from_hex("unread"),
+            },
+            what,
+            size,
+            limit,
+        })
     }
 
     /// Logs the faults that are new or changed since the last scan, and
@@ -668,6 +720,59 @@ mod tests {
             first: true,
             faults: HashMap::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn files_over_their_caps_are_refused_from_their_size_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        for tenant in ["acme", "globex"] {
+            std::fs::create_dir(dir.path().join(tenant)).unwrap();
+        }
+        // 1 TiB, sparse: reading it would not end in a test's time.
+        let huge = std::fs::File::create(dir.path().join("acme/items.wasm")).unwrap();
+        huge.set_len(1 << 40).unwrap();
+        std::fs::write(dir.path().join("globex/items.wasm"), b"junk").unwrap();
+        let sample = std::fs::File::create(dir.path().join("globex/items.sample.json")).unwrap();
+        sample
+            .set_len(crate::UploadLimits::DEFAULT_MAX_SAMPLE_BYTES as u64 + 1)
+            .unwrap();
+        let mut watcher = watcher(dir.path());
+        let started = std::time::Instant::now();
+        watcher.scan().await;
+        watcher.scan().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "scanning took {:?}: the files were read",
+            started.elapsed()
+        );
+        let mut seen: Vec<(String, &str, String)> = watcher
+            .runtime
+            .refusals()
+            .iter()
+            .map(|r| (r.tenant.clone(), r.kind, r.reason.clone()))
+            .collect();
+        seen.sort();
+        let [
+            (acme, acme_kind, acme_reason),
+            (globex, globex_kind, globex_reason),
+        ] = seen.as_slice()
+        else {
+            panic!("one refusal per set, refused once: {seen:?}");
+        };
+        assert_eq!(
+            (acme.as_str(), *acme_kind, globex.as_str(), *globex_kind),
+            ("acme", "too-large", "globex", "too-large"),
+            "{seen:?}"
+        );
+        assert!(
+            acme_reason
+                .contains("the component is 1099511627776 bytes, over the limit of 16777216 bytes"),
+            "{acme_reason}"
+        );
+        assert!(
+            globex_reason.contains("the sample is 8388609 bytes, over the limit of 8388608 bytes"),
+            "{globex_reason}"
+        );
     }
 
     #[tokio::test]

@@ -12,9 +12,13 @@
 //! | `wrong-schema` | returns two columns for a schema of four |
 //! | `wrong-type` | returns text values for the integer key column |
 //! | `reject` | rejects every record |
+//! | `recurse` | recurses without end (a wasm stack overflow) |
+//! | `bad-utf8-offsets` | `Label` text offsets that split a character |
+//! | `decimal-out-of-range` | an `Amount` of 39 digits for `decimal(38,9)` |
 //!
-//! `wrong-schema` and `wrong-type` build their output by hand, past the
-//! SDK's own checks, so that the host's checks are what stops them.
+//! `wrong-schema`, `wrong-type`, `bad-utf8-offsets` and
+//! `decimal-out-of-range` build their output by hand, past the SDK's own
+//! checks, so that the host's checks are what stops them.
 //! Anything else is refused by `configure`. Resource `items` maps records
 //! `{"id": <int>, "amount": <number>?, "cc": "<cost center>"?}` to
 //! `Index`, `Label`, `Amount` (decimal(38,9)), `Cost Center` (the
@@ -36,6 +40,9 @@ enum Mode {
     Huge(usize),
     WrongSchema,
     WrongType,
+    BadUtf8Offsets,
+    DecimalOutOfRange,
+    Recurse,
     Reject,
 }
 
@@ -54,6 +61,9 @@ impl Mapper for Misbehave {
             "memory-bomb" => Mode::MemoryBomb,
             "wrong-schema" => Mode::WrongSchema,
             "wrong-type" => Mode::WrongType,
+            "bad-utf8-offsets" => Mode::BadUtf8Offsets,
+            "recurse" => Mode::Recurse,
+            "decimal-out-of-range" => Mode::DecimalOutOfRange,
             "reject" => Mode::Reject,
             other => match other.split_once(':') {
                 Some(("version", label)) if !label.is_empty() => Mode::Ok(label.to_owned()),
@@ -114,6 +124,9 @@ impl Mapper for Misbehave {
                 }
             }
             Mode::Trap => trap(),
+            Mode::Recurse => {
+                std::hint::black_box(recurse(std::hint::black_box(1)));
+            }
             Mode::MemoryBomb => {
                 let mut blocks: Vec<Vec<u8>> = Vec::new();
                 loop {
@@ -134,7 +147,10 @@ impl Mapper for Misbehave {
                 }
             }
             // Built by hand in `map_batch` below.
-            Mode::WrongSchema | Mode::WrongType => {}
+            Mode::WrongSchema
+            | Mode::WrongType
+            | Mode::BadUtf8Offsets
+            | Mode::DecimalOutOfRange => {}
             Mode::Reject => {
                 return Err(Rejection::field("id", "this plugin rejects every record").into());
             }
@@ -148,6 +164,14 @@ impl Mapper for Misbehave {
 #[allow(clippy::panic)]
 fn trap() -> ! {
     panic!("misbehave: trapping on purpose")
+}
+
+/// Calls itself until the wasm stack is exhausted; the frame holds an
+/// array so that it cannot be turned into a loop.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 16]);
+    recurse(depth + 1).wrapping_add(frame[(depth % 16) as usize])
 }
 
 /// Text values for `rows` rows.
@@ -192,6 +216,42 @@ fn broken_output(mode: &Mode, records: usize) -> Option<BatchOutput> {
                 }),
             },
         ],
+        Mode::BadUtf8Offsets | Mode::DecimalOutOfRange => {
+            let integers = ColumnData {
+                nulls: Vec::new(),
+                values: ColumnValues::Integer(sources.iter().map(|&i| i64::from(i)).collect()),
+            };
+            let label = if matches!(mode, Mode::BadUtf8Offsets) {
+                // "é" is two bytes: every end falls inside a character.
+                ColumnData {
+                    nulls: Vec::new(),
+                    values: ColumnValues::Text(TextValues {
+                        text: "é".repeat(records),
+                        ends: (0..records).map(|i| (2 * i + 1) as u32).collect(),
+                    }),
+                }
+            } else {
+                texts(records, "ok")
+            };
+            // i128::MAX unscaled: 39 digits, one more than decimal(38, 9)
+            // holds.
+            let amount = ColumnData {
+                nulls: Vec::new(),
+                values: ColumnValues::Decimal(mlc_plugin_sdk::DecimalValues {
+                    scale: 9,
+                    lo: vec![u64::MAX; records],
+                    hi: vec![i64::MAX; records],
+                }),
+            };
+            let cost_center = ColumnData {
+                nulls: sources.clone(),
+                values: ColumnValues::Text(TextValues {
+                    text: String::new(),
+                    ends: vec![0; records],
+                }),
+            };
+            vec![integers, label, amount, cost_center]
+        }
         _ => return None,
     };
     Some(BatchOutput {

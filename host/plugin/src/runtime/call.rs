@@ -213,7 +213,7 @@ impl PluginRuntime {
         calls: impl FnOnce(&mapper::Guest, &mut Store<HostState>) -> Result<T, CallFailure>,
     ) -> Result<T, PluginError> {
         // Declared before the store so that it is returned after it.
-        let permit = self.inner.permits.acquire();
+        let permit = self.inner.permits.acquire(&plugin.tenant);
         let mut store = self.new_store(plugin, limits)?;
         let result = (|| {
             let instance = pre

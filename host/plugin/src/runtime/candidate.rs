@@ -86,7 +86,12 @@ impl PluginRuntime {
             plugin: name.into(),
             version,
         };
-        self.check_upload(&plugin, wasm, options.config.as_deref())?;
+        self.check_upload(
+            &plugin,
+            wasm,
+            options.config.as_deref(),
+            options.sample.as_ref(),
+        )?;
         let loaded = self.prepare(&plugin, wasm, options)?;
         Ok(Candidate {
             loaded: Arc::new(loaded),

@@ -153,7 +153,12 @@ impl PluginRuntime {
             plugin: name.into(),
             version: version.clone(),
         };
-        if let Err(error) = self.check_upload(&plugin, wasm, options.config.as_deref()) {
+        if let Err(error) = self.check_upload(
+            &plugin,
+            wasm,
+            options.config.as_deref(),
+            options.sample.as_ref(),
+        ) {
             self.refuse(
                 tenant,
                 name,
@@ -192,43 +197,6 @@ impl PluginRuntime {
             }
         }
     }
-    /// The upload limits, before anything is compiled.
-    pub(super) fn check_upload(
-        &self,
-        plugin: &PluginRef,
-        wasm: &[u8],
-        config: Option<&str>,
-    ) -> Result<(), PluginError> {
-        let limits = &self.inner.uploads;
-        let too_large = |what, size, limit| PluginError::TooLarge {
-            plugin: plugin.clone(),
-            what,
-            size,
-            limit,
-        };
-        if wasm.len() > limits.max_component {
-            return Err(too_large("component", wasm.len(), limits.max_component));
-        }
-        if let Some(c) = config
-            && c.len() > limits.max_config
-        {
-            return Err(too_large("configuration", c.len(), limits.max_config));
-        }
-        let (tenant, name): (&str, &str) = (&plugin.tenant, &plugin.plugin);
-        let others = super::read(&self.inner.slots)
-            .keys()
-            .filter(|(t, n)| t == tenant && n != name)
-            .count();
-        if others >= limits.max_plugins_per_tenant {
-            return Err(PluginError::TooManyPlugins {
-                tenant: tenant.to_owned(),
-                name: name.to_owned(),
-                limit: limits.max_plugins_per_tenant,
-            });
-        }
-        Ok(())
-    }
-
     /// Compiles and validates one version.
     pub(super) fn prepare(
         &self,
@@ -238,8 +206,8 @@ impl PluginRuntime {
     ) -> Result<Loaded, PluginError> {
         let parts = &self.inner.parts;
         let wasm_sha256 = sha256_hex(wasm);
-        let (component, compile) = match self.compiled(&wasm_sha256) {
-            Some(component) => (component, CompileSource::Memory),
+        let (component, compile, cache_entry) = match self.compiled(&wasm_sha256) {
+            Some(component) => (component, CompileSource::Memory, None),
             None => parts.compile(plugin, wasm, &wasm_sha256)?,
         };
         let imports = parts.imports(&component);
@@ -322,6 +290,10 @@ impl PluginRuntime {
             loaded.info.sample = Some(self.run_sample(&loaded, &limits, sample)?);
         }
         loaded.info.validation = started.elapsed();
+        // Accepted: only now does a fresh compile go into the disk cache.
+        if let Some(entry) = cache_entry {
+            parts.store(entry, &loaded.component);
+        }
         Ok(loaded)
     }
 
@@ -394,6 +366,7 @@ mod tests {
                 max_component: 1 << 20,
                 max_config: 64,
                 max_plugins_per_tenant: 1,
+                ..crate::UploadLimits::default()
             },
             ..RuntimeConfig::default()
         })

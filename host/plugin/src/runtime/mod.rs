@@ -11,7 +11,9 @@
 //! - instances from wasmtime's pooling allocator (slots reserved once and
 //!   reused, memory kept resident between calls), at most
 //!   [`RuntimeConfig::max_concurrent_calls`] at a time: a call beyond that
-//!   waits for a permit instead of failing.
+//!   waits for a permit instead of failing; one tenant holds at most
+//!   [`RuntimeConfig::max_calls_per_tenant`] of them, so the others' calls
+//!   keep flowing while it saturates its share.
 //!
 //! Each (tenant, plugin) has a slot whose current version sits in an
 //! `ArcSwap`: a batch takes the current version once, at its start, so a
@@ -24,6 +26,7 @@
 //! - this module: [`RuntimeConfig`], the shared state and the limits;
 //! - [`records`]: validation samples and the record texts they hold;
 //! - [`registry`]: the versions kept per plugin, swaps, rollback, refusals;
+//! - [`upload`]: the upload limits, checked before anything is compiled;
 //! - [`load`]: compiling and validating a version before it is swapped in;
 //! - [`call`]: one batch call in a fresh, bounded store;
 //! - [`candidate`]: a version validated and run beside the current one,
@@ -34,16 +37,19 @@ mod candidate;
 mod load;
 mod records;
 mod registry;
+mod upload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::engine::{EngineParts, PoolSizing, version_hex};
+use crate::engine::{CompileSettings, EngineParts, PoolSizing, version_hex};
 use crate::error::{PluginError, VersionId};
-use crate::limits::{EpochTicker, PluginLimits, UploadLimits};
-use crate::pool::{CallPermits, InstanceAllocator, default_max_concurrent_calls};
+use crate::limits::{CompileConfig, EpochTicker, PluginLimits, UploadLimits};
+use crate::pool::{
+    CallPermits, InstanceAllocator, default_max_concurrent_calls, default_per_tenant,
+};
 use crate::reference::{NoReferenceData, ReferenceData};
 
 pub use candidate::Candidate;
@@ -85,6 +91,13 @@ pub struct RuntimeConfig {
     pub max_concurrent_calls: usize,
     /// What a tenant may hand the runtime to load.
     pub uploads: UploadLimits,
+    /// Where and under which limits uploads are compiled: out of process
+    /// by default.
+    pub compile: CompileConfig,
+    /// Call permits one tenant may hold at once, so that one tenant's
+    /// calls cannot take the whole pool. `None` (default): half the
+    /// permits, at least one.
+    pub max_calls_per_tenant: Option<usize>,
 }
 
 impl Default for RuntimeConfig {
@@ -99,6 +112,8 @@ impl Default for RuntimeConfig {
             pooling: true,
             max_concurrent_calls: default_max_concurrent_calls(),
             uploads: UploadLimits::default(),
+            compile: CompileConfig::default(),
+            max_calls_per_tenant: None,
         }
     }
 }
@@ -113,6 +128,9 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("max_versions", &self.max_versions)
             .field("pooling", &self.pooling)
             .field("max_concurrent_calls", &self.max_concurrent_calls)
+            .field("uploads", &self.uploads)
+            .field("compile", &self.compile)
+            .field("max_calls_per_tenant", &self.max_calls_per_tenant)
             .finish_non_exhaustive()
     }
 }
@@ -190,12 +208,25 @@ impl PluginRuntime {
                 "max_concurrent_calls must be at least 1".into(),
             ));
         }
+        let per_tenant = match config.max_calls_per_tenant {
+            Some(0) => {
+                return Err(PluginError::Config(
+                    "max_calls_per_tenant must be at least 1".into(),
+                ));
+            }
+            Some(n) => n.min(config.max_concurrent_calls),
+            None => default_per_tenant(config.max_concurrent_calls),
+        };
         let fuel = config.consume_fuel || config.default_limits.fuel.is_some();
         let pool = config.pooling.then(|| PoolSizing {
             max_calls: config.max_concurrent_calls,
             max_memory: pool_memory(&config.default_limits),
         });
-        let parts = EngineParts::new(config.cache_dir.as_deref(), fuel, pool)?;
+        let compile = CompileSettings {
+            config: config.compile.clone(),
+            max_wasm_stack: config.uploads.shape.max_wasm_stack,
+        };
+        let parts = EngineParts::new(config.cache_dir.as_deref(), fuel, pool, compile)?;
         let ticker = EpochTicker::start(parts.engine.weak(), config.epoch_tick)
             .map_err(|e| PluginError::Engine(Box::new(e)))?;
         Ok(Self {
@@ -209,7 +240,7 @@ impl PluginRuntime {
                 slots: RwLock::new(HashMap::new()),
                 tenant_limits: RwLock::new(HashMap::new()),
                 refusals: Mutex::new(Vec::new()),
-                permits: CallPermits::new(config.max_concurrent_calls),
+                permits: CallPermits::new(config.max_concurrent_calls, per_tenant),
                 _ticker: ticker,
             }),
         })
@@ -219,6 +250,11 @@ impl PluginRuntime {
     /// and why.
     pub fn allocator(&self) -> &InstanceAllocator {
         &self.inner.parts.allocator
+    }
+
+    /// What a tenant may hand the runtime to load.
+    pub fn upload_limits(&self) -> &UploadLimits {
+        &self.inner.uploads
     }
 
     /// Whether this runtime meters fuel.
@@ -481,6 +517,15 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, PluginError::Config(_)), "{err}");
+        let err = PluginRuntime::new(RuntimeConfig {
+            max_calls_per_tenant: Some(0),
+            ..RuntimeConfig::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, PluginError::Config(m) if m.contains("max_calls_per_tenant")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -47,6 +47,22 @@ impl Sample {
     }
 }
 
+impl Sample {
+    /// Records and bytes of record text, over all resources.
+    pub fn size(&self) -> (usize, usize) {
+        let lists: Vec<&Vec<String>> = match self {
+            Self::Records(records) => vec![records],
+            Self::PerResource(map) => map.values().collect(),
+        };
+        lists.iter().fold((0, 0), |(n, bytes), list| {
+            (
+                n + list.len(),
+                bytes + list.iter().map(String::len).sum::<usize>(),
+            )
+        })
+    }
+}
+
 /// Records of a JSON array, each an exact JSON object text in which no
 /// object (at any depth) names the same member twice: the contract promises
 /// plugins records the host has parsed, and a repeated member would be read
