@@ -480,13 +480,13 @@ async fn a_hostile_tenant_hurts_no_one_and_changes_nothing() {
     // --- webhooks --------------------------------------------------------
     let hook = |tenant: &str, token: &str| format!("{public}/webhooks/tableau/{tenant}/{token}");
     // mallory's real webhook URL (with its token), as Tableau delivers to it.
-    let genuine = world
+    let delivered = world
         .tableau
         .webhook_deliveries()
         .into_iter()
-        .map(|d| d.url)
-        .find(|u| u.starts_with(&hook("mallory", "")))
+        .find(|d| d.url.starts_with(&hook("mallory", "")))
         .expect("Tableau delivered a webhook to mallory's receiver");
+    let genuine = delivered.url.clone();
     let webhooks: Vec<(&str, String, Vec<u8>, u16)> = vec![
         (
             "webhook: a forged token",
@@ -524,6 +524,22 @@ async fn a_hostile_tenant_hurts_no_one_and_changes_nothing() {
         let answer = send(&s.http, Method::POST, &url, Some(body), None).await;
         s.case(name, expect(&answer, status, &[]), before).await;
     }
+    // A genuine delivery sent again: seen before, counted, nothing done.
+    let before = picture(&server, &world).await;
+    let answer = send(
+        &s.http,
+        Method::POST,
+        &genuine,
+        Some(delivered.payload.to_string().into_bytes()),
+        None,
+    )
+    .await;
+    s.case(
+        "webhook: a replayed delivery",
+        expect(&answer, 200, &["duplicate"]),
+        before,
+    )
+    .await;
     let before = picture(&server, &world).await;
     let mut codes = std::collections::BTreeMap::new();
     for _ in 0..200 {
