@@ -22,6 +22,7 @@ mod cycle;
 pub mod definition;
 mod error;
 mod journal;
+mod mappings_dir;
 mod pipeline;
 mod reference;
 pub mod shadow;
@@ -30,12 +31,12 @@ pub mod template;
 
 pub use apply::{Applied, ApplyError, apply_definition, apply_definition_to};
 pub use compose::{
-    ComposeError, Host, HostConfig, REFRESH_TOKEN_SECRET, Tenant, mapping_paths, missing_scripts,
-    stored_definition,
+    ComposeError, Host, HostConfig, REFRESH_TOKEN_SECRET, Tenant, stored_definition,
 };
 pub use cycle::{Progress, Quiet, Stage};
 pub use error::SyncError;
 pub use journal::{run_durable_cycle, run_durable_cycle_with};
+pub use mappings_dir::{kept_script_path, mapping_paths, missing_scripts};
 pub use pipeline::{
     Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, PipelineSpec,
 };

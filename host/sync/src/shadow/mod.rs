@@ -26,9 +26,10 @@ use mlc_plugin::{GuestFailure, LoadOptions, PluginError, Sample, VersionId};
 use mlc_store::{StoreError, TenantStore};
 use serde::Serialize;
 
-use crate::compose::{ComposeError, Host, mapping_paths, stored_definition};
+use crate::compose::{ComposeError, Host, stored_definition};
 use crate::cycle::blocking;
 use crate::definition::{Mapping, PipelineDefinition};
+use crate::mappings_dir::{kept_script_path, mapping_paths};
 use compare::{Comparison, RowChanges, SchemaChange};
 
 /// Records mapped per call in a shadow run.
@@ -538,7 +539,7 @@ impl Host {
         };
         let previous_kept = match (&previous, &previous_version) {
             (Some(bytes), Some(version)) => {
-                let kept = crate::compose::kept_script_path(
+                let kept = kept_script_path(
                     &self.config.mappings_dir,
                     t.tenant,
                     &file,
