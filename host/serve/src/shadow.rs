@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api::{ApiError, audited, held};
 use crate::app::App;
@@ -90,15 +90,7 @@ pub async fn promote(
         .await
         .map_err(api_error)?;
     let doc = serde_json::to_value(&promoted).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let detail = json!({
-        "pipeline": doc["pipeline"],
-        "candidate": "api upload",
-        "file": doc["file"],
-        "previous_version": doc["previous_version"],
-        "previous_kept": doc["previous_kept"],
-        "version": doc["version"],
-        "schema_changed": doc["schema_changed"],
-    });
+    let detail = promoted.audit_detail("api upload");
     audited(&app, "mapping.promote", &tenant, detail).await?;
     Ok(axum::Json(doc))
 }

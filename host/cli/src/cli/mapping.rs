@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use mlc_sync::{CandidateFile, DiffOptions};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Output;
 use super::remote::Place;
@@ -124,34 +124,19 @@ impl PromoteArgs {
                 let promoted = host.promote_mapping(&store, &pipeline, &candidate).await;
                 host.shutdown().await;
                 let promoted = promoted?;
-                let doc = serde_json::to_value(&promoted)?;
                 let runtime = args.runtime()?;
                 runtime.audit(
                     &actor(),
                     "mapping.promote",
                     Some(&tenant),
-                    promote_audit(&doc, &candidate.origin),
+                    promoted.audit_detail(&candidate.origin),
                 )?;
-                doc
+                serde_json::to_value(&promoted)?
             }
         };
         print(output, &doc, || promote_text(&doc));
         Ok(())
     }
-}
-
-/// What the audit log keeps of a promote (versions and paths, never the
-/// script itself: the kept file holds that).
-pub fn promote_audit(doc: &Value, origin: &str) -> Value {
-    json!({
-        "pipeline": doc["pipeline"],
-        "candidate": origin,
-        "file": doc["file"],
-        "previous_version": doc["previous_version"],
-        "previous_kept": doc["previous_kept"],
-        "version": doc["version"],
-        "schema_changed": doc["schema_changed"],
-    })
 }
 
 fn short(v: &Value) -> String {

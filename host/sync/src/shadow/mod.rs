@@ -118,6 +118,23 @@ pub struct Promoted {
     pub schema_changed: bool,
 }
 
+impl Promoted {
+    /// What the admin audit log keeps of this promote: versions and paths,
+    /// never the script itself (the kept file holds that). `candidate`
+    /// names where it came from (a path, or the API).
+    pub fn audit_detail(&self, candidate: &str) -> serde_json::Value {
+        serde_json::json!({
+            "pipeline": self.pipeline,
+            "candidate": candidate,
+            "file": self.file,
+            "previous_version": self.previous_version,
+            "previous_kept": self.previous_kept,
+            "version": self.version,
+            "schema_changed": self.schema_changed,
+        })
+    }
+}
+
 /// Why a shadow run or a promote could not be done. Each names the tenant
 /// and pipeline.
 #[derive(Debug, thiserror::Error)]
