@@ -58,6 +58,23 @@ pub fn scripted_wasm() -> PathBuf {
     path
 }
 
+/// Runs `cmd` (the CLI with `args`) with `stdin` as its input.
+pub fn with_stdin(mut cmd: Command, args: &[&str], stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running ml-connector {args:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("writing stdin");
+    child.wait_with_output().expect("waiting")
+}
+
 /// Status, stdout and stderr of a finished command, for assertion messages.
 pub fn explain(out: &Output) -> String {
     format!(
@@ -222,20 +239,7 @@ accounts = "CORP_ACCOUNT"
 
     /// Runs the CLI with `stdin` as its input.
     pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("running ml-connector {args:?}: {e}"));
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("writing stdin");
-        child.wait_with_output().expect("waiting")
+        with_stdin(self.command(args), args, stdin)
     }
 
     /// Runs the CLI and asserts it succeeded; its stdout.

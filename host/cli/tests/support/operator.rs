@@ -68,21 +68,7 @@ impl Scratch {
 
     /// Runs the CLI with `stdin`, asserting success.
     pub fn ok_with_stdin(&self, args: &[&str], stdin: &str) {
-        use std::io::Write;
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("running ml-connector {args:?}: {e}"));
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("writing stdin");
-        let out = child.wait_with_output().expect("waiting");
+        let out = super::with_stdin(self.command(args), args, stdin);
         assert!(
             out.status.success(),
             "ml-connector {args:?}: {}",

@@ -190,8 +190,7 @@ async function mappingAction(action) {
     result.dataset.state = "refused";
     result.replaceChildren(el("div", { class: "error" }, `failed: ${e}`));
   } finally {
-    const now = document.getElementById("candidate").value;
-    promote.disabled = !(diffed && diffed.text === now && diffed.target === target);
+    candidateChanged();
   }
 }
 

@@ -232,8 +232,42 @@ pub enum ShadowError {
     },
 }
 
-/// A pipeline, the plugin name its mapping runs as, and its script file
-/// when it has one.
+/// Keys picked for a shadow run, each once, up to a limit.
+struct Picked {
+    seen: std::collections::HashSet<String>,
+    keys: Vec<String>,
+    limit: usize,
+}
+
+impl Picked {
+    fn full(&self) -> bool {
+        self.keys.len() >= self.limit
+    }
+
+    /// Pages through one source of keys (`page(after)` gives the keys after
+    /// `after`, in order) until it ends or enough are picked.
+    fn drain(
+        &mut self,
+        mut page: impl FnMut(Option<&str>) -> Result<Vec<String>, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        while !self.full() {
+            let chunk = page(after.as_deref())?;
+            let Some(last) = chunk.last().cloned() else {
+                return Ok(());
+            };
+            after = Some(last);
+            for k in chunk {
+                if !self.full() && self.seen.insert(k.clone()) {
+                    self.keys.push(k);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pipeline and the plugin name its mapping runs as.
 struct Target<'a> {
     tenant: &'a str,
     def: PipelineDefinition,
@@ -380,45 +414,37 @@ impl Host {
     }
 
     /// The keys a shadow run maps: those of the newest batches first, then
-    /// any others, up to `limit`.
+    /// any others, up to `limit`. Batches are read newest first, a few at a
+    /// time, so a long history is not read to fill a small sample.
     fn recent_keys(
         store: &TenantStore,
         pipeline: &str,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let mut seen = std::collections::HashSet::new();
-        let mut keys = Vec::new();
-        let mut push = |batch_keys: Vec<String>, keys: &mut Vec<String>| {
-            for k in batch_keys {
-                if keys.len() < limit && seen.insert(k.clone()) {
-                    keys.push(k);
+        let mut picked = Picked {
+            seen: std::collections::HashSet::new(),
+            keys: Vec::new(),
+            limit,
+        };
+        let (mut wanted, mut read) = (16, 0);
+        loop {
+            let batches = store.recent_batches(pipeline, None, wanted)?;
+            // A batch created meanwhile shifts the list by one: the batch
+            // read again at `read` adds no key twice.
+            for batch in batches.iter().skip(read) {
+                picked.drain(|after| store.batch_keys(pipeline, batch.seq, after, CHUNK))?;
+                if picked.full() {
+                    return Ok(picked.keys);
                 }
             }
-        };
-        for batch in store.recent_batches(pipeline, None, usize::MAX)? {
-            let mut after: Option<String> = None;
-            while keys.len() < limit {
-                let chunk = store.batch_keys(pipeline, batch.seq, after.as_deref(), CHUNK)?;
-                let Some(last) = chunk.last().cloned() else {
-                    break;
-                };
-                after = Some(last);
-                push(chunk, &mut keys);
-            }
-            if keys.len() >= limit {
-                return Ok(keys);
-            }
-        }
-        let mut after: Option<String> = None;
-        while keys.len() < limit {
-            let chunk = store.latest_keys(pipeline, after.as_deref(), CHUNK)?;
-            let Some(last) = chunk.last().cloned() else {
+            if batches.len() < wanted {
                 break;
-            };
-            after = Some(last);
-            push(chunk, &mut keys);
+            }
+            read = batches.len();
+            wanted = wanted.saturating_mul(4);
         }
-        Ok(keys)
+        picked.drain(|after| store.latest_keys(pipeline, after, CHUNK))?;
+        Ok(picked.keys)
     }
 
     /// Maps the pipeline's recent stored records with the version in use

@@ -142,14 +142,7 @@ impl PluginDir {
 }
 
 pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("a file path without a name")?;
-    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} into place", path.display()))
+    Ok(mlc_common::fs::write_atomically(path, bytes)?)
 }
 
 pub(super) fn list(dir: &PluginDir, output: Output) -> anyhow::Result<()> {
