@@ -45,6 +45,6 @@ pub use error::OracleError;
 pub use gate::RequestStats;
 pub use model::{
     Cursor, KeyKind, MemoryRecordIndex, NothingExported, Page, PullStats, RawRecord, RecordIndex,
-    ResourceSpec,
+    ResourceSpec, compare_keys,
 };
 pub use sliced::SlicedPull;

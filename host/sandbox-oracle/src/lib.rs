@@ -245,6 +245,7 @@ impl OracleSandbox {
             faults,
             base_url: format!("http://{addr}/fscmRestApi/resources/{}", server::VERSION),
             requests: AtomicU64::new(0),
+            requests_by_resource: Default::default(),
             live_counter: AtomicU64::new(0),
         });
         let app = server::router(Arc::clone(&shared));
@@ -462,9 +463,22 @@ impl OracleSandbox {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
-    /// Sets [`request_count`](Self::request_count) back to 0.
+    /// Requests of one top-level resource (`invoices`, its children
+    /// included) served since start or the last reset, any outcome.
+    pub fn resource_request_count(&self, resource: &str) -> u64 {
+        self.shared
+            .requests_by_resource
+            .lock()
+            .map_or(0, |by| by.get(resource).copied().unwrap_or(0))
+    }
+
+    /// Sets [`request_count`](Self::request_count) and
+    /// [`resource_request_count`](Self::resource_request_count) back to 0.
     pub fn reset_request_count(&self) {
         self.shared.requests.store(0, Ordering::Relaxed);
+        if let Ok(mut by) = self.shared.requests_by_resource.lock() {
+            by.clear();
+        }
     }
 
     /// Throttling counters since start or the last

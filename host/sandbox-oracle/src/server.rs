@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub base_url: String,
     /// Resource requests served (any outcome).
     pub requests: AtomicU64,
+    /// The same, per top-level resource (`invoices` for
+    /// `invoices/{id}/child/invoiceLines` too).
+    pub requests_by_resource: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Counter feeding the live random numbers.
     pub live_counter: AtomicU64,
 }
@@ -316,6 +319,10 @@ async fn resource(
 ) -> Response {
     let arrival = tokio::time::Instant::now();
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut by) = shared.requests_by_resource.lock() {
+        let top = path.split('/').next().unwrap_or_default();
+        *by.entry(top.to_owned()).or_default() += 1;
+    }
     let auth = shared.auth.check(&headers);
     let client = auth.as_ref().ok().cloned();
     // Held until the answer is ready: the request is in flight till then.
@@ -1013,6 +1020,7 @@ mod tests {
             faults: Faults::default(),
             base_url: "http://127.0.0.1:1/fscmRestApi/resources/11.13.18.05".into(),
             requests: AtomicU64::new(0),
+            requests_by_resource: Default::default(),
             live_counter: AtomicU64::new(0),
         };
         let res = crate::resources::resource("invoices").unwrap();

@@ -34,7 +34,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::limits::{Clock, ServeLimits};
-use crate::pipeline::{Command, PipelineLoop, pipeline_loop};
+use crate::pipeline::{Addressed, Command, GroupLoop, Member, group_loop};
 use crate::runtime_file;
 use crate::status::{Refused, Status, TenantState, error_chain, unix};
 
@@ -79,11 +79,6 @@ pub fn owner(tenant: &str, count: u32) -> u32 {
         .unwrap_or(0)
 }
 
-struct PipelineTask {
-    commands: mpsc::Sender<Command>,
-    task: JoinHandle<()>,
-}
-
 /// A file's identity for change detection: length and modification time.
 type Fingerprint = Option<(u64, SystemTime)>;
 
@@ -100,7 +95,11 @@ pub struct Running {
     definition: String,
     /// Script files (and their samples) per pipeline, as last loaded.
     scripts: BTreeMap<String, (Vec<PathBuf>, Vec<Fingerprint>)>,
-    pipelines: BTreeMap<String, PipelineTask>,
+    /// Each pipeline's group's commands (a group: the pipelines that read
+    /// one resource and share its pull).
+    pipelines: BTreeMap<String, mpsc::Sender<Addressed>>,
+    /// One task per group.
+    tasks: Vec<JoinHandle<()>>,
     /// The token its webhooks carry.
     pub webhook_token: Option<Secret>,
 }
@@ -227,11 +226,11 @@ impl Scheduler {
     /// Sends `command` to a pipeline's task; false when it does not run.
     pub async fn command(&self, tenant: &str, pipeline: &str, command: Command) -> bool {
         let sender = match self.tenants.lock().await.get(tenant).map(|s| &s.state) {
-            Some(SlotState::Running(r)) => r.pipelines.get(pipeline).map(|p| p.commands.clone()),
+            Some(SlotState::Running(r)) => r.pipelines.get(pipeline).cloned(),
             _ => None,
         };
         match sender {
-            Some(tx) => tx.send(command).await.is_ok(),
+            Some(tx) => tx.send((pipeline.to_owned(), command)).await.is_ok(),
             None => false,
         }
     }
@@ -455,22 +454,35 @@ impl Scheduler {
         }
         let per_tenant = Arc::new(Semaphore::new(self.limits.per_tenant.max(1)));
         let mut pipelines = BTreeMap::new();
+        let mut tasks = Vec::new();
         let mut scripts = BTreeMap::new();
-        for spec in &tenant.pipelines {
-            let Some(def) = tenant.definition.pipeline(&spec.name) else {
+        let names: Vec<String> = tenant.pipelines.iter().map(|p| p.name.clone()).collect();
+        for group in tenant.pull_groups(&names) {
+            let mut members = Vec::new();
+            for name in group {
+                let (Some(spec), Some(def)) =
+                    (tenant.pipeline(name), tenant.definition.pipeline(name))
+                else {
+                    continue;
+                };
+                if let Mapping::Script(file) = &def.mapping {
+                    let (script, sample) = self.host.mapping_paths(id, file);
+                    let prints = vec![fingerprint(&script), fingerprint(&sample)];
+                    scripts.insert(spec.name.clone(), (vec![script, sample], prints));
+                }
+                members.push(Member::new(spec.clone(), def.every));
+            }
+            if members.is_empty() {
                 continue;
-            };
-            if let Mapping::Script(file) = &def.mapping {
-                let (script, sample) = self.host.mapping_paths(id, file);
-                let prints = vec![fingerprint(&script), fingerprint(&sample)];
-                scripts.insert(spec.name.clone(), (vec![script, sample], prints));
             }
             let (tx, rx) = mpsc::channel(8);
-            let task = tokio::spawn(pipeline_loop(PipelineLoop {
+            for m in &members {
+                pipelines.insert(m.spec.name.clone(), tx.clone());
+            }
+            tasks.push(tokio::spawn(group_loop(GroupLoop {
                 host: self.host.clone(),
                 tenant: tenant.clone(),
-                spec: spec.clone(),
-                every: def.every,
+                members,
                 status: self.status.clone(),
                 limits: self.limits.clone(),
                 clock: self.clock,
@@ -478,8 +490,7 @@ impl Scheduler {
                 global: self.global.clone(),
                 stop: self.stop.subscribe(),
                 commands: rx,
-            }));
-            pipelines.insert(spec.name.clone(), PipelineTask { commands: tx, task });
+            })));
         }
         self.status.tenant_state(id, TenantState::Running);
         self.status.set_pipelines(
@@ -511,6 +522,7 @@ impl Scheduler {
                 definition: text.unwrap_or_default(),
                 scripts,
                 pipelines,
+                tasks,
                 webhook_token,
             }));
         }
@@ -565,11 +577,14 @@ impl Scheduler {
     /// its store and lookups) takes over and only the old clients go.
     async fn stop_running(&self, running: Running, release: bool) {
         let Running {
-            tenant, pipelines, ..
+            tenant,
+            pipelines,
+            tasks,
+            ..
         } = running;
-        for (_, p) in pipelines {
-            drop(p.commands);
-            if let Err(e) = p.task.await
+        drop(pipelines);
+        for task in tasks {
+            if let Err(e) = task.await
                 && e.is_panic()
             {
                 tracing::error!(tenant = %tenant.id(), "a pipeline task panicked");
@@ -615,8 +630,8 @@ impl Scheduler {
             let mut tenants = self.tenants.lock().await;
             for (_, slot) in std::mem::take(&mut *tenants) {
                 if let SlotState::Running(r) = slot.state {
-                    for (_, p) in r.pipelines {
-                        p.task.abort();
+                    for task in r.tasks {
+                        task.abort();
                     }
                 }
             }

@@ -218,13 +218,11 @@ impl TenantStore {
         })
     }
 
-    fn write_batch(
-        &self,
-        batch: &mut Batch,
-        next: BatchState,
-        extra: impl FnOnce(&redb::WriteTransaction, &mut Batch) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        if !batch.state.allows(&next) {
+    /// `batch` moved to `next`, checked against the journal's rules (the
+    /// history gains an entry when the state's name changes, or on a
+    /// failure).
+    fn next_version(&self, batch: &Batch, next: &BatchState) -> Result<Batch, StoreError> {
+        if !batch.state.allows(next) {
             return Err(StoreError::Transition {
                 batch: batch.id.clone(),
                 from: batch.state.name(),
@@ -233,9 +231,19 @@ impl TenantStore {
         }
         let mut updated = batch.clone();
         if updated.state.name() != next.name() || matches!(next, BatchState::Failed { .. }) {
-            updated.history.push(change(&next));
+            updated.history.push(change(next));
         }
-        updated.state = next;
+        updated.state = next.clone();
+        Ok(updated)
+    }
+
+    fn write_batch(
+        &self,
+        batch: &mut Batch,
+        next: BatchState,
+        extra: impl FnOnce(&redb::WriteTransaction, &mut Batch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut updated = self.next_version(batch, &next)?;
         let tx = self.db.begin_write().map_err(self.err("writing"))?;
         extra(&tx, &mut updated)?;
         {
@@ -260,43 +268,50 @@ impl TenantStore {
         records: &[StoredRecord],
         position: Option<Position>,
     ) -> Result<(), StoreError> {
+        self.record_shared_page(&mut [(batch, records)], position)
+    }
+
+    /// Records one page of a pull shared by several pipelines' batches, in
+    /// one transaction: for each batch its own records (what its record
+    /// index kept of the page) as [`TenantStore::record_page`] does, and
+    /// the same position for all of them. Either every batch records the
+    /// page or none does.
+    pub fn record_shared_page(
+        &self,
+        pages: &mut [(&mut Batch, &[StoredRecord])],
+        position: Option<Position>,
+    ) -> Result<(), StoreError> {
         self.guard(|| {
-            let pipeline = batch.pipeline.clone();
-            let (seq, before) = (batch.seq, batch.records);
-            let path = self.path.clone();
-            self.write_batch(
-                batch,
-                BatchState::Pulling { position },
-                move |tx, updated| {
-                    let db = |what: &'static str| {
-                        let path = path.clone();
-                        move |e: redb::Error| StoreError::Database {
-                            path,
-                            what: what.to_owned(),
-                            source: Box::new(e),
-                        }
-                    };
-                    let mut raw = tx
-                        .open_table(RAW)
-                        .map_err(|e| db("opening raw")(e.into()))?;
-                    let mut latest = tx
-                        .open_table(LATEST)
-                        .map_err(|e| db("opening latest")(e.into()))?;
-                    let mut keys = tx
-                        .open_table(BATCH_KEYS)
-                        .map_err(|e| db("opening batch keys")(e.into()))?;
+            let next = BatchState::Pulling { position };
+            let mut updated = Vec::with_capacity(pages.len());
+            for (batch, _) in pages.iter() {
+                updated.push(self.next_version(batch, &next)?);
+            }
+            let tx = self.db.begin_write().map_err(self.err("writing"))?;
+            {
+                let mut raw = tx.open_table(RAW).map_err(self.err("opening raw"))?;
+                let mut latest = tx.open_table(LATEST).map_err(self.err("opening latest"))?;
+                let mut keys = tx
+                    .open_table(BATCH_KEYS)
+                    .map_err(self.err("opening batch keys"))?;
+                let mut batches = tx
+                    .open_table(BATCHES)
+                    .map_err(self.err("opening batches"))?;
+                for ((_, records), updated) in pages.iter().zip(updated.iter_mut()) {
+                    let (pipeline, seq) = (updated.pipeline.as_str(), updated.seq);
                     let (mut added, mut changed) = (0u64, 0u64);
-                    for r in records {
+                    for r in records.iter() {
                         let fresh = keys
-                            .insert((pipeline.as_str(), seq, r.key.as_str()), ())
-                            .map_err(|e| db("writing batch keys")(e.into()))?
+                            .insert((pipeline, seq, r.key.as_str()), ())
+                            .map_err(self.err("writing batch keys"))?
                             .is_none();
                         added += u64::from(fresh);
-                        // A version identical to the latest stored one (a full
-                        // refresh that found it unchanged) is not stored again.
+                        // A version identical to the latest stored one (a
+                        // full refresh that found it unchanged) is not
+                        // stored again.
                         let same = latest
-                            .get((pipeline.as_str(), r.key.as_str()))
-                            .map_err(|e| db("reading latest versions")(e.into()))?
+                            .get((pipeline, r.key.as_str()))
+                            .map_err(self.err("reading latest versions"))?
                             .and_then(|v| decode_latest(v.value()))
                             .is_some_and(|(_, lu, h)| lu == r.last_update && h == r.content_hash);
                         if same {
@@ -304,18 +319,26 @@ impl TenantStore {
                         }
                         changed += 1;
                         let encoded = encode_version(r.last_update, &r.content_hash, &r.json);
-                        raw.insert((pipeline.as_str(), r.key.as_str(), seq), encoded.as_slice())
-                            .map_err(|e| db("writing raw records")(e.into()))?;
+                        raw.insert((pipeline, r.key.as_str(), seq), encoded.as_slice())
+                            .map_err(self.err("writing raw records"))?;
                         let pointer = encode_latest(seq, r.last_update, &r.content_hash);
                         latest
-                            .insert((pipeline.as_str(), r.key.as_str()), pointer.as_slice())
-                            .map_err(|e| db("writing latest versions")(e.into()))?;
+                            .insert((pipeline, r.key.as_str()), pointer.as_slice())
+                            .map_err(self.err("writing latest versions"))?;
                     }
-                    updated.records = before + added;
+                    updated.records += added;
                     updated.changed += changed;
-                    Ok(())
-                },
-            )
+                    let bytes = json(&*updated);
+                    batches
+                        .insert((pipeline, seq), bytes.as_slice())
+                        .map_err(self.err("writing a batch"))?;
+                }
+            }
+            tx.commit().map_err(self.err("committing a page"))?;
+            for ((batch, _), updated) in pages.iter_mut().zip(updated) {
+                **batch = updated;
+            }
+            Ok(())
         })
     }
 

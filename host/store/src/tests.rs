@@ -189,6 +189,57 @@ fn a_batch_records_pages_and_confirms_in_one_step_with_the_cursor() {
 }
 
 #[test]
+fn a_shared_page_is_recorded_into_every_batch_or_into_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut headers = store.create_batch("inv", BatchKind::Full, &[]).unwrap();
+    let mut lines = store.create_batch("lines", BatchKind::Full, &[]).unwrap();
+    let at = Some(Position {
+        last_update: 11,
+        key: "2".into(),
+    });
+    let page = [record("1", 10, "a"), record("2", 11, "b")];
+    // Each batch records what its own index kept of the page.
+    store
+        .record_shared_page(
+            &mut [(&mut headers, &page[..]), (&mut lines, &page[1..])],
+            at.clone(),
+        )
+        .unwrap();
+    assert_eq!((headers.records, lines.records), (2, 1));
+    assert_eq!(store.batch_keys("inv", 1, None, 10).unwrap(), ["1", "2"]);
+    assert_eq!(store.batch_keys("lines", 1, None, 10).unwrap(), ["2"]);
+    for (pipeline, batch) in [("inv", &headers), ("lines", &lines)] {
+        let stored = store.open_batch(pipeline).unwrap().unwrap();
+        assert_eq!(
+            stored.state,
+            BatchState::Pulling {
+                position: at.clone()
+            }
+        );
+        assert_eq!(stored.records, batch.records, "{pipeline}");
+    }
+    assert_eq!(
+        store.latest_records("lines", &["2".into()]).unwrap()[0].json,
+        page[1].json
+    );
+
+    // One batch that may not take the page: neither records it.
+    store
+        .transition(&mut lines, BatchState::Pulled { end: at.clone() })
+        .unwrap();
+    let later = [record("3", 12, "c")];
+    let refused = store.record_shared_page(
+        &mut [(&mut headers, &later[..]), (&mut lines, &later[..])],
+        None,
+    );
+    assert!(refused.is_err(), "a pulled batch took a shared page");
+    assert_eq!(headers.records, 2, "the refused page counted");
+    assert_eq!(store.batch_keys("inv", 1, None, 10).unwrap(), ["1", "2"]);
+    assert_eq!(store.latest_count("inv").unwrap(), 2);
+}
+
+#[test]
 fn latest_versions_win_and_every_version_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);

@@ -589,4 +589,34 @@ impl Tenant {
     ) -> Result<CycleReport, SyncError> {
         crate::run_durable_cycle_with(pipeline, &self.store, &self.connectors, progress).await
     }
+
+    /// One durable cycle of each pipeline, answered in order; those that
+    /// read the same resource share one pull
+    /// ([`crate::run_durable_cycles`]).
+    pub async fn run_together(
+        &self,
+        pipelines: &[(&PipelineSpec, &dyn crate::Progress)],
+    ) -> Vec<Result<CycleReport, SyncError>> {
+        crate::run_durable_cycles(pipelines, &self.store, &self.connectors).await
+    }
+
+    /// `names` in groups of pipelines that read the same resource (each
+    /// group in the order of `names`, groups in the order of their first
+    /// member): a group's cycles run together to share their pull. A name
+    /// the tenant does not have is a group of its own, for the caller to
+    /// refuse.
+    pub fn pull_groups<'n>(&self, names: &'n [String]) -> Vec<Vec<&'n str>> {
+        let mut groups: Vec<(Option<&mlc_oracle::ResourceSpec>, Vec<&'n str>)> = Vec::new();
+        for name in names {
+            let resource = self.pipeline(name).map(|p| &p.resource);
+            match groups
+                .iter_mut()
+                .find(|(r, _)| r.is_some() && *r == resource)
+            {
+                Some((_, group)) => group.push(name),
+                None => groups.push((resource, vec![name])),
+            }
+        }
+        groups.into_iter().map(|(_, g)| g).collect()
+    }
 }

@@ -11,9 +11,22 @@ pub enum SyncError {
         pipeline: String,
         /// The Oracle resource.
         resource: String,
-        /// The client's error.
+        /// The client's error (shared by every pipeline of a shared pull).
         #[source]
-        source: mlc_oracle::OracleError,
+        source: std::sync::Arc<mlc_oracle::OracleError>,
+    },
+    /// The pull this pipeline shared with others could not record a page
+    /// (the store refused it in another pipeline's part of the page).
+    #[error("pipeline {pipeline}: the pull of {resource} shared with {with} failed: {reason}")]
+    SharedPull {
+        /// `tenant/name`.
+        pipeline: String,
+        /// The Oracle resource.
+        resource: String,
+        /// The pipeline (`tenant/name`) whose error it was.
+        with: String,
+        /// The error, as that pipeline reports it.
+        reason: String,
     },
     /// The mapping plugin failed the batch.
     #[error("pipeline {pipeline}: mapping batch {batch} failed")]

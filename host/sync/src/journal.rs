@@ -44,15 +44,146 @@ pub async fn run_durable_cycle_with(
     c: &Connectors,
     progress: &dyn Progress,
 ) -> Result<CycleReport, SyncError> {
-    let label = format!("{}/{}", spec.tenant, spec.name);
+    let mut outcomes = run_durable_cycles(&[(spec, progress)], store, c).await;
+    match outcomes.pop() {
+        Some(outcome) => outcome,
+        None => unreachable!("run_durable_cycles answers once per pipeline"),
+    }
+}
+
+/// One durable cycle of each pipeline of one tenant, answered in order.
+/// Pipelines that read the same resource and start a fresh batch of the
+/// same kind (a first load, or an incremental cycle) share one pull: each
+/// page is asked of Oracle once and recorded into all their batches in one
+/// transaction, each batch keeping what its own record index does not
+/// have. After the pull each batch is mapped, written, submitted and
+/// confirmed on its own, so one pipeline's failure (its mapping, its data
+/// source) leaves the others' batches going. A batch that resumes mid-pull
+/// or retries pulls alone.
+pub async fn run_durable_cycles(
+    pipelines: &[(&PipelineSpec, &dyn Progress)],
+    store: &Arc<TenantStore>,
+    c: &Connectors,
+) -> Vec<Result<CycleReport, SyncError>> {
+    let mut opened = Vec::with_capacity(pipelines.len());
+    for (spec, _) in pipelines {
+        opened.push(open(spec, store, c).await);
+    }
+    let cycles: Vec<Cycle<'_>> = pipelines
+        .iter()
+        .map(|(spec, progress)| Cycle {
+            spec,
+            store,
+            c,
+            progress: *progress,
+            label: format!("{}/{}", spec.tenant, spec.name),
+        })
+        .collect();
+    // Which pipelines share a pull: fresh pulling batches of one kind, on
+    // equal resources; the first of each group leads it.
+    let mut slots: Vec<Slot> = opened
+        .into_iter()
+        .map(|o| match o {
+            Ok((state, batch)) => Slot::Open(Box::new(Going {
+                resumed: batch.state != BatchState::Pulling { position: None },
+                report: new_report(&batch),
+                state,
+                batch,
+            })),
+            Err(e) => Slot::Done(Err(e)),
+        })
+        .collect();
+    let mut group_of: Vec<Option<usize>> = vec![None; slots.len()];
+    for i in 0..slots.len() {
+        let Slot::Open(going) = &slots[i] else {
+            continue;
+        };
+        let batch = &going.batch;
+        if going.resumed {
+            continue;
+        }
+        if !matches!(batch.kind, BatchKind::Full | BatchKind::Incremental) {
+            continue;
+        }
+        // An earlier leader of the same kind on the same resource.
+        let lead = (0..i).find(|&j| {
+            group_of[j] == Some(j)
+                && matches!(&slots[j], Slot::Open(g) if g.batch.kind == batch.kind)
+                && cycles[j].spec.resource == cycles[i].spec.resource
+        });
+        group_of[i] = Some(lead.unwrap_or(i));
+    }
+    for lead in 0..slots.len() {
+        let group: Vec<usize> = (0..slots.len())
+            .filter(|&i| group_of[i] == Some(lead))
+            .collect();
+        if group.len() < 2 {
+            continue;
+        }
+        let names: Vec<&str> = group
+            .iter()
+            .map(|&i| cycles[i].spec.name.as_str())
+            .collect();
+        tracing::info!(tenant = %cycles[lead].spec.tenant, resource = %cycles[lead].spec.resource.path, pipelines = ?names, "one pull shared by pipelines reading the same resource");
+        let outcome = shared_pull(&cycles, &mut slots, &group).await;
+        if let Err(error) = outcome {
+            for &i in &group {
+                let error = for_member(&error, &cycles[i].label);
+                if let Slot::Open(going) = &mut slots[i] {
+                    record_failure(&cycles[i], &mut going.batch, &error);
+                }
+                slots[i] = Slot::Done(Err(error));
+            }
+        }
+    }
+    let mut outcomes = Vec::with_capacity(slots.len());
+    for (slot, cx) in slots.into_iter().zip(&cycles) {
+        outcomes.push(match slot {
+            Slot::Done(outcome) => outcome,
+            Slot::Open(going) => {
+                let Going {
+                    state,
+                    batch,
+                    resumed,
+                    report,
+                } = *going;
+                finish(cx, batch, &state, resumed, report).await
+            }
+        });
+    }
+    outcomes
+}
+
+/// A pipeline's cycle as the tenant's cycles run: its batch going, or done.
+enum Slot {
+    Open(Box<Going>),
+    Done(Result<CycleReport, SyncError>),
+}
+
+/// A pipeline's batch on its way.
+struct Going {
+    state: mlc_store::PipelineState,
+    batch: Batch,
+    /// The batch was not a fresh pull when the cycle began.
+    resumed: bool,
+    report: CycleReport,
+}
+
+/// The pipeline's state and its batch: the unfinished one resumed, or a
+/// new one of the kind the pipeline needs now.
+async fn open(
+    spec: &PipelineSpec,
+    store: &Arc<TenantStore>,
+    c: &Connectors,
+) -> Result<(mlc_store::PipelineState, Batch), SyncError> {
     let st = |source: StoreError| SyncError::Store {
-        pipeline: label.clone(),
+        pipeline: format!("{}/{}", spec.tenant, spec.name),
         source,
     };
     let state = blocking(|| store.pipeline(&spec.name)).map_err(st)?;
     let batch = match blocking(|| store.open_batch(&spec.name)).map_err(st)? {
         Some(batch) => {
-            tracing::info!(batch = %batch.id, state = batch.state.name(), "resuming an unfinished batch");
+            tracing::info!(pipeline = %spec.name, batch = %batch.id, state = batch.state.name(), "resuming an unfinished batch");
             batch
         }
         None => {
@@ -72,6 +203,7 @@ pub async fn run_durable_cycle_with(
                 BatchKind::Full
             } else if schema_changed {
                 tracing::info!(
+                    pipeline = %spec.name,
                     "the mapping's schema changed: re-exporting the data source from the store"
                 );
                 BatchKind::Reexport
@@ -83,20 +215,95 @@ pub async fn run_durable_cycle_with(
             blocking(|| store.create_batch(&spec.name, kind, &[])).map_err(st)?
         }
     };
-    let cx = Cycle {
-        spec,
-        store,
-        c,
-        progress,
-        label: label.clone(),
-    };
-    let resumed = batch.state != BatchState::Pulling { position: None };
-    let mut report = run_batch(&cx, batch, &state).await?;
-    if let Some(every) = spec.reconcile
+    Ok((state, batch))
+}
+
+/// The pull of a group, led by its first member.
+async fn shared_pull(
+    cycles: &[Cycle<'_>],
+    slots: &mut [Slot],
+    group: &[usize],
+) -> Result<(), SyncError> {
+    let mut members = Vec::with_capacity(group.len());
+    for (i, slot) in slots.iter_mut().enumerate() {
+        if !group.contains(&i) {
+            continue;
+        }
+        if let Slot::Open(going) = slot {
+            let Going {
+                state,
+                batch,
+                report,
+                ..
+            } = &mut **going;
+            report.shared_pull_with = group
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| cycles[j].spec.name.clone())
+                .collect();
+            members.push(crate::stages::Member {
+                cx: &cycles[i],
+                batch,
+                state,
+                report,
+            });
+        }
+    }
+    crate::stages::pull(&mut members, None).await
+}
+
+/// `error` (of a shared pull) as one member's error: the Oracle client's
+/// error is shared as it is; anything else names the pipeline it came from.
+fn for_member(error: &SyncError, label: &str) -> SyncError {
+    match error {
+        SyncError::Pull {
+            resource, source, ..
+        } => SyncError::Pull {
+            pipeline: label.to_owned(),
+            resource: resource.clone(),
+            source: source.clone(),
+        },
+        other => SyncError::SharedPull {
+            pipeline: label.to_owned(),
+            resource: String::new(),
+            with: match other {
+                SyncError::Store { pipeline, .. } => pipeline.clone(),
+                _ => String::new(),
+            },
+            reason: error_chain(other),
+        },
+    }
+}
+
+fn new_report(batch: &Batch) -> CycleReport {
+    CycleReport {
+        batch_id: batch.id.clone(),
+        records: 0,
+        duplicates_skipped: 0,
+        oracle_requests: 0,
+        shared_pull_with: Vec::new(),
+        rows_written: 0,
+        rejected_by_mapping: 0,
+        rejected_by_writer: 0,
+        deleted: 0,
+        action: CycleAction::NothingNew,
+    }
+}
+
+/// Drives an opened batch to `confirmed`, then reconciles when due.
+async fn finish(
+    cx: &Cycle<'_>,
+    batch: Batch,
+    state: &mlc_store::PipelineState,
+    resumed: bool,
+    report: CycleReport,
+) -> Result<CycleReport, SyncError> {
+    let mut report = run_batch(cx, batch, state, report).await?;
+    if let Some(every) = cx.spec.reconcile
         && !resumed
         && reconcile_due(state.last_reconcile.as_deref(), every)
     {
-        report.deleted = reconcile(&cx).await?;
+        report.deleted = reconcile(cx).await?;
     }
     Ok(report)
 }
@@ -107,32 +314,27 @@ async fn run_batch(
     cx: &Cycle<'_>,
     mut batch: Batch,
     state: &mlc_store::PipelineState,
+    mut report: CycleReport,
 ) -> Result<CycleReport, SyncError> {
-    let (spec, store) = (cx.spec, cx.store);
+    let spec = cx.spec;
     let span = tracing::info_span!("cycle", tenant = %spec.tenant, pipeline = %spec.name, batch = %batch.id);
     let _enter = span.enter();
-    let mut report = CycleReport {
-        batch_id: batch.id.clone(),
-        records: 0,
-        duplicates_skipped: 0,
-        oracle_requests: 0,
-        rows_written: 0,
-        rejected_by_mapping: 0,
-        rejected_by_writer: 0,
-        deleted: 0,
-        action: CycleAction::NothingNew,
-    };
     match drive(cx, &mut batch, state, &mut report).await {
         Ok(()) => Ok(report),
         Err(error) => {
-            let job_failed = matches!(&error, SyncError::Publish { source, .. }
-                if matches!(*source.kind, mlc_tableau::ErrorKind::JobFailed { .. }));
-            let text = error_chain(&error);
-            if let Err(e) = blocking(|| store.fail(&mut batch, &text, job_failed)) {
-                tracing::error!(error = %e, "the batch's failure could not be recorded");
-            }
+            record_failure(cx, &mut batch, &error);
             Err(error)
         }
+    }
+}
+
+/// Records `error` in the batch (which the next cycle resumes).
+fn record_failure(cx: &Cycle<'_>, batch: &mut Batch, error: &SyncError) {
+    let job_failed = matches!(error, SyncError::Publish { source, .. }
+        if matches!(*source.kind, mlc_tableau::ErrorKind::JobFailed { .. }));
+    let text = error_chain(error);
+    if let Err(e) = blocking(|| cx.store.fail(batch, &text, job_failed)) {
+        tracing::error!(error = %e, "the batch's failure could not be recorded");
     }
 }
 
@@ -158,7 +360,7 @@ async fn reconcile(cx: &Cycle<'_>) -> Result<u64, SyncError> {
         .map_err(|source| SyncError::Pull {
             pipeline: cx.label.clone(),
             resource: spec.resource.path.clone(),
-            source,
+            source: source.into(),
         })?;
     let mut known = Vec::new();
     let mut after: Option<String> = None;
@@ -180,7 +382,8 @@ async fn reconcile(cx: &Cycle<'_>) -> Result<u64, SyncError> {
         let batch =
             blocking(|| store.create_batch(&spec.name, BatchKind::Deletes, &gone)).map_err(st)?;
         let state = blocking(|| store.pipeline(&spec.name)).map_err(st)?;
-        run_batch(cx, batch, &state).await?;
+        let report = new_report(&batch);
+        run_batch(cx, batch, &state, report).await?;
     }
     blocking(|| store.set_reconciled(&spec.name)).map_err(st)?;
     Ok(gone.len() as u64)
@@ -214,7 +417,13 @@ async fn drive(
     loop {
         match batch.state.clone() {
             BatchState::Pulling { position } => {
-                crate::stages::pull(cx, batch, pipeline_state, position, report).await?;
+                let mut alone = [crate::stages::Member {
+                    cx,
+                    batch: &mut *batch,
+                    state: pipeline_state,
+                    report: &mut *report,
+                }];
+                crate::stages::pull(&mut alone, position).await?;
             }
             BatchState::Pulled { end } | BatchState::Mapped { end, .. } => {
                 let unchanged_refresh = batch.kind == BatchKind::Full

@@ -35,7 +35,7 @@ pub use compose::{
 };
 pub use cycle::{Progress, Quiet, Stage};
 pub use error::SyncError;
-pub use journal::{run_durable_cycle, run_durable_cycle_with};
+pub use journal::{run_durable_cycle, run_durable_cycle_with, run_durable_cycles};
 pub use mappings_dir::{kept_script_path, mapping_paths, missing_scripts};
 pub use pipeline::{
     Connectors, CycleAction, CycleReport, DEFAULT_MAX_RECORDS_PER_BATCH, PipelineSpec,

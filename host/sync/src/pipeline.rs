@@ -85,8 +85,12 @@ pub struct CycleReport {
     pub records: u64,
     /// Records skipped as already exported (overlap window, drift).
     pub duplicates_skipped: u64,
-    /// HTTP requests to Oracle (token requests excluded).
+    /// HTTP requests to Oracle (token requests excluded); a pull shared by
+    /// several pipelines counts its requests in the first one's report.
     pub oracle_requests: u64,
+    /// The other pipelines whose batches this cycle's pull also fed (one
+    /// pull per resource); empty when it pulled alone.
+    pub shared_pull_with: Vec<String>,
     /// Rows written into the extract.
     pub rows_written: u64,
     /// Records the mapping refused (with reasons in the log).

@@ -245,7 +245,7 @@ async fn read_all(
     while let Some(page) = pull.next_page().await.map_err(|source| SyncError::Pull {
         pipeline: format!("{tenant}/reference:{dataset}"),
         resource: spec.path.clone(),
-        source,
+        source: source.into(),
     })? {
         for record in page.records {
             match serde_json::from_str::<Value>(&record.json) {

@@ -85,34 +85,82 @@ fn cursor(position: &Position) -> Cursor {
     }
 }
 
+/// One pipeline's part in a pull: its cycle, its batch, what it had
+/// exported, and its report.
+pub(crate) struct Member<'m, 'a> {
+    pub(crate) cx: &'m Cycle<'a>,
+    pub(crate) batch: &'m mut Batch,
+    pub(crate) state: &'m mlc_store::PipelineState,
+    pub(crate) report: &'m mut CycleReport,
+}
+
+/// The earlier of two cursors in Oracle's order; `None` (from the start)
+/// is the earliest.
+fn earliest(kind: mlc_oracle::KeyKind, a: Option<Cursor>, b: Option<Cursor>) -> Option<Cursor> {
+    let (a, b) = (a?, b?);
+    let order = a
+        .last_update
+        .cmp(&b.last_update)
+        .then_with(|| mlc_oracle::compare_keys(kind, &a.key, &b.key));
+    Some(if order.is_le() { a } else { b })
+}
+
+/// The later of two positions in Oracle's order.
+fn later(kind: mlc_oracle::KeyKind, a: Option<Position>, b: Option<Position>) -> Option<Position> {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let order = a
+                .last_update
+                .cmp(&b.last_update)
+                .then_with(|| mlc_oracle::compare_keys(kind, &a.key, &b.key));
+            Some(if order.is_ge() { a } else { b })
+        }
+        (a, b) => a.or(b),
+    }
+}
+
+/// Pulls the resource once for every member (all of one tenant, reading
+/// the same resource, with batches of the same kind) and records each page
+/// into every member's batch in one transaction, each member keeping what
+/// its own record index does not have. An incremental pull starts at the
+/// earliest member cursor: the versions a member had already exported are
+/// dropped by its index, so sharing never doubles a record, and a member
+/// never starts later than it would alone, so it loses none. `position`
+/// (a resumed batch: one member) continues strictly after what it
+/// recorded. The Oracle requests are counted in the first member's report.
 pub(crate) async fn pull(
-    cx: &Cycle<'_>,
-    batch: &mut Batch,
-    pipeline_state: &mlc_store::PipelineState,
+    members: &mut [Member<'_, '_>],
     position: Option<Position>,
-    report: &mut CycleReport,
 ) -> Result<(), SyncError> {
-    let (spec, store, c, progress, label) = (cx.spec, cx.store, cx.c, cx.progress, &cx.label);
-    let st = cx.st();
-    let incremental = batch.kind == BatchKind::Incremental;
-    let store_index = StoreIndex {
-        store,
-        pipeline: &spec.name,
-        confirmed_seq: pipeline_state.confirmed_seq,
+    let Some(lead) = members.first() else {
+        return Ok(());
     };
-    let index: &dyn RecordIndex = if incremental {
-        &store_index
-    } else {
-        &NothingExported
-    };
-    let start = position
-        .as_ref()
-        .or(if incremental {
-            pipeline_state.cursor.as_ref()
-        } else {
-            None
+    let (spec, store, c, label) = (
+        lead.cx.spec,
+        lead.cx.store,
+        lead.cx.c,
+        lead.cx.label.clone(),
+    );
+    let st = lead.cx.st();
+    let incremental = lead.batch.kind == BatchKind::Incremental;
+    let kind = lead.batch.kind.clone();
+    let indices: Vec<StoreIndex<'_>> = members
+        .iter()
+        .map(|m| StoreIndex {
+            store,
+            pipeline: &m.cx.spec.name,
+            confirmed_seq: m.state.confirmed_seq,
         })
-        .map(cursor);
+        .collect();
+    let start = match position.as_ref() {
+        Some(at) => Some(cursor(at)),
+        None if incremental => members
+            .iter()
+            .map(|m| m.state.cursor.as_ref().map(cursor))
+            .reduce(|a, b| earliest(spec.resource.key_kind, a, b))
+            .flatten(),
+        None => None,
+    };
     let resume_position = position.clone();
     // A first load of a timestamped resource is read in concurrent slices
     // when the tenant allows more than one request at a time (its position
@@ -122,19 +170,25 @@ pub(crate) async fn pull(
     // it recorded (no overlap: it read everything up to there), serially
     // (a resumed first load is not sliced again yet).
     let mut pull = if let Some(at) = position.as_ref() {
-        AnyPull::Serial(c.oracle.resume(&spec.resource, cursor(at), index))
-    } else if batch.kind == BatchKind::Full
+        AnyPull::Serial(
+            c.oracle
+                .resume(&spec.resource, cursor(at), &NothingExported),
+        )
+    } else if kind == BatchKind::Full
         && spec.resource.is_incremental()
         && c.oracle.config().max_concurrency > 1
     {
-        AnyPull::Sliced(c.oracle.pull_sliced(&spec.resource, start, index))
+        AnyPull::Sliced(
+            c.oracle
+                .pull_sliced(&spec.resource, start, &NothingExported),
+        )
     } else {
-        AnyPull::Serial(c.oracle.pull(&spec.resource, start, index))
+        AnyPull::Serial(c.oracle.pull(&spec.resource, start, &NothingExported))
     };
     while let Some(page) = pull.next_page().await.map_err(|source| SyncError::Pull {
         pipeline: label.clone(),
         resource: spec.resource.path.clone(),
-        source,
+        source: source.into(),
     })? {
         let records: Vec<StoredRecord> = page
             .records
@@ -146,27 +200,70 @@ pub(crate) async fn pull(
                 json: r.json,
             })
             .collect();
-        report.records += records.len() as u64;
+        // What each member keeps of the page: all of it for a full batch,
+        // the versions its index does not have for an incremental one.
+        let kept: Vec<std::borrow::Cow<'_, [StoredRecord]>> = indices
+            .iter()
+            .map(|index| {
+                if !incremental {
+                    return records.as_slice().into();
+                }
+                let new: Vec<bool> = records
+                    .iter()
+                    .map(|r| index.is_new(&r.key, r.last_update, &r.content_hash))
+                    .collect();
+                if new.iter().all(|n| *n) {
+                    records.as_slice().into()
+                } else {
+                    records
+                        .iter()
+                        .zip(&new)
+                        .filter(|(_, n)| **n)
+                        .map(|(r, _)| r.clone())
+                        .collect::<Vec<_>>()
+                        .into()
+                }
+            })
+            .collect();
+        for (m, k) in members.iter_mut().zip(&kept) {
+            m.report.records += k.len() as u64;
+            m.report.duplicates_skipped += (records.len() - k.len()) as u64;
+        }
         let at = pull.cursor().map(to_position).or(resume_position.clone());
-        blocking(|| store.record_page(batch, &records, at)).map_err(st)?;
-        progress.update(Stage::Pull, batch.records);
-        if incremental && batch.records as usize >= spec.max_records_per_batch {
+        let mut pages: Vec<(&mut Batch, &[StoredRecord])> = members
+            .iter_mut()
+            .zip(&kept)
+            .map(|(m, k)| (&mut *m.batch, &k[..]))
+            .collect();
+        blocking(|| store.record_shared_page(&mut pages, at)).map_err(st)?;
+        drop(pages);
+        let mut full = false;
+        for m in members.iter() {
+            m.cx.progress.update(Stage::Pull, m.batch.records);
+            full |= incremental && m.batch.records as usize >= m.cx.spec.max_records_per_batch;
+        }
+        if full {
             tracing::info!(
-                records = batch.records,
+                records = members[0].batch.records,
                 "batch full; the next cycle continues from here"
             );
             break;
         }
     }
     let stats = pull.stats();
-    report.oracle_requests += stats.requests;
-    report.duplicates_skipped += stats.duplicates_skipped;
-    let end = pull
-        .cursor()
-        .map(to_position)
-        .or(resume_position)
-        .or(pipeline_state.cursor.clone());
-    blocking(|| store.transition(batch, BatchState::Pulled { end })).map_err(st)
+    let end = pull.cursor().map(to_position).or(resume_position);
+    for (i, m) in members.iter_mut().enumerate() {
+        if i == 0 {
+            m.report.oracle_requests += stats.requests;
+        }
+        m.report.duplicates_skipped += stats.duplicates_skipped;
+        // A shared pull that stopped early (a full batch) may end before a
+        // member's own cursor: that member keeps its cursor.
+        let end = later(spec.resource.key_kind, end.clone(), m.state.cursor.clone());
+        let batch = &mut *m.batch;
+        blocking(|| store.transition(batch, BatchState::Pulled { end })).map_err(m.cx.st())?;
+    }
+    Ok(())
 }
 
 /// Maps the batch's keys (every key, for a full batch) from their latest

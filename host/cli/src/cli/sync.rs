@@ -298,39 +298,61 @@ async fn run_cycles(
     let mut results: Vec<(String, Result<CycleReport, String>, Duration)> = Vec::new();
     // The first failure: the cause (and the class) of the run's error.
     let mut first_failure = None;
-    for name in names {
-        let Some(spec) = tenant.pipeline(name).cloned() else {
-            bail!("tenant {} has no pipeline `{name}`", tenant.id());
-        };
-        let bar = bars.add(ProgressBar::new_spinner().with_style(style.clone()));
-        bar.set_prefix(format!("{}/{}", tenant.id(), name));
-        bar.enable_steady_tick(Duration::from_millis(120));
-        let t = Instant::now();
-        let outcome = tenant.run_once(&spec, &Bar(bar.clone())).await;
-        match &outcome {
-            Ok(r) => bar.finish_with_message(action_text(r)),
-            Err(_) => bar.abandon_with_message("failed"),
+    // Pipelines reading the same resource run together: one pull feeds
+    // them all.
+    for group in tenant.pull_groups(names) {
+        let mut specs = Vec::with_capacity(group.len());
+        for name in &group {
+            let Some(spec) = tenant.pipeline(name).cloned() else {
+                bail!("tenant {} has no pipeline `{name}`", tenant.id());
+            };
+            specs.push(spec);
         }
+        let progress: Vec<Bar> = specs
+            .iter()
+            .map(|spec| {
+                let bar = bars.add(ProgressBar::new_spinner().with_style(style.clone()));
+                bar.set_prefix(format!("{}/{}", tenant.id(), spec.name));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                Bar(bar)
+            })
+            .collect();
+        let pipelines: Vec<(&mlc_sync::PipelineSpec, &dyn Progress)> = specs
+            .iter()
+            .zip(&progress)
+            .map(|(spec, bar)| (spec, bar as &dyn Progress))
+            .collect();
+        let t = Instant::now();
+        let outcomes = tenant.run_together(&pipelines).await;
+        let took = t.elapsed();
         // A refresh token the identity domain rotated must outlive us.
         host.save_refresh_token(&tenant)?;
-        if let (Ok(_), Some(keep)) = (&outcome, retention) {
-            let cutoff = time::OffsetDateTime::now_utc() - keep;
-            let dropped = blocking(|| tenant.store.prune_raw(name, cutoff)).with_context(|| {
-                format!("{}/{name}: applying raw-record retention", tenant.id())
-            })?;
-            if dropped > 0 {
-                tracing::info!(pipeline = %name, dropped, "raw record versions past retention dropped");
+        for ((spec, Bar(bar)), outcome) in specs.iter().zip(&progress).zip(outcomes) {
+            let name = &spec.name;
+            match &outcome {
+                Ok(r) => bar.finish_with_message(action_text(r)),
+                Err(_) => bar.abandon_with_message("failed"),
             }
+            if let (Ok(_), Some(keep)) = (&outcome, retention) {
+                let cutoff = time::OffsetDateTime::now_utc() - keep;
+                let dropped =
+                    blocking(|| tenant.store.prune_raw(name, cutoff)).with_context(|| {
+                        format!("{}/{name}: applying raw-record retention", tenant.id())
+                    })?;
+                if dropped > 0 {
+                    tracing::info!(pipeline = %name, dropped, "raw record versions past retention dropped");
+                }
+            }
+            let outcome = outcome.map_err(|e| {
+                let e = anyhow::Error::new(e);
+                let text = format!("{e:#}");
+                if first_failure.is_none() {
+                    first_failure = Some(crate::failure::Cause(e));
+                }
+                text
+            });
+            results.push((name.clone(), outcome, took));
         }
-        let outcome = outcome.map_err(|e| {
-            let e = anyhow::Error::new(e);
-            let text = format!("{e:#}");
-            if first_failure.is_none() {
-                first_failure = Some(crate::failure::Cause(e));
-            }
-            text
-        });
-        results.push((name.clone(), outcome, t.elapsed()));
     }
     tenant.connectors.tableau.shutdown().await.ok();
     host.shutdown().await;
@@ -418,6 +440,7 @@ pub(super) fn report_json(r: &CycleReport) -> serde_json::Value {
         "batch": r.batch_id,
         "records": r.records,
         "duplicates_skipped": r.duplicates_skipped,
+        "shared_pull_with": r.shared_pull_with,
         "oracle_requests": r.oracle_requests,
         "rows_written": r.rows_written,
         "rejected_by_mapping": r.rejected_by_mapping,

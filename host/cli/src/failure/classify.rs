@@ -109,11 +109,13 @@ fn link_diagnosis(link: &(dyn StdError + 'static)) -> Option<(Strength, Diagnosi
     None
 }
 
-/// `link` as a `T`, or as the `Box<T>` a library kept it in (a boxed
-/// source's link is the box, which does not downcast to what it holds).
+/// `link` as a `T`, or as the `Box<T>` or `Arc<T>` a library kept it in (a
+/// boxed or shared source's link is the box, which does not downcast to
+/// what it holds).
 fn down<'a, T: StdError + 'static>(link: &'a (dyn StdError + 'static)) -> Option<&'a T> {
     link.downcast_ref::<T>()
         .or_else(|| link.downcast_ref::<Box<T>>().map(AsRef::as_ref))
+        .or_else(|| link.downcast_ref::<std::sync::Arc<T>>().map(AsRef::as_ref))
 }
 
 /// The CLI's own failures; `None` for one that only wraps its cause.

@@ -21,7 +21,7 @@ use mlc_sandbox_oracle::OracleSandbox;
 use mlc_sandbox_tableau::TableauSandbox;
 use mlc_serve::{Clock, Replica, ServeConfig, ServeLimits};
 use mlc_store::MasterKey;
-use mlc_sync::{CycleAction, CycleReport, Progress, Stage, Tenant};
+use mlc_sync::{CycleAction, CycleReport, PipelineSpec, Progress, Stage, Tenant};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -189,24 +189,48 @@ struct First {
 /// with its bar.
 async fn first_load(tenant: &Tenant, oracle: &OracleSandbox, bars: &Bars) -> Result<Vec<First>> {
     let slots = Arc::new(Semaphore::new(FIRST_LOAD_AT_ONCE));
-    let runs = tenant.pipelines.iter().map(|spec| {
-        let total = oracle.count(&spec.resource.path).ok();
-        let bar = bars.pipeline(&spec.name, total);
+    let names: Vec<String> = tenant.pipelines.iter().map(|p| p.name.clone()).collect();
+    // Pipelines reading one resource load together, sharing its pull.
+    let groups: Vec<Vec<&PipelineSpec>> = tenant
+        .pull_groups(&names)
+        .into_iter()
+        .map(|g| g.iter().filter_map(|n| tenant.pipeline(n)).collect())
+        .collect();
+    let runs = groups.into_iter().map(|group| {
+        let bars: Vec<_> = group
+            .iter()
+            .map(|spec| bars.pipeline(&spec.name, oracle.count(&spec.resource.path).ok()))
+            .collect();
         let slots = slots.clone();
         async move {
             let _slot = slots.acquire().await;
-            bar.0.set_message("pulling from Oracle");
-            let t = Instant::now();
-            let outcome = tenant.run_once(spec, &bar).await;
-            match &outcome {
-                Ok(r) => bar.0.finish_with_message(action_text(r)),
-                Err(_) => bar.0.abandon_with_message("failed"),
+            for bar in &bars {
+                bar.0.set_message("pulling from Oracle");
             }
-            (spec, outcome, t.elapsed())
+            let t = Instant::now();
+            let pipelines: Vec<(&PipelineSpec, &dyn Progress)> = group
+                .iter()
+                .zip(&bars)
+                .map(|(spec, bar)| (*spec, bar as &dyn Progress))
+                .collect();
+            let outcomes = tenant.run_together(&pipelines).await;
+            let took = t.elapsed();
+            group
+                .iter()
+                .zip(&bars)
+                .zip(outcomes)
+                .map(|((spec, bar), outcome)| {
+                    match &outcome {
+                        Ok(r) => bar.0.finish_with_message(action_text(r)),
+                        Err(_) => bar.0.abandon_with_message("failed"),
+                    }
+                    (*spec, outcome, took)
+                })
+                .collect::<Vec<_>>()
         }
     });
     let mut first = Vec::new();
-    for (spec, outcome, took) in join_all(runs).await {
+    for (spec, outcome, took) in join_all(runs).await.into_iter().flatten() {
         let report: CycleReport = outcome.with_context(|| {
             format!(
                 "the first load of {TENANT}/{} (data source {:?})",

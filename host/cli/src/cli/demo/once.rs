@@ -55,9 +55,19 @@ pub async fn run(cmd: DemoCommand, output: Output) -> Result<()> {
             }
             _ => eprintln!("cycle 3: nothing changed; every pipeline should send nothing…"),
         }
-        for (spec, row) in tenant.pipelines.iter().zip(rows.iter_mut()) {
-            let report = tenant.run_once(spec, &Quiet).await?;
-            row.cycles.push(report);
+        // Every pipeline's cycle; those reading one resource share its pull.
+        let pipelines: Vec<(&mlc_sync::PipelineSpec, &dyn mlc_sync::Progress)> = tenant
+            .pipelines
+            .iter()
+            .map(|spec| (spec, &Quiet as &dyn mlc_sync::Progress))
+            .collect();
+        for (outcome, row) in tenant
+            .run_together(&pipelines)
+            .await
+            .into_iter()
+            .zip(rows.iter_mut())
+        {
+            row.cycles.push(outcome?);
         }
     }
 
