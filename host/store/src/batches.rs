@@ -269,24 +269,28 @@ impl TenantStore {
         position: Option<Position>,
     ) -> Result<(), StoreError> {
         self.record_shared_page(&mut [(batch, records)], position)
+            .map(drop)
     }
 
     /// Records one page of a pull shared by several pipelines' batches, in
     /// one transaction: for each batch its own records (what its record
     /// index kept of the page) as [`TenantStore::record_page`] does, and
     /// the same position for all of them. Either every batch records the
-    /// page or none does.
+    /// page or none does. Answers, per batch, how many of its records were
+    /// already in the batch (a record that changed while it was pulled,
+    /// read again).
     pub fn record_shared_page(
         &self,
         pages: &mut [(&mut Batch, &[StoredRecord])],
         position: Option<Position>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<u64>, StoreError> {
         self.guard(|| {
             let next = BatchState::Pulling { position };
             let mut updated = Vec::with_capacity(pages.len());
             for (batch, _) in pages.iter() {
                 updated.push(self.next_version(batch, &next)?);
             }
+            let mut repeats = vec![0u64; pages.len()];
             let tx = self.db.begin_write().map_err(self.err("writing"))?;
             {
                 let mut raw = tx.open_table(RAW).map_err(self.err("opening raw"))?;
@@ -297,7 +301,9 @@ impl TenantStore {
                 let mut batches = tx
                     .open_table(BATCHES)
                     .map_err(self.err("opening batches"))?;
-                for ((_, records), updated) in pages.iter().zip(updated.iter_mut()) {
+                for (((_, records), updated), repeated) in
+                    pages.iter().zip(updated.iter_mut()).zip(repeats.iter_mut())
+                {
                     let (pipeline, seq) = (updated.pipeline.as_str(), updated.seq);
                     let (mut added, mut changed) = (0u64, 0u64);
                     for r in records.iter() {
@@ -306,6 +312,7 @@ impl TenantStore {
                             .map_err(self.err("writing batch keys"))?
                             .is_none();
                         added += u64::from(fresh);
+                        *repeated += u64::from(!fresh);
                         // A version identical to the latest stored one (a
                         // full refresh that found it unchanged) is not
                         // stored again.
@@ -338,7 +345,7 @@ impl TenantStore {
             for ((batch, _), updated) in pages.iter_mut().zip(updated) {
                 **batch = updated;
             }
-            Ok(())
+            Ok(repeats)
         })
     }
 

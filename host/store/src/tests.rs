@@ -200,13 +200,24 @@ fn a_shared_page_is_recorded_into_every_batch_or_into_none() {
     });
     let page = [record("1", 10, "a"), record("2", 11, "b")];
     // Each batch records what its own index kept of the page.
-    store
+    let repeats = store
         .record_shared_page(
             &mut [(&mut headers, &page[..]), (&mut lines, &page[1..])],
             at.clone(),
         )
         .unwrap();
+    assert_eq!(repeats, [0, 0]);
     assert_eq!((headers.records, lines.records), (2, 1));
+    // A record read again (it changed while it was pulled) is counted.
+    let again = [record("2", 12, "b2")];
+    let repeats = store
+        .record_shared_page(
+            &mut [(&mut headers, &again[..]), (&mut lines, &[][..])],
+            at.clone(),
+        )
+        .unwrap();
+    assert_eq!(repeats, [1, 0]);
+    assert_eq!(headers.records, 2);
     assert_eq!(store.batch_keys("inv", 1, None, 10).unwrap(), ["1", "2"]);
     assert_eq!(store.batch_keys("lines", 1, None, 10).unwrap(), ["2"]);
     for (pipeline, batch) in [("inv", &headers), ("lines", &lines)] {

@@ -283,6 +283,7 @@ fn new_report(batch: &Batch) -> CycleReport {
         oracle_requests: 0,
         shared_pull_with: Vec::new(),
         rows_written: 0,
+        streamed: false,
         rejected_by_mapping: 0,
         rejected_by_writer: 0,
         deleted: 0,

@@ -21,6 +21,7 @@ mod compose;
 mod cycle;
 pub mod definition;
 mod error;
+mod extract;
 mod journal;
 mod mappings_dir;
 mod pipeline;

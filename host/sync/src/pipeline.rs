@@ -93,6 +93,11 @@ pub struct CycleReport {
     pub shared_pull_with: Vec<String>,
     /// Rows written into the extract.
     pub rows_written: u64,
+    /// True when the extract was mapped and written while the pages
+    /// arrived (a fresh first load or incremental batch); false when it was
+    /// written from the store after the pull: a resumed batch, a replay, or
+    /// a batch in which a record changed while it was being pulled.
+    pub streamed: bool,
     /// Records the mapping refused (with reasons in the log).
     pub rejected_by_mapping: u64,
     /// Rows the extract writer refused (value does not fit its column).

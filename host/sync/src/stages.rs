@@ -4,12 +4,11 @@
 //! → the extract, then `mapped` and `written`). The journal
 //! (`crate::journal`) drives a batch from state to state and calls them.
 
-use mlc_hyper::{HyperWriter, TableName};
 use mlc_oracle::{Cursor, NothingExported, RecordIndex};
 use mlc_store::{Batch, BatchKind, BatchState, Position, StoredRecord, TenantStore};
-use mlc_tableau::{CHANGES_TABLE, DELETED_TABLE, EXTRACT_SCHEMA};
 
 use crate::cycle::{Cycle, Stage, blocking};
+use crate::extract::{Extract, Streamed};
 use crate::{CycleReport, SyncError};
 
 /// The serial or the sliced pull, driven the same way.
@@ -162,6 +161,20 @@ pub(crate) async fn pull(
         None => None,
     };
     let resume_position = position.clone();
+    // A fresh first load or incremental batch streams: each recorded page
+    // goes to a writer task of its own (mapping and writing while the next
+    // pages arrive); anything else is written from the store afterwards.
+    let mut streams: Vec<Option<Streamed>> = Vec::with_capacity(members.len());
+    for m in members.iter() {
+        let first_load = m.state.datasource_id.is_none();
+        streams.push(
+            if position.is_none() && crate::extract::streams(m.batch, first_load) {
+                Some(Streamed::start(Extract::create(m.cx, m.batch).await?))
+            } else {
+                None
+            },
+        );
+    }
     // A first load of a timestamped resource is read in concurrent slices
     // when the tenant allows more than one request at a time (its position
     // is then the point up to which everything was delivered, safe to
@@ -202,41 +215,79 @@ pub(crate) async fn pull(
             .collect();
         // What each member keeps of the page: all of it for a full batch,
         // the versions its index does not have for an incremental one.
-        let kept: Vec<std::borrow::Cow<'_, [StoredRecord]>> = indices
+        // (`None`: the whole page).
+        let kept: Vec<Option<Vec<StoredRecord>>> = indices
             .iter()
             .map(|index| {
                 if !incremental {
-                    return records.as_slice().into();
+                    return None;
                 }
                 let new: Vec<bool> = records
                     .iter()
                     .map(|r| index.is_new(&r.key, r.last_update, &r.content_hash))
                     .collect();
-                if new.iter().all(|n| *n) {
-                    records.as_slice().into()
-                } else {
+                (!new.iter().all(|n| *n)).then(|| {
                     records
                         .iter()
                         .zip(&new)
                         .filter(|(_, n)| **n)
                         .map(|(r, _)| r.clone())
-                        .collect::<Vec<_>>()
-                        .into()
-                }
+                        .collect()
+                })
             })
             .collect();
         for (m, k) in members.iter_mut().zip(&kept) {
-            m.report.records += k.len() as u64;
-            m.report.duplicates_skipped += (records.len() - k.len()) as u64;
+            let n = k.as_ref().map_or(records.len(), Vec::len);
+            m.report.records += n as u64;
+            m.report.duplicates_skipped += (records.len() - n) as u64;
         }
         let at = pull.cursor().map(to_position).or(resume_position.clone());
         let mut pages: Vec<(&mut Batch, &[StoredRecord])> = members
             .iter_mut()
             .zip(&kept)
-            .map(|(m, k)| (&mut *m.batch, &k[..]))
+            .map(|(m, k)| (&mut *m.batch, k.as_deref().unwrap_or(&records)))
             .collect();
-        blocking(|| store.record_shared_page(&mut pages, at)).map_err(st)?;
+        let repeats = blocking(|| store.record_shared_page(&mut pages, at)).map_err(st)?;
         drop(pages);
+        // Feed the streams; the last one that takes the whole page takes
+        // it without a copy.
+        let last_whole = (0..members.len())
+            .rev()
+            .find(|&i| kept[i].is_none() && streams[i].is_some() && repeats[i] == 0);
+        let mut records = Some(records);
+        for (i, k) in kept.into_iter().enumerate() {
+            if repeats[i] > 0
+                && let Some(stream) = streams[i].take()
+            {
+                // A record read again within the batch (it changed while
+                // the batch was pulled) has a row written already: the
+                // extract is built from the store's latest versions
+                // instead, once the pull ends.
+                tracing::info!(pipeline = %members[i].cx.spec.name, "a record changed while the batch was pulled: its extract is written from the store after the pull");
+                if let Ok(extract) = stream.end(&members[i].cx.label).await {
+                    extract.discard().await;
+                }
+                continue;
+            }
+            let Some(stream) = streams[i].as_mut() else {
+                continue;
+            };
+            let page = match k {
+                Some(own) => own,
+                None if Some(i) == last_whole => records.take().unwrap_or_default(),
+                None => records.clone().unwrap_or_default(),
+            };
+            let sent = stream.send(page).await;
+            members[i].cx.progress.update(Stage::Write, stream.rows());
+            if !sent && let Some(stream) = streams[i].take() {
+                // The writer failed: the write stage builds the extract
+                // from the store after the pull (and meets the failure
+                // there, as a batch without a stream would).
+                if let Err(error) = stream.end(&members[i].cx.label).await {
+                    tracing::warn!(pipeline = %members[i].cx.spec.name, error = %error, "the streamed extract failed: it is written from the store after the pull");
+                }
+            }
+        }
         let mut full = false;
         for m in members.iter() {
             m.cx.progress.update(Stage::Pull, m.batch.records);
@@ -252,7 +303,7 @@ pub(crate) async fn pull(
     }
     let stats = pull.stats();
     let end = pull.cursor().map(to_position).or(resume_position);
-    for (i, m) in members.iter_mut().enumerate() {
+    for ((i, m), stream) in members.iter_mut().enumerate().zip(streams) {
         if i == 0 {
             m.report.oracle_requests += stats.requests;
         }
@@ -261,7 +312,24 @@ pub(crate) async fn pull(
         // member's own cursor: that member keeps its cursor.
         let end = later(spec.resource.key_kind, end.clone(), m.state.cursor.clone());
         let batch = &mut *m.batch;
-        blocking(|| store.transition(batch, BatchState::Pulled { end })).map_err(m.cx.st())?;
+        blocking(|| store.transition(batch, BatchState::Pulled { end: end.clone() }))
+            .map_err(m.cx.st())?;
+        let Some(stream) = stream else {
+            continue;
+        };
+        match stream.end(&m.cx.label).await {
+            // Nothing new: the journal confirms at once, sending nothing.
+            Ok(extract) if m.batch.records == 0 && !m.batch.kind.is_full() => {
+                extract.discard().await;
+            }
+            Ok(extract) => {
+                written(m.cx, m.batch, end, extract, m.report).await?;
+                m.report.streamed = true;
+            }
+            Err(error) => {
+                tracing::warn!(pipeline = %m.cx.spec.name, error = %error, "the streamed extract failed: it is written from the store");
+            }
+        }
     }
     Ok(())
 }
@@ -274,60 +342,9 @@ pub(crate) async fn write(
     end: Option<Position>,
     report: &mut CycleReport,
 ) -> Result<(), SyncError> {
-    let (spec, store, c, progress, label) = (cx.spec, cx.store, cx.c, cx.progress, &cx.label);
+    let (spec, store, progress) = (cx.spec, cx.store, cx.progress);
     let st = cx.st();
-    let map_err = |source| SyncError::Map {
-        pipeline: label.clone(),
-        batch: batch.id.clone(),
-        source,
-    };
-    let schema = c
-        .plugins
-        .schema(&spec.tenant, &spec.plugin, &spec.resource.path)
-        .map_err(map_err)?;
-    let full = batch.kind.is_full();
-    let deletes = batch.kind == BatchKind::Deletes;
-    let table = if full {
-        TableName::extract()
-    } else if deletes {
-        TableName::new(EXTRACT_SCHEMA, DELETED_TABLE)
-    } else {
-        TableName::new(EXTRACT_SCHEMA, CHANGES_TABLE)
-    };
-    // A deletes payload holds the key columns of the rows to delete.
-    let key_positions: Vec<usize> = schema
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.key)
-        .map(|(i, _)| i)
-        .collect();
-    let schema = if deletes {
-        mlc_common::Schema {
-            columns: schema.columns.iter().filter(|c| c.key).cloned().collect(),
-        }
-    } else {
-        schema
-    };
-    tokio::fs::create_dir_all(&c.work_dir)
-        .await
-        .map_err(|source| SyncError::Io {
-            pipeline: label.clone(),
-            what: format!("creating {}", c.work_dir.display()),
-            source,
-        })?;
-    let path = c.work_dir.join(format!("{}.hyper", batch.id));
-    let _ = tokio::fs::remove_file(&path).await;
-    let write_err = |source| SyncError::Write {
-        pipeline: label.clone(),
-        batch: batch.id.clone(),
-        source,
-    };
-    let mut writer = HyperWriter::create(&c.hyperd, &path, table, &schema)
-        .await
-        .map_err(write_err)?;
-    let (mut rows, mut rejects) = (0u64, 0u64);
-    let mut version = String::new();
+    let mut extract = Extract::create(cx, batch).await?;
     let mut after: Option<String> = None;
     loop {
         let keys = blocking(|| {
@@ -343,72 +360,38 @@ pub(crate) async fn write(
         };
         after = Some(last);
         let records = blocking(|| store.latest_records(&spec.name, &keys)).map_err(st)?;
-        let jsons: Vec<String> = records.iter().map(|r| r.json.clone()).collect();
-        let (mapped, used) = c
-            .plugins
-            .map_batch_with_version(&spec.tenant, &spec.plugin, &spec.resource.path, &jsons)
-            .await
-            .map_err(|source| SyncError::Map {
-                pipeline: label.clone(),
-                batch: batch.id.clone(),
-                source,
-            })?;
-        version = used.to_string();
-        let mut refused: Vec<(String, String)> = mapped
-            .rejects
-            .iter()
-            .map(|r| {
-                let key = records
-                    .get(r.index as usize)
-                    .map_or_else(|| "?".to_owned(), |x| x.key.clone());
-                (key, format!("mapping: {}", r.reason))
-            })
-            .collect();
-        report.rejected_by_mapping += mapped.rejects.len() as u64;
-        let mut mapped = mapped;
-        if deletes {
-            for row in &mut mapped.rows {
-                let values = std::mem::take(&mut row.values);
-                row.values = key_positions
-                    .iter()
-                    .filter_map(|&i| values.get(i).cloned())
-                    .collect();
-            }
-        }
-        let written = writer
-            .write_rows(&mapped.rows)
-            .await
-            .map_err(|source| SyncError::Write {
-                pipeline: label.clone(),
-                batch: batch.id.clone(),
-                source,
-            })?;
-        report.rejected_by_writer += written.rejects.len() as u64;
-        for r in &written.rejects {
-            refused.push((format!("row {}", r.index), format!("writer: {}", r.reason)));
-        }
-        rejects += refused.len() as u64;
-        rows += mapped.rows.len() as u64 - written.rejects.len() as u64;
-        blocking(|| store.put_rejects(&spec.name, batch.seq, &refused)).map_err(st)?;
-        progress.update(Stage::Write, rows);
+        extract.add(records).await?;
+        progress.update(Stage::Write, extract.counts().rows);
     }
+    written(cx, batch, end, extract, report).await
+}
+
+/// A batch's extract complete: `mapped` (with its counts), the file
+/// closed, then `written`.
+async fn written(
+    cx: &Cycle<'_>,
+    batch: &mut Batch,
+    end: Option<Position>,
+    extract: Extract,
+    report: &mut CycleReport,
+) -> Result<(), SyncError> {
+    let st = cx.st();
+    let counts = extract.counts().clone();
+    report.rejected_by_mapping += counts.rejected_by_mapping;
+    report.rejected_by_writer += counts.rejected_by_writer;
     let mapped = BatchState::Mapped {
         end: end.clone(),
-        rows,
-        rejects,
-        plugin_version: version,
+        rows: counts.rows,
+        rejects: counts.rejects,
+        plugin_version: counts.plugin_version,
     };
-    blocking(|| store.transition(batch, mapped)).map_err(st)?;
-    let summary = writer.finish().await.map_err(|source| SyncError::Write {
-        pipeline: label.clone(),
-        batch: batch.id.clone(),
-        source,
-    })?;
+    blocking(|| cx.store.transition(batch, mapped)).map_err(st)?;
+    let summary = extract.finish().await?;
     report.rows_written = summary.rows_written;
     let written = BatchState::Written {
         end,
         rows: summary.rows_written,
         extract: summary.path.display().to_string(),
     };
-    blocking(|| store.transition(batch, written)).map_err(st)
+    blocking(|| cx.store.transition(batch, written)).map_err(st)
 }

@@ -443,6 +443,7 @@ pub(super) fn report_json(r: &CycleReport) -> serde_json::Value {
         "shared_pull_with": r.shared_pull_with,
         "oracle_requests": r.oracle_requests,
         "rows_written": r.rows_written,
+        "streamed": r.streamed,
         "rejected_by_mapping": r.rejected_by_mapping,
         "rejected_by_writer": r.rejected_by_writer,
         "deleted": r.deleted,
