@@ -44,6 +44,9 @@ pub async fn run_durable_cycle_with(
     c: &Connectors,
     progress: &dyn Progress,
 ) -> Result<CycleReport, SyncError> {
+    // What this cycle asks Oracle for, from the mapping it runs now.
+    let projected = crate::projection::pulled_spec(spec, &c.plugins)?;
+    let spec = &projected;
     let label = format!("{}/{}", spec.tenant, spec.name);
     let st = |source: StoreError| SyncError::Store {
         pipeline: label.clone(),
@@ -68,7 +71,16 @@ pub async fn run_durable_cycle_with(
                 }
                 _ => false,
             };
+            let repull = crate::projection::needs_repull(
+                state.pulled_with.as_deref(),
+                spec.resource.fields.as_ref(),
+            );
             let kind = if state.datasource_id.is_none() {
+                BatchKind::Full
+            } else if repull {
+                tracing::info!(
+                    "the mapping reads fields the stored records were not pulled with: pulling every record again"
+                );
                 BatchKind::Full
             } else if schema_changed {
                 tracing::info!(
@@ -80,7 +92,11 @@ pub async fn run_durable_cycle_with(
             } else {
                 BatchKind::Full
             };
-            blocking(|| store.create_batch(&spec.name, kind, &[])).map_err(st)?
+            let pulled_with = crate::projection::stored(spec.resource.fields.as_ref());
+            blocking(|| {
+                store.create_batch_pulled_with(&spec.name, kind, &[], pulled_with.as_deref())
+            })
+            .map_err(st)?
         }
     };
     let cx = Cycle {

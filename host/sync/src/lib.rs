@@ -24,6 +24,7 @@ mod error;
 mod journal;
 mod mappings_dir;
 mod pipeline;
+pub mod projection;
 mod reference;
 pub mod shadow;
 mod stages;
