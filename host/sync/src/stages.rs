@@ -245,8 +245,12 @@ pub(crate) async fn write(
             break;
         };
         after = Some(last);
-        let records = blocking(|| store.latest_records(&spec.name, &keys)).map_err(st)?;
-        let jsons: Vec<String> = records.iter().map(|r| r.json.clone()).collect();
+        let mut records = blocking(|| store.latest_records(&spec.name, &keys)).map_err(st)?;
+        // Moved out, not copied: only the keys are read after mapping.
+        let jsons: Vec<String> = records
+            .iter_mut()
+            .map(|r| std::mem::take(&mut r.json))
+            .collect();
         let (mapped, used) = c
             .plugins
             .map_batch_with_version(&spec.tenant, &spec.plugin, &spec.resource.path, &jsons)
