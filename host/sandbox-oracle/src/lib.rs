@@ -245,6 +245,7 @@ impl OracleSandbox {
             faults,
             base_url: format!("http://{addr}/fscmRestApi/resources/{}", server::VERSION),
             requests: AtomicU64::new(0),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             live_counter: AtomicU64::new(0),
         });
         let app = server::router(Arc::clone(&shared));
@@ -460,6 +461,16 @@ impl OracleSandbox {
     /// outcome, faults included; token requests not counted).
     pub fn request_count(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// The last 256 resource requests as `path?query` (query still
+    /// percent-encoded), oldest first: what a client asked for.
+    pub fn recent_requests(&self) -> Vec<String> {
+        self.shared
+            .recent
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Sets [`request_count`](Self::request_count) back to 0.

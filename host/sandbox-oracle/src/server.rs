@@ -49,6 +49,9 @@ pub(crate) struct Shared {
     pub base_url: String,
     /// Resource requests served (any outcome).
     pub requests: AtomicU64,
+    /// The last [`RECENT_REQUESTS`] resource requests, `path?query`, oldest
+    /// first, for tests to see what a client asked.
+    pub recent: std::sync::Mutex<std::collections::VecDeque<String>>,
     /// Counter feeding the live random numbers.
     pub live_counter: AtomicU64,
 }
@@ -305,6 +308,9 @@ fn due(arrival: tokio::time::Instant, delay: std::time::Duration) -> tokio::time
         .unwrap_or_else(|| arrival + std::time::Duration::from_secs(365 * 86_400))
 }
 
+/// How many resource requests [`Shared::recent`] keeps.
+pub(crate) const RECENT_REQUESTS: usize = 256;
+
 /// `GET /fscmRestApi/resources/{version}/{*path}`: throttling, faults,
 /// authentication, the answer, then the latency model (a timer: the
 /// request holds no thread while it waits).
@@ -316,6 +322,15 @@ async fn resource(
 ) -> Response {
     let arrival = tokio::time::Instant::now();
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut recent) = shared.recent.lock() {
+        if recent.len() == RECENT_REQUESTS {
+            recent.pop_front();
+        }
+        recent.push_back(match &query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        });
+    }
     let auth = shared.auth.check(&headers);
     let client = auth.as_ref().ok().cloned();
     // Held until the answer is ready: the request is in flight till then.
@@ -1013,6 +1028,7 @@ mod tests {
             faults: Faults::default(),
             base_url: "http://127.0.0.1:1/fscmRestApi/resources/11.13.18.05".into(),
             requests: AtomicU64::new(0),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             live_counter: AtomicU64::new(0),
         };
         let res = crate::resources::resource("invoices").unwrap();
