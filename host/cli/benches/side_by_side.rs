@@ -3,7 +3,9 @@
 //! `limit`/`offset`, mapping in Python, tableauhyperapi's Inserter,
 //! tableauserverclient's publish) against
 //! `ml-connector sync bench/invoices --once` (`[oracle] max_concurrency =
-//! 8`, mapping `mappings/bench/invoices.toml`), on the same sandboxes.
+//! 8`, mapping `mappings/bench/invoices.toml`, `pull = "mapped-fields"`:
+//! like the script, it asks Oracle for only the attributes it maps), on
+//! the same sandboxes.
 //!
 //! Per scenario the Oracle sandbox (seed 1, N invoices, a base latency per
 //! request) and the Tableau sandbox (its own hyperd) start in this process
@@ -111,7 +113,7 @@ async fn scenario(n: u64, latency_ms: u64) -> bool {
     stage_bench_mapping(&dir, "bench", "invoices.toml");
     let tenant = format!(
         "id = \"bench\"\n\n{}\n[[pipeline]]\nid = \"invoices\"\nresource = \"invoices\"\n\
-         datasource = \"connector invoices\"\nmapping = \"invoices.toml\"\n",
+         datasource = \"connector invoices\"\nmapping = \"invoices.toml\"\npull = \"mapped-fields\"\n",
         connection(
             &oracle,
             &tableau,

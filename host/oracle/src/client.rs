@@ -641,8 +641,12 @@ impl Inner {
             ("offset", "0".to_owned()),
             ("orderBy", order),
         ];
-        if !spec.expand.is_empty() {
-            query.push(("expand", spec.expand.join(",")));
+        match &spec.fields {
+            // With `fields`, Oracle inlines the children it names and
+            // ignores `expand`.
+            Some(projection) => query.push(("fields", projection.query())),
+            None if !spec.expand.is_empty() => query.push(("expand", spec.expand.join(","))),
+            None => {}
         }
         if total {
             query.push(("totalResults", "true".to_owned()));

@@ -44,7 +44,7 @@ pub use config::{OracleConfig, RetryPolicy};
 pub use error::OracleError;
 pub use gate::RequestStats;
 pub use model::{
-    Cursor, KeyKind, MemoryRecordIndex, NothingExported, Page, PullStats, RawRecord, RecordIndex,
-    ResourceSpec, compare_keys,
+    Cursor, KeyKind, MemoryRecordIndex, NothingExported, Page, Projection, PullStats, RawRecord,
+    RecordIndex, ResourceSpec, compare_keys,
 };
 pub use sliced::SlicedPull;

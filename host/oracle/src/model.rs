@@ -38,6 +38,53 @@ pub struct ResourceSpec {
     /// Child collections read with each parent (`expand`), nested ones as
     /// `child.grandchild`.
     pub expand: Vec<String>,
+    /// Only these attributes are asked for (`fields=`); `None`: every
+    /// attribute, and every child collection of `expand` whole. See
+    /// [`ResourceSpec::projected`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Projection>,
+}
+
+/// The attributes a projected pull asks Oracle for (its `fields=`
+/// parameter): of the record itself and of each expanded child collection.
+/// Oracle's syntax is `fields=A,B;child:C,D;child.grandchild:E`, and with
+/// `fields` given only the children it names are inlined (`expand` is
+/// ignored), so every child to read is named with at least one attribute.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Projection {
+    /// Attributes of the record, sorted, the key and timestamp members
+    /// included.
+    pub attributes: Vec<String>,
+    /// Child collection path (as in `expand`) → its attributes, sorted.
+    pub children: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Projection {
+    /// The value of the `fields` query parameter.
+    pub fn query(&self) -> String {
+        let mut text = self.attributes.join(",");
+        for (path, attributes) in &self.children {
+            text.push(';');
+            text.push_str(path);
+            text.push(':');
+            text.push_str(&attributes.join(","));
+        }
+        text
+    }
+
+    /// True when every attribute and child `self` asks for, `other` asks
+    /// for too (records pulled with `other` hold what `self` reads).
+    pub fn is_within(&self, other: &Projection) -> bool {
+        let subset = |a: &[String], b: &[String]| a.iter().all(|x| b.contains(x));
+        subset(&self.attributes, &other.attributes)
+            && self.children.iter().all(|(path, attributes)| {
+                other
+                    .children
+                    .get(path)
+                    .is_some_and(|o| subset(attributes, o))
+            })
+    }
 }
 
 impl ResourceSpec {
@@ -48,7 +95,55 @@ impl ResourceSpec {
             key_kind: kind,
             timestamp: ts.then(|| LAST_UPDATE_DATE.to_owned()),
             expand: expand.iter().map(|s| (*s).to_owned()).collect(),
+            fields: None,
         }
+    }
+
+    /// This resource read with only `attributes` of each record (the key
+    /// and timestamp members are added) and, per child collection path,
+    /// only the given attributes of its rows; `expand` becomes exactly
+    /// those children (and the parents of nested ones). `None` when a child
+    /// would be read with no attribute: Oracle's `fields` cannot ask for a
+    /// child's rows without naming one of its attributes, so such a pull
+    /// reads whole records.
+    pub fn projected<'a>(
+        mut self,
+        attributes: impl IntoIterator<Item = &'a str>,
+        children: impl IntoIterator<Item = (&'a str, Vec<String>)>,
+    ) -> Option<Self> {
+        let mut top: Vec<String> = attributes.into_iter().map(str::to_owned).collect();
+        top.push(self.key.clone());
+        top.extend(self.timestamp.clone());
+        top.sort();
+        top.dedup();
+        let mut kids = std::collections::BTreeMap::new();
+        for (path, mut attributes) in children {
+            if attributes.is_empty() {
+                return None;
+            }
+            attributes.sort();
+            attributes.dedup();
+            kids.insert(path.to_owned(), attributes);
+        }
+        let mut expand: Vec<String> = Vec::new();
+        for path in kids.keys() {
+            let mut prefix = String::new();
+            for part in path.split('.') {
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(part);
+                if !expand.contains(&prefix) {
+                    expand.push(prefix.clone());
+                }
+            }
+        }
+        self.expand = expand;
+        self.fields = Some(Projection {
+            attributes: top,
+            children: kids,
+        });
+        Some(self)
     }
 
     /// Payables invoices with lines, their distributions and installments.
@@ -322,5 +417,79 @@ mod tests {
         assert!(idx.is_new("1", Some(10), &[2u8; 32]), "new content is new");
         assert_eq!(idx.keys(), vec!["1".to_owned()]);
         assert!(NothingExported.is_new("1", Some(10), &h));
+    }
+
+    #[test]
+    fn a_projection_adds_key_and_timestamp_and_expands_only_what_it_reads() {
+        let spec = ResourceSpec::invoices()
+            .projected(
+                ["InvoiceNumber", "InvoiceAmount"],
+                [(
+                    "invoiceLines.invoiceDistributions",
+                    vec!["DistributionLineNumber".to_owned()],
+                )],
+            )
+            .expect("every child reads an attribute");
+        assert_eq!(
+            spec.expand,
+            ["invoiceLines", "invoiceLines.invoiceDistributions"],
+            "installments are not read; lines are the distributions' parent"
+        );
+        let fields = spec.fields.as_ref().expect("projected");
+        assert_eq!(
+            fields.query(),
+            "InvoiceAmount,InvoiceId,InvoiceNumber,LastUpdateDate;\
+             invoiceLines.invoiceDistributions:DistributionLineNumber"
+        );
+        let flat = ResourceSpec::account_combinations()
+            .projected(["AccountType", "_CODE_COMBINATION_ID"], [])
+            .expect("no children");
+        assert!(flat.expand.is_empty());
+        assert_eq!(
+            flat.fields.map(|f| f.query()).as_deref(),
+            Some("AccountType,_CODE_COMBINATION_ID"),
+            "no timestamp member, the key once"
+        );
+        assert!(
+            ResourceSpec::invoices()
+                .projected(["InvoiceId"], [("invoiceLines", vec![])])
+                .is_none(),
+            "a child read for its rows only cannot be projected"
+        );
+    }
+
+    #[test]
+    fn projections_compare_by_what_they_hold() {
+        let p = |top: &[&str], lines: &[&str]| {
+            ResourceSpec::invoices()
+                .projected(
+                    top.iter().copied(),
+                    (!lines.is_empty()).then(|| {
+                        (
+                            "invoiceLines",
+                            lines.iter().map(|s| (*s).to_owned()).collect(),
+                        )
+                    }),
+                )
+                .and_then(|s| s.fields)
+                .expect("projected")
+        };
+        let wide = p(
+            &["InvoiceAmount", "Description"],
+            &["LineAmount", "LineNumber"],
+        );
+        let narrow = p(&["InvoiceAmount"], &["LineNumber"]);
+        assert!(narrow.is_within(&wide));
+        assert!(!wide.is_within(&narrow));
+        assert!(p(&["InvoiceAmount"], &[]).is_within(&wide));
+        assert!(
+            !narrow.is_within(&p(&["InvoiceAmount"], &[])),
+            "no lines there"
+        );
+        let json = serde_json::to_string(&ResourceSpec::invoices()).expect("serializes");
+        assert!(
+            !json.contains("fields"),
+            "whole records serialize as before: {json}"
+        );
     }
 }

@@ -43,6 +43,8 @@ struct Fake {
     after_page: Mutex<Option<Hook>>,
     /// `q` values seen, in order.
     queries: Mutex<Vec<String>>,
+    /// (`fields`, `expand`) of every resource request, in order.
+    shapes: Mutex<Vec<(Option<String>, Option<String>)>>,
 }
 
 fn item(id: i64, ts: i64, version: u32) -> String {
@@ -86,6 +88,10 @@ async fn invoices(
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     f.resource_calls.fetch_add(1, Ordering::SeqCst);
+    f.shapes
+        .lock()
+        .unwrap()
+        .push((params.get("fields").cloned(), params.get("expand").cloned()));
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -535,4 +541,31 @@ async fn bad_credentials_are_a_clear_error_without_the_secret() {
     let text = format!("{err} {err:?}");
     assert!(text.contains("invalid_client"), "{text}");
     assert!(!text.contains("wrong-secret"), "{text}");
+}
+
+#[tokio::test]
+async fn a_projected_pull_asks_for_its_fields_and_no_expand() {
+    let fake = fake_with(15, false);
+    let (cfg, _srv) = start(fake.clone()).await;
+    let client = OracleClient::new("t1", cfg).unwrap();
+    let index = MemoryRecordIndex::new();
+    let spec = ResourceSpec::invoices()
+        .projected(["InvoiceNumber"], [])
+        .unwrap();
+    let mut pull = client.pull(&spec, None, &index);
+    let mut keys = Vec::new();
+    while let Some(page) = pull.next_page().await.unwrap() {
+        keys.extend(page.records.into_iter().map(|r| r.key));
+    }
+    assert_eq!(keys.len(), 15);
+    let shapes = fake.shapes.lock().unwrap();
+    assert!(shapes.len() >= 2, "{shapes:?}");
+    for (fields, expand) in shapes.iter() {
+        assert_eq!(
+            fields.as_deref(),
+            Some("InvoiceId,InvoiceNumber,LastUpdateDate"),
+            "{shapes:?}"
+        );
+        assert_eq!(expand, &None, "fields names the children: {shapes:?}");
+    }
 }

@@ -246,6 +246,7 @@ impl OracleSandbox {
             base_url: format!("http://{addr}/fscmRestApi/resources/{}", server::VERSION),
             requests: AtomicU64::new(0),
             requests_by_resource: Default::default(),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             live_counter: AtomicU64::new(0),
         });
         let app = server::router(Arc::clone(&shared));
@@ -461,6 +462,16 @@ impl OracleSandbox {
     /// outcome, faults included; token requests not counted).
     pub fn request_count(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// The last 256 resource requests as `path?query` (query still
+    /// percent-encoded), oldest first: what a client asked for.
+    pub fn recent_requests(&self) -> Vec<String> {
+        self.shared
+            .recent
+            .lock()
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Requests of one top-level resource (`invoices`, its children

@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     /// The same, per top-level resource (`invoices` for
     /// `invoices/{id}/child/invoiceLines` too).
     pub requests_by_resource: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The last [`RECENT_REQUESTS`] resource requests, `path?query`, oldest
+    /// first, for tests to see what a client asked.
+    pub recent: std::sync::Mutex<std::collections::VecDeque<String>>,
     /// Counter feeding the live random numbers.
     pub live_counter: AtomicU64,
 }
@@ -308,6 +311,9 @@ fn due(arrival: tokio::time::Instant, delay: std::time::Duration) -> tokio::time
         .unwrap_or_else(|| arrival + std::time::Duration::from_secs(365 * 86_400))
 }
 
+/// How many resource requests [`Shared::recent`] keeps.
+pub(crate) const RECENT_REQUESTS: usize = 256;
+
 /// `GET /fscmRestApi/resources/{version}/{*path}`: throttling, faults,
 /// authentication, the answer, then the latency model (a timer: the
 /// request holds no thread while it waits).
@@ -322,6 +328,15 @@ async fn resource(
     if let Ok(mut by) = shared.requests_by_resource.lock() {
         let top = path.split('/').next().unwrap_or_default();
         *by.entry(top.to_owned()).or_default() += 1;
+    }
+    if let Ok(mut recent) = shared.recent.lock() {
+        if recent.len() == RECENT_REQUESTS {
+            recent.pop_front();
+        }
+        recent.push_back(match &query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        });
     }
     let auth = shared.auth.check(&headers);
     let client = auth.as_ref().ok().cloned();
@@ -1021,6 +1036,7 @@ mod tests {
             base_url: "http://127.0.0.1:1/fscmRestApi/resources/11.13.18.05".into(),
             requests: AtomicU64::new(0),
             requests_by_resource: Default::default(),
+            recent: std::sync::Mutex::new(std::collections::VecDeque::new()),
             live_counter: AtomicU64::new(0),
         };
         let res = crate::resources::resource("invoices").unwrap();

@@ -196,6 +196,11 @@ pub struct Batch {
     /// full refresh that changed nothing has none).
     #[serde(default)]
     pub changed: u64,
+    /// What a pulling batch asked Oracle for (the client's projection, as
+    /// the caller wrote it); `None`: whole records. Its confirmation makes
+    /// it the pipeline's [`PipelineState::pulled_with`](crate::PipelineState).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_with: Option<String>,
     /// Every state change.
     pub history: Vec<Change>,
 }

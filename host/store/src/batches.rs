@@ -29,6 +29,18 @@ impl TenantStore {
         kind: BatchKind,
         keys: &[String],
     ) -> Result<Batch, StoreError> {
+        self.create_batch_pulled_with(pipeline, kind, keys, None)
+    }
+
+    /// [`TenantStore::create_batch`] of a batch whose pull asks Oracle for
+    /// `pulled_with` (`None`: whole records), recorded in the batch.
+    pub fn create_batch_pulled_with(
+        &self,
+        pipeline: &str,
+        kind: BatchKind,
+        keys: &[String],
+        pulled_with: Option<&str>,
+    ) -> Result<Batch, StoreError> {
         self.guard(|| {
             let tx = self.db.begin_write().map_err(self.err("writing"))?;
             let batch;
@@ -70,6 +82,10 @@ impl TenantStore {
                 pipes
                     .insert(pipeline, bytes.as_slice())
                     .map_err(self.err("writing a pipeline"))?;
+                let pulled_with = kind
+                    .pulls()
+                    .then(|| pulled_with.map(str::to_owned))
+                    .flatten();
                 let start = if kind.pulls() {
                     BatchState::Pulling { position: None }
                 } else {
@@ -94,6 +110,7 @@ impl TenantStore {
                     failures: 0,
                     records: keys.len() as u64,
                     changed: 0,
+                    pulled_with,
                 };
                 let mut batches = tx
                     .open_table(BATCHES)
@@ -379,6 +396,7 @@ impl TenantStore {
             // history stays).
             let prune = batch.kind == BatchKind::Full;
             let deletes = batch.kind == BatchKind::Deletes;
+            let pulled_with = batch.pulled_with.clone();
             let path = self.path.clone();
             let tenant_path = self.path.clone();
             let next = BatchState::Confirmed {
@@ -446,6 +464,14 @@ impl TenantStore {
                     };
                 if pulls_cursor && end.is_some() {
                     state.cursor = end;
+                }
+                // A full read replaces every latest version; an incremental
+                // one only some, so the records pulled whole before keep
+                // their attributes and those pulled narrower bound them all.
+                // (The caller runs an incremental batch only with a
+                // projection within the stored one.)
+                if prune || (pulls_cursor && pulled_with.is_some()) {
+                    state.pulled_with = pulled_with;
                 }
                 state.confirmed_seq = state.confirmed_seq.max(seq);
                 state.datasource_id = Some(datasource_id.to_owned());

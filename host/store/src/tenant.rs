@@ -71,6 +71,12 @@ pub struct PipelineState {
     /// When keys were last reconciled with Oracle (RFC 3339).
     #[serde(default)]
     pub last_reconcile: Option<String>,
+    /// What every latest stored version holds: the projection of the last
+    /// confirmed full read, or of a later incremental one that projected
+    /// ([`Batch::pulled_with`](crate::Batch)). `None`: whole records, or
+    /// nothing pulled yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_with: Option<String>,
 }
 
 /// One version of a record, as a batch recorded it.

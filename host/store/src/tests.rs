@@ -403,7 +403,19 @@ fn state_survives_reopening() {
 
 /// Drives a batch through to confirmed with `records`.
 fn confirmed_batch(store: &TenantStore, kind: BatchKind, records: &[StoredRecord]) -> Batch {
-    let mut b = store.create_batch("inv", kind, &[]).unwrap();
+    confirmed_batch_pulled_with(store, kind, records, None)
+}
+
+/// [`confirmed_batch`] of a batch pulled with `pulled_with`.
+fn confirmed_batch_pulled_with(
+    store: &TenantStore,
+    kind: BatchKind,
+    records: &[StoredRecord],
+    pulled_with: Option<&str>,
+) -> Batch {
+    let mut b = store
+        .create_batch_pulled_with("inv", kind, &[], pulled_with)
+        .unwrap();
     store.record_page(&mut b, records, None).unwrap();
     store
         .transition(&mut b, BatchState::Pulled { end: None })
@@ -544,4 +556,52 @@ fn freshness_samples_are_kept_for_the_window_only() {
         vec![(200, 2.5), (300, 3.5)]
     );
     assert_eq!(store.freshness("other", 0).unwrap(), vec![(150, 9.0)]);
+}
+
+#[test]
+fn a_pulling_batch_makes_its_projection_the_pipelines_and_a_reexport_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.pipeline("inv").unwrap().pulled_with, None);
+    let b = confirmed_batch_pulled_with(
+        &store,
+        BatchKind::Full,
+        &[record("1", 10, "a")],
+        Some("narrow"),
+    );
+    assert_eq!(b.pulled_with.as_deref(), Some("narrow"));
+    assert_eq!(
+        store.pipeline("inv").unwrap().pulled_with.as_deref(),
+        Some("narrow")
+    );
+    let mut b = store
+        .create_batch_pulled_with("inv", BatchKind::Reexport, &[], Some("wide"))
+        .unwrap();
+    assert_eq!(b.pulled_with, None, "a re-export reads no Oracle");
+    let submitted = BatchState::Submitted {
+        end: None,
+        rows: 1,
+        extract: String::new(),
+        request_ids: Vec::new(),
+        jobs: Vec::new(),
+    };
+    store.transition(&mut b, submitted).unwrap();
+    store.confirm(&mut b, Vec::new(), "ds", "{}").unwrap();
+    assert_eq!(
+        store.pipeline("inv").unwrap().pulled_with.as_deref(),
+        Some("narrow"),
+        "the stored records are still the narrow ones"
+    );
+    confirmed_batch(&store, BatchKind::Incremental, &[record("1", 20, "b")]);
+    assert_eq!(
+        store.pipeline("inv").unwrap().pulled_with.as_deref(),
+        Some("narrow"),
+        "some changes pulled whole: the others are still narrow"
+    );
+    confirmed_batch(&store, BatchKind::Full, &[record("1", 20, "b")]);
+    assert_eq!(
+        store.pipeline("inv").unwrap().pulled_with,
+        None,
+        "every record pulled whole since"
+    );
 }

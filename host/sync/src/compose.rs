@@ -403,6 +403,7 @@ impl Host {
                 datasource: p.datasource.clone(),
                 max_records_per_batch: p.max_records_per_batch,
                 reconcile: p.reconcile,
+                pull: p.pull,
             });
         }
         let connectors = Connectors {

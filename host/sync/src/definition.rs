@@ -265,6 +265,39 @@ pub struct PipelineDefinition {
     /// An incremental batch stops taking pages at this many records, at least
     /// 1 (default 200000).
     pub max_records_per_batch: usize,
+    /// What is asked of Oracle: `"whole-records"` (default) or, for a
+    /// mapping script only, `"mapped-fields"`.
+    pub pull: Pull,
+}
+
+/// `pull`: what a pipeline asks Oracle for, and so what its store keeps of
+/// each record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pull {
+    /// `"whole-records"` (the default): every attribute of each record and
+    /// every child collection of the resource. The store holds the records
+    /// as Oracle has them, so any later mapping can be diffed, promoted
+    /// and re-exported from the store.
+    #[default]
+    WholeRecords,
+    /// `"mapped-fields"`: only what the mapping script reads (`fields=` the
+    /// key, the timestamp and the attributes its columns, expressions,
+    /// filter and lookup keys name; only the children it expands over).
+    /// Several times less to receive, parse, hash and store; a later
+    /// mapping that reads more makes the next batch pull every record
+    /// again instead of re-exporting from the store. A mapping script only.
+    MappedFields,
+}
+
+impl Pull {
+    /// The value as written in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WholeRecords => "whole-records",
+            Self::MappedFields => "mapped-fields",
+        }
+    }
 }
 
 impl PipelineDefinition {
@@ -525,6 +558,7 @@ struct RawPipeline {
     every: Option<Spanned<String>>,
     reconcile: Option<Spanned<String>>,
     max_records_per_batch: Option<Spanned<i64>>,
+    pull: Option<Spanned<String>>,
 }
 
 /// The file being read, for locating errors.
@@ -939,6 +973,33 @@ impl Cx<'_> {
             i64::MAX,
             i64::try_from(DEFAULT_MAX_RECORDS_PER_BATCH).unwrap_or(i64::MAX),
         )?;
+        let pull = match &raw.pull {
+            None => Pull::default(),
+            Some(v) => {
+                let field = format!("{path}.pull");
+                let pull = [Pull::WholeRecords, Pull::MappedFields]
+                    .into_iter()
+                    .find(|p| p.name() == v.get_ref())
+                    .ok_or_else(|| {
+                        self.at(
+                            v,
+                            &field,
+                            format!(
+                                "{:?} is not a pull; use \"whole-records\" or \"mapped-fields\"",
+                                v.get_ref()
+                            ),
+                        )
+                    })?;
+                if pull == Pull::MappedFields && matches!(mapping, Mapping::Plugin(_)) {
+                    return Err(self.at(
+                        v,
+                        &field,
+                        "pull = \"mapped-fields\" needs a mapping script (mapping = \"FILE.toml\"): what a plugin reads is not known, so it pulls whole records",
+                    ));
+                }
+                pull
+            }
+        };
         Ok(PipelineDefinition {
             id,
             resource,
@@ -947,6 +1008,7 @@ impl Cx<'_> {
             every,
             reconcile,
             max_records_per_batch: usize::try_from(max_records).unwrap_or(usize::MAX),
+            pull,
         })
     }
 
@@ -1351,6 +1413,7 @@ every = "10m"                  # 1m to 24h; default 10m
         assert_eq!(p.every, Duration::from_secs(600));
         assert_eq!(p.reconcile, None);
         assert_eq!(p.max_records_per_batch, 200_000);
+        assert_eq!(p.pull, Pull::WholeRecords);
         assert!(d.pipeline("ap-invoices").is_some());
         let names: Vec<&str> = d.secrets().into_iter().map(SecretRef::name).collect();
         assert_eq!(names, ["oracle-client-secret", "tableau-pat"]);
@@ -1429,6 +1492,29 @@ pat_secret = "secret:p"
         assert_eq!(p.resource, Resource::AccountCombinationsLov);
         assert_eq!(p.mapping, Mapping::Plugin("combos".into()));
         assert_eq!(p.every, Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn pull_is_whole_records_or_mapped_fields_of_a_script() {
+        let d = ok(&(EXAMPLE.to_owned() + "pull = \"mapped-fields\"\n"));
+        assert_eq!(d.pipelines[0].pull, Pull::MappedFields);
+        let json = serde_json::to_value(&d).expect("serializes");
+        assert_eq!(json["pipeline"][0]["pull"], "mapped-fields");
+        let d = ok(&(EXAMPLE.to_owned() + "pull = \"whole-records\"\n"));
+        assert_eq!(d.pipelines[0].pull, Pull::WholeRecords);
+        refused(
+            &(EXAMPLE.to_owned() + "pull = \"some\"\n"),
+            EXAMPLE.lines().count() + 1,
+            "pipeline[0].pull",
+            "use \"whole-records\" or \"mapped-fields\"",
+        );
+        refused(
+            &(edit("mapping = \"invoices.toml\"", "plugin = \"combos\"")
+                + "pull = \"mapped-fields\"\n"),
+            EXAMPLE.lines().count() + 1,
+            "pipeline[0].pull",
+            "needs a mapping script",
+        );
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub enum SyncError {
         #[source]
         source: mlc_store::StoreError,
     },
+    /// What the pipeline's mapping reads could not be worked out
+    /// (`pull = "mapped-fields"`).
+    #[error(transparent)]
+    Projection(#[from] crate::projection::ProjectionError),
     /// A local file operation failed.
     #[error("pipeline {pipeline}: {what}")]
     Io {

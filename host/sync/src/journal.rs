@@ -65,13 +65,25 @@ pub async fn run_durable_cycles(
     store: &Arc<TenantStore>,
     c: &Connectors,
 ) -> Vec<Result<CycleReport, SyncError>> {
+    // What each cycle asks Oracle for, from the mapping it runs now.
+    let mut specs = Vec::with_capacity(pipelines.len());
     let mut opened = Vec::with_capacity(pipelines.len());
     for (spec, _) in pipelines {
-        opened.push(open(spec, store, c).await);
+        match crate::projection::pulled_spec(spec, &c.plugins) {
+            Ok(projected) => {
+                opened.push(open(&projected, store, c).await);
+                specs.push(projected);
+            }
+            Err(e) => {
+                opened.push(Err(e.into()));
+                specs.push((*spec).clone());
+            }
+        }
     }
-    let cycles: Vec<Cycle<'_>> = pipelines
+    let cycles: Vec<Cycle<'_>> = specs
         .iter()
-        .map(|(spec, progress)| Cycle {
+        .zip(pipelines)
+        .map(|(spec, (_, progress))| Cycle {
             spec,
             store,
             c,
@@ -199,7 +211,16 @@ async fn open(
                 }
                 _ => false,
             };
+            let repull = crate::projection::needs_repull(
+                state.pulled_with.as_deref(),
+                spec.resource.fields.as_ref(),
+            );
             let kind = if state.datasource_id.is_none() {
+                BatchKind::Full
+            } else if repull {
+                tracing::info!(
+                    "the mapping reads fields the stored records were not pulled with: pulling every record again"
+                );
                 BatchKind::Full
             } else if schema_changed {
                 tracing::info!(
@@ -212,7 +233,11 @@ async fn open(
             } else {
                 BatchKind::Full
             };
-            blocking(|| store.create_batch(&spec.name, kind, &[])).map_err(st)?
+            let pulled_with = crate::projection::stored(spec.resource.fields.as_ref());
+            blocking(|| {
+                store.create_batch_pulled_with(&spec.name, kind, &[], pulled_with.as_deref())
+            })
+            .map_err(st)?
         }
     };
     Ok((state, batch))

@@ -25,6 +25,7 @@ mod extract;
 mod journal;
 mod mappings_dir;
 mod pipeline;
+pub mod projection;
 mod reference;
 pub mod shadow;
 mod stages;

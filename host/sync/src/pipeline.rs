@@ -34,6 +34,9 @@ pub struct PipelineSpec {
     /// How often the keys are reconciled with Oracle (deletes sent as a
     /// batch); `None`: never.
     pub reconcile: Option<std::time::Duration>,
+    /// Whole records, or only what the mapping script reads (the cycle
+    /// projects [`PipelineSpec::resource`] from the script it runs).
+    pub pull: crate::definition::Pull,
 }
 
 /// The default [`PipelineSpec::max_records_per_batch`]: about 10–60 MB of

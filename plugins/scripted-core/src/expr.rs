@@ -171,6 +171,26 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// Calls `f` with the dotted path of every field reference, in the
+    /// order written (a lookup's key expression included).
+    pub fn fields<'e>(&'e self, f: &mut dyn FnMut(&'e str)) {
+        match self {
+            Expr::Lit(_) => {}
+            Expr::Field { path, .. } => f(path),
+            Expr::Call(_, args) => args.iter().for_each(|a| a.fields(f)),
+            Expr::Lookup { key, .. } => key.fields(f),
+            Expr::Not(a) => a.fields(f),
+            Expr::And(a, b)
+            | Expr::Or(a, b)
+            | Expr::Cmp(_, a, b)
+            | Expr::Add(a, b)
+            | Expr::Sub(a, b) => {
+                a.fields(f);
+                b.fields(f);
+            }
+        }
+    }
+
     /// Calls `f` on every field reference, mutably.
     pub fn fields_mut(&mut self, f: &mut dyn FnMut(&str, usize, &mut usize)) {
         match self {

@@ -42,12 +42,14 @@ pub mod error;
 pub mod eval;
 pub mod expr;
 pub mod json;
+pub mod reads;
 pub mod script;
 
 use std::collections::HashMap;
 
 pub use error::{LookupError, MapError, ScriptError};
 pub use eval::Lookup;
+pub use reads::{ChildReads, Reads};
 pub use script::{RowSink, RowsSink, Script, SinkFault};
 
 /// Reference data held in memory: dataset → key → record (JSON object

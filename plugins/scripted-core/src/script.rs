@@ -25,6 +25,7 @@ use crate::error::{MapError, ScriptError};
 use crate::eval::{self, Context, Fault, Lookup, Stop, Val};
 use crate::expr::{self, Expr, Lit};
 use crate::json::{self, Raw, Table};
+use crate::reads::Reads;
 
 /// The most segments a field path (`a.b.c`) or `expand` may have. A record
 /// nests at most 127 arrays and objects (the host parses it with
@@ -669,6 +670,22 @@ impl Script {
     /// The output schema, in column order.
     pub fn schema(&self) -> &Schema {
         &self.schema
+    }
+
+    /// What the script reads of a record ([`Reads`]): from every column's
+    /// `source` or `expr`, the `filter` and the `expand` chain.
+    pub fn reads(&self) -> Reads {
+        let mut paths: Vec<&str> = Vec::new();
+        for column in &self.columns {
+            match &column.value {
+                Source::Slot(_) => paths.push(&column.field),
+                Source::Expr(e) => e.fields(&mut |p| paths.push(p)),
+            }
+        }
+        if let Some(filter) = &self.filter {
+            filter.fields(&mut |p| paths.push(p));
+        }
+        Reads::of(&self.expand, paths)
     }
 
     /// Maps a batch of records (each one JSON object text). A record that

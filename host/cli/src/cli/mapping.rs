@@ -235,6 +235,14 @@ fn diff_text(doc: &Value, candidate: &std::path::Path) -> String {
     each(&mut lines, &rows["no_longer_rejected_sample"], &|r| {
         format!("  now mapped {} (was: {})", s(&r["key"]), s(&r["reason"]))
     });
+    let missing = columns(&doc["not_in_store"]);
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|v| s(v)).collect();
+        lines.push(format!(
+            "not in the store: the records were pulled with mapped fields only, and the candidate also reads {}: the diff shows them empty; a promote makes the next batch pull every record from Oracle again",
+            names.join(", ")
+        ));
+    }
     let t = &doc["timing"];
     lines.push(format!(
         "time per record: {:.1} µs in use, {:.1} µs candidate",

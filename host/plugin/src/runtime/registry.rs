@@ -366,6 +366,12 @@ impl PluginRuntime {
         Ok(self.current(tenant, name)?.info.clone())
     }
 
+    /// The configuration the current version of a plugin was loaded with
+    /// (for the scripted mapper, its mapping script; empty when none).
+    pub fn config(&self, tenant: &str, name: &str) -> Result<String, PluginError> {
+        Ok(self.current(tenant, name)?.config.clone())
+    }
+
     /// The output schema of `resource` in the current version of a plugin.
     pub fn schema(&self, tenant: &str, name: &str, resource: &str) -> Result<Schema, PluginError> {
         let loaded = self.current(tenant, name)?;

@@ -97,6 +97,13 @@ pub struct MappingDiff {
     pub rows: RowChanges,
     /// Time per record of both.
     pub timing: Timing,
+    /// What the candidate reads that the stored records were not pulled
+    /// with (`pull = "mapped-fields"`): attributes of the record, and
+    /// `child:attribute` of child collections (`child` alone: the whole
+    /// collection). The diff sees those as empty; Oracle has them, and a
+    /// promote makes the next batch pull every record again. Empty when
+    /// the store holds everything the candidate reads.
+    pub not_in_store: Vec<String>,
 }
 
 /// What a promote did.
@@ -458,6 +465,13 @@ impl Host {
     ) -> Result<MappingDiff, ShadowError> {
         let t = self.target(store, pipeline)?;
         let current_version = self.current(store, &t).await?;
+        let pulled_with = blocking(|| store.pipeline(&t.def.id))
+            .map_err(|source| ShadowError::Store {
+                tenant: t.tenant.to_owned(),
+                source,
+            })?
+            .pulled_with;
+        let not_in_store = not_in_store(&t.def, pulled_with.as_deref(), candidate);
         let candidate = self.prepare_candidate(&t, candidate).await?;
         let resource = t.def.resource_spec().path;
         let (tenant, id) = (t.tenant.to_owned(), t.def.id.clone());
@@ -536,6 +550,7 @@ impl Host {
                 current_us_per_record: per_record(current_time),
                 candidate_us_per_record: per_record(candidate_time),
             },
+            not_in_store,
         })
     }
 
@@ -620,5 +635,117 @@ impl Host {
             version,
             schema_changed,
         })
+    }
+}
+
+/// What a candidate script reads that records pulled with `pulled_with`
+/// (as the store keeps it; `None`: whole records) lack. A component
+/// candidate, or a script that does not compile (the candidate check
+/// refuses it with its reason), reports nothing here.
+fn not_in_store(
+    def: &PipelineDefinition,
+    pulled_with: Option<&str>,
+    candidate: &CandidateFile,
+) -> Vec<String> {
+    let Some(text) = pulled_with else {
+        return Vec::new();
+    };
+    if candidate.is_component() {
+        return Vec::new();
+    }
+    let Ok(script) = std::str::from_utf8(&candidate.bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|t| mlc_scripted_core::Script::compile(t).map_err(|e| e.to_string()))
+    else {
+        return Vec::new();
+    };
+    let Ok(stored) = serde_json::from_str::<mlc_oracle::Projection>(text) else {
+        return vec!["(the stored projection is unreadable: every field)".to_owned()];
+    };
+    let wanted = crate::projection::project(def.resource_spec(), &script.reads());
+    let Some(wanted) = wanted.fields else {
+        // The candidate needs whole records (a child read for its rows).
+        return vec!["(whole records)".to_owned()];
+    };
+    let mut missing: Vec<String> = wanted
+        .attributes
+        .iter()
+        .filter(|a| !stored.attributes.contains(a))
+        .cloned()
+        .collect();
+    for (child, attributes) in &wanted.children {
+        match stored.children.get(child) {
+            None => missing.push(child.clone()),
+            Some(have) => missing.extend(
+                attributes
+                    .iter()
+                    .filter(|a| !have.contains(a))
+                    .map(|a| format!("{child}:{a}")),
+            ),
+        }
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::{Pull, Resource};
+
+    fn def() -> PipelineDefinition {
+        PipelineDefinition {
+            id: "inv".into(),
+            resource: Resource::Invoices,
+            datasource: "Invoices".into(),
+            mapping: Mapping::Script("inv.toml".into()),
+            every: Duration::from_secs(600),
+            reconcile: None,
+            max_records_per_batch: 1,
+            pull: Pull::MappedFields,
+        }
+    }
+
+    fn script(columns: &[&str]) -> CandidateFile {
+        let mut text = String::from("resource = \"invoices\"\n");
+        for (i, source) in columns.iter().enumerate() {
+            let key = if i == 0 { "key = true\n" } else { "" };
+            text.push_str(&format!(
+                "[[column]]\nname = \"c{i}\"\ntype = \"text\"\n{key}source = \"{source}\"\n"
+            ));
+        }
+        CandidateFile {
+            origin: "test".into(),
+            bytes: text.into_bytes(),
+        }
+    }
+
+    fn pulled_with(columns: &[&str]) -> String {
+        let CandidateFile { bytes, .. } = script(columns);
+        let text = String::from_utf8(bytes).unwrap();
+        let reads = mlc_scripted_core::Script::compile(&text).unwrap().reads();
+        let spec = crate::projection::project(def().resource_spec(), &reads);
+        serde_json::to_string(&spec.fields.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_candidate_reading_more_than_the_store_holds_names_what_is_missing() {
+        let stored = pulled_with(&["InvoiceId", "InvoiceNumber"]);
+        let wider = script(&[
+            "InvoiceId",
+            "InvoiceNumber",
+            "Description",
+            "invoiceLines.X",
+        ]);
+        assert_eq!(
+            not_in_store(&def(), Some(&stored), &wider),
+            ["Description", "invoiceLines"],
+            "a path into a non-expanded child reads that attribute"
+        );
+        let same = script(&["InvoiceNumber", "InvoiceId"]);
+        assert!(not_in_store(&def(), Some(&stored), &same).is_empty());
+        assert!(
+            not_in_store(&def(), None, &wider).is_empty(),
+            "whole records hold everything"
+        );
     }
 }
